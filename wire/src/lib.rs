@@ -1,0 +1,12 @@
+//! The `datetime|emissions` payload shared by the CO2 publisher and the bridge.
+//!
+//! This crate does no I/O: it turns bytes into a validated [`Reading`] (or a
+//! [`Rejection`] with a reason a metric can carry) and a [`Reading`] back into
+//! its canonical bytes. Both programs use it, so what one writes the other reads.
+
+mod datetime;
+mod reading;
+mod topic;
+
+pub use reading::{Decoder, Limits, Reading, Rejection};
+pub use topic::{DeviceId, DeviceIdError, TopicFilter, TopicFilterError, TopicMatch};

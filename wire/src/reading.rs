@@ -1,0 +1,359 @@
+//! [`Reading`]: one CO2 measurement, and the [`Decoder`] that builds it from a payload.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use crate::datetime;
+
+/// One validated measurement: a UTC time (millisecond precision) and a value.
+///
+/// Built only by [`Decoder::decode`] or [`Reading::new`], so a `Reading` always
+/// fits the `co2_emissions` columns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    time: DateTime<Utc>,
+    emissions: f64,
+}
+
+impl Reading {
+    /// Builds a reading, truncating the time to milliseconds and rounding the
+    /// value to the column's two decimals, then checking it against `limits`.
+    pub fn new(time: DateTime<Utc>, emissions: f64, limits: &Limits) -> Result<Self, Rejection> {
+        if !emissions.is_finite() {
+            return Err(Rejection::NotFinite);
+        }
+        let emissions = round_cents(emissions);
+        if emissions < limits.min_emissions || emissions > limits.max_emissions {
+            return Err(Rejection::OutOfRange);
+        }
+        let millis = time.timestamp_millis();
+        let time = DateTime::from_timestamp_millis(millis).ok_or(Rejection::BadDatetime)?;
+        Ok(Self { time, emissions })
+    }
+
+    /// When the measurement was taken, in UTC.
+    pub fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+
+    /// The measured value, rounded to two decimals.
+    pub fn emissions(&self) -> f64 {
+        self.emissions
+    }
+
+    /// The time as RFC 3339 with milliseconds, e.g. for logs.
+    pub fn time_rfc3339(&self) -> String {
+        self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// The canonical payload bytes, e.g. `2020-07-13 22:43:23|3500.00`.
+    pub fn to_payload(&self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+}
+
+/// Canonical form: UTC, no offset, milliseconds only when non-zero.
+impl fmt::Display for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let naive = self.time.naive_utc();
+        if self.time.timestamp_subsec_millis() == 0 {
+            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S"))?;
+        } else {
+            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S%.3f"))?;
+        }
+        write!(f, "|{:.2}", self.emissions)
+    }
+}
+
+/// Why a payload was refused. [`Rejection::reason`] is the metric label and
+/// the `reason` stored with the dead-lettered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Rejection {
+    /// The payload is longer than [`Limits::max_payload_bytes`].
+    #[error("payload is larger than the configured maximum")]
+    Oversized,
+    /// The payload is not valid UTF-8.
+    #[error("payload is not valid UTF-8")]
+    NotUtf8,
+    /// There is no `|` between datetime and value.
+    #[error("payload has no '|' between datetime and value")]
+    MissingSeparator,
+    /// The datetime part is not a date and time we understand.
+    #[error("datetime is not 'YYYY-MM-DD hh:mm:ss[.fff][offset]'")]
+    BadDatetime,
+    /// The value part is not a decimal number.
+    #[error("value is not a decimal number")]
+    BadNumber,
+    /// The value is NaN or infinite.
+    #[error("value is NaN or infinite")]
+    NotFinite,
+    /// The value does not fit the configured range (by default the `DOUBLE(7,2)` column).
+    #[error("value is outside the configured range")]
+    OutOfRange,
+    /// The reading is stamped further in the future than allowed.
+    #[error("datetime is too far in the future")]
+    TooFarInFuture,
+}
+
+impl Rejection {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [Rejection; 8] = [
+        Rejection::Oversized,
+        Rejection::NotUtf8,
+        Rejection::MissingSeparator,
+        Rejection::BadDatetime,
+        Rejection::BadNumber,
+        Rejection::NotFinite,
+        Rejection::OutOfRange,
+        Rejection::TooFarInFuture,
+    ];
+
+    /// A short, stable, snake_case name: a metric label and the dead-letter reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Oversized => "oversized",
+            Rejection::NotUtf8 => "not_utf8",
+            Rejection::MissingSeparator => "missing_separator",
+            Rejection::BadDatetime => "bad_datetime",
+            Rejection::BadNumber => "bad_number",
+            Rejection::NotFinite => "not_finite",
+            Rejection::OutOfRange => "out_of_range",
+            Rejection::TooFarInFuture => "too_far_in_future",
+        }
+    }
+}
+
+/// What a [`Decoder`] accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Smallest accepted value (after rounding to two decimals).
+    pub min_emissions: f64,
+    /// Largest accepted value (after rounding to two decimals).
+    pub max_emissions: f64,
+    /// How far after "now" a reading may be stamped (clock skew between Pi and server).
+    pub max_future: Duration,
+    /// Longest accepted payload in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for Limits {
+    /// The `DOUBLE(7,2)` column's range, 5 minutes of skew, 256 bytes.
+    fn default() -> Self {
+        Self {
+            min_emissions: -99_999.99,
+            max_emissions: 99_999.99,
+            max_future: Duration::from_secs(300),
+            max_payload_bytes: 256,
+        }
+    }
+}
+
+/// Turns payload bytes into a [`Reading`]; configured once, used for every message.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    zone: Tz,
+    limits: Limits,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(Tz::UTC, Limits::default())
+    }
+}
+
+impl Decoder {
+    /// A decoder that reads offset-less datetimes in `zone`.
+    pub fn new(zone: Tz, limits: Limits) -> Self {
+        Self { zone, limits }
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes `payload`; `now` is the receiver's clock, for the future check.
+    pub fn decode(&self, payload: &[u8], now: DateTime<Utc>) -> Result<Reading, Rejection> {
+        if payload.len() > self.limits.max_payload_bytes {
+            return Err(Rejection::Oversized);
+        }
+        let text = std::str::from_utf8(payload).map_err(|_| Rejection::NotUtf8)?;
+        let (time, value) = text.split_once('|').ok_or(Rejection::MissingSeparator)?;
+        let time = self.parse_time(time.trim())?;
+        let emissions = parse_number(value.trim())?;
+        let reading = Reading::new(time, emissions, &self.limits)?;
+        let max_future =
+            chrono::Duration::from_std(self.limits.max_future).unwrap_or(chrono::Duration::MAX);
+        if now
+            .checked_add_signed(max_future)
+            .is_some_and(|latest| reading.time > latest)
+        {
+            return Err(Rejection::TooFarInFuture);
+        }
+        Ok(reading)
+    }
+
+    fn parse_time(&self, text: &str) -> Result<DateTime<Utc>, Rejection> {
+        let parsed = datetime::parse(text).ok_or(Rejection::BadDatetime)?;
+        match parsed.offset {
+            Some(offset) => offset
+                .from_local_datetime(&parsed.local)
+                .single()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or(Rejection::BadDatetime),
+            None => self.localize(parsed.local),
+        }
+    }
+
+    /// Reads a wall-clock time in the configured zone. In the autumn DST fold
+    /// the earlier instant wins; a time inside the spring gap does not exist
+    /// and is refused rather than guessed.
+    fn localize(&self, local: NaiveDateTime) -> Result<DateTime<Utc>, Rejection> {
+        match self.zone.from_local_datetime(&local) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(t.with_timezone(&Utc)),
+            LocalResult::None => Err(Rejection::BadDatetime),
+        }
+    }
+}
+
+/// A plain decimal (optionally with an exponent); Rust's float parser would
+/// also take words like `inf` and `NaN`, which are reported as such.
+fn parse_number(text: &str) -> Result<f64, Rejection> {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+        && text.bytes().any(|b| b.is_ascii_digit());
+    match text.parse::<f64>() {
+        Ok(v) if !v.is_finite() => Err(Rejection::NotFinite),
+        Ok(v) if plain => Ok(v),
+        _ => Err(Rejection::BadNumber),
+    }
+}
+
+fn round_cents(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn decode(payload: &str) -> Result<Reading, Rejection> {
+        Decoder::default().decode(payload.as_bytes(), now())
+    }
+
+    #[test]
+    fn canonical_payload() {
+        let r = decode("2020-07-13 22:43:23|3500.00").unwrap();
+        assert_eq!(
+            r.time(),
+            Utc.with_ymd_and_hms(2020, 7, 13, 22, 43, 23).unwrap()
+        );
+        assert_eq!(r.emissions(), 3500.0);
+        assert_eq!(r.to_string(), "2020-07-13 22:43:23|3500.00");
+    }
+
+    #[test]
+    fn lenient_forms_real_publishers_send() {
+        let canonical = decode("2020-07-13 09:03:05|3500.00").unwrap();
+        for form in [
+            "2020-7-13 9:3:5|3500",
+            "  2020-07-13 09:03:05 | 3500.0 \n",
+            "2020-07-13T09:03:05Z|3500",
+            "2020-07-13T11:03:05+02:00|3500",
+            "2020-07-13 09:03:05.000|3.5e3",
+        ] {
+            assert_eq!(decode(form), Ok(canonical), "{form:?}");
+        }
+        let fractional = decode("2020-07-13 09:03:05.25|1").unwrap();
+        assert_eq!(fractional.to_string(), "2020-07-13 09:03:05.250|1.00");
+    }
+
+    #[test]
+    fn offsetless_times_are_read_in_the_configured_zone() {
+        let berlin = Decoder::new(chrono_tz::Europe::Berlin, Limits::default());
+        let r = berlin.decode(b"2020-07-13 12:00:00|1", now()).unwrap();
+        assert_eq!(
+            r.time(),
+            Utc.with_ymd_and_hms(2020, 7, 13, 10, 0, 0).unwrap()
+        );
+        // An explicit offset wins over the zone.
+        let r = berlin.decode(b"2020-07-13 12:00:00Z|1", now()).unwrap();
+        assert_eq!(
+            r.time(),
+            Utc.with_ymd_and_hms(2020, 7, 13, 12, 0, 0).unwrap()
+        );
+        // 02:30 on the spring-forward night does not exist in Berlin.
+        let gap = berlin.decode(b"2021-03-28 02:30:00|1", now());
+        assert_eq!(gap, Err(Rejection::BadDatetime));
+        // 02:30 on the fall-back night happens twice: the first one is taken.
+        let fold = berlin.decode(b"2021-10-31 02:30:00|1", now()).unwrap();
+        assert_eq!(
+            fold.time(),
+            Utc.with_ymd_and_hms(2021, 10, 31, 0, 30, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn every_rejection_has_its_reason() {
+        let cases: [(&[u8], Rejection); 11] = [
+            (&[0xff, 0xfe, b'|', b'1'], Rejection::NotUtf8),
+            (b"2020-07-13 22:43:23 3500", Rejection::MissingSeparator),
+            (b"yesterday|3500", Rejection::BadDatetime),
+            (b"2020-07-13 22:43:23|lots", Rejection::BadNumber),
+            (b"2020-07-13 22:43:23|", Rejection::BadNumber),
+            (b"2020-07-13 22:43:23|0x10", Rejection::BadNumber),
+            (b"2020-07-13 22:43:23|NaN", Rejection::NotFinite),
+            (b"2020-07-13 22:43:23|inf", Rejection::NotFinite),
+            (b"2020-07-13 22:43:23|100000", Rejection::OutOfRange),
+            (b"2026-01-01 00:10:00|1", Rejection::TooFarInFuture),
+            (&[b'1'; 257], Rejection::Oversized),
+        ];
+        for (payload, want) in cases {
+            let got = Decoder::default().decode(payload, now());
+            assert_eq!(got, Err(want), "{:?}", String::from_utf8_lossy(payload));
+        }
+    }
+
+    #[test]
+    fn range_is_checked_after_rounding_like_the_column() {
+        assert_eq!(
+            decode("2020-07-13 22:43:23|99999.99").unwrap().emissions(),
+            99999.99
+        );
+        // DOUBLE(7,2) would round this to 100000.00 and refuse it.
+        assert_eq!(
+            decode("2020-07-13 22:43:23|99999.996"),
+            Err(Rejection::OutOfRange)
+        );
+        assert_eq!(
+            decode("2020-07-13 22:43:23|-99999.99").unwrap().emissions(),
+            -99999.99
+        );
+    }
+
+    #[test]
+    fn small_future_skew_is_tolerated() {
+        assert!(decode("2026-01-01 00:04:59|1").is_ok());
+    }
+
+    #[test]
+    fn reasons_are_distinct_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Rejection::ALL {
+            assert!(r
+                .reason()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(seen.insert(r.reason()));
+        }
+    }
+}
