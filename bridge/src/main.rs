@@ -1,1 +1,145 @@
-fn main() {}
+//! `co2-bridge`: run the bridge, migrate the schema, or print the effective config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use co2_bridge::{db, Bridge, Settings};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// MQTT -> MySQL bridge for CO2 readings.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file; every key can be overridden by CO2_BRIDGE__<SECTION>__<KEY>.
+    #[arg(long, short, global = true, env = "CO2_BRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CO2_BRIDGE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge (the default).
+    Run,
+    /// Apply pending database migrations, then exit (use an admin account).
+    Migrate,
+    /// Print the effective configuration with secrets masked, then exit.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            // 2 = configuration problem: restarting will not help.
+            if e.downcast_ref::<co2_bridge::config::ConfigError>()
+                .is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            print!("{}", settings.to_masked_toml());
+            Ok(())
+        }
+        Command::Migrate => {
+            let pool = db::pool(&settings)?;
+            let pending = db::pending_migrations(&pool)
+                .await
+                .context("cannot reach the database (database.url)")?;
+            db::migrate(&pool).await.context("migration failed")?;
+            println!(
+                "Applied {} migration(s); the schema is up to date.",
+                pending.len()
+            );
+            Ok(())
+        }
+        Command::Run => {
+            let bridge = Bridge::build(settings).await?;
+            if let Some(addr) = bridge.http_addr() {
+                tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "co2-bridge starting; /metrics, /healthz, /readyz");
+            }
+            let stop = CancellationToken::new();
+            tokio::spawn(stop_on_signal(stop.clone()));
+            bridge.run_until_stopped(stop).await?;
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C starts an orderly shutdown; a second one exits at once.
+async fn stop_on_signal(stop: CancellationToken) {
+    wait_for_signal().await;
+    tracing::info!("Signal received; shutting down (send it again to exit immediately)");
+    stop.cancel();
+    wait_for_signal().await;
+    tracing::warn!("Second signal; exiting without flushing (the broker will redeliver)");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttc=warn"));
+    // No colour codes in the journal or a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

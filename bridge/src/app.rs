@@ -1,0 +1,299 @@
+//! Building and running the bridge: bind, prepare the schema, connect, and
+//! shut down in order (stop intake, flush, ack, disconnect).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use co2_wire::Decoder;
+use sqlx::MySqlPool;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::acks::{Acker, ConnectionEpoch};
+use crate::backoff::Backoff;
+use crate::config::{ConfigError, Settings};
+use crate::db;
+use crate::health::Health;
+use crate::http::{self, AppState};
+use crate::ingress::{self, Ingress};
+use crate::metrics::{Metrics, MetricsError};
+use crate::pipeline::Pipeline;
+use crate::route::Route;
+use crate::writer::Writer;
+
+/// How often readiness re-checks the database when nothing is being written.
+const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why the bridge stopped with an error. Anything else is retried, not fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr} (http.listen): {source}; is another bridge running?")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The schema is behind and this account may not migrate it.
+    #[error(
+        "the database schema is behind ({pending} migration(s) pending) and this account may not \
+         change it; run `co2-bridge migrate` with an admin account"
+    )]
+    SchemaBehind {
+        /// How many migrations are pending.
+        pending: usize,
+    },
+    /// A migration failed for a reason other than a missing privilege.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A bridge with its listener bound, ready to run.
+pub struct Bridge {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    listener: TcpListener,
+    pool: MySqlPool,
+}
+
+impl Bridge {
+    /// Validates the settings and binds the HTTP listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, RunError> {
+        settings.validate()?;
+        let metrics = Arc::new(Metrics::new(settings.metrics.max_devices)?);
+        let health = Arc::new(Health::new(metrics.clone()));
+        let addr = settings.http_listen()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })?;
+        let pool = db::pool(&settings)?;
+        // Resolve secrets and TLS files now, so a typo fails at start.
+        ingress::mqtt_options(&settings)?;
+        Ok(Self {
+            settings,
+            metrics,
+            health,
+            listener,
+            pool,
+        })
+    }
+
+    /// The address `/metrics` is served on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Runs until `stop` fires, then shuts down in order.
+    pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<(), RunError> {
+        let Bridge {
+            settings,
+            metrics,
+            health,
+            listener,
+            pool,
+        } = self;
+        let http_stop = CancellationToken::new();
+        let http = spawn_http(listener, metrics.clone(), health.clone(), http_stop.clone());
+        let probe = spawn_db_probe(pool.clone(), metrics.clone(), stop.clone());
+
+        let ready = prepare_schema(&settings, &pool, &stop).await;
+        let result = match ready {
+            Ok(true) => run_pipeline(&settings, pool.clone(), metrics, health, &stop).await,
+            Ok(false) => Ok(()), // stopped while waiting for the database
+            Err(e) => Err(e),
+        };
+
+        probe.abort();
+        http_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        pool.close().await;
+        result
+    }
+}
+
+fn spawn_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let app = http::app(AppState { metrics, health });
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}
+
+fn spawn_db_probe(
+    pool: MySqlPool,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut was_up: Option<bool> = None;
+        loop {
+            let up = db::ping(&pool, Duration::from_secs(2)).await;
+            metrics.db_up.set(i64::from(up));
+            if was_up != Some(up) {
+                if up {
+                    tracing::info!("Database reachable");
+                } else {
+                    tracing::warn!(
+                        "Database unreachable; readings wait unacknowledged at the broker"
+                    );
+                }
+                was_up = Some(up);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(DB_PROBE_INTERVAL) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    })
+}
+
+/// Waits for the database and brings the schema up to date (or checks it is).
+/// Returns false if stopped while waiting.
+async fn prepare_schema(
+    settings: &Settings,
+    pool: &MySqlPool,
+    stop: &CancellationToken,
+) -> Result<bool, RunError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let pending = match db::pending_migrations(pool).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                if backoff.attempts() == 0 {
+                    tracing::warn!(error = %e, "Waiting for the database before starting");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+        };
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        if !settings.database.migrate_on_start {
+            return Err(RunError::SchemaBehind {
+                pending: pending.len(),
+            });
+        }
+        match db::migrate(pool).await {
+            Ok(()) => {
+                tracing::info!(applied = pending.len(), "Database schema migrated");
+                return Ok(true);
+            }
+            Err(e) if db::is_access_denied(&e) => {
+                return Err(RunError::SchemaBehind {
+                    pending: pending.len(),
+                })
+            }
+            Err(sqlx::migrate::MigrateError::Execute(e)) if crate::writer::is_transient(&e) => {
+                tracing::warn!(error = %e, "Migration interrupted; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn run_pipeline(
+    settings: &Settings,
+    pool: MySqlPool,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: &CancellationToken,
+) -> Result<(), RunError> {
+    let options = ingress::mqtt_options(settings)?;
+    let window = usize::from(settings.mqtt.receive_maximum);
+    let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, window + 64);
+    let epoch = ConnectionEpoch::default();
+    // Sized to the in-flight window: the broker cannot send more than that
+    // unacknowledged, so this rarely fills (see ingress for when it does).
+    let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
+
+    let route = Route::new(
+        settings.topic_filters()?,
+        settings.default_device()?,
+        Decoder::new(settings.time_zone()?, settings.limits()),
+        settings.wire.dead_letter_payload_bytes,
+    );
+    let subscriptions = route
+        .filters()
+        .iter()
+        .map(|f| f.subscription().to_owned())
+        .collect();
+    let ingress = Ingress::new(
+        eventloop,
+        client.clone(),
+        subscriptions,
+        tx,
+        epoch.clone(),
+        metrics.clone(),
+        health,
+        Duration::from_millis(settings.mqtt.reconnect_max_ms),
+    );
+    let pipeline = Pipeline {
+        rx,
+        route,
+        writer: Writer::new(
+            pool,
+            Duration::from_millis(settings.database.retry_max_ms),
+            settings.wire.dead_letter_payload_bytes,
+            metrics.clone(),
+        ),
+        acker: Acker::new(client.clone(), epoch),
+        metrics,
+        max_rows: settings.batch.max_rows,
+        max_delay: Duration::from_millis(settings.batch.max_delay_ms),
+        shutdown_timeout: Duration::from_secs(settings.batch.shutdown_timeout_s),
+    };
+
+    let ingress_stop = CancellationToken::new();
+    let mut ingress_task = tokio::spawn(ingress.run(ingress_stop.clone()));
+    let pipeline_task = tokio::spawn(pipeline.run(stop.clone()));
+
+    stop.cancelled().await;
+    tracing::info!("Shutting down: no new messages, flushing what was received");
+    let flush_deadline = Duration::from_secs(settings.batch.shutdown_timeout_s + 5);
+    if tokio::time::timeout(flush_deadline, pipeline_task)
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "The pipeline did not finish in time; unacknowledged messages will be redelivered"
+        );
+    }
+    // DISCONNECT queues behind the acks just sent, so they reach the broker first.
+    ingress_stop.cancel();
+    let _ = client.try_disconnect();
+    if tokio::time::timeout(Duration::from_secs(5), &mut ingress_task)
+        .await
+        .is_err()
+    {
+        ingress_task.abort();
+    }
+    tracing::info!("Stopped");
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Size-or-age batching, kept pure (the caller passes the time) so it is
+//! tested without a clock.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Collects items until `max_rows` are waiting or the first has waited `max_delay`.
+#[derive(Debug)]
+pub struct Batcher<T> {
+    items: Vec<T>,
+    max_rows: usize,
+    max_delay: Duration,
+    opened_at: Option<Instant>,
+}
+
+impl<T> Batcher<T> {
+    /// A batcher that emits at `max_rows` items (at least 1) or `max_delay` after the first.
+    pub fn new(max_rows: usize, max_delay: Duration) -> Self {
+        let max_rows = max_rows.max(1);
+        Self {
+            items: Vec::with_capacity(max_rows),
+            max_rows,
+            max_delay,
+            opened_at: None,
+        }
+    }
+
+    /// Adds an item received at `now`; returns true when the batch is full.
+    pub fn push(&mut self, item: T, now: Instant) -> bool {
+        if self.items.is_empty() {
+            self.opened_at = Some(now);
+        }
+        self.items.push(item);
+        self.items.len() >= self.max_rows
+    }
+
+    /// When the current batch is due by age, if anything is waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened_at.map(|t| t + self.max_delay)
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Takes everything waiting and starts a new batch.
+    pub fn take(&mut self) -> Vec<T> {
+        self.opened_at = None;
+        std::mem::replace(&mut self.items, Vec::with_capacity(self.max_rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_at_max_rows() {
+        let t = Instant::now();
+        let mut b = Batcher::new(3, Duration::from_millis(50));
+        assert!(!b.push(1, t));
+        assert!(!b.push(2, t));
+        assert!(b.push(3, t));
+        assert_eq!(b.take(), vec![1, 2, 3]);
+        assert!(b.is_empty());
+        assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn deadline_runs_from_the_first_item() {
+        let t = Instant::now();
+        let mut b = Batcher::new(10, Duration::from_millis(50));
+        assert_eq!(b.deadline(), None);
+        b.push('a', t);
+        b.push('b', t + Duration::from_millis(40));
+        assert_eq!(b.deadline(), Some(t + Duration::from_millis(50)));
+        b.take();
+        b.push('c', t + Duration::from_millis(70));
+        assert_eq!(b.deadline(), Some(t + Duration::from_millis(120)));
+    }
+
+    #[test]
+    fn zero_max_rows_still_makes_progress() {
+        let mut b = Batcher::new(0, Duration::ZERO);
+        assert!(b.push((), Instant::now()));
+    }
+}

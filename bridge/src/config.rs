@@ -1,0 +1,620 @@
+//! Settings: a TOML file overridden by `CO2_BRIDGE__<SECTION>__<KEY>` environment
+//! variables, checked once at start so a bad value fails early and by name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use co2_wire::{DeviceId, Limits, TopicFilter};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "CO2_BRIDGE";
+
+/// Everything the bridge can be told.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The broker and what to subscribe to.
+    pub mqtt: MqttSettings,
+    /// Where the readings go.
+    pub database: DatabaseSettings,
+    /// The `/metrics`, `/healthz` and `/readyz` listener.
+    pub http: HttpSettings,
+    /// When a batch is written.
+    pub batch: BatchSettings,
+    /// What payloads are accepted.
+    pub wire: WireSettings,
+    /// Limits on metric cardinality.
+    pub metrics: MetricsSettings,
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 TLS by convention).
+    pub port: u16,
+    /// Fixed client id: the broker keeps the persistent session under it.
+    pub client_id: String,
+    /// Topic filters; the first `+` level names the device. `$share/<group>/...` splits a
+    /// stream between several bridges.
+    pub topics: Vec<String>,
+    /// Device recorded for topics without a `+` level (the legacy `co2/emissions`).
+    pub default_device: String,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// Broker password (prefer `password_file`).
+    #[serde(serialize_with = "mask")]
+    pub password: Option<SecretString>,
+    /// File holding the broker password (e.g. a systemd credential).
+    pub password_file: Option<PathBuf>,
+    /// MQTT v5 receive-maximum: how many unacknowledged QoS 1 messages the broker may
+    /// send. It bounds memory and the largest batch; keep it >= `batch.max_rows`.
+    pub receive_maximum: u16,
+    /// Seconds between keep-alive pings.
+    pub keep_alive_s: u64,
+    /// How long (seconds) the broker keeps the session, and queues for it, while the
+    /// bridge is away.
+    pub session_expiry_s: u32,
+    /// Longest back-off between reconnect attempts, in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// TLS; enabled when `ca_file` is set.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate, for brokers that require one.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `mysql://user@host:port/database`; put the password in `password_file`.
+    #[serde(serialize_with = "mask_url")]
+    pub url: String,
+    /// Database password (prefer `password_file`).
+    #[serde(serialize_with = "mask")]
+    pub password: Option<SecretString>,
+    /// File holding the database password.
+    pub password_file: Option<PathBuf>,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// Apply pending migrations at start (skipped, with a log line, if the account may not).
+    pub migrate_on_start: bool,
+    /// Seconds to wait for a connection before counting the attempt as failed.
+    pub connect_timeout_s: u64,
+    /// Longest back-off between write retries, in milliseconds.
+    pub retry_max_ms: u64,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Listen address; keep it on loopback or an internal network.
+    pub listen: String,
+}
+
+/// `[batch]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Write when this many messages are waiting.
+    pub max_rows: usize,
+    /// ...or when the oldest waiting message is this old (milliseconds).
+    pub max_delay_ms: u64,
+    /// Seconds a shutdown may spend flushing before it gives up (unacked messages are
+    /// redelivered by the broker later, so nothing is lost).
+    pub shutdown_timeout_s: u64,
+}
+
+/// `[wire]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WireSettings {
+    /// IANA zone for datetimes sent without an offset (stored as UTC).
+    pub time_zone: String,
+    /// Smallest accepted value.
+    pub min_emissions: f64,
+    /// Largest accepted value (the `DOUBLE(7,2)` column holds at most 99999.99).
+    pub max_emissions: f64,
+    /// Seconds a reading may be stamped ahead of the bridge's clock.
+    pub max_future_s: u64,
+    /// Longest accepted payload in bytes.
+    pub max_payload_bytes: usize,
+    /// Bytes of a refused payload kept in `rejected_messages` (at most 1024, the column).
+    pub dead_letter_payload_bytes: usize,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Devices that get their own series; later ones are counted in
+    /// `co2_bridge_devices_overflow_total` instead.
+    pub max_devices: usize,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "co2-bridge".into(),
+            topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
+            default_device: "default".into(),
+            username: None,
+            password: None,
+            password_file: None,
+            receive_maximum: 4096,
+            keep_alive_s: 30,
+            session_expiry_s: 7 * 24 * 3600,
+            reconnect_max_ms: 30_000,
+            tls: None,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "mysql://co2_bridge@127.0.0.1:3306/co2".into(),
+            password: None,
+            password_file: None,
+            max_connections: 4,
+            migrate_on_start: true,
+            connect_timeout_s: 5,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_rows: 1000,
+            max_delay_ms: 50,
+            shutdown_timeout_s: 10,
+        }
+    }
+}
+
+impl Default for WireSettings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            time_zone: "UTC".into(),
+            min_emissions: limits.min_emissions,
+            max_emissions: limits.max_emissions,
+            max_future_s: limits.max_future.as_secs(),
+            max_payload_bytes: limits.max_payload_bytes,
+            dead_letter_payload_bytes: 1024,
+        }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self { max_devices: 1000 }
+    }
+}
+
+/// Why the settings cannot be used. Each variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong type.
+    #[error("cannot load the configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is present but unusable.
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The offending key, as written in the TOML file.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// A `*_file` secret could not be read.
+    #[error("`{key}`: cannot read {path}: {source}")]
+    SecretFile {
+        /// The `*_file` key.
+        key: &'static str,
+        /// The path it names.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment passed in (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("mqtt.topics")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that can be checked without a network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.topic_filters()?;
+        DeviceId::parse(&self.mqtt.default_device)
+            .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
+        if self.mqtt.host.is_empty() {
+            return Err(invalid("mqtt.host", "must not be empty"));
+        }
+        if self.mqtt.client_id.is_empty() {
+            return Err(invalid(
+                "mqtt.client_id",
+                "must be fixed and non-empty: the broker keeps the session under it",
+            ));
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return Err(invalid("mqtt.receive_maximum", "must be 1..=65535"));
+        }
+        if self.mqtt.keep_alive_s < 5 {
+            return Err(invalid("mqtt.keep_alive_s", "must be at least 5 seconds"));
+        }
+        if self.mqtt.session_expiry_s == 0 {
+            return Err(invalid(
+                "mqtt.session_expiry_s",
+                "0 ends the session at every disconnect, and the broker would drop \
+                 everything published while the bridge is away; use e.g. 604800",
+            ));
+        }
+        if self.mqtt.password.is_some() && self.mqtt.password_file.is_some() {
+            return Err(invalid(
+                "mqtt.password",
+                "set password or password_file, not both",
+            ));
+        }
+        if self.database.password.is_some() && self.database.password_file.is_some() {
+            return Err(invalid(
+                "database.password",
+                "set password or password_file, not both",
+            ));
+        }
+        self.database_url()?;
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        self.http_listen()?;
+        // Each row binds 3 values and MySQL allows 65535 placeholders per statement.
+        if !(1..=20_000).contains(&self.batch.max_rows) {
+            return Err(invalid("batch.max_rows", "must be 1..=20000"));
+        }
+        self.time_zone()?;
+        if self
+            .wire
+            .min_emissions
+            .partial_cmp(&self.wire.max_emissions)
+            != Some(std::cmp::Ordering::Less)
+        {
+            return Err(invalid(
+                "wire.min_emissions",
+                "must be smaller than wire.max_emissions",
+            ));
+        }
+        if self.wire.dead_letter_payload_bytes > 1024 {
+            return Err(invalid(
+                "wire.dead_letter_payload_bytes",
+                "must be at most 1024 (the width of rejected_messages.payload)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed topic filters.
+    pub fn topic_filters(&self) -> Result<Vec<TopicFilter>, ConfigError> {
+        if self.mqtt.topics.is_empty() {
+            return Err(invalid("mqtt.topics", "needs at least one topic filter"));
+        }
+        self.mqtt
+            .topics
+            .iter()
+            .map(|t| {
+                TopicFilter::parse(t).map_err(|e| invalid("mqtt.topics", format!("{t:?}: {e}")))
+            })
+            .collect()
+    }
+
+    /// The configured default device id.
+    pub fn default_device(&self) -> Result<DeviceId, ConfigError> {
+        DeviceId::parse(&self.mqtt.default_device)
+            .map_err(|e| invalid("mqtt.default_device", e.to_string()))
+    }
+
+    /// The database URL, parsed.
+    pub fn database_url(&self) -> Result<url::Url, ConfigError> {
+        let url = url::Url::parse(&self.database.url)
+            .map_err(|e| invalid("database.url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "mysql" | "mariadb") {
+            return Err(invalid("database.url", "must start with mysql://"));
+        }
+        if url.path().trim_start_matches('/').is_empty() {
+            return Err(invalid(
+                "database.url",
+                "must name the database, e.g. mysql://co2_bridge@127.0.0.1:3306/co2",
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The HTTP listen address, parsed.
+    pub fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
+        SocketAddr::from_str(&self.http.listen)
+            .map_err(|e| invalid("http.listen", format!("{:?}: {e}", self.http.listen)))
+    }
+
+    /// The zone for offset-less datetimes.
+    pub fn time_zone(&self) -> Result<chrono_tz::Tz, ConfigError> {
+        chrono_tz::Tz::from_str(&self.wire.time_zone).map_err(|_| {
+            invalid(
+                "wire.time_zone",
+                format!(
+                    "{:?} is not an IANA zone such as UTC or Europe/Berlin",
+                    self.wire.time_zone
+                ),
+            )
+        })
+    }
+
+    /// The payload limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            min_emissions: self.wire.min_emissions,
+            max_emissions: self.wire.max_emissions,
+            max_future: Duration::from_secs(self.wire.max_future_s),
+            max_payload_bytes: self.wire.max_payload_bytes,
+        }
+    }
+
+    /// The broker password, from `password` or `password_file`.
+    pub fn mqtt_password(&self) -> Result<Option<SecretString>, ConfigError> {
+        secret(
+            &self.mqtt.password,
+            &self.mqtt.password_file,
+            "mqtt.password_file",
+        )
+    }
+
+    /// The database password, from `password` or `password_file`.
+    pub fn database_password(&self) -> Result<Option<SecretString>, ConfigError> {
+        secret(
+            &self.database.password,
+            &self.database.password_file,
+            "database.password_file",
+        )
+    }
+
+    /// The effective settings as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn secret(
+    value: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    key: &'static str,
+) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(value) = value {
+        return Ok(Some(value.clone()));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.clone(),
+        source,
+    })?;
+    // Files written by `echo` or editors end in a newline that is not part of the secret.
+    Ok(Some(SecretString::from(
+        text.trim_end_matches(['\n', '\r']),
+    )))
+}
+
+fn mask<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) if !v.expose_secret().is_empty() => s.serialize_str("********"),
+        _ => s.serialize_none(),
+    }
+}
+
+fn mask_url<S: Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    match url::Url::parse(value) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("********"));
+            s.serialize_str(url.as_str())
+        }
+        _ => s.serialize_str(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.mqtt.topics, ["co2/+/emissions", "co2/emissions"]);
+        assert_eq!(s.http.listen, "127.0.0.1:9464");
+        assert_eq!((s.batch.max_rows, s.batch.max_delay_ms), (1000, 50));
+        assert_eq!(s.database.url, "mysql://co2_bridge@127.0.0.1:3306/co2");
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CO2_BRIDGE__DATABASE__URL", "mysql://u@db:3306/x"),
+                ("CO2_BRIDGE__BATCH__MAX_ROWS", "250"),
+                ("CO2_BRIDGE__MQTT__TOPICS", "a/+/b,c"),
+                ("CO2_BRIDGE__MQTT__RECEIVE_MAXIMUM", "100"),
+                ("UNRELATED", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "mysql://u@db:3306/x");
+        assert_eq!(s.batch.max_rows, 250);
+        assert_eq!(s.mqtt.topics, ["a/+/b", "c"]);
+        assert_eq!(s.mqtt.receive_maximum, 100);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("CO2_BRIDGE__BATCH__MAX_ROWS", "0", "batch.max_rows"),
+            (
+                "CO2_BRIDGE__WIRE__TIME_ZONE",
+                "Mars/Olympus",
+                "wire.time_zone",
+            ),
+            ("CO2_BRIDGE__MQTT__TOPICS", "co2/x+/y", "mqtt.topics"),
+            (
+                "CO2_BRIDGE__DATABASE__URL",
+                "postgres://x/y",
+                "database.url",
+            ),
+            ("CO2_BRIDGE__HTTP__LISTEN", "localhost", "http.listen"),
+            (
+                "CO2_BRIDGE__MQTT__DEFAULT_DEVICE",
+                "a b",
+                "mqtt.default_device",
+            ),
+            (
+                "CO2_BRIDGE__MQTT__SESSION_EXPIRY_S",
+                "0",
+                "mqtt.session_expiry_s",
+            ),
+        ];
+        for (key, value, named) in cases {
+            let err = Settings::load_from(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_refused() {
+        let err = Settings::load_from(None, env(&[("CO2_BRIDGE__DATABSE__URL", "x")])).unwrap_err();
+        assert!(err.to_string().contains("databse"), "{err}");
+        let err =
+            Settings::load_from(None, env(&[("CO2_BRIDGE__BATCH__MAX_ROWS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("max_rows"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_masked() {
+        let dir = std::env::temp_dir().join(format!("co2-bridge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("db-password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "CO2_BRIDGE__DATABASE__PASSWORD_FILE",
+                    file.to_str().unwrap(),
+                ),
+                ("CO2_BRIDGE__MQTT__PASSWORD", "hunter2"),
+                ("CO2_BRIDGE__DATABASE__URL", "mysql://u:inline@h/db"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.database_password().unwrap().unwrap().expose_secret(),
+            "s3cret"
+        );
+        let shown = s.to_masked_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("inline"),
+            "{shown}"
+        );
+        assert!(shown.contains("********"), "{shown}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_secret_file_is_named() {
+        let s = Settings::load_from(
+            None,
+            env(&[("CO2_BRIDGE__MQTT__PASSWORD_FILE", "/nonexistent/pw")]),
+        )
+        .unwrap();
+        let err = s.mqtt_password().unwrap_err().to_string();
+        assert!(
+            err.contains("mqtt.password_file") && err.contains("/nonexistent/pw"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge.example.toml");
+        let s = Settings::load_from(Some(&path), env(&[])).unwrap();
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.to_masked_toml(), defaults.to_masked_toml());
+    }
+}

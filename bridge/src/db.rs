@@ -1,0 +1,108 @@
+//! The connection pool and the schema.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
+use sqlx::{ConnectOptions, Executor, MySqlPool};
+
+use crate::config::{ConfigError, Settings};
+
+/// The embedded migrations of `bridge/migrations`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Connection options: URL, password, UTC session time zone.
+pub fn connect_options(settings: &Settings) -> Result<MySqlConnectOptions, ConfigError> {
+    let url = settings.database_url()?;
+    let mut options =
+        MySqlConnectOptions::from_str(url.as_str()).map_err(|e| ConfigError::Invalid {
+            key: "database.url",
+            message: e.to_string(),
+        })?;
+    if let Some(password) = settings.database_password()? {
+        options = options.password(password.expose_secret());
+    }
+    Ok(options
+        // DATETIMEs carry no zone: both date_time and received_at are UTC only if
+        // every session says so.
+        .timezone(Some("+00:00".to_owned()))
+        .charset("utf8mb4")
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2)))
+}
+
+/// A pool that connects lazily, so the bridge starts (and reports not ready)
+/// while the database is down.
+pub fn pool(settings: &Settings) -> Result<MySqlPool, ConfigError> {
+    let options = connect_options(settings)?;
+    Ok(MySqlPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_s))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // Strict mode turns an out-of-range value into an error the writer
+                // can dead-letter, instead of a silently clamped row.
+                conn.execute(
+                    "SET SESSION sql_mode = IF(@@sql_mode = '', 'STRICT_ALL_TABLES', \
+                     CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'))",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options))
+}
+
+/// Versions of the embedded migrations that the database has not applied.
+pub async fn pending_migrations(pool: &MySqlPool) -> Result<Vec<i64>, sqlx::Error> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) => applied,
+            Err(e) if mysql_error_number(&e) == Some(1146) => Vec::new(), // no table yet
+            Err(e) => return Err(e),
+        };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| m.version)
+        .collect())
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// True when the error says the account lacks a privilege.
+pub fn is_access_denied(error: &MigrateError) -> bool {
+    match error {
+        MigrateError::Execute(e) => matches!(
+            mysql_error_number(e),
+            Some(1044 | 1045 | 1142 | 1227 | 1370)
+        ),
+        _ => false,
+    }
+}
+
+/// The server's error number, if this is a MySQL/MariaDB error.
+pub fn mysql_error_number(error: &sqlx::Error) -> Option<u16> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<MySqlDatabaseError>()
+            .map(MySqlDatabaseError::number),
+        _ => None,
+    }
+}
+
+/// One round trip, for readiness.
+pub async fn ping(pool: &MySqlPool, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await,
+        Ok(Ok(_))
+    )
+}

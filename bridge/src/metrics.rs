@@ -1,0 +1,287 @@
+//! Every metric the bridge exports, defined in one place. The names are an
+//! interface: dashboards and alert rules use them.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use co2_wire::{DeviceId, Rejection};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Reasons a message is dead-lettered besides the payload's own [`Rejection`]s.
+pub const EXTRA_REJECT_REASONS: [&str; 3] = ["bad_device", "no_route", "db_rejected"];
+
+/// The bridge's metrics and the registry that exports them.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages taken from the broker (valid or not).
+    pub messages_received: IntCounter,
+    /// Rows newly stored in `co2_emissions`.
+    pub rows_written: IntCounter,
+    /// Readings that were already stored (redeliveries).
+    pub duplicates: IntCounter,
+    /// Messages dead-lettered, by reason.
+    pub rejected: IntCounterVec,
+    /// Messages per written batch.
+    pub batch_rows: Histogram,
+    /// Time to write and commit one batch.
+    pub db_write_seconds: Histogram,
+    /// Now minus the reading's own time, observed when it is committed.
+    pub ingest_lag_seconds: Histogram,
+    /// Messages received and not yet acknowledged.
+    pub pending_messages: IntGauge,
+    /// 1 while connected to the broker.
+    pub mqtt_connected: IntGauge,
+    /// 1 while the last database round trip succeeded.
+    pub db_up: IntGauge,
+    /// Write attempts that failed transiently and were retried.
+    pub db_retries: IntCounter,
+    /// Connections established to the broker.
+    pub mqtt_connections: IntCounter,
+    devices: DeviceSeries,
+}
+
+/// Per-device series, capped so a flood of fake ids cannot blow up Prometheus.
+struct DeviceSeries {
+    latest: GaugeVec,
+    last_seen: GaugeVec,
+    overflow: IntCounter,
+    known: Mutex<HashSet<DeviceId>>,
+    max: usize,
+}
+
+/// Why the metrics could not be set up (only on a programming error: duplicate names).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Creates and registers every metric; `max_devices` caps per-device series.
+    pub fn new(max_devices: usize) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram =
+            |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, MetricsError> {
+                let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "co2_bridge_messages_rejected_total",
+                "Messages dead-lettered into rejected_messages, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(rejected.clone()))?;
+        // Pre-create every reason so rate() sees a 0 before the first reject.
+        for reason in Rejection::ALL.iter().map(Rejection::reason) {
+            rejected.with_label_values(&[reason]);
+        }
+        for reason in EXTRA_REJECT_REASONS {
+            rejected.with_label_values(&[reason]);
+        }
+
+        let latest = GaugeVec::new(
+            Opts::new(
+                "co2_emissions_latest",
+                "Latest stored CO2 reading of each device (ppm).",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(latest.clone()))?;
+        let last_seen = GaugeVec::new(
+            Opts::new(
+                "co2_device_last_seen_timestamp_seconds",
+                "Unix time of the latest stored reading of each device.",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(last_seen.clone()))?;
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "co2_bridge_build_info",
+                "Always 1; labelled with the version.",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        Ok(Self {
+            messages_received: counter(
+                "co2_bridge_messages_received_total",
+                "Messages received from the broker, valid or not.",
+            )?,
+            rows_written: counter(
+                "co2_bridge_rows_written_total",
+                "Readings newly stored in co2_emissions.",
+            )?,
+            duplicates: counter(
+                "co2_bridge_duplicates_total",
+                "Readings received again after they were stored (redeliveries); not stored twice.",
+            )?,
+            rejected,
+            batch_rows: histogram(
+                "co2_bridge_batch_rows",
+                "Messages per written batch.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0],
+            )?,
+            db_write_seconds: histogram(
+                "co2_bridge_db_write_seconds",
+                "Time to write and commit one batch, retries excluded.",
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ],
+            )?,
+            ingest_lag_seconds: histogram(
+                "co2_bridge_ingest_lag_seconds",
+                "Commit time minus the reading's own time.",
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0, 900.0, 3600.0,
+                ],
+            )?,
+            pending_messages: gauge(
+                "co2_bridge_pending_messages",
+                "Messages received and not yet acknowledged to the broker.",
+            )?,
+            mqtt_connected: gauge(
+                "co2_bridge_mqtt_connected",
+                "1 while the bridge is connected to the broker.",
+            )?,
+            db_up: gauge(
+                "co2_bridge_db_up",
+                "1 while the database answered the last request.",
+            )?,
+            db_retries: counter(
+                "co2_bridge_db_retries_total",
+                "Batch writes that failed transiently and were retried.",
+            )?,
+            mqtt_connections: counter(
+                "co2_bridge_mqtt_connections_total",
+                "Connections established to the broker (the first one and every reconnect).",
+            )?,
+            devices: DeviceSeries {
+                latest,
+                last_seen,
+                overflow: counter(
+                    "co2_bridge_devices_overflow_total",
+                    "Readings of devices beyond metrics.max_devices, which get no series of their own.",
+                )?,
+                known: Mutex::new(HashSet::new()),
+                max: max_devices,
+            },
+            registry,
+        })
+    }
+
+    /// Records a device's newest stored reading (once per batch, not per message).
+    pub fn observe_device(&self, device: &DeviceId, emissions: f64, unix_time: f64) {
+        let d = &self.devices;
+        let tracked = match d.known.lock() {
+            Ok(mut known) => {
+                known.contains(device) || (known.len() < d.max && known.insert(device.clone()))
+            }
+            // A panic elsewhere poisoned the lock; the set itself is still usable.
+            Err(poisoned) => poisoned.into_inner().contains(device),
+        };
+        if !tracked {
+            d.overflow.inc();
+            return;
+        }
+        let label = [device.as_str()];
+        let seen: Gauge = d.last_seen.with_label_values(&label);
+        // Redelivered old readings must not replace a newer value.
+        if unix_time >= seen.get() {
+            seen.set(unix_time);
+            d.latest.with_label_values(&label).set(emissions);
+        }
+    }
+
+    /// Counts one dead-lettered message.
+    pub fn reject(&self, reason: &str) {
+        self.rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed families.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "Cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_designed_metric_is_exported_with_help() {
+        let m = Metrics::new(10).unwrap();
+        m.observe_device(&DeviceId::parse("pi").unwrap(), 420.0, 1.0);
+        m.batch_rows.observe(1.0);
+        let text = m.render();
+        for name in [
+            "co2_bridge_messages_received_total",
+            "co2_bridge_rows_written_total",
+            "co2_bridge_duplicates_total",
+            "co2_bridge_messages_rejected_total",
+            "co2_bridge_batch_rows",
+            "co2_bridge_db_write_seconds",
+            "co2_bridge_ingest_lag_seconds",
+            "co2_bridge_pending_messages",
+            "co2_bridge_mqtt_connected",
+            "co2_bridge_db_up",
+            "co2_emissions_latest",
+            "co2_device_last_seen_timestamp_seconds",
+            "co2_bridge_build_info",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+        assert!(text.contains(r#"co2_bridge_messages_rejected_total{reason="out_of_range"} 0"#));
+    }
+
+    #[test]
+    fn device_series_are_capped_and_overflow_is_counted() {
+        let m = Metrics::new(2).unwrap();
+        for id in ["a", "b", "c", "d", "a"] {
+            m.observe_device(&DeviceId::parse(id).unwrap(), 1.0, 1.0);
+        }
+        let text = m.render();
+        assert!(text.contains(r#"co2_emissions_latest{device="a"}"#));
+        assert!(text.contains(r#"co2_emissions_latest{device="b"}"#));
+        assert!(!text.contains(r#"device="c""#));
+        assert!(text.contains("co2_bridge_devices_overflow_total 2"));
+    }
+
+    #[test]
+    fn last_seen_never_goes_backwards() {
+        let m = Metrics::new(2).unwrap();
+        let pi = DeviceId::parse("pi").unwrap();
+        m.observe_device(&pi, 1.0, 200.0);
+        m.observe_device(&pi, 2.0, 100.0);
+        assert!(m
+            .render()
+            .contains(r#"co2_device_last_seen_timestamp_seconds{device="pi"} 200"#));
+    }
+}
