@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# Install or upgrade the co2-telemetry server side on a Debian/Ubuntu VM:
+# Mosquitto (authenticated, ACL, TLS), MariaDB (database, DML-only bridge
+# account, SELECT-only Grafana account), Prometheus, Grafana, and the
+# co2-bridge service. Idempotent: a second run reports "changes: 0".
+#
+# Usage: sudo ops/install-server.sh [options]
+#   --dry-run               print the plan (every change and command), change nothing
+#   --bridge-bin PATH       the co2-bridge binary (default: target/release/co2-bridge
+#                           of this checkout; build it with `cargo build --release -p co2-bridge`)
+#   --tls-san NAME          a name the devices use for this server, repeatable
+#                           (DNS:mqtt.example.org, IP:203.0.113.7); see ops/make-certs.sh
+#   --no-tls                no 8883 listener (then devices need --mqtt-bind, on a private network only)
+#   --mqtt-port PORT        plain MQTT port (default 1883)
+#   --mqtt-bind ADDR        plain MQTT bind address (default 127.0.0.1; "0.0.0.0" or "" = all)
+#   --mqtts-port PORT       MQTT over TLS port (default 8883, all interfaces)
+#   --mqtt-user NAME        the bridge's broker user (default co2-bridge)
+#   --db-name NAME          database (default co2)
+#   --db-bridge-user NAME   default co2_bridge;  --db-grafana-user NAME  default co2_grafana
+#   --db-user-host HOST     host part of both accounts (default 127.0.0.1)
+#   --db-port PORT          default 3306
+#   --db-admin-defaults F   my.cnf-style file for the admin connection (default:
+#                           root over the unix socket)
+#   --db-admin-url-file F   file with the mysql:// URL `co2-bridge migrate` uses
+#                           (default: root over the unix socket)
+#   --no-grafana            do not install Grafana (ops/install-grafana.sh)
+#   --no-migrate            do not run `co2-bridge migrate`
+#   --only STEPS / --skip STEPS   comma list of: packages,grafana,secrets,database,
+#                           mosquitto,tls,bridge,prometheus,services
+#   --root DIR              install files under DIR instead of / (tests): no
+#                           packages, no services; the database steps still talk
+#                           to the configured server (use test names)
+# Environment: CO2_DB_ADMIN_DEFAULTS_FILE (same as --db-admin-defaults).
+#
+# Secrets are generated when absent into /etc/co2-telemetry/secrets/ (0700,
+# files 0600 root) and reach the services as systemd credentials; they are
+# never printed.
+set -euo pipefail
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd -- "$here/.." && pwd)
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+bridge_bin=$repo/target/release/co2-bridge
+tls=1
+tls_sans=()
+mqtt_port=1883
+mqtt_bind=127.0.0.1
+mqtts_port=8883
+mqtt_user=co2-bridge
+db_name=co2
+db_bridge_user=co2_bridge
+db_grafana_user=co2_grafana
+db_user_host=127.0.0.1
+db_port=3306
+db_admin_defaults=${CO2_DB_ADMIN_DEFAULTS_FILE:-}
+db_admin_url_file=
+grafana=1
+migrate=1
+all_steps=packages,grafana,secrets,database,mosquitto,tls,bridge,prometheus,services
+only=$all_steps
+skip_steps=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --dry-run) DRY_RUN=1; shift ;;
+        --bridge-bin) bridge_bin=${2:?}; shift 2 ;;
+        --tls-san) tls_sans+=("${2:?}"); shift 2 ;;
+        --no-tls) tls=0; shift ;;
+        --mqtt-port) mqtt_port=${2:?}; shift 2 ;;
+        --mqtt-bind) mqtt_bind=${2?}; shift 2 ;;
+        --mqtts-port) mqtts_port=${2:?}; shift 2 ;;
+        --mqtt-user) mqtt_user=${2:?}; shift 2 ;;
+        --db-name) db_name=${2:?}; shift 2 ;;
+        --db-bridge-user) db_bridge_user=${2:?}; shift 2 ;;
+        --db-grafana-user) db_grafana_user=${2:?}; shift 2 ;;
+        --db-user-host) db_user_host=${2:?}; shift 2 ;;
+        --db-port) db_port=${2:?}; shift 2 ;;
+        --db-admin-defaults) db_admin_defaults=${2:?}; shift 2 ;;
+        --db-admin-url-file) db_admin_url_file=${2:?}; shift 2 ;;
+        --no-grafana) grafana=0; shift ;;
+        --no-migrate) migrate=0; shift ;;
+        --only) only=${2:?}; shift 2 ;;
+        --skip) skip_steps=${2:?}; shift 2 ;;
+        --root) ROOT=${2:?}; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option '$1' (see --help)" ;;
+    esac
+done
+
+for s in $(split_list "$only") $(split_list "$skip_steps"); do
+    [[ ,$all_steps, == *,"$s",* ]] || die "unknown step '$s' (steps: $all_steps)"
+done
+want() { [[ ,$only, == *,"$1",* && ,$skip_steps, != *,"$1",* ]]; }
+[[ $grafana == 1 ]] || skip_steps+=,grafana
+
+valid_port "$mqtt_port" || die "--mqtt-port '$mqtt_port' is not a TCP port"
+valid_port "$mqtts_port" || die "--mqtts-port '$mqtts_port' is not a TCP port"
+valid_port "$db_port" || die "--db-port '$db_port' is not a TCP port"
+[[ $mqtt_port != "$mqtts_port" ]] || die "--mqtt-port and --mqtts-port must differ"
+valid_device_name "$mqtt_user" || die "--mqtt-user '$mqtt_user': use 1-64 of [A-Za-z0-9_-]"
+[[ $mqtt_bind == 0.0.0.0 ]] && mqtt_bind=
+[[ $mqtt_bind =~ ^[0-9A-Za-z.:-]*$ ]] || die "--mqtt-bind '$mqtt_bind' is not an address"
+if [[ $ROOT != / ]]; then
+    [[ -d $ROOT ]] || die "--root $ROOT is not a directory"
+    ROOT=$(cd -- "$ROOT" && pwd)
+fi
+
+# ---------------------------------------------------------------- paths
+secrets_dir=/etc/co2-telemetry/secrets
+sec_bridge_db=$secrets_dir/bridge-db-password
+sec_grafana_db=$secrets_dir/grafana-db-password
+sec_bridge_mqtt=$secrets_dir/bridge-mqtt-password
+sec_grafana_admin=$secrets_dir/grafana-admin-password
+mosq_dir=/etc/mosquitto
+mosq_conf_d=$mosq_dir/conf.d
+mosq_passwd=$mosq_dir/co2-telemetry.passwd
+mosq_acl=$mosq_dir/co2-telemetry.acl
+cert_dir=$mosq_dir/certs
+bridge_conf=/etc/co2-bridge/bridge.toml
+bridge_unit=/etc/systemd/system/co2-bridge.service
+bridge_dest=/usr/local/bin/co2-bridge
+r() { rootpath "$1"; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf -- "$tmp"' EXIT
+
+# Services whose configuration changed in this run.
+restart_mosquitto=0
+reload_mosquitto=0
+restart_bridge=0
+restart_prometheus=0
+units_changed=0
+
+# Add the "N changes" line a helper script printed to ours.
+absorb_changes() {
+    local n
+    n=$(sed -n 's/^  *[a-z]* changes: \([0-9][0-9]*\)$/\1/p' "$1" | tail -n 1)
+    CHANGES=$((CHANGES + ${n:-0}))
+    [[ ${n:-0} == 0 ]]
+}
+
+# ---------------------------------------------------------------- preflight
+blockers=()
+step "preflight"
+if [[ $ROOT == / ]]; then
+    if ! is_root; then
+        if [[ $DRY_RUN == 1 ]]; then
+            warn "not root: some checks (secrets, database) cannot look; the plan may list too much"
+        else
+            die "run as root: sudo $0 $*"
+        fi
+    fi
+    os_id=$( (. /etc/os-release && echo "${ID:-} ${ID_LIKE:-}") 2>/dev/null || true)
+    [[ " $os_id " == *" debian "* || " $os_id " == *" ubuntu "* || " $os_id " == *" raspbian "* ]] ||
+        blockers+=("this installer supports Debian and Ubuntu (found '${os_id:-unknown}')")
+    ok "target: this machine ($(. /etc/os-release && echo "$PRETTY_NAME"))"
+else
+    ok "target: files under --root $ROOT (no packages, no services)"
+fi
+if want bridge; then
+    if [[ -x $bridge_bin ]]; then
+        ok "bridge binary $bridge_bin"
+    else
+        blockers+=("no co2-bridge binary at $bridge_bin: build it (cargo build --release -p co2-bridge) or pass --bridge-bin PATH")
+    fi
+fi
+main_conf=$(r "$mosq_dir/mosquitto.conf")
+if want mosquitto && [[ -f $main_conf ]]; then
+    # The distribution's main file must leave listeners and authentication to
+    # our drop-in: a second `listener 1883` fails, `allow_anonymous true` would
+    # open the broker.
+    bad=$(grep -nE '^[[:space:]]*(listener|port|bind_address|allow_anonymous|password_file|acl_file|per_listener_settings)([[:space:]]|$)' -- "$main_conf" || true)
+    if [[ -n $bad ]]; then
+        blockers+=("$mosq_dir/mosquitto.conf sets listeners or authentication itself; remove (or comment out) these lines, the drop-in $mosq_conf_d/co2-telemetry.conf provides them: $(tr '\n' ';' <<<"$bad")")
+    else
+        ok "$mosq_dir/mosquitto.conf leaves listeners and authentication to conf.d"
+    fi
+fi
+if [[ ${#blockers[@]} -gt 0 ]]; then
+    for b in "${blockers[@]}"; do printf '  BLOCKER %s\n' "$b"; done
+    if [[ $DRY_RUN == 0 ]]; then
+        die "${#blockers[@]} problem(s) above; nothing was changed"
+    fi
+    info "  (dry run: continuing to show the rest of the plan; a real run stops here)"
+fi
+
+# ---------------------------------------------------------------- packages
+if want packages; then
+    step "packages (distribution)"
+    if [[ $ROOT != / ]]; then
+        skip "packages: --root"
+    else
+        pkgs=(mosquitto mosquitto-clients mariadb-server mariadb-client prometheus openssl)
+        missing=()
+        for p in "${pkgs[@]}"; do
+            if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]]; then
+                ok "$p installed"
+            else
+                missing+=("$p")
+            fi
+        done
+        if [[ ${#missing[@]} -gt 0 ]]; then
+            change "install ${missing[*]}"
+            run apt-get update
+            # --no-install-recommends: prometheus would pull node-exporter,
+            # which listens on every interface.
+            run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- secrets
+if want secrets; then
+    step "secrets ($secrets_dir, never printed)"
+    ensure_dir "$(r /etc/co2-telemetry)" root root 0755
+    ensure_dir "$(r "$secrets_dir")" root root 0700
+    for s in "$sec_bridge_db" "$sec_grafana_db" "$sec_bridge_mqtt" "$sec_grafana_admin"; do
+        ensure_secret "$(r "$s")" root root 0600
+    done
+fi
+
+# ---------------------------------------------------------------- database
+if want database; then
+    step "database $db_name and accounts ($db_bridge_user: SELECT, INSERT, UPDATE; $db_grafana_user: SELECT)"
+    if [[ $DRY_RUN == 1 && ! -s $(r "$sec_bridge_db") ]]; then
+        change "create database $db_name (if missing), accounts '$db_bridge_user'@'$db_user_host' and '$db_grafana_user'@'$db_user_host' with the generated passwords, grants"
+        info "          + provisioning/mysql/apply.sh --database $db_name ... (passwords from $secrets_dir)"
+    elif ! command -v mariadb >/dev/null && ! command -v mysql >/dev/null; then
+        change "create database and accounts (after the packages step installs the server)"
+    else
+        args=(--database "$db_name" --bridge-user "$db_bridge_user" --grafana-user "$db_grafana_user"
+            --user-host "$db_user_host" --login-port "$db_port"
+            --bridge-password-file "$(r "$sec_bridge_db")" --grafana-password-file "$(r "$sec_grafana_db")")
+        [[ -z $db_admin_defaults ]] || args+=(--admin-defaults-file "$db_admin_defaults")
+        [[ $DRY_RUN == 0 ]] || args+=(--dry-run)
+        "$repo/provisioning/mysql/apply.sh" "${args[@]}" | tee "$tmp/db.out"
+        absorb_changes "$tmp/db.out" || true
+    fi
+fi
+
+# ---------------------------------------------------------------- tls
+if want tls; then
+    step "TLS for MQTT ($cert_dir)"
+    if [[ $tls == 0 ]]; then
+        skip "--no-tls"
+    else
+        args=(--out "$cert_dir" --root "$ROOT")
+        for s in "${tls_sans[@]}"; do args+=(--san "$s"); done
+        [[ $DRY_RUN == 0 ]] || args+=(--dry-run)
+        getent group mosquitto >/dev/null || args+=(--key-group root)
+        "$here/make-certs.sh" "${args[@]}" | tail -n +3 | tee "$tmp/tls.out"
+        absorb_changes "$tmp/tls.out" || restart_mosquitto=1
+    fi
+fi
+
+# ---------------------------------------------------------------- mosquitto
+if want mosquitto; then
+    step "Mosquitto: no anonymous access, per-device users, ACL ($mosq_dir)"
+    if [[ -f $main_conf ]] && ! grep -qE "^[[:space:]]*include_dir[[:space:]]+$mosq_conf_d/?[[:space:]]*$" -- "$main_conf"; then
+        change "add 'include_dir $mosq_conf_d' to $mosq_dir/mosquitto.conf"
+        [[ $DRY_RUN == 1 ]] || printf '\n# Added by co2-telemetry ops/install-server.sh\ninclude_dir %s\n' "$mosq_conf_d" >>"$main_conf"
+        restart_mosquitto=1
+    elif [[ ! -f $main_conf ]]; then
+        skip "$mosq_dir/mosquitto.conf not present under the target root (it comes with the package)"
+    fi
+    ensure_dir "$(r "$mosq_dir")" root root 0755
+    ensure_dir "$(r "$mosq_conf_d")" root root 0755
+    render "$repo/provisioning/mosquitto/co2-telemetry.conf.in" "$tmp/co2-telemetry.conf" \
+        "PASSWORD_FILE=$mosq_passwd" "ACL_FILE=$mosq_acl" "MQTT_PORT=$mqtt_port" "MQTT_BIND=$mqtt_bind"
+    ensure_file "$tmp/co2-telemetry.conf" "$(r "$mosq_conf_d/co2-telemetry.conf")" root root 0644 && restart_mosquitto=1
+    tls_conf=$(r "$mosq_conf_d/co2-telemetry-tls.conf")
+    if [[ $tls == 1 ]]; then
+        render "$repo/provisioning/mosquitto/co2-telemetry-tls.conf.in" "$tmp/co2-telemetry-tls.conf" \
+            "MQTTS_PORT=$mqtts_port" "MQTTS_BIND=" \
+            "CERT_FILE=$cert_dir/server.crt" "KEY_FILE=$cert_dir/server.key"
+        ensure_file "$tmp/co2-telemetry-tls.conf" "$tls_conf" root root 0644 && restart_mosquitto=1
+    elif [[ -f $tls_conf ]]; then
+        change "remove $mosq_conf_d/co2-telemetry-tls.conf (--no-tls)"
+        run rm -f -- "$tls_conf"
+        restart_mosquitto=1
+    fi
+    render "$repo/provisioning/mosquitto/co2-telemetry.acl.in" "$tmp/co2-telemetry.acl" "BRIDGE_USER=$mqtt_user"
+    ensure_file "$tmp/co2-telemetry.acl" "$(r "$mosq_acl")" root root 0644 && reload_mosquitto=1
+
+    pf=$(r "$mosq_passwd")
+    mgroup=mosquitto
+    getent group mosquitto >/dev/null || mgroup=root
+    if [[ ! -f $pf ]]; then
+        change "create password file $mosq_passwd (0640 root:$mgroup)"
+        [[ $DRY_RUN == 1 ]] || install -m 0640 -g "$mgroup" /dev/null "$pf"
+    fi
+    ensure_owner_mode "$pf" root "$mgroup" 0640
+    # The bridge's broker password: the hash in the password file must match
+    # the secret the bridge gets. PBKDF2 is salted, so compare by verifying.
+    bridge_pw_file=$(r "$sec_bridge_mqtt")
+    if [[ -f $pf ]] && grep -q "^$mqtt_user:" -- "$pf" && [[ -s $bridge_pw_file ]] &&
+        ! command -v python3 >/dev/null; then
+        ok "broker user $mqtt_user exists (python3 missing: cannot verify it matches $sec_bridge_mqtt)"
+    elif [[ -f $pf ]] && grep -q "^$mqtt_user:" -- "$pf" && [[ -s $bridge_pw_file ]] &&
+        python3 "$here/lib/mosquitto_pw_check.py" "$pf" "$mqtt_user" <"$bridge_pw_file" 2>/dev/null; then
+        ok "broker user $mqtt_user matches $sec_bridge_mqtt"
+    else
+        if [[ -f $pf ]] && grep -q "^$mqtt_user:" -- "$pf"; then
+            change "reset broker user $mqtt_user's password to $sec_bridge_mqtt"
+        else
+            change "add broker user $mqtt_user (password from $sec_bridge_mqtt)"
+        fi
+        info "          + mosquitto_passwd $mosq_passwd $mqtt_user  (password on stdin, not shown)"
+        if [[ $DRY_RUN == 0 ]]; then
+            require_cmd mosquitto_passwd
+            pw=$(head -n 1 -- "$bridge_pw_file")
+            printf '%s\n%s\n' "$pw" "$pw" | mosquitto_passwd "$pf" "$mqtt_user" >/dev/null
+            unset pw
+        fi
+        reload_mosquitto=1
+    fi
+fi
+
+# ---------------------------------------------------------------- bridge
+if want bridge; then
+    step "co2-bridge (binary, config, unit, schema)"
+    if [[ -x $bridge_bin ]]; then
+        ensure_file "$bridge_bin" "$(r "$bridge_dest")" root root 0755 && restart_bridge=1
+    else
+        change "install $bridge_dest (binary missing: see the blocker above)"
+    fi
+    ensure_dir "$(r /etc/co2-bridge)" root root 0755
+    render "$here/config/bridge.toml.in" "$tmp/bridge.toml" \
+        "MQTT_PORT=$mqtt_port" "MQTT_USER=$mqtt_user" "DB_USER=$db_bridge_user" \
+        "DB_HOST=127.0.0.1" "DB_PORT=$db_port" "DB_NAME=$db_name"
+    ensure_file "$tmp/bridge.toml" "$(r "$bridge_conf")" root root 0644 && restart_bridge=1
+    unit_src=$here/systemd/co2-bridge.service
+    sd_version=$(systemctl --version 2>/dev/null | awk 'NR==1{print $2}' || true)
+    if [[ -n $sd_version && $sd_version -lt 248 ]]; then
+        # %d (the credentials directory) arrived in systemd 248.
+        sed 's|%d/|/run/credentials/%n/|g' "$unit_src" >"$tmp/co2-bridge.service"
+        unit_src=$tmp/co2-bridge.service
+    fi
+    if ensure_file "$unit_src" "$(r "$bridge_unit")" root root 0644; then
+        restart_bridge=1
+        units_changed=1
+    fi
+    if [[ $migrate == 0 ]]; then
+        skip "schema migration (--no-migrate)"
+    elif ! want database; then
+        skip "schema migration (database step not selected)"
+    else
+        if [[ -n $db_admin_url_file ]]; then
+            [[ -s $db_admin_url_file ]] || die "--db-admin-url-file $db_admin_url_file is empty or missing"
+            admin_url=$(head -n 1 -- "$db_admin_url_file")
+        else
+            sock=$( (mariadb -NBe 'SELECT @@socket' || mysql -NBe 'SELECT @@socket') 2>/dev/null || true)
+            admin_url="mysql://root@localhost/$db_name?socket=${sock:-/run/mysqld/mysqld.sock}"
+        fi
+        admin_client=("$(command -v mariadb || command -v mysql)")
+        [[ -z $db_admin_defaults ]] || admin_client+=("--defaults-extra-file=$db_admin_defaults")
+        count_migrations() {
+            "${admin_client[@]}" -NBe "SELECT COUNT(*) FROM \`$db_name\`._sqlx_migrations WHERE success" 2>/dev/null || echo 0
+        }
+        if [[ $DRY_RUN == 1 || ! -x $(r "$bridge_dest") ]]; then
+            change "apply pending schema migrations as the admin account"
+            info "          + CO2_BRIDGE__DATABASE__URL=<admin url> $bridge_dest migrate --config $bridge_conf"
+        else
+            before=$(count_migrations)
+            info "          + CO2_BRIDGE__DATABASE__URL=<admin url> $bridge_dest migrate --config $bridge_conf"
+            CO2_BRIDGE__DATABASE__URL=$admin_url CO2_BRIDGE__MQTT__PASSWORD_FILE=$(r "$sec_bridge_mqtt") \
+                "$(r "$bridge_dest")" migrate --config "$(r "$bridge_conf")" >"$tmp/migrate.out" 2>&1 ||
+                { cat "$tmp/migrate.out" >&2; die "co2-bridge migrate failed (output above); fix and re-run, nothing else depends on it yet"; }
+            after=$(count_migrations)
+            if [[ $before == "$after" ]]; then
+                ok "schema up to date ($after migrations applied)"
+            else
+                change "applied $((after - before)) schema migration(s) ($after in all)"
+                restart_bridge=1
+            fi
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- prometheus
+if want prometheus; then
+    step "Prometheus (loopback only, scrapes the bridge)"
+    pdir=/etc/prometheus
+    if [[ $ROOT == / && ! -d $pdir && $DRY_RUN == 0 ]]; then
+        die "$pdir missing: the packages step installs prometheus"
+    fi
+    ensure_dir "$(r "$pdir")" root root 0755
+    ensure_file "$repo/provisioning/prometheus/prometheus.yml" "$(r "$pdir/prometheus.yml")" root root 0644 && restart_prometheus=1
+    ensure_dir "$(r "$pdir/rules")" root root 0755
+    for f in "$repo"/provisioning/prometheus/rules/*.yml; do
+        [[ $f == *.test.yml ]] && continue
+        ensure_file "$f" "$(r "$pdir/rules/${f##*/}")" root root 0644 && restart_prometheus=1
+    done
+    ensure_dir "$(r "$pdir/targets")" root root 0755
+    printf '# Rendered by ops/install-server.sh: the bridge on this host.\n- targets:\n    - 127.0.0.1:9464\n' >"$tmp/co2-bridge.yml"
+    ensure_file "$tmp/co2-bridge.yml" "$(r "$pdir/targets/co2-bridge.yml")" root root 0644 || true
+    # Debian's prometheus listens on every interface; keep it on loopback.
+    defaults=$(r /etc/default/prometheus)
+    if [[ -f $defaults ]] && grep -q -- '--web.listen-address' "$defaults"; then
+        ok "/etc/default/prometheus sets --web.listen-address (left as is)"
+    elif [[ -f $defaults ]] && grep -qE '^ARGS=""' "$defaults"; then
+        change "set ARGS=\"--web.listen-address=127.0.0.1:9090\" in /etc/default/prometheus"
+        run sed -i 's/^ARGS=""/ARGS="--web.listen-address=127.0.0.1:9090"/' "$defaults"
+        restart_prometheus=1
+    elif [[ -f $defaults ]]; then
+        warn "/etc/default/prometheus has custom ARGS: add --web.listen-address=127.0.0.1:9090 yourself"
+    else
+        skip "/etc/default/prometheus not present under the target root"
+    fi
+fi
+
+# ---------------------------------------------------------------- grafana
+if want grafana; then
+    step "Grafana (official repository; ops/install-grafana.sh)"
+    args=(--root "$ROOT" --db-name "$db_name" --db-user "$db_grafana_user" --db-port "$db_port"
+        --db-password-file "$sec_grafana_db" --admin-password-file "$sec_grafana_admin")
+    [[ $DRY_RUN == 0 ]] || args+=(--dry-run)
+    "$here/install-grafana.sh" "${args[@]}" | tail -n +3 | tee "$tmp/grafana.out"
+    absorb_changes "$tmp/grafana.out" || true
+fi
+
+# ---------------------------------------------------------------- services
+if want services; then
+    step "services"
+    services=(mariadb mosquitto prometheus co2-bridge)
+    want grafana && services+=(grafana-server)
+    if [[ $ROOT != / ]]; then
+        skip "systemctl (--root: nothing to enable in a directory)"
+    elif ! have_systemd; then
+        skip "systemd is not running on this machine (PID 1 is '$(pid1_name)'), so nothing can be enabled here."
+        skip "on a real server this step runs: systemctl daemon-reload; systemctl enable --now ${services[*]}"
+        skip "and restarts what changed (mosquitto: $restart_mosquitto, co2-bridge: $restart_bridge, prometheus: $restart_prometheus)"
+    else
+        [[ $units_changed == 0 ]] || run systemctl daemon-reload
+        for s in "${services[@]}"; do
+            if systemctl is-enabled --quiet "$s" 2>/dev/null && systemctl is-active --quiet "$s"; then
+                ok "$s enabled and running"
+            else
+                change "enable and start $s"
+                run systemctl enable --now "$s"
+            fi
+        done
+        if [[ $restart_mosquitto == 1 ]]; then
+            change "restart mosquitto (listeners or certificates changed)"
+            run systemctl restart mosquitto
+        elif [[ $reload_mosquitto == 1 ]]; then
+            change "reload mosquitto (users or ACL changed)"
+            run systemctl reload mosquitto
+        fi
+        if [[ $restart_bridge == 1 ]]; then
+            change "restart co2-bridge (binary, config or unit changed)"
+            run systemctl restart co2-bridge
+        fi
+        if [[ $restart_prometheus == 1 ]]; then
+            change "restart prometheus (configuration changed)"
+            run systemctl restart prometheus
+        fi
+    fi
+fi
+
+printf '\n'
+if [[ $DRY_RUN == 1 ]]; then
+    info "dry run: $CHANGES change(s) planned, nothing was changed"
+    [[ ${#blockers[@]} -eq 0 ]] || info "a real run would stop first: ${#blockers[@]} blocker(s) listed under preflight"
+else
+    info "done: changes: $CHANGES"
+    [[ $CHANGES -gt 0 ]] || info "(already installed as wanted)"
+fi
