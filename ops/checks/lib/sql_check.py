@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Runs every MySQL query of the dashboards against a real MariaDB/MySQL.
+
+    sql_check.py --database DB [--host 127.0.0.1 --port 3306 --user root --password '']
+
+DB must exist and hold the bridge's schema (co2-bridge migrate); it should be a
+throwaway database: this script fills it. It:
+  1. creates a SELECT-only account on DB (as Grafana's) and runs every query as it;
+  2. runs every panel query on the empty tables with $device = All (a fresh install
+     must not show query errors);
+  3. seeds 3 devices over 2 days (and some dead letters), runs the variable
+     query, then every panel query for each time range (dashboard default, the
+     seeded 2 days) and $device = All / one device / two devices, with Grafana's
+     macros expanded by grafana_sql.py, and checks the result has the shape the
+     panel needs (time_series: `time` first, ascending, a numeric value; not empty);
+  4. drops the account. (The caller drops DB.)
+Prints ok/FAIL lines and "N passed, M failed"; exits 1 on any failure.
+"""
+
+import argparse
+import datetime as dt
+import decimal
+import math
+import re
+import secrets
+import time
+
+import pymysql
+
+import grafana_sql
+import obslib
+
+DEVICES = ["pi-1", "pi-2", "pi-3"]
+SEED_DAYS = 2
+SEED_STEP_S = 300
+REASONS = ["bad_datetime", "out_of_range", "missing_separator", "too_far_in_future"]
+
+
+def utc(ts):
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
+
+
+def relative_seconds(text):
+    """'now-24h' / '7d' -> seconds before now."""
+    m = re.fullmatch(r"(?:now-)?(\d+)([smhdwy])", text.strip())
+    if not m:
+        raise ValueError(f"unsupported relative time {text!r}")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}[m.group(2)]
+
+
+def epoch(value):
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.timezone.utc).timestamp()
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return float(value)
+    raise TypeError(f"time value of type {type(value).__name__}")
+
+
+def is_number(value):
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+
+
+def seed(conn, now):
+    rows = []
+    start = now - SEED_DAYS * 86400
+    for i, device in enumerate(DEVICES):
+        # pi-3 stopped 30 minutes ago, so "age" panels show a stale device too.
+        end = now - (1800 if device == "pi-3" else 0)
+        t = start + i  # distinct seconds per device
+        while t <= end:
+            value = 420 + 100 * i + 80 * math.sin(t / 3600.0)
+            received = utc(t + 0.25)
+            rows.append((device, utc(t), round(value, 2), received))
+            t += SEED_STEP_S
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO co2_emissions (device, date_time, emissions, received_at) VALUES (%s, %s, %s, %s)",
+            rows)
+        dead = []
+        for k in range(12):
+            t = now - k * 4 * 3600 - 60
+            payload = f"2020-13-45 99:99:99|{k}".encode()
+            dead.append((utc(t), f"co2/pi-{k % 3 + 1}/emissions", payload, len(payload), REASONS[k % len(REASONS)]))
+        cur.executemany(
+            "INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason) "
+            "VALUES (%s, %s, %s, %s, %s)", dead)
+    conn.commit()
+    return len(rows), len(dead)
+
+
+def mysql_targets():
+    """(dashboard name, dashboard, panel, target) for every MySQL query."""
+    out = []
+    for path in obslib.dashboard_files():
+        dash = obslib.load_dashboard(path)
+        for panel, target, ds in obslib.iter_targets(dash):
+            if ds.get("type") == "mysql":
+                out.append((path.name, dash, panel, target))
+    return out
+
+
+def mysql_variables(dash):
+    return {n: v for n, v in obslib.variables(dash).items()
+            if (v.get("datasource") or {}).get("type") == "mysql"}
+
+
+def check_shape(c, label, fmt, cols, rows, selected_devices, require_rows=True):
+    if require_rows and not c.check(len(rows) > 0, f"{label}: {len(rows)} rows"):
+        return
+    if fmt == "time_series":
+        if not c.check(cols[0] in ("time", "time_sec"), f"{label}: first column is the time ({cols[0]!r})",
+                       f"columns: {cols}"):
+            return
+        times = [epoch(r[0]) for r in rows]
+        c.check(times == sorted(times), f"{label}: time ascending")
+        value_cols = [i for i in range(1, len(cols)) if rows and is_number(rows[0][i])]
+        c.check(not rows or value_cols, f"{label}: has a numeric value column", f"columns: {cols}")
+    label_cols = [i for i, name in enumerate(cols) if name.lower() in ("metric", "device")]
+    if selected_devices is not None and label_cols:
+        seen = {r[label_cols[0]] for r in rows}
+        c.check(seen <= set(selected_devices), f"{label}: only the selected devices",
+                f"selected {selected_devices}, got {sorted(seen)}")
+
+
+def apply_migrations(c, args, directory):
+    """Runs each migration file as one multi-statement query, as sqlx does."""
+    from pathlib import Path  # noqa: PLC0415
+
+    conn = pymysql.connect(host=args.host, port=args.port, user=args.user, password=args.password,
+                           database=args.database, autocommit=True,
+                           client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    for path in sorted(Path(directory).glob("*.sql")):
+        with conn.cursor() as cur:
+            cur.execute(path.read_text(encoding="utf-8"))
+            while cur.nextset():
+                pass
+        c.ok(f"applied {path.name}")
+    conn.close()
+
+
+def run(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, list(cur.fetchall())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=3306)
+    ap.add_argument("--user", default="root")
+    ap.add_argument("--password", default="")
+    ap.add_argument("--database", required=True)
+    ap.add_argument("--apply-migrations", metavar="DIR",
+                    help="first run DIR/*.sql in name order (stand-in while `co2-bridge migrate` is unavailable)")
+    args = ap.parse_args()
+    c = obslib.Counter()
+    if args.apply_migrations:
+        apply_migrations(c, args, args.apply_migrations)
+
+    mysql_ds = [d for d in obslib.provisioned_datasources() if d.get("type") == "mysql"]
+    session_tz = ((mysql_ds[0].get("jsonData") or {}).get("timezone")) if mysql_ds else None
+    c.check(session_tz == "+00:00", f"provisioned MySQL data source sets session time zone {session_tz!r}")
+    min_interval_s = 60
+    if mysql_ds and (mysql_ds[0].get("jsonData") or {}).get("timeInterval"):
+        min_interval_s = grafana_sql.parse_interval_s(mysql_ds[0]["jsonData"]["timeInterval"])
+
+    admin = pymysql.connect(host=args.host, port=args.port, user=args.user, password=args.password,
+                            database=args.database, autocommit=True)
+    ro_user = "co2chk_ro_" + secrets.token_hex(4)
+    ro_pass = secrets.token_urlsafe(16)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{ro_user}'@'%%' IDENTIFIED BY %s", (ro_pass,))
+        cur.execute(f"GRANT SELECT ON `{args.database}`.* TO '{ro_user}'@'%'")
+    try:
+        ro = pymysql.connect(host=args.host, port=args.port, user=ro_user, password=ro_pass,
+                             database=args.database, autocommit=True,
+                             init_command="SET time_zone = '+00:00'")
+        c.ok(f"queries run as SELECT-only account {ro_user} with session time_zone +00:00")
+        with ro.cursor() as cur:
+            try:
+                cur.execute("INSERT INTO co2_emissions (device, date_time, emissions) VALUES ('x', NOW(), 1)")
+                c.fail("the SELECT-only account cannot write")
+            except pymysql.err.OperationalError:
+                c.ok("the SELECT-only account cannot write")
+
+        targets = mysql_targets()
+        c.check(len(targets) > 0, f"{len(targets)} MySQL queries in the dashboards")
+        now = int(time.time()) // 60 * 60
+
+        # Every query on empty tables, $device = All with no options, as on a fresh install.
+        for name, dash, panel, target in targets:
+            label = f"{name}: {panel.get('title')!r} {target['refId']} [empty tables, All]"
+            variables = mysql_variables(dash)
+            empty_vars = {n: dict(v, options=[]) for n, v in variables.items()}
+            try:
+                sql = grafana_sql.interpolate(target["rawSql"], empty_vars, {n: ["$__all"] for n in variables},
+                                              now - 86400, now, 60000)
+                cols, rows = run(ro, sql)
+                c.ok(f"{label}: runs ({len(rows)} rows)")
+            except (pymysql.MySQLError, grafana_sql.MacroError) as e:
+                c.fail(f"{label}: runs", e)
+
+        n_rows, n_dead = seed(admin, now)
+        c.ok(f"seeded {n_rows} readings of {len(DEVICES)} devices over {SEED_DAYS} days, {n_dead} dead letters")
+
+        for name, dash, panel, target in targets:
+            variables = mysql_variables(dash)
+            # Variable options, as Grafana computes them from the variable's own query.
+            options = {}
+            for vname, var in variables.items():
+                q = var.get("query")
+                q = q.get("rawSql", "") if isinstance(q, dict) else str(q)
+                cols, rows = run(ro, q)
+                options[vname] = [str(r[0]) for r in rows]
+            cases = [{n: ["$__all"] for n in variables}]
+            for vname in variables:
+                opts = sorted(options[vname])
+                if opts:
+                    cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[1 % len(opts)]]})
+                if variables[vname].get("multi") and len(opts) >= 2:
+                    cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[0], opts[-1]]})
+            var_models = {n: dict(v, options=[{"text": o, "value": o} for o in options[n]])
+                          for n, v in variables.items()}
+
+            default_from = relative_seconds(dash["time"]["from"])
+            ranges = [(f"dashboard range {dash['time']['from']}", now - default_from, now),
+                      ("seeded 2 days", now - SEED_DAYS * 86400, now)]
+            if panel.get("timeFrom"):
+                ranges = [(f"panel range {panel['timeFrom']}", now - relative_seconds(panel["timeFrom"]), now)]
+            min_iv = min_interval_s
+            if panel.get("interval"):
+                min_iv = max(min_iv, grafana_sql.parse_interval_s(panel["interval"]))
+            fmt = target.get("format")
+            c.check(fmt in ("time_series", "table"), f"{name}: {panel.get('title')!r} format {fmt!r}")
+            for rlabel, f, t in ranges:
+                iv = grafana_sql.panel_interval_ms(f, t, panel.get("maxDataPoints") or 1000, min_iv)
+                for sel in cases:
+                    sel_text = ", ".join(f"${k}={'All' if v == ['$__all'] else '+'.join(v)}" for k, v in sel.items())
+                    label = f"{name}: {panel.get('title')!r} {target['refId']} [{rlabel}; {sel_text or 'no vars'}]"
+                    try:
+                        sql = grafana_sql.interpolate(target["rawSql"], var_models, sel, f, t, iv)
+                        cols, rows = run(ro, sql)
+                    except (pymysql.MySQLError, grafana_sql.MacroError) as e:
+                        c.fail(f"{label}: runs", e)
+                        continue
+                    devices = sel.get("device")
+                    check_shape(c, label, fmt, cols, rows, None if devices in (None, ["$__all"]) else devices)
+
+        for name, dash in {n: d for n, d, _, _ in targets}.items():
+            for vname, var in mysql_variables(dash).items():
+                cols, rows = run(ro, var["query"] if isinstance(var["query"], str) else var["query"]["rawSql"])
+                c.check(len(cols) == 1 and sorted(r[0] for r in rows) == DEVICES,
+                        f"{name}: variable ${vname} lists the seeded devices", f"{cols} {rows}")
+                c.check(var.get("multi") and var.get("includeAll"), f"{name}: variable ${vname} is multi + All")
+        ro.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS '{ro_user}'@'%'")
+        admin.close()
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
