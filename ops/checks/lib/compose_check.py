@@ -187,7 +187,7 @@ def docker_checks(c):
         c.check(must in ignore, f".dockerignore excludes {must}")
     r = subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
                        cwd=REPO, capture_output=True, text=True, check=False)
-    if c.check(r.returncode == 0, "cargo metadata"):
+    if c.check(r.returncode == 0, "cargo metadata (the workspace resolves)", r.stderr[-1500:]):
         import json  # noqa: PLC0415
 
         meta = json.loads(r.stdout)

@@ -9,6 +9,10 @@ Prometheus' /api/v1/query and fails on any error.
         start a private Prometheus on a free 127.0.0.1 port over a temporary TSDB
         filled with synthetic series of every metric in metric-names.txt, check,
         and stop it
+    promql_check.py --scrape-target 127.0.0.1:PORT [--require-data]
+        start a private Prometheus with the repository's provisioning/prometheus
+        (config + rules) whose co2-bridge job scrapes only that target, wait for
+        a successful scrape, check, and stop it (end-to-end test with a live bridge)
 
 Dashboard variables are replaced as Grafana would for "All": $__rate_interval,
 $__interval -> 1m, $__range -> 1h, other $vars -> their allValue (or .*).
@@ -125,6 +129,43 @@ def start_prometheus(config_text, tsdb_dir, timeout_s=60):
     raise RuntimeError("prometheus did not become ready")
 
 
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def start_scraping(work, target, timeout_s=60):
+    """Prometheus with the repository's config and rules, job co2-bridge -> target.
+    Scrapes every 1s so a test need not wait; returns (Popen, base_url) once
+    up{job="co2-bridge"} is 1."""
+    conf_dir = os.path.join(work, "prometheus")
+    shutil.copytree(obslib.PROM_DIR, conf_dir)
+    with open(os.path.join(conf_dir, "targets", "co2-bridge.yml"), "w", encoding="utf-8") as fh:
+        fh.write(f"- targets: ['{target}']\n")
+    with open(os.path.join(conf_dir, "prometheus.yml"), encoding="utf-8") as fh:
+        text = fh.read()
+    text = re.sub(r"(scrape_interval|evaluation_interval): \d+s", r"\1: 1s", text)
+    text = re.sub(r"scrape_timeout: \d+s", "scrape_timeout: 1s", text)
+    text = text.replace("rules/", os.path.join(conf_dir, "rules") + "/")
+    text = text.replace("targets/", os.path.join(conf_dir, "targets") + "/")
+    tsdb = os.path.join(work, "tsdb")
+    os.makedirs(tsdb)
+    proc, base = start_prometheus(text, tsdb)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        res = query(base, 'up{job="co2-bridge"}')
+        vals = [r["value"][1] for r in res.get("data", {}).get("result", [])]
+        if vals and all(v == "1" for v in vals):
+            return proc, base
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError(f"no successful scrape of {target} within {timeout_s}s")
+
+
 def synthetic_openmetrics(names, end, minutes=60, step_s=15):
     """OpenMetrics text with a plausible series for every listed metric."""
     base = 'job="co2-bridge",instance="bridge:9464"'
@@ -169,6 +210,8 @@ def main():
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--url", help="base URL of a running Prometheus")
     g.add_argument("--start", action="store_true", help="start a private Prometheus with synthetic data")
+    g.add_argument("--scrape-target", metavar="HOST:PORT", help="start a private Prometheus scraping this bridge")
+    ap.add_argument("--scrape-timeout", type=float, default=60, help="seconds to wait for the first scrape")
     ap.add_argument("--require-data", action="store_true")
     ap.add_argument("--no-rules", action="store_true", help="only the dashboards' expressions")
     args = ap.parse_args()
@@ -182,6 +225,17 @@ def main():
 
     work = tempfile.mkdtemp(prefix="co2-promql-")
     proc = None
+    if args.scrape_target:
+        try:
+            proc, base = start_scraping(work, args.scrape_target, args.scrape_timeout)
+            c.ok(f"prometheus at {base} scraped {args.scrape_target}")
+            check_exprs(base, items, c, args.require_data)
+        except RuntimeError as e:
+            c.fail("prometheus scraping the bridge", e)
+        finally:
+            stop(proc)
+            shutil.rmtree(work, ignore_errors=True)
+        c.finish()
     try:
         tsdb = os.path.join(work, "tsdb")
         os.makedirs(tsdb)
@@ -199,12 +253,7 @@ def main():
     except RuntimeError as e:
         c.fail("prometheus", e)
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
     c.finish()
 
