@@ -28,8 +28,10 @@
 #   --only STEPS / --skip STEPS   comma list of: packages,grafana,secrets,database,
 #                           mosquitto,tls,bridge,prometheus,services
 #   --root DIR              install files under DIR instead of / (tests): no
-#                           packages, no services; the database steps still talk
-#                           to the configured server (use test names)
+#                           packages, no services; the Mosquitto drop-ins name
+#                           their files under DIR so they run in place; the
+#                           database steps still talk to the configured server
+#                           (use test names)
 # Environment: CO2_DB_ADMIN_DEFAULTS_FILE (same as --db-admin-defaults).
 #
 # Secrets are generated when absent into /etc/co2-telemetry/secrets/ (0700,
@@ -173,7 +175,7 @@ if want mosquitto && [[ -f $main_conf ]]; then
     # open the broker.
     bad=$(grep -nE '^[[:space:]]*(listener|port|bind_address|allow_anonymous|password_file|acl_file|per_listener_settings)([[:space:]]|$)' -- "$main_conf" || true)
     if [[ -n $bad ]]; then
-        blockers+=("$mosq_dir/mosquitto.conf sets listeners or authentication itself; remove (or comment out) these lines, the drop-in $mosq_conf_d/co2-telemetry.conf provides them: $(tr '\n' ';' <<<"$bad")")
+        blockers+=("$mosq_dir/mosquitto.conf sets listeners or authentication itself; remove (or comment out) these lines, the drop-in $mosq_conf_d/10-co2-telemetry.conf provides them: $(tr '\n' ';' <<<"$bad")")
     else
         ok "$mosq_dir/mosquitto.conf leaves listeners and authentication to conf.d"
     fi
@@ -268,16 +270,16 @@ if want mosquitto; then
     ensure_dir "$(r "$mosq_dir")" root root 0755
     ensure_dir "$(r "$mosq_conf_d")" root root 0755
     render "$repo/provisioning/mosquitto/co2-telemetry.conf.in" "$tmp/co2-telemetry.conf" \
-        "PASSWORD_FILE=$mosq_passwd" "ACL_FILE=$mosq_acl" "MQTT_PORT=$mqtt_port" "MQTT_BIND=$mqtt_bind"
-    ensure_file "$tmp/co2-telemetry.conf" "$(r "$mosq_conf_d/co2-telemetry.conf")" root root 0644 && restart_mosquitto=1
-    tls_conf=$(r "$mosq_conf_d/co2-telemetry-tls.conf")
+        "PASSWORD_FILE=$(r "$mosq_passwd")" "ACL_FILE=$(r "$mosq_acl")" "MQTT_PORT=$mqtt_port" "MQTT_BIND=$mqtt_bind"
+    ensure_file "$tmp/co2-telemetry.conf" "$(r "$mosq_conf_d/10-co2-telemetry.conf")" root root 0644 && restart_mosquitto=1
+    tls_conf=$(r "$mosq_conf_d/20-co2-telemetry-tls.conf")
     if [[ $tls == 1 ]]; then
         render "$repo/provisioning/mosquitto/co2-telemetry-tls.conf.in" "$tmp/co2-telemetry-tls.conf" \
             "MQTTS_PORT=$mqtts_port" "MQTTS_BIND=" \
-            "CERT_FILE=$cert_dir/server.crt" "KEY_FILE=$cert_dir/server.key"
+            "CERT_FILE=$(r "$cert_dir/server.crt")" "KEY_FILE=$(r "$cert_dir/server.key")"
         ensure_file "$tmp/co2-telemetry-tls.conf" "$tls_conf" root root 0644 && restart_mosquitto=1
     elif [[ -f $tls_conf ]]; then
-        change "remove $mosq_conf_d/co2-telemetry-tls.conf (--no-tls)"
+        change "remove $mosq_conf_d/20-co2-telemetry-tls.conf (--no-tls)"
         run rm -f -- "$tls_conf"
         restart_mosquitto=1
     fi
