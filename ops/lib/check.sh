@@ -53,8 +53,8 @@ free_port() {
 
 # Wait until something accepts on HOST:PORT (up to ~10 s).
 wait_port() {
-    local host=$1 port=$2 i
-    for i in $(seq 1 100); do
+    local host=$1 port=$2 _
+    for _ in $(seq 1 100); do
         if python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.2).close()' "$host" "$port" 2>/dev/null; then
             return 0
         fi
