@@ -1,0 +1,2 @@
+//! Placeholder; replaced by the drain benchmark.
+fn main() {}

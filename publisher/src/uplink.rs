@@ -1,0 +1,683 @@
+//! The MQTT task: an explicit state machine over a [`Link`] and the spool.
+//!
+//! - **Offline**: wait for a connection; after a failure, back off (capped,
+//!   jittered) first. Nothing is in flight.
+//! - **Online**: publish queued readings oldest first, up to `window` awaiting
+//!   PUBACK; delete each from the queue on its PUBACK (deletes are batched).
+//!   On a connection error, forget the in-flight mapping: the next session
+//!   republishes from the queue, and the bridge deduplicates on
+//!   (device, date_time).
+//! - **Draining** (shutdown, or `max_readings` delivered): publish nothing
+//!   new, wait (bounded) for outstanding PUBACKs, flush deletes, DISCONNECT.
+//!   Disconnecting with PUBACKs outstanding is how "publish then disconnect"
+//!   loses readings.
+//!
+//! Each state is an `async fn` returning the next one, so each can be tested alone.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{Link, LinkEvent};
+use crate::spool::{Entry, SpoolError, SpoolHandle};
+
+/// Queue rows fetched per read: large enough to keep a big window full
+/// while draining a backlog, small enough to bound memory.
+const FETCH_BATCH: usize = 1000;
+/// Acks are deleted from the queue in batches of this many, or after
+/// [`ACK_FLUSH_INTERVAL`]: one transaction instead of one per reading.
+const ACK_FLUSH_ROWS: usize = 2000;
+const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long to wait for the DISCONNECT to go out.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters shared by the sampler and the uplink (logged; tests read them).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Readings stamped and queued.
+    pub queued: AtomicU64,
+    /// Sensor reads that failed (or gave an unusable value).
+    pub sensor_errors: AtomicU64,
+    /// Queue writes that failed (the reading is lost).
+    pub queue_errors: AtomicU64,
+    /// Oldest readings dropped because the queue was full.
+    pub dropped_over_rows: AtomicU64,
+    /// Readings dropped for being older than `queue.max_age_s`.
+    pub dropped_too_old: AtomicU64,
+    /// Publishes sent (republished ones count again).
+    pub published: AtomicU64,
+    /// PUBACKs received for queued readings.
+    pub acked: AtomicU64,
+    /// Connections made.
+    pub connects: AtomicU64,
+}
+
+impl Stats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Signals from the rest of the program.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// Stop: drain and disconnect.
+    pub shutdown: CancellationToken,
+    /// Something was appended to the queue.
+    pub spool_grew: Arc<Notify>,
+    /// The sampler will append nothing more (`max_readings` reached): deliver
+    /// the queue, then drain.
+    pub input_done: Arc<AtomicBool>,
+}
+
+/// Timing of the uplink.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Most publishes awaiting PUBACK.
+    pub window: usize,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Longest wait for outstanding PUBACKs at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// The state machine's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not connected; `failures` consecutive attempts failed so far.
+    Offline {
+        /// Consecutive failed attempts (0: first attempt, no delay).
+        failures: u32,
+    },
+    /// Connected and publishing.
+    Online,
+    /// Finishing: waiting for PUBACKs, then disconnecting.
+    Draining,
+    /// Stopped.
+    Done,
+}
+
+/// The MQTT task.
+pub struct Uplink<L> {
+    link: L,
+    spool: SpoolHandle,
+    stats: Arc<Stats>,
+    signals: Signals,
+    timing: Timing,
+    /// Fetched from the queue, not yet handed to the link.
+    unsent: VecDeque<Entry>,
+    /// Highest queue id fetched so far in this session.
+    cursor: i64,
+    /// No queue rows beyond `cursor` as of the last fetch.
+    caught_up: bool,
+    /// Handed to the link, waiting for their packet id, in order.
+    requested: VecDeque<i64>,
+    /// Packet id -> queue id, waiting for PUBACK.
+    inflight: HashMap<u16, i64>,
+    /// Acknowledged, not yet deleted from the queue.
+    acked: Vec<i64>,
+    last_flush: Instant,
+}
+
+/// Delay before reconnect attempt `failures` (1-based): doubling from `min`,
+/// capped at `max`, then a random cut of up to half so that many Pis behind
+/// one broker do not reconnect in lockstep.
+pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let full = min.saturating_mul(1u32 << exp).min(max);
+    let half = full / 2;
+    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter)
+}
+
+impl<L: Link> Uplink<L> {
+    /// An uplink over `link`, publishing from `spool`.
+    pub fn new(
+        link: L,
+        spool: SpoolHandle,
+        stats: Arc<Stats>,
+        signals: Signals,
+        timing: Timing,
+    ) -> Self {
+        Self {
+            link,
+            spool,
+            stats,
+            signals,
+            timing,
+            unsent: VecDeque::new(),
+            cursor: 0,
+            caught_up: false,
+            requested: VecDeque::new(),
+            inflight: HashMap::new(),
+            acked: Vec::new(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Runs from `Offline` to `Done`.
+    pub async fn run(mut self) -> Result<L, SpoolError> {
+        let mut state = State::Offline { failures: 0 };
+        loop {
+            state = match state {
+                State::Offline { failures } => self.offline(failures).await?,
+                State::Online => self.online().await?,
+                State::Draining => self.draining().await?,
+                State::Done => return Ok(self.link),
+            };
+        }
+    }
+
+    /// Publishes awaiting PUBACK (or their packet id).
+    pub fn outstanding(&self) -> usize {
+        self.requested.len() + self.inflight.len()
+    }
+
+    /// Offline: wait (after a failure, back off first) for a connection.
+    pub async fn offline(&mut self, failures: u32) -> Result<State, SpoolError> {
+        self.flush_acks().await?;
+        if failures > 0 {
+            let delay = backoff(
+                failures,
+                self.timing.reconnect_min,
+                self.timing.reconnect_max,
+            );
+            tracing::debug!(
+                failures,
+                delay_ms = delay.as_millis() as u64,
+                "Reconnecting after a delay"
+            );
+            tokio::select! {
+                _ = self.signals.shutdown.cancelled() => return Ok(State::Done),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            self.link.reconnect();
+        }
+        loop {
+            tokio::select! {
+                _ = self.signals.shutdown.cancelled() => return Ok(State::Done),
+                event = self.link.poll() => match event {
+                    Ok(LinkEvent::Connected) => {
+                        Stats::add(&self.stats.connects, 1);
+                        tracing::info!(queued = self.spool.len(), "Connected to the broker");
+                        self.new_session();
+                        return Ok(State::Online);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        // First failure of a series at warn, the repeats at debug.
+                        if failures == 0 {
+                            tracing::warn!(error = %e, queued = self.spool.len(), "Cannot connect to the broker; readings stay queued");
+                        } else {
+                            tracing::debug!(error = %e, failures = failures + 1, "Still cannot connect to the broker");
+                        }
+                        return Ok(State::Offline { failures: failures + 1 });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Online: publish from the queue, track PUBACKs.
+    pub async fn online(&mut self) -> Result<State, SpoolError> {
+        loop {
+            self.fill_window().await?;
+            if self.delivered_everything().await? {
+                tracing::info!("Every queued reading is delivered");
+                return Ok(State::Draining);
+            }
+            let flush_at = self.last_flush + ACK_FLUSH_INTERVAL;
+            tokio::select! {
+                biased;
+                _ = self.signals.shutdown.cancelled() => return Ok(State::Draining),
+                event = self.link.poll() => match event {
+                    Ok(event) => self.on_event(event),
+                    Err(e) => {
+                        tracing::warn!(error = %e, in_flight = self.outstanding(), queued = self.spool.len(), "Connection to the broker lost; unacknowledged readings will be republished");
+                        self.flush_acks().await?;
+                        self.forget_in_flight();
+                        return Ok(State::Offline { failures: 1 });
+                    }
+                },
+                _ = self.signals.spool_grew.notified(), if self.caught_up => {
+                    self.caught_up = false;
+                }
+                _ = tokio::time::sleep_until(flush_at), if !self.acked.is_empty() => {
+                    self.flush_acks().await?;
+                }
+            }
+            if self.acked.len() >= ACK_FLUSH_ROWS {
+                self.flush_acks().await?;
+            }
+        }
+    }
+
+    /// Draining: no new publishes; wait for outstanding PUBACKs, then disconnect.
+    pub async fn draining(&mut self) -> Result<State, SpoolError> {
+        let deadline = Instant::now() + self.timing.drain_timeout;
+        let waiting = self.outstanding();
+        if waiting > 0 {
+            tracing::info!(
+                in_flight = waiting,
+                "Waiting for outstanding acknowledgements before disconnecting"
+            );
+        }
+        let mut connected = true;
+        while self.outstanding() > 0 {
+            tokio::select! {
+                event = self.link.poll() => match event {
+                    Ok(event) => self.on_event(event),
+                    Err(e) => {
+                        tracing::warn!(error = %e, in_flight = self.outstanding(), "Connection lost while draining; unacknowledged readings stay queued");
+                        connected = false;
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(in_flight = self.outstanding(), timeout_ms = self.timing.drain_timeout.as_millis() as u64, "Gave up waiting for acknowledgements; those readings stay queued");
+                    break;
+                }
+            }
+        }
+        self.flush_acks().await?;
+        self.forget_in_flight();
+        if connected && self.link.disconnect().is_ok() {
+            let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+                loop {
+                    match self.link.poll().await {
+                        Ok(LinkEvent::Disconnected) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            if sent.is_err() {
+                tracing::warn!("DISCONNECT not confirmed in time");
+            }
+        }
+        tracing::info!(queued = self.spool.len(), "Disconnected from the broker");
+        Ok(State::Done)
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Sent(pkid) => match self.requested.pop_front() {
+                Some(id) => {
+                    Stats::add(&self.stats.published, 1);
+                    if let Some(old) = self.inflight.insert(pkid, id) {
+                        // The client reused a packet id still awaiting PUBACK: cannot
+                        // happen with a compliant client; the old reading is republished later.
+                        tracing::warn!(pkid, queue_id = old, "Packet id reused while in flight");
+                    }
+                }
+                None => tracing::warn!(pkid, "Publish sent that this session did not request"),
+            },
+            LinkEvent::Acked(pkid) => {
+                if let Some(id) = self.inflight.remove(&pkid) {
+                    Stats::add(&self.stats.acked, 1);
+                    self.acked.push(id);
+                }
+            }
+            LinkEvent::Connected => {
+                // A link reconnects only when told to; treat it as a new session anyway.
+                self.forget_in_flight();
+                self.new_session();
+            }
+            LinkEvent::Disconnected | LinkEvent::Other => {}
+        }
+    }
+
+    /// Hands queued readings to the link until the window is full.
+    async fn fill_window(&mut self) -> Result<(), SpoolError> {
+        while self.outstanding() < self.timing.window {
+            if self.unsent.is_empty() {
+                if self.caught_up {
+                    return Ok(());
+                }
+                let after = self.cursor;
+                let batch = self
+                    .spool
+                    .with(move |s| s.next_after(after, FETCH_BATCH))
+                    .await?;
+                self.caught_up = batch.len() < FETCH_BATCH;
+                if let Some(last) = batch.last() {
+                    self.cursor = last.id;
+                }
+                self.unsent.extend(batch);
+                if self.unsent.is_empty() {
+                    return Ok(());
+                }
+            }
+            let Some(entry) = self.unsent.pop_front() else {
+                return Ok(());
+            };
+            let id = entry.id;
+            if let Err(e) = self.link.publish(&entry.topic, entry.payload) {
+                // The link is failing; its error event follows and the reading stays queued.
+                tracing::debug!(error = %e, "Publish not accepted by the client");
+                self.caught_up = false;
+                self.cursor = id - 1;
+                self.unsent.clear();
+                return Ok(());
+            }
+            self.requested.push_back(id);
+        }
+        Ok(())
+    }
+
+    /// True once the sampler is done and the queue is empty and fully acknowledged.
+    async fn delivered_everything(&mut self) -> Result<bool, SpoolError> {
+        if !self.signals.input_done.load(Ordering::Acquire)
+            || self.outstanding() > 0
+            || !self.unsent.is_empty()
+        {
+            return Ok(false);
+        }
+        self.flush_acks().await?;
+        if self.spool.is_empty() {
+            return Ok(true);
+        }
+        // Rows beyond the cursor, or the last reading appended after the last fetch.
+        self.caught_up = false;
+        Ok(false)
+    }
+
+    async fn flush_acks(&mut self) -> Result<(), SpoolError> {
+        self.last_flush = Instant::now();
+        if self.acked.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut self.acked);
+        self.spool.with(move |s| s.ack(&ids)).await?;
+        Ok(())
+    }
+
+    fn forget_in_flight(&mut self) {
+        self.requested.clear();
+        self.inflight.clear();
+    }
+
+    fn new_session(&mut self) {
+        self.unsent.clear();
+        self.cursor = 0;
+        self.caught_up = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::LinkError;
+    use crate::spool::{Bounds, NewEntry, Spool};
+    use std::sync::Mutex;
+
+    /// A fake broker: connects when told, acks publishes (unless told not to)
+    /// and can be made to drop the connection after some publishes.
+    #[derive(Default)]
+    struct FakeLink {
+        events: VecDeque<Result<LinkEvent, LinkError>>,
+        /// Payloads in the order they were "sent".
+        sent: Arc<Mutex<Vec<String>>>,
+        next_pkid: u16,
+        ack: bool,
+        /// Connection attempts that fail before one succeeds.
+        failing_connects: u32,
+        /// Publishes after which the connection drops (unacked ones are lost).
+        drop_after: Option<usize>,
+        connect_attempts: u32,
+        disconnected: bool,
+        /// The connection dropped: publishes fail until `reconnect`.
+        broken: bool,
+    }
+
+    impl FakeLink {
+        fn new(ack: bool) -> Self {
+            let mut link = Self {
+                ack,
+                ..Default::default()
+            };
+            link.attempt();
+            link
+        }
+
+        fn attempt(&mut self) {
+            self.connect_attempts += 1;
+            if self.failing_connects > 0 {
+                self.failing_connects -= 1;
+                self.events.push_back(Err(LinkError("refused".into())));
+            } else {
+                self.events.push_back(Ok(LinkEvent::Connected));
+            }
+        }
+    }
+
+    impl Link for FakeLink {
+        async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+            match self.events.pop_front() {
+                Some(e) => e,
+                None => std::future::pending().await,
+            }
+        }
+
+        fn publish(&mut self, _topic: &str, payload: Vec<u8>) -> Result<(), LinkError> {
+            let mut sent = self.sent.lock().unwrap();
+            if self.drop_after == Some(sent.len()) {
+                self.drop_after = None;
+                self.broken = true;
+                self.events
+                    .push_back(Err(LinkError("connection reset".into())));
+            }
+            if self.broken {
+                return Err(LinkError("closed".into()));
+            }
+            sent.push(String::from_utf8(payload).unwrap());
+            self.next_pkid = self.next_pkid % 100 + 1;
+            self.events.push_back(Ok(LinkEvent::Sent(self.next_pkid)));
+            if self.ack {
+                self.events.push_back(Ok(LinkEvent::Acked(self.next_pkid)));
+            }
+            Ok(())
+        }
+
+        fn reconnect(&mut self) {
+            self.events.clear();
+            self.broken = false;
+            self.attempt();
+        }
+
+        fn disconnect(&mut self) -> Result<(), LinkError> {
+            self.disconnected = true;
+            self.events.push_back(Ok(LinkEvent::Disconnected));
+            Ok(())
+        }
+    }
+
+    fn timing(window: usize) -> Timing {
+        Timing {
+            window,
+            reconnect_min: Duration::from_millis(1),
+            reconnect_max: Duration::from_millis(4),
+            drain_timeout: Duration::from_millis(100),
+        }
+    }
+
+    fn spool_with(n: usize) -> SpoolHandle {
+        let mut s = Spool::open_in_memory(Bounds {
+            max_rows: 1_000_000,
+            max_age: None,
+        })
+        .unwrap();
+        let entries: Vec<_> = (1..=n)
+            .map(|i| NewEntry {
+                topic: "co2/a/emissions".into(),
+                payload: format!("r{i}").into_bytes(),
+                stamped_ms: i as i64,
+            })
+            .collect();
+        s.append(&entries, 0).unwrap();
+        SpoolHandle::new(s)
+    }
+
+    fn done_signals() -> Signals {
+        let signals = Signals::default();
+        signals.input_done.store(true, Ordering::Release);
+        signals
+    }
+
+    fn uplink(
+        link: FakeLink,
+        spool: &SpoolHandle,
+        signals: Signals,
+        window: usize,
+    ) -> Uplink<FakeLink> {
+        Uplink::new(
+            link,
+            spool.clone(),
+            Arc::new(Stats::default()),
+            signals,
+            timing(window),
+        )
+    }
+
+    fn names(n: std::ops::RangeInclusive<usize>) -> Vec<String> {
+        n.map(|i| format!("r{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn offline_goes_online_on_connack_and_backs_off_on_failure() {
+        let spool = spool_with(0);
+        let mut up = uplink(FakeLink::new(true), &spool, Signals::default(), 10);
+        assert_eq!(up.offline(0).await.unwrap(), State::Online);
+
+        let mut link = FakeLink {
+            failing_connects: 2,
+            ack: true,
+            ..Default::default()
+        };
+        link.attempt();
+        let mut up = uplink(link, &spool, Signals::default(), 10);
+        assert_eq!(up.offline(0).await.unwrap(), State::Offline { failures: 1 });
+        assert_eq!(up.offline(1).await.unwrap(), State::Offline { failures: 2 });
+        assert_eq!(up.offline(2).await.unwrap(), State::Online);
+        assert_eq!(up.link.connect_attempts, 3);
+    }
+
+    #[tokio::test]
+    async fn offline_stops_on_shutdown() {
+        let spool = spool_with(0);
+        let mut link = FakeLink::new(true);
+        link.events.clear();
+        let signals = Signals::default();
+        signals.shutdown.cancel();
+        let mut up = uplink(link, &spool, signals, 10);
+        assert_eq!(up.offline(0).await.unwrap(), State::Done);
+    }
+
+    #[tokio::test]
+    async fn replays_the_queue_oldest_first_and_deletes_on_puback() {
+        let spool = spool_with(2500);
+        let link = FakeLink::new(true);
+        let sent = Arc::clone(&link.sent);
+        let up = uplink(link, &spool, done_signals(), 64);
+        let stats = Arc::clone(&up.stats);
+        let link = up.run().await.unwrap();
+        assert_eq!(*sent.lock().unwrap(), names(1..=2500));
+        assert!(spool.is_empty());
+        assert_eq!(Stats::get(&stats.acked), 2500);
+        assert!(link.disconnected, "a clean DISCONNECT at the end");
+    }
+
+    #[tokio::test]
+    async fn connection_loss_republishes_unacknowledged_readings() {
+        let spool = spool_with(10);
+        let mut link = FakeLink::new(false);
+        link.drop_after = Some(3);
+        let sent = Arc::clone(&link.sent);
+        let mut up = uplink(link, &spool, done_signals(), 5);
+        assert_eq!(up.offline(0).await.unwrap(), State::Online);
+        // Nothing is acked; the 4th publish finds the connection gone.
+        let next = up.online().await.unwrap();
+        assert_eq!(next, State::Offline { failures: 1 });
+        assert_eq!(up.outstanding(), 0, "in-flight mapping forgotten");
+        assert_eq!(spool.len(), 10, "nothing deleted without a PUBACK");
+        // Reconnect; now the broker acks: everything is delivered from r1 on.
+        up.link.ack = true;
+        assert_eq!(up.offline(1).await.unwrap(), State::Online);
+        assert_eq!(up.online().await.unwrap(), State::Draining);
+        assert!(spool.is_empty());
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent[..3], names(1..=3)[..]);
+        assert_eq!(sent[3..], names(1..=10)[..], "replayed from the oldest");
+    }
+
+    #[tokio::test]
+    async fn draining_waits_for_outstanding_acks_then_disconnects() {
+        let spool = spool_with(5);
+        let signals = Signals::default();
+        let mut up = uplink(FakeLink::new(false), &spool, signals.clone(), 10);
+        up.offline(0).await.unwrap();
+        up.fill_window().await.unwrap();
+        assert_eq!(up.outstanding(), 5);
+        // Sent events are queued; the PUBACKs arrive late, while draining.
+        for pkid in 1..=5 {
+            up.link.events.push_back(Ok(LinkEvent::Acked(pkid)));
+        }
+        signals.shutdown.cancel();
+        assert_eq!(up.draining().await.unwrap(), State::Done);
+        assert!(
+            spool.is_empty(),
+            "every outstanding reading acked before DISCONNECT"
+        );
+        assert!(up.link.disconnected);
+    }
+
+    #[tokio::test]
+    async fn draining_gives_up_at_the_deadline_and_keeps_readings_queued() {
+        let spool = spool_with(3);
+        let mut up = uplink(FakeLink::new(false), &spool, Signals::default(), 10);
+        up.offline(0).await.unwrap();
+        up.fill_window().await.unwrap();
+        let started = Instant::now();
+        assert_eq!(up.draining().await.unwrap(), State::Done);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(spool.len(), 3);
+        assert!(up.link.disconnected);
+    }
+
+    #[tokio::test]
+    async fn shutdown_while_online_drains() {
+        let spool = spool_with(0);
+        let signals = Signals::default();
+        let mut up = uplink(FakeLink::new(true), &spool, signals.clone(), 10);
+        up.offline(0).await.unwrap();
+        signals.shutdown.cancel();
+        assert_eq!(up.online().await.unwrap(), State::Draining);
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        for _ in 0..100 {
+            let d1 = backoff(1, min, max);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= min, "{d1:?}");
+            let d3 = backoff(3, min, max);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d30 = backoff(30, min, max);
+            assert!(d30 >= Duration::from_millis(500) && d30 <= max, "{d30:?}");
+        }
+    }
+}
