@@ -1,0 +1,63 @@
+//! Test support shared by the co2-telemetry integration tests.
+//!
+//! Everything binds to 127.0.0.1 and is owned by the test that made it: a
+//! [`Broker`] is a private `mosquitto` on a free port (so a test may stop it),
+//! a [`Database`] is a uniquely named database dropped afterwards (kept when
+//! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection.
+
+mod broker;
+mod database;
+mod http;
+mod process;
+mod proxy;
+mod publisher;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use broker::Broker;
+pub use database::Database;
+pub use http::{http_get, metric_value};
+pub use process::ChildProcess;
+pub use proxy::TcpProxy;
+pub use publisher::Publisher;
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A short random suffix for names that must not collide between tests.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}

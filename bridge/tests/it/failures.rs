@@ -1,0 +1,233 @@
+//! Kill, cut, restart: every test checks the rows in the table afterwards.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use co2_testkit::{
+    http_get, metric_value, unique, wait_until, Broker, Database, Publisher, TcpProxy,
+};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
+    let db = Database::create("kill").await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let prefix = unique("kill");
+    let env = bridge_env(&db.url(), broker.port(), &prefix, http_port());
+    let mut bridge = Binary::spawn(&env, "kill-bridge");
+    bridge.wait_ready().await;
+
+    let (devices, per_device) = (4, 5000);
+    let stream = {
+        let prefix = prefix.clone();
+        let publisher = Publisher::connect(broker.port(), &unique("pub-stream"));
+        tokio::spawn(async move {
+            publish_range(&publisher, &prefix, devices, 0..per_device).await;
+            assert!(
+                publisher
+                    .wait_acked((devices * per_device) as u64, Duration::from_secs(120))
+                    .await
+            );
+            publisher.disconnect().await;
+        })
+    };
+    // Kill it while rows are flowing, not before or after.
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            db.count("co2_emissions").await.unwrap_or(0) >= 2000
+        })
+        .await
+    );
+    bridge.process.kill().await.unwrap();
+    let at_kill = db.count("co2_emissions").await.unwrap();
+    assert!(
+        at_kill < (devices * per_device) as i64,
+        "stream ended before the kill; make it longer"
+    );
+
+    let restarted = Binary::spawn(&env, "kill-bridge-2");
+    restarted.wait_ready().await;
+    stream.await.unwrap();
+    let total = (devices * per_device) as i64;
+    assert_eq!(
+        wait_for_rows(&db, total, Duration::from_secs(120)).await,
+        total,
+        "{}",
+        restarted.log_text()
+    );
+    assert_exactly_once(&db, devices, per_device).await;
+    drop(restarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_running() {
+    let db = Database::create("dbcut").await.unwrap();
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 3306)))
+        .await
+        .unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let prefix = unique("dbcut");
+    let env = bridge_env(
+        &db.url_via(proxy.port()),
+        broker.port(),
+        &prefix,
+        http_port(),
+    );
+    let mut bridge = Binary::spawn(&env, "dbcut-bridge");
+    bridge.wait_ready().await;
+
+    let (devices, per_device) = (3, 1000);
+    let stream = {
+        let prefix = prefix.clone();
+        let publisher = Publisher::connect(broker.port(), &unique("pub"));
+        tokio::spawn(async move {
+            // A steady trickle (about 300 readings/s) that spans the outage.
+            for i in 0..per_device {
+                publish_range(&publisher, &prefix, devices, i..i + 1).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                publisher
+                    .wait_acked((devices * per_device) as u64, Duration::from_secs(120))
+                    .await
+            );
+            publisher.disconnect().await;
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            db.count("co2_emissions").await.unwrap_or(0) >= 300
+        })
+        .await
+    );
+    proxy.cut();
+    let http = bridge.http;
+    let unready = wait_until(Duration::from_secs(8), || async move {
+        matches!(http_get(http, "/readyz").await, Ok((503, body)) if body.contains("database"))
+    })
+    .await;
+    assert!(unready, "/readyz did not report the database outage");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        bridge.process.is_running(),
+        "bridge exited during the outage:\n{}",
+        bridge.log_text()
+    );
+    let during = metric_value(
+        &http_get(http, "/metrics").await.unwrap().1,
+        "co2_bridge_db_up",
+    );
+    assert_eq!(during, Some(0.0));
+    proxy.restore().await.unwrap();
+
+    stream.await.unwrap();
+    let total = (devices * per_device) as i64;
+    assert_eq!(
+        wait_for_rows(&db, total, Duration::from_secs(60)).await,
+        total,
+        "{}",
+        bridge.log_text()
+    );
+    assert_exactly_once(&db, devices, per_device).await;
+    bridge.wait_ready().await;
+    let scrape = http_get(http, "/metrics").await.unwrap().1;
+    assert!(
+        metric_value(&scrape, "co2_bridge_db_retries_total").unwrap_or(0.0) >= 1.0,
+        "{scrape}"
+    );
+    assert!(bridge.process.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_is_ridden_out_without_loss() {
+    let db = Database::create("brokerrestart").await.unwrap();
+    let mut broker = Broker::start("").await.unwrap();
+    let prefix = unique("brestart");
+    let bridge = InProcess::start(bridge_env(&db.url(), broker.port(), &prefix, 0)).await;
+    let publisher = Publisher::connect(broker.port(), &unique("pub"));
+
+    let (devices, per_device) = (3, 1500);
+    publish_range(&publisher, &prefix, devices, 0..500).await;
+    assert!(publisher.wait_acked(1500, Duration::from_secs(30)).await);
+    broker.stop().await.unwrap();
+    // Published while the broker is down: held by the publisher's client.
+    let queued = {
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            publish_range(&publisher, &prefix, devices, 500..per_device).await;
+            publisher
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.resume().await.unwrap();
+    let publisher = queued.await.unwrap();
+    assert!(
+        publisher
+            .wait_acked((devices * per_device) as u64, Duration::from_secs(60))
+            .await
+    );
+
+    let total = (devices * per_device) as i64;
+    assert_eq!(
+        wait_for_rows(&db, total, Duration::from_secs(60)).await,
+        total
+    );
+    assert_exactly_once(&db, devices, per_device).await;
+    let scrape = bridge.scrape().await;
+    assert!(metric_value(&scrape, "co2_bridge_mqtt_connections_total").unwrap_or(0.0) >= 2.0);
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_mqtt_connected"),
+        Some(1.0)
+    );
+    publisher.disconnect().await;
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_acks_and_exits_zero_and_the_broker_keeps_the_rest() {
+    let db = Database::create("term").await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let prefix = unique("term");
+    let env = bridge_env(&db.url(), broker.port(), &prefix, http_port());
+    let mut bridge = Binary::spawn(&env, "term-bridge");
+    bridge.wait_ready().await;
+
+    let publisher = Publisher::connect(broker.port(), &unique("pub"));
+    let (devices, per_device) = (2, 3000);
+    publish_range(&publisher, &prefix, devices, 0..per_device / 2).await;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            db.count("co2_emissions").await.unwrap_or(0) >= 500
+        })
+        .await
+    );
+    let status = bridge
+        .process
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        bridge.log_text()
+    );
+    assert!(bridge.log_text().contains("Stopped"));
+
+    // Published while no bridge runs: queued by the broker for the session.
+    publish_range(&publisher, &prefix, devices, per_device / 2..per_device).await;
+    assert!(
+        publisher
+            .wait_acked((devices * per_device) as u64, Duration::from_secs(60))
+            .await
+    );
+    let restarted = Binary::spawn(&env, "term-bridge-2");
+    restarted.wait_ready().await;
+    let total = (devices * per_device) as i64;
+    assert_eq!(
+        wait_for_rows(&db, total, Duration::from_secs(60)).await,
+        total
+    );
+    assert_exactly_once(&db, devices, per_device).await;
+    publisher.disconnect().await;
+}

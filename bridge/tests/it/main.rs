@@ -1,0 +1,10 @@
+//! Integration tests against real Mosquitto and MariaDB. One binary, so the
+//! helpers compile once. Each test owns its database and topic prefix; tests
+//! that stop a broker own that broker too.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod delivery;
+mod failures;
+mod observability;
+mod schema;
+mod support;
