@@ -160,7 +160,7 @@ impl Default for MqttSettings {
             username: None,
             password: None,
             password_file: None,
-            receive_maximum: 4096,
+            receive_maximum: u16::MAX,
             keep_alive_s: 30,
             session_expiry_s: 7 * 24 * 3600,
             reconnect_max_ms: 30_000,

@@ -185,6 +185,8 @@ impl Ingress {
             }
         }
         if session_present {
+            // The session kept its subscriptions.
+            self.health.set_subscribed(true);
             // The broker re-sends everything still unacknowledged on this
             // connection; the queued copies from the old one are redundant.
             let current = self.epoch.current();
