@@ -219,7 +219,11 @@ if want secrets; then
     ensure_dir "$(r /etc/co2-telemetry)" root root 0755
     ensure_dir "$(r "$secrets_dir")" root root 0700
     for s in "$sec_bridge_db" "$sec_grafana_db" "$sec_bridge_mqtt" "$sec_grafana_admin"; do
+        n=$CHANGES
         ensure_secret "$(r "$s")" root root 0600
+        # A new bridge secret (first install or rotation) needs a bridge restart;
+        # the database and broker steps below bring the accounts in line.
+        [[ $CHANGES == "$n" || $s != "$secrets_dir"/bridge-* ]] || restart_bridge=1
     done
 fi
 
