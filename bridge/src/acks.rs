@@ -14,8 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rumqttc::v5::mqttbytes::v5::Publish;
-use rumqttc::v5::AsyncClient;
+use crate::mqtt::{AckHandle, Client};
 
 /// Counts connections; bumped by the ingress task whenever one is lost.
 #[derive(Debug, Clone, Default)]
@@ -36,18 +35,14 @@ impl ConnectionEpoch {
 /// What is needed to acknowledge one message later.
 #[derive(Debug, Clone)]
 pub struct AckToken {
-    /// The publish with its payload and topic dropped (rumqttc acks by `&Publish`).
-    publish: Publish,
+    handle: AckHandle,
     epoch: u64,
 }
 
 impl AckToken {
-    /// A token for `publish`, received during connection `epoch`.
-    pub fn new(mut publish: Publish, epoch: u64) -> Self {
-        publish.payload = Default::default();
-        publish.topic = Default::default();
-        publish.properties = None;
-        Self { publish, epoch }
+    /// A token for a message received during connection `epoch`.
+    pub fn new(handle: AckHandle, epoch: u64) -> Self {
+        Self { handle, epoch }
     }
 
     /// The connection the message arrived on.
@@ -59,7 +54,7 @@ impl AckToken {
 /// Sends acknowledgements through the MQTT client.
 #[derive(Clone)]
 pub struct Acker {
-    client: AsyncClient,
+    client: Client,
     epoch: ConnectionEpoch,
 }
 
@@ -74,7 +69,7 @@ pub struct AckReport {
 
 impl Acker {
     /// An acker for `client`'s connection numbered by `epoch`.
-    pub fn new(client: AsyncClient, epoch: ConnectionEpoch) -> Self {
+    pub fn new(client: Client, epoch: ConnectionEpoch) -> Self {
         Self { client, epoch }
     }
 
@@ -88,9 +83,10 @@ impl Acker {
             }
             // Fails only when the event loop is gone, i.e. at exit; the broker then
             // re-delivers the message to the next session.
-            match self.client.ack(&token.publish).await {
-                Ok(()) => report.sent += 1,
-                Err(_) => report.stale += 1,
+            if self.client.ack(&token.handle).await {
+                report.sent += 1;
+            } else {
+                report.stale += 1;
             }
         }
         report

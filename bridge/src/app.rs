@@ -18,8 +18,9 @@ use crate::config::{ConfigError, Settings};
 use crate::db;
 use crate::health::Health;
 use crate::http::{self, AppState};
-use crate::ingress::{self, Ingress};
+use crate::ingress::Ingress;
 use crate::metrics::{Metrics, MetricsError};
+use crate::mqtt;
 use crate::pipeline::Pipeline;
 use crate::route::Route;
 use crate::writer::Writer;
@@ -79,7 +80,7 @@ impl Bridge {
             .map_err(|source| RunError::Bind { addr, source })?;
         let pool = db::pool(&settings)?;
         // Resolve secrets and TLS files now, so a typo fails at start.
-        ingress::mqtt_options(&settings)?;
+        mqtt::connect(&settings)?;
         Ok(Self {
             settings,
             metrics,
@@ -225,9 +226,8 @@ async fn run_pipeline(
     health: Arc<Health>,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
-    let options = ingress::mqtt_options(settings)?;
+    let (client, eventloop) = mqtt::connect(settings)?;
     let window = usize::from(settings.mqtt.receive_maximum);
-    let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, window + 64);
     let epoch = ConnectionEpoch::default();
     // Sized to the in-flight window: the broker cannot send more than that
     // unacknowledged, so this rarely fills (see ingress for when it does).
@@ -265,7 +265,9 @@ async fn run_pipeline(
         ),
         acker: Acker::new(client.clone(), epoch),
         metrics,
-        max_rows: settings.batch.max_rows,
+        // A batch cannot outgrow the window: the broker sends nothing more until
+        // it is acked, so waiting for max_delay would only add latency.
+        max_rows: settings.batch.max_rows.min(window),
         max_delay: Duration::from_millis(settings.batch.max_delay_ms),
         shutdown_timeout: Duration::from_secs(settings.batch.shutdown_timeout_s),
     };
@@ -287,7 +289,7 @@ async fn run_pipeline(
     }
     // DISCONNECT queues behind the acks just sent, so they reach the broker first.
     ingress_stop.cancel();
-    let _ = client.try_disconnect();
+    client.disconnect();
     if tokio::time::timeout(Duration::from_secs(5), &mut ingress_task)
         .await
         .is_err()

@@ -53,8 +53,12 @@ pub struct MqttSettings {
     pub password: Option<SecretString>,
     /// File holding the broker password (e.g. a systemd credential).
     pub password_file: Option<PathBuf>,
-    /// MQTT v5 receive-maximum: how many unacknowledged QoS 1 messages the broker may
-    /// send. It bounds memory and the largest batch; keep it >= `batch.max_rows`.
+    /// `v5` (default) or `v311` for brokers without MQTT 5.
+    pub protocol: crate::mqtt::Protocol,
+    /// The in-flight window: how many unacknowledged QoS 1 messages the broker may
+    /// send. Sent as the v5 receive-maximum; with v3.1.1 the broker decides
+    /// (Mosquitto: `max_inflight_messages`), so set it to the broker's value. It
+    /// bounds memory and caps a batch, which is written as soon as it fills the window.
     pub receive_maximum: u16,
     /// Seconds between keep-alive pings.
     pub keep_alive_s: u64,
@@ -157,6 +161,7 @@ impl Default for MqttSettings {
             client_id: "co2-bridge".into(),
             topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
             default_device: "default".into(),
+            protocol: crate::mqtt::Protocol::V5,
             username: None,
             password: None,
             password_file: None,

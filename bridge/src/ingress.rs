@@ -13,19 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, SubscribeReasonCode};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{Outgoing, Transport};
-use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::acks::{AckToken, ConnectionEpoch};
 use crate::backoff::Backoff;
-use crate::config::{ConfigError, Settings};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::mqtt::{AckHandle, Client, EventLoop, MqttError, MqttEvent};
 
 /// One message taken from the broker, not yet acknowledged.
 #[derive(Debug)]
@@ -38,61 +33,10 @@ pub struct Delivery {
     pub ack: AckToken,
 }
 
-/// Builds the rumqttc options: MQTT v5, fixed client id, persistent session,
-/// manual acks, receive-maximum as the back-pressure window.
-pub fn mqtt_options(settings: &Settings) -> Result<MqttOptions, ConfigError> {
-    let mqtt = &settings.mqtt;
-    let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
-    options
-        .set_clean_start(false)
-        // With v5 a session ends at disconnect unless it has an expiry interval.
-        .set_session_expiry_interval(Some(mqtt.session_expiry_s))
-        .set_manual_acks(true)
-        .set_receive_maximum(Some(mqtt.receive_maximum))
-        .set_keep_alive(Duration::from_secs(mqtt.keep_alive_s))
-        .set_connection_timeout(10)
-        // Room for a window of acks plus subscribes, so acking never waits on a poll.
-        .set_request_channel_capacity(usize::from(mqtt.receive_maximum) + 64)
-        // Images and other routes may be large; the wire decoder bounds CO2 payloads.
-        .set_max_packet_size(Some(16 * 1024 * 1024));
-    if let Some(username) = &mqtt.username {
-        let password = settings
-            .mqtt_password()?
-            .map(|p| p.expose_secret().to_owned())
-            .unwrap_or_default();
-        options.set_credentials(username, password);
-    }
-    if let Some(tls) = &mqtt.tls {
-        let read = |key: &'static str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| ConfigError::SecretFile {
-                key,
-                path: path.to_owned(),
-                source,
-            })
-        };
-        let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
-        let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-            (Some(cert), Some(key)) => Some((
-                read("mqtt.tls.client_cert_file", cert)?,
-                read("mqtt.tls.client_key_file", key)?,
-            )),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "mqtt.tls.client_cert_file",
-                    message: "client_cert_file and client_key_file go together".into(),
-                })
-            }
-        };
-        options.set_transport(Transport::tls(ca, client_auth, None));
-    }
-    Ok(options)
-}
-
 /// The task that owns the event loop.
 pub struct Ingress {
     eventloop: EventLoop,
-    client: AsyncClient,
+    client: Client,
     subscriptions: Vec<String>,
     tx: mpsc::Sender<Delivery>,
     overflow: VecDeque<Delivery>,
@@ -108,7 +52,7 @@ impl Ingress {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         eventloop: EventLoop,
-        client: AsyncClient,
+        client: Client,
         subscriptions: Vec<String>,
         tx: mpsc::Sender<Delivery>,
         epoch: ConnectionEpoch,
@@ -116,7 +60,7 @@ impl Ingress {
         health: Arc<Health>,
         reconnect_max: Duration,
     ) -> Self {
-        let (host, port) = eventloop.options.broker_address();
+        let broker = eventloop.broker();
         Self {
             eventloop,
             client,
@@ -127,7 +71,7 @@ impl Ingress {
             metrics,
             health,
             reconnect_max,
-            broker: format!("{host}:{port}"),
+            broker,
         }
     }
 
@@ -138,20 +82,24 @@ impl Ingress {
         let mut outage: Option<Instant> = None;
         loop {
             match self.eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    self.on_connected(ack.session_present, outage.take(), backoff.attempts());
+                Ok(MqttEvent::Connected { session_present }) => {
+                    self.on_connected(session_present, outage.take(), backoff.attempts());
                     backoff.reset();
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
-                Ok(Event::Incoming(Packet::SubAck(ack))) => self.on_suback(&ack.return_codes),
-                Ok(Event::Incoming(Packet::Disconnect(d))) => {
-                    tracing::warn!(reason = ?d.reason_code, "The broker closed the session");
+                Ok(MqttEvent::Publish {
+                    topic,
+                    payload,
+                    ack,
+                }) => self.on_publish(topic, payload, ack),
+                Ok(MqttEvent::Subscribed(granted)) => self.on_suback(&granted),
+                Ok(MqttEvent::ServerDisconnect(reason)) => {
+                    tracing::warn!(reason, "The broker closed the session");
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                Ok(MqttEvent::ClientDisconnected) => {
                     tracing::info!("Disconnected from the broker");
                     break;
                 }
-                Ok(_) => {}
+                Ok(MqttEvent::Other) => {}
                 Err(error) => {
                     self.on_connection_error(&error, outage.is_none(), backoff.attempts());
                     outage.get_or_insert_with(Instant::now);
@@ -203,25 +151,17 @@ impl Ingress {
 
     fn subscribe(&self) {
         self.health.set_subscribed(false);
-        let filters: Vec<Filter> = self
-            .subscriptions
-            .iter()
-            .map(|t| Filter::new(t.clone(), QoS::AtLeastOnce))
-            .collect();
-        if self.client.try_subscribe_many(filters.clone()).is_err() {
-            let client = self.client.clone();
-            tokio::spawn(async move { client.subscribe_many(filters).await });
-        }
+        self.client.subscribe(&self.subscriptions);
         tracing::info!(topics = ?self.subscriptions, "Subscribing");
     }
 
-    fn on_suback(&self, codes: &[SubscribeReasonCode]) {
-        let refused: Vec<String> = self
+    fn on_suback(&self, granted: &[bool]) {
+        let refused: Vec<&String> = self
             .subscriptions
             .iter()
-            .zip(codes)
-            .filter(|(_, code)| !matches!(code, SubscribeReasonCode::Success(_)))
-            .map(|(topic, code)| format!("{topic} ({code:?})"))
+            .zip(granted)
+            .filter(|(_, ok)| !**ok)
+            .map(|(topic, _)| topic)
             .collect();
         if refused.is_empty() {
             self.health.set_subscribed(true);
@@ -234,15 +174,13 @@ impl Ingress {
         }
     }
 
-    fn on_publish(&mut self, publish: rumqttc::v5::mqttbytes::v5::Publish) {
+    fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
         self.metrics.messages_received.inc();
         self.metrics.pending_messages.inc();
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        let payload = publish.payload.clone();
         let delivery = Delivery {
-            topic,
+            topic: String::from_utf8_lossy(&topic).into_owned(),
             payload,
-            ack: AckToken::new(publish, self.epoch.current()),
+            ack: AckToken::new(ack, self.epoch.current()),
         };
         if self.overflow.is_empty() {
             match self.tx.try_send(delivery) {
@@ -282,23 +220,11 @@ impl Ingress {
         }
     }
 
-    fn on_connection_error(&mut self, error: &ConnectionError, first: bool, attempts: u32) {
+    fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
         self.metrics.mqtt_connected.set(0);
         self.health.set_subscribed(false);
         self.epoch.advance();
-        let hint = match error {
-            ConnectionError::ConnectionRefused(
-                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-            ) => "check mqtt.username and mqtt.password_file, and the broker's password file",
-            ConnectionError::ConnectionRefused(_) => "the broker refused the connection",
-            ConnectionError::Io(_) | ConnectionError::Timeout(_) => {
-                "is the broker running and reachable at mqtt.host:mqtt.port?"
-            }
-            ConnectionError::Tls(_) => {
-                "check mqtt.tls.ca_file and that the broker's certificate matches mqtt.host"
-            }
-            _ => "reconnecting",
-        };
+        let hint = error.hint;
         if first {
             tracing::warn!(broker = %self.broker, error = %error, hint, "Lost the broker connection; reconnecting with back-off");
         } else {

@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod ingress;
 pub mod metrics;
+pub mod mqtt;
 pub mod pipeline;
 pub mod route;
 pub mod writer;

@@ -200,3 +200,33 @@ async fn every_bad_payload_is_dead_lettered_with_its_reason_and_the_good_ones_st
     publisher.disconnect().await;
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_311_with_the_brokers_default_window_of_20_stores_everything_in_full_batches() {
+    let db = Database::create("v311").await.unwrap();
+    // A test-owned broker with Mosquitto's default max_inflight_messages (20).
+    let broker = co2_testkit::Broker::start("").await.unwrap();
+    let prefix = unique("v311");
+    let mut env = bridge_env(&db.url(), broker.port(), &prefix, 0);
+    env.push(("CO2_BRIDGE__MQTT__PROTOCOL".into(), "v311".into()));
+    env.push(("CO2_BRIDGE__MQTT__RECEIVE_MAXIMUM".into(), "20".into()));
+    // Were batches to wait for max_delay, 2,000 readings would take 100 s.
+    env.push(("CO2_BRIDGE__BATCH__MAX_DELAY_MS".into(), "1000".into()));
+    let bridge = InProcess::start(env).await;
+
+    let publisher = Publisher::connect(broker.port(), &unique("pub"));
+    publish_range(&publisher, &prefix, 2, 0..1000).await;
+    assert!(publisher.wait_acked(2000, Duration::from_secs(60)).await);
+    assert_eq!(
+        wait_for_rows(&db, 2000, Duration::from_secs(60)).await,
+        2000
+    );
+    assert_exactly_once(&db, 2, 1000).await;
+
+    let scrape = bridge.scrape().await;
+    let batches = metric_value(&scrape, "co2_bridge_batch_rows_count").unwrap();
+    let at_most_20 = metric_value(&scrape, "co2_bridge_batch_rows_bucket{le=\"20\"}").unwrap();
+    assert_eq!(batches, at_most_20, "a batch outgrew the window:\n{scrape}");
+    publisher.disconnect().await;
+    bridge.stop().await;
+}

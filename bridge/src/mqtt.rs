@@ -1,0 +1,358 @@
+//! One face for rumqttc's MQTT v5 and v3.1.1 clients.
+//!
+//! v5 is the default: the bridge states its receive-maximum, and the broker
+//! keeps that many messages in flight. A broker without v5 gets v3.1.1
+//! (`mqtt.protocol = "v311"`), where the broker alone decides the window
+//! (Mosquitto: `max_inflight_messages`, 20 by default). Only the few things
+//! the bridge needs are mapped: connect, receive, ack, subscribe, disconnect.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as v5p;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, Settings};
+
+/// Which MQTT version to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// MQTT 5: the bridge sets the in-flight window (receive-maximum).
+    #[default]
+    V5,
+    /// MQTT 3.1.1: the broker sets the window.
+    V311,
+}
+
+/// What the event loop reports, in either protocol.
+#[derive(Debug)]
+pub enum MqttEvent {
+    /// CONNACK accepted.
+    Connected {
+        /// The broker still had this client's session.
+        session_present: bool,
+    },
+    /// A message.
+    Publish {
+        /// Topic bytes as sent.
+        topic: Bytes,
+        /// Payload as sent.
+        payload: Bytes,
+        /// What acknowledges it.
+        ack: AckHandle,
+    },
+    /// SUBACK: one flag per filter, true when granted.
+    Subscribed(Vec<bool>),
+    /// The broker sent DISCONNECT (v5 only), with its reason.
+    ServerDisconnect(String),
+    /// Our own DISCONNECT went out.
+    ClientDisconnected,
+    /// Anything else (pings, acks going out).
+    Other,
+}
+
+/// What a PUBACK needs: the packet id and whether the message wants one (QoS > 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckHandle {
+    pkid: u16,
+    needs_ack: bool,
+}
+
+impl AckHandle {
+    /// The packet id the broker assigned.
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+}
+
+/// A connection error, with a hint for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct MqttError {
+    message: String,
+    /// What the operator should check.
+    pub hint: &'static str,
+}
+
+/// Sends requests to the event loop.
+#[derive(Clone)]
+pub enum Client {
+    /// v5.
+    V5(rumqttc::v5::AsyncClient),
+    /// v3.1.1.
+    V311(rumqttc::AsyncClient),
+}
+
+/// The event loop; polled by one task only.
+pub enum EventLoop {
+    /// v5.
+    V5(Box<rumqttc::v5::EventLoop>),
+    /// v3.1.1.
+    V311(Box<rumqttc::EventLoop>),
+}
+
+/// Creates the client and event loop from the settings.
+pub fn connect(settings: &Settings) -> Result<(Client, EventLoop), ConfigError> {
+    let mqtt = &settings.mqtt;
+    let window = usize::from(mqtt.receive_maximum);
+    // Room for a window of acks plus subscribes, so acking never waits on a poll.
+    let capacity = window + 64;
+    let credentials = match &mqtt.username {
+        Some(user) => Some((
+            user.clone(),
+            settings
+                .mqtt_password()?
+                .map(|p| p.expose_secret().to_owned())
+                .unwrap_or_default(),
+        )),
+        None => None,
+    };
+    let transport = tls_transport(settings)?;
+    let keep_alive = Duration::from_secs(mqtt.keep_alive_s);
+    match mqtt.protocol {
+        Protocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+            o.set_clean_start(false)
+                // With v5 a session ends at disconnect unless it has an expiry interval.
+                .set_session_expiry_interval(Some(mqtt.session_expiry_s))
+                .set_manual_acks(true)
+                .set_receive_maximum(Some(mqtt.receive_maximum))
+                .set_keep_alive(keep_alive)
+                .set_connection_timeout(10)
+                .set_request_channel_capacity(capacity)
+                .set_max_packet_size(Some(MAX_PACKET));
+            if let Some((user, password)) = credentials {
+                o.set_credentials(user, password);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(o, capacity);
+            Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
+        }
+        Protocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+            o.set_clean_session(false)
+                .set_manual_acks(true)
+                .set_keep_alive(keep_alive)
+                .set_request_channel_capacity(capacity)
+                .set_max_packet_size(MAX_PACKET as usize, 64 * 1024);
+            if let Some((user, password)) = credentials {
+                o.set_credentials(user, password);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(o, capacity);
+            Ok((Client::V311(client), EventLoop::V311(Box::new(eventloop))))
+        }
+    }
+}
+
+/// Largest packet accepted: CO2 payloads are bounded by the decoder; other routes
+/// (camera snapshots) need megabytes.
+const MAX_PACKET: u32 = 16 * 1024 * 1024;
+
+fn tls_transport(settings: &Settings) -> Result<Option<rumqttc::Transport>, ConfigError> {
+    let Some(tls) = &settings.mqtt.tls else {
+        return Ok(None);
+    };
+    let read = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ConfigError::SecretFile {
+            key,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
+    let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some((
+            read("mqtt.tls.client_cert_file", cert)?,
+            read("mqtt.tls.client_key_file", key)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.tls.client_cert_file",
+                message: "client_cert_file and client_key_file go together".into(),
+            })
+        }
+    };
+    Ok(Some(rumqttc::Transport::tls(ca, client_auth, None)))
+}
+
+impl EventLoop {
+    /// The broker as `host:port`, for logs.
+    pub fn broker(&self) -> String {
+        let (host, port) = match self {
+            EventLoop::V5(e) => e.options.broker_address(),
+            EventLoop::V311(e) => e.mqtt_options.broker_address(),
+        };
+        format!("{host}:{port}")
+    }
+
+    /// Polls once. Not cancel safe: never race it in a `select!`.
+    pub async fn poll(&mut self) -> Result<MqttEvent, MqttError> {
+        match self {
+            EventLoop::V5(e) => e.poll().await.map(v5_event).map_err(v5_error),
+            EventLoop::V311(e) => e.poll().await.map(v311_event).map_err(v311_error),
+        }
+    }
+}
+
+fn v5_event(event: rumqttc::v5::Event) -> MqttEvent {
+    use rumqttc::v5::Event;
+    match event {
+        Event::Incoming(v5p::Packet::ConnAck(ack)) => MqttEvent::Connected {
+            session_present: ack.session_present,
+        },
+        Event::Incoming(v5p::Packet::Publish(p)) => MqttEvent::Publish {
+            ack: AckHandle {
+                pkid: p.pkid,
+                needs_ack: p.qos != QoS5::AtMostOnce,
+            },
+            topic: p.topic,
+            payload: p.payload,
+        },
+        Event::Incoming(v5p::Packet::SubAck(ack)) => MqttEvent::Subscribed(
+            ack.return_codes
+                .iter()
+                .map(|c| matches!(c, v5p::SubscribeReasonCode::Success(_)))
+                .collect(),
+        ),
+        Event::Incoming(v5p::Packet::Disconnect(d)) => {
+            MqttEvent::ServerDisconnect(format!("{:?}", d.reason_code))
+        }
+        Event::Outgoing(rumqttc::Outgoing::Disconnect) => MqttEvent::ClientDisconnected,
+        _ => MqttEvent::Other,
+    }
+}
+
+fn v311_event(event: rumqttc::Event) -> MqttEvent {
+    use rumqttc::{Event, Packet};
+    match event {
+        Event::Incoming(Packet::ConnAck(ack)) => MqttEvent::Connected {
+            session_present: ack.session_present,
+        },
+        Event::Incoming(Packet::Publish(p)) => MqttEvent::Publish {
+            ack: AckHandle {
+                pkid: p.pkid,
+                needs_ack: p.qos != rumqttc::QoS::AtMostOnce,
+            },
+            topic: Bytes::from(p.topic.into_bytes()),
+            payload: p.payload,
+        },
+        Event::Incoming(Packet::SubAck(ack)) => MqttEvent::Subscribed(
+            ack.return_codes
+                .iter()
+                .map(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+                .collect(),
+        ),
+        Event::Outgoing(rumqttc::Outgoing::Disconnect) => MqttEvent::ClientDisconnected,
+        _ => MqttEvent::Other,
+    }
+}
+
+const HINT_AUTH: &str =
+    "check mqtt.username and mqtt.password_file, and the broker's password file";
+const HINT_REACH: &str = "is the broker running and reachable at mqtt.host:mqtt.port?";
+const HINT_TLS: &str = "check mqtt.tls.ca_file and that the broker's certificate names mqtt.host";
+
+fn v5_error(error: rumqttc::v5::ConnectionError) -> MqttError {
+    use rumqttc::v5::ConnectionError as E;
+    let hint = match &error {
+        E::ConnectionRefused(
+            v5p::ConnectReturnCode::BadUserNamePassword | v5p::ConnectReturnCode::NotAuthorized,
+        ) => HINT_AUTH,
+        E::ConnectionRefused(
+            v5p::ConnectReturnCode::UnsupportedProtocolVersion
+            | v5p::ConnectReturnCode::RefusedProtocolVersion,
+        ) => "the broker does not speak MQTT 5; set mqtt.protocol = \"v311\"",
+        E::ConnectionRefused(_) => "the broker refused the connection",
+        E::Io(_) | E::Timeout(_) => HINT_REACH,
+        E::Tls(_) => HINT_TLS,
+        _ => "reconnecting",
+    };
+    MqttError {
+        message: error.to_string(),
+        hint,
+    }
+}
+
+fn v311_error(error: rumqttc::ConnectionError) -> MqttError {
+    use rumqttc::ConnectionError as E;
+    let hint = match &error {
+        E::ConnectionRefused(
+            rumqttc::ConnectReturnCode::BadUserNamePassword
+            | rumqttc::ConnectReturnCode::NotAuthorized,
+        ) => HINT_AUTH,
+        E::ConnectionRefused(_) => "the broker refused the connection",
+        E::Io(_) | E::NetworkTimeout | E::FlushTimeout => HINT_REACH,
+        E::Tls(_) => HINT_TLS,
+        _ => "reconnecting",
+    };
+    MqttError {
+        message: error.to_string(),
+        hint,
+    }
+}
+
+impl Client {
+    /// Subscribes to `filters` at QoS 1 without waiting (falls back to a task
+    /// when the request channel is full).
+    pub fn subscribe(&self, filters: &[String]) {
+        match self {
+            Client::V5(c) => {
+                let f: Vec<v5p::Filter> = filters
+                    .iter()
+                    .map(|t| v5p::Filter::new(t.clone(), QoS5::AtLeastOnce))
+                    .collect();
+                if c.try_subscribe_many(f.clone()).is_err() {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.subscribe_many(f).await });
+                }
+            }
+            Client::V311(c) => {
+                let f: Vec<rumqttc::SubscribeFilter> = filters
+                    .iter()
+                    .map(|t| rumqttc::SubscribeFilter::new(t.clone(), rumqttc::QoS::AtLeastOnce))
+                    .collect();
+                if c.try_subscribe_many(f.clone()).is_err() {
+                    let c = c.clone();
+                    tokio::spawn(async move { c.subscribe_many(f).await });
+                }
+            }
+        }
+    }
+
+    /// Queues a PUBACK; false when the event loop is gone.
+    pub async fn ack(&self, handle: &AckHandle) -> bool {
+        if !handle.needs_ack {
+            return true;
+        }
+        // rumqttc acks by `&Publish` but reads only its packet id and QoS.
+        match self {
+            Client::V5(c) => {
+                let mut p = v5p::Publish::new("", QoS5::AtLeastOnce, Bytes::new(), None);
+                p.pkid = handle.pkid;
+                c.ack(&p).await.is_ok()
+            }
+            Client::V311(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = handle.pkid;
+                c.ack(&p).await.is_ok()
+            }
+        }
+    }
+
+    /// Queues DISCONNECT behind everything already queued.
+    pub fn disconnect(&self) {
+        let _ = match self {
+            Client::V5(c) => c.try_disconnect().is_ok(),
+            Client::V311(c) => c.try_disconnect().is_ok(),
+        };
+    }
+}
