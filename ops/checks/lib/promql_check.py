@@ -141,7 +141,7 @@ def stop(proc):
 def start_scraping(work, target, timeout_s=60):
     """Prometheus with the repository's config and rules, job co2-bridge -> target.
     Scrapes every 1s so a test need not wait; returns (Popen, base_url) once
-    up{job="co2-bridge"} is 1."""
+    three scrapes of the target succeeded."""
     conf_dir = os.path.join(work, "prometheus")
     shutil.copytree(obslib.PROM_DIR, conf_dir)
     with open(os.path.join(conf_dir, "targets", "co2-bridge.yml"), "w", encoding="utf-8") as fh:
@@ -157,9 +157,11 @@ def start_scraping(work, target, timeout_s=60):
     proc, base = start_prometheus(text, tsdb)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        res = query(base, 'up{job="co2-bridge"}')
+        # rate() and increase() need at least two samples in their window; wait
+        # for three successful scrapes so every dashboard query has data.
+        res = query(base, 'sum_over_time(up{job="co2-bridge"}[1m])')
         vals = [r["value"][1] for r in res.get("data", {}).get("result", [])]
-        if vals and all(v == "1" for v in vals):
+        if vals and all(float(v) >= 3 for v in vals):
             return proc, base
         time.sleep(0.5)
     stop(proc)

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# End to end for the observability stack: a real co2-bridge (built by
+# ops/test.sh) carries real traffic from the local Mosquitto into a throwaway
+# database; then
+#   - its /metrics exports exactly the names and types in metric-names.txt,
+#   - a private Prometheus with the repository's provisioning/prometheus config
+#     and rules scrapes it, and every dashboard and alert expression evaluates
+#     without error, with data for the dashboards' queries.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+cd "$REPO_ROOT"
+
+BRIDGE=${CO2_BRIDGE_BIN:-target/debug/co2-bridge}
+[[ -x $BRIDGE ]] || { echo "FAIL - $BRIDGE is missing: run cargo build -p co2-bridge"; echo "0 passed, 1 failed"; exit 1; }
+
+db="co2chk_live_$$"
+prefix="chk$$"
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+work=$(mktemp -d)
+bridge_pid=
+feeder=
+cleanup() {
+    [[ -z $feeder ]] || kill "$feeder" 2>/dev/null || true
+    [[ -z $bridge_pid ]] || kill -TERM "$bridge_pid" 2>/dev/null || true
+    [[ -z $bridge_pid ]] || wait "$bridge_pid" 2>/dev/null || true
+    mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$db\`" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mariadb -uroot -h127.0.0.1 -e "CREATE DATABASE \`$db\`"
+CO2_BRIDGE__DATABASE__URL="mysql://root@127.0.0.1:3306/$db" \
+CO2_BRIDGE__MQTT__CLIENT_ID="$prefix-bridge" \
+CO2_BRIDGE__MQTT__TOPICS="$prefix/+/emissions" \
+CO2_BRIDGE__HTTP__LISTEN="127.0.0.1:$port" \
+    "$BRIDGE" run >"$work/bridge.log" 2>&1 &
+bridge_pid=$!
+for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+    sleep 0.2
+done
+check "bridge is ready" curl -sf "http://127.0.0.1:$port/readyz"
+
+# Readings from three devices (now-ish, so lag and last-seen are realistic) and one reject.
+for i in $(seq 1 30); do
+    for d in pi-a pi-b pi-c; do
+        mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/$d/emissions" \
+            -m "$(date -u -d "-$((60 - i)) seconds" '+%F %T')|$((400 + i)).5"
+    done
+done
+mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/pi-a/emissions" -m "garbage"
+rows() { mariadb -uroot -h127.0.0.1 -N "$db" -e 'SELECT COUNT(*) FROM co2_emissions'; }
+for _ in $(seq 1 100); do [[ $(rows) -ge 90 ]] && break; sleep 0.1; done
+check "90 readings stored" test "$(rows)" -eq 90
+
+curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics.txt"
+# Keep readings flowing while Prometheus scrapes, so rates are not all zero.
+(
+    while :; do
+        mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/pi-a/emissions" -m "$(date -u '+%F %T.%3N')|420"
+        sleep 0.2
+    done
+) &
+feeder=$!
+run_counted python3 "$CHECKS_LIB/metric_names_check.py" --scrape "$work/metrics.txt"
+run_counted python3 "$CHECKS_LIB/promql_check.py" --scrape-target "127.0.0.1:$port" --require-data
+kill "$feeder"
+if ((FAILED)); then
+    echo "--- bridge log"
+    tail -20 "$work/bridge.log"
+fi
+finish

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Makes sure what the tests and the local stack need is installed and running
+# on this machine, on loopback only: MariaDB on 127.0.0.1:3306 (root, no
+# password: a development/test setup, never a server's) and Mosquitto on
+# 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
+# clients, the shell linter, docker-compose, iproute2, iptables,
+# systemd-analyze and node/npm.
+# Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
+set -euo pipefail
+
+say() { printf 'services: %s\n' "$*"; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "run as root (it installs packages and starts services)"
+
+# command -> Debian package that provides it
+declare -A NEED=(
+    [mariadbd]=mariadb-server [mariadb]=mariadb-client [mosquitto]=mosquitto
+    [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
+    [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
+    [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
+)
+missing=()
+for cmd in "${!NEED[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${NEED[$cmd]}")
+done
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Recommends would pull in services (e.g. a Prometheus node exporter) that
+    # the tests do not want running.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 1 100); do
+        port_open "$port" && return 0
+        sleep 0.2
+    done
+    die "$name did not start listening on 127.0.0.1:$port"
+}
+
+if port_open 3306; then
+    say "MariaDB is running on 127.0.0.1:3306"
+else
+    say "starting MariaDB"
+    mkdir -p /run/mysqld
+    chown mysql:mysql /run/mysqld
+    if [[ ! -d /var/lib/mysql/mysql ]]; then
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fi
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+        --user=mysql --bind-address=127.0.0.1
+    wait_port 3306 MariaDB
+fi
+# A fresh Debian MariaDB lets root in through the unix socket only; the tests
+# connect over TCP, so give root@127.0.0.1 the empty password they expect.
+if ! mariadb -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1; then
+    say "allowing root@127.0.0.1 without password (test database server)"
+    mariadb -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" \
+        || die "cannot configure MariaDB root access over TCP"
+fi
+
+if port_open 1883; then
+    say "Mosquitto is running on 127.0.0.1:1883"
+else
+    say "starting Mosquitto"
+    # Debian's default config: local-only listener, persistence in /var/lib/mosquitto.
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    wait_port 1883 Mosquitto
+fi
+say "ready: MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()'), $(mosquitto -h 2>/dev/null | head -1)"
