@@ -14,6 +14,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
+
 use crate::mqtt::{AckHandle, Client};
 
 /// Counts connections; bumped by the ingress task whenever one is lost.
@@ -33,21 +35,49 @@ impl ConnectionEpoch {
 }
 
 /// What is needed to acknowledge one message later.
-#[derive(Debug, Clone)]
-pub struct AckToken {
-    handle: AckHandle,
-    epoch: u64,
+#[derive(Debug)]
+pub enum AckToken {
+    /// A PUBACK, valid only on the connection the message came in on.
+    Mqtt {
+        /// Packet id and QoS.
+        handle: AckHandle,
+        /// The connection it arrived on.
+        epoch: u64,
+    },
+    /// An HTTP request waiting for its answer.
+    Http(oneshot::Sender<HttpOutcome>),
+}
+
+/// The answer to an HTTP ingest request, sent once the batch is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpOutcome {
+    /// Committed as rows.
+    Stored,
+    /// Committed as a dead letter, for this reason.
+    Rejected(&'static str),
+    /// Not written (shutdown while the database failed); try again.
+    NotStored,
 }
 
 impl AckToken {
-    /// A token for a message received during connection `epoch`.
-    pub fn new(handle: AckHandle, epoch: u64) -> Self {
-        Self { handle, epoch }
+    /// A token for an MQTT message received during connection `epoch`.
+    pub fn mqtt(handle: AckHandle, epoch: u64) -> Self {
+        Self::Mqtt { handle, epoch }
     }
 
-    /// The connection the message arrived on.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The connection the message arrived on (`None` for HTTP).
+    pub fn epoch(&self) -> Option<u64> {
+        match self {
+            Self::Mqtt { epoch, .. } => Some(*epoch),
+            Self::Http(_) => None,
+        }
+    }
+
+    /// Tells an HTTP caller that its message was not written.
+    pub fn abandon(self) {
+        if let Self::Http(reply) = self {
+            let _ = reply.send(HttpOutcome::NotStored);
+        }
     }
 }
 
@@ -73,20 +103,34 @@ impl Acker {
         Self { client, epoch }
     }
 
-    /// Acknowledges `tokens` in order.
-    pub async fn ack(&self, tokens: impl IntoIterator<Item = AckToken>) -> AckReport {
+    /// Acknowledges committed messages in order; each comes with the reason it
+    /// was dead-lettered, if it was (HTTP callers are told).
+    pub async fn ack(
+        &self,
+        tokens: impl IntoIterator<Item = (AckToken, Option<&'static str>)>,
+    ) -> AckReport {
         let mut report = AckReport::default();
-        for token in tokens {
-            if token.epoch != self.epoch.current() {
-                report.stale += 1;
-                continue;
-            }
-            // Fails only when the event loop is gone, i.e. at exit; the broker then
-            // re-delivers the message to the next session.
-            if self.client.ack(&token.handle).await {
-                report.sent += 1;
-            } else {
-                report.stale += 1;
+        for (token, rejected) in tokens {
+            match token {
+                AckToken::Mqtt { handle, epoch } => {
+                    if epoch != self.epoch.current() {
+                        report.stale += 1;
+                        continue;
+                    }
+                    // Fails only when the event loop is gone, i.e. at exit; the
+                    // broker then re-delivers the message to the next session.
+                    if self.client.ack(&handle).await {
+                        report.sent += 1;
+                    } else {
+                        report.stale += 1;
+                    }
+                }
+                AckToken::Http(reply) => {
+                    let outcome = rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected);
+                    // The caller may have hung up; the data is stored either way.
+                    let _ = reply.send(outcome);
+                    report.sent += 1;
+                }
             }
         }
         report

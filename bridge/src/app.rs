@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use co2_wire::Decoder;
 use sqlx::MySqlPool;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -22,7 +21,7 @@ use crate::ingress::Ingress;
 use crate::metrics::{Metrics, MetricsError};
 use crate::mqtt;
 use crate::pipeline::Pipeline;
-use crate::route::Route;
+use crate::route::Routes;
 use crate::writer::Writer;
 
 /// How often readiness re-checks the database when nothing is being written.
@@ -66,13 +65,18 @@ pub struct Bridge {
     health: Arc<Health>,
     listener: TcpListener,
     pool: MySqlPool,
+    routes: Arc<Routes>,
 }
 
 impl Bridge {
     /// Validates the settings and binds the HTTP listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, RunError> {
         settings.validate()?;
-        let metrics = Arc::new(Metrics::new(settings.metrics.max_devices)?);
+        let routes = Arc::new(Routes::from_settings(&settings)?);
+        let metrics = Arc::new(Metrics::new(
+            settings.metrics.max_devices,
+            &routes.labels(),
+        )?);
         let health = Arc::new(Health::new(metrics.clone()));
         let addr = settings.http_listen()?;
         let listener = TcpListener::bind(addr)
@@ -87,6 +91,7 @@ impl Bridge {
             health,
             listener,
             pool,
+            routes,
         })
     }
 
@@ -103,6 +108,7 @@ impl Bridge {
             health,
             listener,
             pool,
+            routes,
         } = self;
         let http_stop = CancellationToken::new();
         let http = spawn_http(listener, metrics.clone(), health.clone(), http_stop.clone());
@@ -110,7 +116,7 @@ impl Bridge {
 
         let ready = prepare_schema(&settings, &pool, &stop).await;
         let result = match ready {
-            Ok(true) => run_pipeline(&settings, pool.clone(), metrics, health, &stop).await,
+            Ok(true) => run_pipeline(&settings, pool.clone(), routes, metrics, health, &stop).await,
             Ok(false) => Ok(()), // stopped while waiting for the database
             Err(e) => Err(e),
         };
@@ -222,6 +228,7 @@ async fn prepare_schema(
 async fn run_pipeline(
     settings: &Settings,
     pool: MySqlPool,
+    routes: Arc<Routes>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: &CancellationToken,
@@ -233,17 +240,7 @@ async fn run_pipeline(
     // unacknowledged, so this rarely fills (see ingress for when it does).
     let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
 
-    let route = Route::new(
-        settings.topic_filters()?,
-        settings.default_device()?,
-        Decoder::new(settings.time_zone()?, settings.limits()),
-        settings.wire.dead_letter_payload_bytes,
-    );
-    let subscriptions = route
-        .filters()
-        .iter()
-        .map(|f| f.subscription().to_owned())
-        .collect();
+    let subscriptions = routes.subscriptions();
     let ingress = Ingress::new(
         eventloop,
         client.clone(),
@@ -256,7 +253,7 @@ async fn run_pipeline(
     );
     let pipeline = Pipeline {
         rx,
-        route,
+        routes,
         writer: Writer::new(
             pool,
             Duration::from_millis(settings.database.retry_max_ms),

@@ -29,6 +29,8 @@ pub struct Settings {
     pub wire: WireSettings,
     /// Limits on metric cardinality.
     pub metrics: MetricsSettings,
+    /// More streams besides CO2 (`[[routes]]`).
+    pub routes: Vec<crate::route::settings::RouteSettings>,
 }
 
 /// `[mqtt]`
@@ -240,6 +242,16 @@ pub enum ConfigError {
         /// What is wrong and what would be right.
         message: String,
     },
+    /// A `[[routes]]` entry is unusable.
+    #[error("route {route:?}: `{key}`: {message}")]
+    Route {
+        /// The route's name.
+        route: String,
+        /// The key inside the route.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A `*_file` secret could not be read.
     #[error("`{key}`: cannot read {path}: {source}")]
     SecretFile {
@@ -352,6 +364,7 @@ impl Settings {
                 "must be smaller than wire.max_emissions",
             ));
         }
+        crate::route::Routes::from_settings(self)?;
         if self.wire.dead_letter_payload_bytes > 1024 {
             return Err(invalid(
                 "wire.dead_letter_payload_bytes",

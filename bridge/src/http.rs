@@ -57,7 +57,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn state() -> AppState {
-        let metrics = Arc::new(Metrics::new(10).unwrap());
+        let metrics = Arc::new(Metrics::new(10, &["co2"]).unwrap());
         let health = Arc::new(Health::new(metrics.clone()));
         AppState { metrics, health }
     }

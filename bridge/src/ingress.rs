@@ -21,12 +21,13 @@ use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::mqtt::{AckHandle, Client, EventLoop, MqttError, MqttEvent};
+use crate::route::Source;
 
-/// One message taken from the broker, not yet acknowledged.
+/// One message taken in (from the broker or over HTTP), not yet acknowledged.
 #[derive(Debug)]
 pub struct Delivery {
-    /// The topic it was published to.
-    pub topic: String,
+    /// Where it came from.
+    pub source: Source,
     /// The payload as received.
     pub payload: Bytes,
     /// What acknowledges it once it is stored.
@@ -139,7 +140,7 @@ impl Ingress {
             // connection; the queued copies from the old one are redundant.
             let current = self.epoch.current();
             let before = self.overflow.len();
-            self.overflow.retain(|d| d.ack.epoch() == current);
+            self.overflow.retain(|d| d.ack.epoch() == Some(current));
             let dropped = before - self.overflow.len();
             self.metrics.pending_messages.sub(dropped as i64);
         } else {
@@ -175,12 +176,11 @@ impl Ingress {
     }
 
     fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
-        self.metrics.messages_received.inc();
         self.metrics.pending_messages.inc();
         let delivery = Delivery {
-            topic: String::from_utf8_lossy(&topic).into_owned(),
+            source: Source::Mqtt(String::from_utf8_lossy(&topic).into_owned()),
             payload,
-            ack: AckToken::new(ack, self.epoch.current()),
+            ack: AckToken::mqtt(ack, self.epoch.current()),
         };
         if self.overflow.is_empty() {
             match self.tx.try_send(delivery) {

@@ -10,19 +10,33 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Reasons a message is dead-lettered besides the payload's own [`Rejection`]s.
-pub const EXTRA_REJECT_REASONS: [&str; 3] = ["bad_device", "no_route", "db_rejected"];
+/// Reasons a message is dead-lettered besides the CO2 payload's own [`Rejection`]s.
+pub const EXTRA_REJECT_REASONS: [&str; 13] = [
+    "bad_device",
+    "no_route",
+    "db_rejected",
+    "field_count",
+    "field_too_long",
+    "bad_json",
+    "not_an_object",
+    "no_numeric_fields",
+    "bad_field_name",
+    "not_an_image",
+    "bad_base64",
+    "no_data_field",
+    "unauthorized",
+];
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {
     registry: Registry,
-    /// Messages taken from the broker (valid or not).
-    pub messages_received: IntCounter,
-    /// Rows newly stored in `co2_emissions`.
-    pub rows_written: IntCounter,
-    /// Readings that were already stored (redeliveries).
-    pub duplicates: IntCounter,
-    /// Messages dead-lettered, by reason.
+    /// Messages taken in (valid or not), by route.
+    pub messages_received: IntCounterVec,
+    /// Rows newly stored, by route.
+    pub rows_written: IntCounterVec,
+    /// Rows that were already stored (redeliveries), by route.
+    pub duplicates: IntCounterVec,
+    /// Messages dead-lettered, by reason and route.
     pub rejected: IntCounterVec,
     /// Messages per written batch.
     pub batch_rows: Histogram,
@@ -58,8 +72,9 @@ struct DeviceSeries {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    /// Creates and registers every metric; `max_devices` caps per-device series.
-    pub fn new(max_devices: usize) -> Result<Self, MetricsError> {
+    /// Creates and registers every metric; `max_devices` caps per-device
+    /// series, `routes` are pre-created so rate() sees a 0 before the first event.
+    pub fn new(max_devices: usize, routes: &[&str]) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
@@ -78,20 +93,30 @@ impl Metrics {
                 Ok(h)
             };
 
+        let by_route = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["route"])?;
+            registry.register(Box::new(c.clone()))?;
+            for route in routes {
+                c.with_label_values(&[route]);
+            }
+            Ok(c)
+        };
         let rejected = IntCounterVec::new(
             Opts::new(
                 "co2_bridge_messages_rejected_total",
-                "Messages dead-lettered into rejected_messages, by reason.",
+                "Messages dead-lettered into rejected_messages, by reason and route.",
             ),
-            &["reason"],
+            &["reason", "route"],
         )?;
         registry.register(Box::new(rejected.clone()))?;
-        // Pre-create every reason so rate() sees a 0 before the first reject.
-        for reason in Rejection::ALL.iter().map(Rejection::reason) {
-            rejected.with_label_values(&[reason]);
-        }
-        for reason in EXTRA_REJECT_REASONS {
-            rejected.with_label_values(&[reason]);
+        let reasons = Rejection::ALL
+            .iter()
+            .map(Rejection::reason)
+            .chain(EXTRA_REJECT_REASONS);
+        for reason in reasons {
+            for route in routes {
+                rejected.with_label_values(&[reason, route]);
+            }
         }
 
         let latest = GaugeVec::new(
@@ -124,17 +149,17 @@ impl Metrics {
             .set(1);
 
         Ok(Self {
-            messages_received: counter(
+            messages_received: by_route(
                 "co2_bridge_messages_received_total",
-                "Messages received from the broker, valid or not.",
+                "Messages taken in (MQTT or HTTP), valid or not, by route.",
             )?,
-            rows_written: counter(
+            rows_written: by_route(
                 "co2_bridge_rows_written_total",
-                "Readings newly stored in co2_emissions.",
+                "Rows newly stored, by route.",
             )?,
-            duplicates: counter(
+            duplicates: by_route(
                 "co2_bridge_duplicates_total",
-                "Readings received again after they were stored (redeliveries); not stored twice.",
+                "Rows received again after they were stored (redeliveries); not stored twice.",
             )?,
             rejected,
             batch_rows: histogram(
@@ -216,8 +241,8 @@ impl Metrics {
     }
 
     /// Counts one dead-lettered message.
-    pub fn reject(&self, reason: &str) {
-        self.rejected.with_label_values(&[reason]).inc();
+    pub fn reject(&self, route: &str, reason: &str) {
+        self.rejected.with_label_values(&[reason, route]).inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -237,7 +262,7 @@ mod tests {
 
     #[test]
     fn every_designed_metric_is_exported_with_help() {
-        let m = Metrics::new(10).unwrap();
+        let m = Metrics::new(10, &["co2"]).unwrap();
         m.observe_device(&DeviceId::parse("pi").unwrap(), 420.0, 1.0);
         m.batch_rows.observe(1.0);
         let text = m.render();
@@ -258,12 +283,15 @@ mod tests {
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
         }
-        assert!(text.contains(r#"co2_bridge_messages_rejected_total{reason="out_of_range"} 0"#));
+        assert!(text.contains(
+            r#"co2_bridge_messages_rejected_total{reason="out_of_range",route="co2"} 0"#
+        ));
+        assert!(text.contains(r#"co2_bridge_rows_written_total{route="co2"} 0"#));
     }
 
     #[test]
     fn device_series_are_capped_and_overflow_is_counted() {
-        let m = Metrics::new(2).unwrap();
+        let m = Metrics::new(2, &["co2"]).unwrap();
         for id in ["a", "b", "c", "d", "a"] {
             m.observe_device(&DeviceId::parse(id).unwrap(), 1.0, 1.0);
         }
@@ -276,7 +304,7 @@ mod tests {
 
     #[test]
     fn last_seen_never_goes_backwards() {
-        let m = Metrics::new(2).unwrap();
+        let m = Metrics::new(2, &["co2"]).unwrap();
         let pi = DeviceId::parse("pi").unwrap();
         m.observe_device(&pi, 1.0, 200.0);
         m.observe_device(&pi, 2.0, 100.0);

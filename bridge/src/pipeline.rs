@@ -14,15 +14,15 @@ use crate::acks::Acker;
 use crate::batch::Batcher;
 use crate::ingress::Delivery;
 use crate::metrics::Metrics;
-use crate::route::Route;
-use crate::writer::{lag_seconds, Record, WriteError, Writer};
+use crate::route::{Record, Routes};
+use crate::writer::{lag_seconds, WriteError, Writer};
 
 /// The task between ingress and the database.
 pub struct Pipeline {
     /// Deliveries from the ingress task.
     pub rx: mpsc::Receiver<Delivery>,
     /// Decodes each delivery.
-    pub route: Route,
+    pub routes: Arc<Routes>,
     /// Writes batches.
     pub writer: Writer,
     /// Acknowledges written batches.
@@ -85,26 +85,46 @@ impl Pipeline {
         }
         let count = deliveries.len();
         let received = Utc::now();
-        let records: Vec<Record> = deliveries
-            .iter()
-            .map(|d| self.route.record(&d.topic, d.payload.clone(), received))
+        let mut payloads = Vec::with_capacity(count);
+        let mut tokens = Vec::with_capacity(count);
+        for d in deliveries {
+            payloads.push((d.source, d.payload));
+            tokens.push(d.ack);
+        }
+        let records: Vec<Record> = payloads
+            .into_iter()
+            .map(|(source, payload)| self.routes.record(&source, payload, received))
             .collect();
+        self.count_received(&records);
         match self.writer.write(&records, give_up).await {
             Ok(outcome) => {
                 let m = &self.metrics;
                 m.batch_rows.observe(count as f64);
-                m.rows_written.inc_by(outcome.inserted);
-                m.duplicates.inc_by(outcome.duplicates);
-                for reason in &outcome.rejected {
-                    m.reject(reason);
+                for (route, n) in &outcome.inserted {
+                    m.rows_written.with_label_values(&[route]).inc_by(*n);
+                }
+                for (route, n) in &outcome.duplicates {
+                    m.duplicates.with_label_values(&[route]).inc_by(*n);
+                }
+                for (route, reason) in &outcome.rejected {
+                    m.reject(route, reason);
                 }
                 self.observe_readings(&records, &outcome.refused);
-                let report = self.acker.ack(deliveries.into_iter().map(|d| d.ack)).await;
+                let reasons: Vec<Option<&'static str>> = records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| match r {
+                        Record::Rejected { letter, .. } => Some(letter.reason),
+                        Record::Rows { .. } if outcome.refused.contains(&i) => Some("db_rejected"),
+                        Record::Rows { .. } => None,
+                    })
+                    .collect();
+                let report = self.acker.ack(tokens.into_iter().zip(reasons)).await;
                 m.pending_messages.sub(count as i64);
                 tracing::debug!(
-                    rows = count,
-                    inserted = outcome.inserted,
-                    duplicates = outcome.duplicates,
+                    messages = count,
+                    inserted = outcome.total_inserted(),
+                    duplicates = outcome.total_duplicates(),
                     rejected = outcome.rejected.len(),
                     acked = report.sent,
                     stale = report.stale,
@@ -113,11 +133,32 @@ impl Pipeline {
             }
             Err(WriteError::Abandoned) => {
                 self.metrics.pending_messages.sub(count as i64);
+                tokens.into_iter().for_each(crate::acks::AckToken::abandon);
                 tracing::warn!(
-                    rows = count,
+                    messages = count,
                     "Shutting down while the database is failing; the broker will redeliver these messages"
                 );
             }
+        }
+    }
+
+    /// Messages per route, counted once per batch.
+    fn count_received(&self, records: &[Record]) {
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for record in records {
+            let route = match record {
+                Record::Rows { route, .. } | Record::Rejected { route, .. } => &**route,
+            };
+            match counts.iter_mut().find(|(r, _)| *r == route) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((route, 1)),
+            }
+        }
+        for (route, n) in counts {
+            self.metrics
+                .messages_received
+                .with_label_values(&[route])
+                .inc_by(n);
         }
     }
 
@@ -126,8 +167,10 @@ impl Pipeline {
         let now = Utc::now();
         let mut newest: HashMap<&DeviceId, (f64, f64)> = HashMap::new();
         for (i, record) in records.iter().enumerate() {
-            let Record::Reading {
-                device, reading, ..
+            let Record::Rows {
+                device,
+                reading: Some(reading),
+                ..
             } = record
             else {
                 continue;

@@ -1,80 +1,41 @@
-//! Writes a batch in one transaction: readings with one idempotent multi-row
-//! INSERT, refused messages into `rejected_messages`. Transient failures are
+//! Writes a batch in one transaction: each route's rows with one idempotent
+//! multi-row INSERT per table, refused messages into `rejected_messages`. Transient failures are
 //! retried with capped exponential back-off while nothing is acknowledged; a
 //! row the database refuses is found by splitting the batch and dead-lettered
 //! on its own, so one bad row never holds the others back.
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use co2_wire::{DeviceId, Reading};
+use co2_wire::Reading;
 use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
+pub use crate::route::{DeadLetter, Record};
+use crate::route::{Row, Target, Value};
 
 /// Rows per statement. Each reading binds 3 values, each dead letter 4, and a
 /// MySQL statement takes at most 65535 placeholders.
 const ROWS_PER_STATEMENT: usize = 10_000;
 
-/// Bytes of topic kept in a dead letter (`rejected_messages.topic` is VARCHAR(255)).
-const DEAD_LETTER_TOPIC_CHARS: usize = 255;
-
-/// What one message becomes in the database.
-#[derive(Debug, Clone)]
-pub enum Record {
-    /// A valid reading for `co2_emissions`; topic and payload are kept in case the
-    /// database refuses the row and it must be dead-lettered after all.
-    Reading {
-        /// The device, from the topic.
-        device: DeviceId,
-        /// The decoded reading.
-        reading: Reading,
-        /// The topic it arrived on.
-        topic: String,
-        /// The raw payload.
-        payload: Bytes,
-    },
-    /// A message that cannot be stored as a reading.
-    Rejected(DeadLetter),
-}
-
-/// A row for `rejected_messages`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The topic, truncated to the column.
-    pub topic: String,
-    /// The first bytes of the payload.
-    pub payload: Vec<u8>,
-    /// The payload's real length.
-    pub payload_bytes: u32,
-    /// A snake_case reason (a metric label too).
-    pub reason: &'static str,
-}
-
-impl DeadLetter {
-    /// A dead letter keeping at most `max_payload` bytes of the payload.
-    pub fn new(topic: &str, payload: &[u8], reason: &'static str, max_payload: usize) -> Self {
-        Self {
-            topic: topic.chars().take(DEAD_LETTER_TOPIC_CHARS).collect(),
-            payload: payload[..payload.len().min(max_payload)].to_vec(),
-            payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-            reason,
-        }
-    }
-}
+/// Bytes of values per statement: images can be megabytes each, and a
+/// statement must stay under the server's max_allowed_packet (16 MiB by default
+/// on MariaDB, 64 MiB on MySQL 8).
+const BYTES_PER_STATEMENT: usize = 8 * 1024 * 1024;
 
 /// What a committed batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// Readings newly stored.
-    pub inserted: u64,
-    /// Readings that were already stored.
-    pub duplicates: u64,
-    /// Reasons of the messages dead-lettered, one entry per message.
-    pub rejected: Vec<&'static str>,
+    /// Rows newly stored, per route.
+    pub inserted: Vec<(Arc<str>, u64)>,
+    /// Rows that were already stored, per route.
+    pub duplicates: Vec<(Arc<str>, u64)>,
+    /// (route, reason) of the messages dead-lettered, one entry per message.
+    pub rejected: Vec<(Arc<str>, &'static str)>,
     /// Indices (into the batch) of readings the database refused, now dead letters.
     pub refused: Vec<usize>,
 }
@@ -135,16 +96,26 @@ impl Writer {
                         error = %refusal,
                         "The database refused a reading; storing it in rejected_messages"
                     );
-                    let letter = match &slice[0] {
-                        Record::Reading { topic, payload, .. } => {
-                            DeadLetter::new(topic, payload, "db_rejected", self.dead_letter_bytes)
-                        }
-                        Record::Rejected(letter) => letter.clone(),
-                    };
-                    let single = [Record::Rejected(letter)];
+                    let single = [match &slice[0] {
+                        Record::Rows {
+                            route,
+                            topic,
+                            payload,
+                            ..
+                        } => Record::Rejected {
+                            route: route.clone(),
+                            letter: DeadLetter::new(
+                                topic,
+                                payload,
+                                "db_rejected",
+                                self.dead_letter_bytes,
+                            ),
+                        },
+                        rejected => rejected.clone(),
+                    }];
                     match self.commit_with_retry(&single, stop).await? {
                         Ok(part) => {
-                            if matches!(slice[0], Record::Reading { .. }) {
+                            if matches!(slice[0], Record::Rows { .. }) {
                                 outcome.refused.push(range.start);
                             }
                             outcome.merge(part);
@@ -226,32 +197,46 @@ impl Writer {
         let mut tx = self.pool.begin().await?;
         let mut outcome = Outcome::default();
 
-        let readings: Vec<(&DeviceId, &Reading)> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Reading {
-                    device, reading, ..
-                } => Some((device, reading)),
-                Record::Rejected(_) => None,
-            })
-            .collect();
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
-            let (inserted, duplicates) = insert_readings(&mut tx, chunk).await?;
-            outcome.inserted += inserted;
-            outcome.duplicates += duplicates;
+        // Rows grouped by table, in arrival order within each.
+        let mut groups: Vec<(&Arc<str>, &Arc<Target>, Vec<&Row>)> = Vec::new();
+        let mut letters: Vec<&DeadLetter> = Vec::new();
+        for record in records {
+            match record {
+                Record::Rows {
+                    route,
+                    target,
+                    rows,
+                    ..
+                } => {
+                    let group = match groups.iter_mut().position(|g| Arc::ptr_eq(g.1, target)) {
+                        Some(i) => &mut groups[i],
+                        None => {
+                            groups.push((route, target, Vec::new()));
+                            let last = groups.len() - 1;
+                            &mut groups[last]
+                        }
+                    };
+                    group.2.extend(rows);
+                }
+                Record::Rejected { route, letter } => {
+                    letters.push(letter);
+                    outcome.rejected.push((route.clone(), letter.reason));
+                }
+            }
         }
-
-        let letters: Vec<&DeadLetter> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Rejected(letter) => Some(letter),
-                Record::Reading { .. } => None,
-            })
-            .collect();
+        for (route, target, rows) in groups {
+            let (mut inserted, mut duplicates) = (0, 0);
+            for chunk in statement_chunks(&rows, target.columns.len()) {
+                let (i, d) = insert_rows(&mut tx, target, chunk).await?;
+                inserted += i;
+                duplicates += d;
+            }
+            outcome.inserted.push((route.clone(), inserted));
+            outcome.duplicates.push((route.clone(), duplicates));
+        }
         for chunk in letters.chunks(ROWS_PER_STATEMENT) {
             insert_dead_letters(&mut tx, chunk).await?;
         }
-        outcome.rejected = letters.iter().map(|l| l.reason).collect();
 
         tx.commit().await?;
         Ok(outcome)
@@ -260,29 +245,75 @@ impl Writer {
 
 impl Outcome {
     fn merge(&mut self, other: Outcome) {
-        self.inserted += other.inserted;
-        self.duplicates += other.duplicates;
+        add_counts(&mut self.inserted, other.inserted);
+        add_counts(&mut self.duplicates, other.duplicates);
         self.rejected.extend(other.rejected);
         self.refused.extend(other.refused);
     }
+
+    /// Rows newly stored, all routes.
+    pub fn total_inserted(&self) -> u64 {
+        self.inserted.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Duplicates, all routes.
+    pub fn total_duplicates(&self) -> u64 {
+        self.duplicates.iter().map(|(_, n)| n).sum()
+    }
 }
 
-/// Inserts readings; returns (newly inserted, duplicates).
-async fn insert_readings(
+fn add_counts(into: &mut Vec<(Arc<str>, u64)>, from: Vec<(Arc<str>, u64)>) {
+    for (route, n) in from {
+        match into.iter_mut().find(|(r, _)| *r == route) {
+            Some((_, total)) => *total += n,
+            None => into.push((route, n)),
+        }
+    }
+}
+
+/// Splits rows into statements under the placeholder limit and the byte budget.
+fn statement_chunks<'a, 'r>(rows: &'a [&'r Row], columns: usize) -> Vec<&'a [&'r Row]> {
+    let max_rows = (u16::MAX as usize / columns.max(1)).min(ROWS_PER_STATEMENT);
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let weight: usize = row.iter().map(Value::weight).sum();
+        if i > start && (i - start >= max_rows || bytes + weight > BYTES_PER_STATEMENT) {
+            chunks.push(&rows[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += weight;
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
+}
+
+/// Inserts rows; returns (newly inserted, duplicates).
+async fn insert_rows(
     tx: &mut Transaction<'_, MySql>,
-    rows: &[(&DeviceId, &Reading)],
+    target: &Target,
+    rows: &[&Row],
 ) -> Result<(u64, u64), sqlx::Error> {
-    let mut query =
-        QueryBuilder::<MySql>::new("INSERT INTO co2_emissions (device, date_time, emissions) ");
-    query.push_values(rows, |mut row, (device, reading)| {
-        row.push_bind(device.as_str())
-            .push_bind(reading.time().naive_utc())
-            .push_bind(reading.emissions());
+    let mut query = QueryBuilder::<MySql>::new(&target.insert_prefix);
+    query.push_values(rows, |mut b, row| {
+        for value in row.iter() {
+            match value {
+                Value::Null => b.push_bind(None::<i64>),
+                Value::Int(v) => b.push_bind(*v),
+                Value::Float(v) => b.push_bind(*v),
+                Value::Text(v) => b.push_bind(v.as_str()),
+                Value::Bytes(v) => b.push_bind(v.as_ref()),
+                Value::Time(v) => b.push_bind(*v),
+            };
+        }
     });
     // A duplicate changes only its redelivery counter, so it reports two affected
     // rows and an insert one (sqlx sets CLIENT_FOUND_ROWS, under which a no-op
     // update would also report one): duplicates = affected - rows.
-    query.push(" ON DUPLICATE KEY UPDATE redeliveries = redeliveries + 1");
+    query.push(" ON DUPLICATE KEY UPDATE `redeliveries` = `redeliveries` + 1");
     let affected = query.build().execute(&mut **tx).await?.rows_affected();
     let rows = rows.len() as u64;
     let duplicates = affected.saturating_sub(rows).min(rows);
@@ -318,6 +349,7 @@ const PERMANENT_ROW_ERRORS: &[u16] = &[
     1406, // data too long for column
     1451, 1452, // foreign key constraint
     1690, // value out of range
+    1153, // packet bigger than max_allowed_packet
     3819, // check constraint violated (MySQL)
     4025, // check constraint violated (MariaDB)
 ];
@@ -335,6 +367,23 @@ pub fn lag_seconds(reading: &Reading, now: DateTime<Utc>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_stay_under_the_placeholder_limit_and_byte_budget() {
+        let small: Vec<Row> = (0..50_000)
+            .map(|i| vec![Value::Int(i), Value::Int(i), Value::Int(i)])
+            .collect();
+        let refs: Vec<&Row> = small.iter().collect();
+        let chunks = statement_chunks(&refs, 3);
+        assert!(chunks.iter().all(|c| c.len() * 3 <= u16::MAX as usize));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 50_000);
+
+        let image = vec![Value::Bytes(bytes::Bytes::from(vec![0u8; 3 * 1024 * 1024]))];
+        let images: Vec<Row> = (0..5).map(|_| image.clone()).collect();
+        let refs: Vec<&Row> = images.iter().collect();
+        let sizes: Vec<usize> = statement_chunks(&refs, 1).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+    }
 
     #[test]
     fn dead_letters_are_bounded() {

@@ -196,7 +196,9 @@ impl Decoder {
         Ok(reading)
     }
 
-    fn parse_time(&self, text: &str) -> Result<DateTime<Utc>, Rejection> {
+    /// Parses a datetime the way payloads are read: lenient forms, offset-less
+    /// times in the configured zone, truncated to milliseconds.
+    pub fn parse_time(&self, text: &str) -> Result<DateTime<Utc>, Rejection> {
         let parsed = datetime::parse(text).ok_or(Rejection::BadDatetime)?;
         match parsed.offset {
             Some(offset) => offset

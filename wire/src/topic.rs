@@ -1,8 +1,9 @@
 //! Topic filters and the device id carried in a topic.
 //!
-//! `co2/+/emissions` names the device in the `+` level; a filter without a
-//! wildcard (the legacy `co2/emissions`) carries none, and the configured
-//! default device is used.
+//! `bins/{device}/level` names the device level explicitly (it subscribes as
+//! `+`); without a `{device}` level, the first `+` is the device
+//! (`co2/+/emissions`). A filter with neither (the legacy `co2/emissions`)
+//! carries no device, and the configured default is used.
 
 use std::fmt;
 
@@ -80,6 +81,9 @@ pub enum TopicFilterError {
     /// A wildcard shares a level with other characters, or `#` is not last.
     #[error("'+' and '#' must fill a whole level, and '#' must be the last level")]
     Wildcard,
+    /// More than one `{device}` level, or `{...}` naming something else.
+    #[error("a filter may name one level '{{device}}' and no other '{{...}}'")]
+    Capture,
     /// `$share/<group>/<filter>` is missing its group or filter.
     #[error("a shared subscription is written '$share/<group>/<filter>'")]
     Share,
@@ -107,21 +111,66 @@ impl TopicFilter {
             },
             None => filter,
         };
-        let levels: Vec<String> = matched.split('/').map(str::to_owned).collect();
+        let mut levels: Vec<String> = matched.split('/').map(str::to_owned).collect();
         let last = levels.len() - 1;
+        let mut capture = None;
         for (i, level) in levels.iter().enumerate() {
+            if level == "{device}" {
+                if capture.replace(i).is_some() {
+                    return Err(TopicFilterError::Capture);
+                }
+                continue;
+            }
+            if level.contains(['{', '}']) {
+                return Err(TopicFilterError::Capture);
+            }
             let has_wildcard = level.contains(['+', '#']);
             let whole = level == "+" || (level == "#" && i == last);
             if has_wildcard && !whole {
                 return Err(TopicFilterError::Wildcard);
             }
         }
-        let device_level = levels.iter().position(|l| l == "+");
+        let device_level = capture.or_else(|| levels.iter().position(|l| l == "+"));
+        let mut subscription = filter.to_owned();
+        if let Some(i) = capture {
+            levels[i] = "+".to_owned();
+            let prefix = &filter[..filter.len() - matched.len()];
+            subscription = format!("{prefix}{}", levels.join("/"));
+        }
         Ok(Self {
-            subscription: filter.to_owned(),
+            subscription,
             levels,
             device_level,
         })
+    }
+
+    /// Whether some topic matches both filters (shared-subscription prefixes aside).
+    pub fn overlaps(&self, other: &TopicFilter) -> bool {
+        let (a, b) = (&self.levels, &other.levels);
+        for i in 0..a.len().max(b.len()) {
+            match (a.get(i).map(String::as_str), b.get(i).map(String::as_str)) {
+                (Some("#"), _) | (_, Some("#")) => return true,
+                (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The filter with its device level filled in: a topic this filter matches.
+    /// `None` when a level is a wildcard other than the device level.
+    pub fn topic_for(&self, device: &DeviceId) -> Option<String> {
+        let mut out = Vec::with_capacity(self.levels.len());
+        for (i, level) in self.levels.iter().enumerate() {
+            if Some(i) == self.device_level {
+                out.push(device.as_str());
+            } else if level == "+" || level == "#" {
+                return None;
+            } else {
+                out.push(level);
+            }
+        }
+        Some(out.join("/"))
     }
 
     /// The string to subscribe with.
@@ -207,6 +256,49 @@ mod tests {
             TopicFilter::parse("a/b+/c"),
             Err(TopicFilterError::Wildcard)
         );
+    }
+
+    #[test]
+    fn named_device_level() {
+        let f = filter("bins/{device}/level");
+        assert_eq!(f.subscription(), "bins/+/level");
+        assert_eq!(f.matches("bins/b7/level"), Some(TopicMatch::Device("b7")));
+        let f = filter("$share/g/site/+/{device}/temp");
+        assert_eq!(f.subscription(), "$share/g/site/+/+/temp");
+        assert_eq!(f.matches("site/x/d1/temp"), Some(TopicMatch::Device("d1")));
+        assert_eq!(
+            TopicFilter::parse("a/{device}/{device}"),
+            Err(TopicFilterError::Capture)
+        );
+        assert_eq!(
+            TopicFilter::parse("a/{bin}/x"),
+            Err(TopicFilterError::Capture)
+        );
+    }
+
+    #[test]
+    fn overlap_is_detected() {
+        let overlap = |a: &str, b: &str| filter(a).overlaps(&filter(b));
+        assert!(overlap("co2/+/emissions", "co2/pi/emissions"));
+        assert!(overlap("co2/#", "co2/+/emissions"));
+        assert!(overlap("#", "bins/level"));
+        assert!(!overlap("co2/+/emissions", "co2/emissions"));
+        assert!(!overlap("bins/level", "co2/+/emissions"));
+        assert!(!overlap("a/b", "a/b/c"));
+    }
+
+    #[test]
+    fn topic_for_fills_the_device() {
+        let pi = DeviceId::parse("pi").unwrap();
+        assert_eq!(
+            filter("bins/{device}/level").topic_for(&pi).as_deref(),
+            Some("bins/pi/level")
+        );
+        assert_eq!(
+            filter("bins/level").topic_for(&pi).as_deref(),
+            Some("bins/level")
+        );
+        assert_eq!(filter("x/+/{device}").topic_for(&pi), None);
     }
 
     #[test]

@@ -41,18 +41,21 @@ async fn ten_thousand_readings_are_stored_once_and_a_replay_only_counts_duplicat
     publish_range(&publisher, &prefix, 5, 0..2000).await;
     assert!(publisher.wait_acked(20_000, Duration::from_secs(60)).await);
     let counted = co2_testkit::wait_until(Duration::from_secs(60), || async {
-        metric_value(&bridge.scrape().await, "co2_bridge_duplicates_total") == Some(10_000.0)
+        metric_value(
+            &bridge.scrape().await,
+            "co2_bridge_duplicates_total{route=\"co2\"}",
+        ) == Some(10_000.0)
     })
     .await;
     let scrape = bridge.scrape().await;
     assert!(counted, "duplicates not counted:\n{scrape}");
     assert_eq!(db.count("co2_emissions").await.unwrap(), 10_000);
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_rows_written_total"),
+        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"co2\"}"),
         Some(10_000.0)
     );
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_messages_received_total"),
+        metric_value(&scrape, "co2_bridge_messages_received_total{route=\"co2\"}"),
         Some(20_000.0)
     );
     assert_eq!(
@@ -190,7 +193,8 @@ async fn every_bad_payload_is_dead_lettered_with_its_reason_and_the_good_ones_st
 
     let scrape = bridge.scrape().await;
     for reason in &want {
-        let series = format!("co2_bridge_messages_rejected_total{{reason=\"{reason}\"}}");
+        let series =
+            format!("co2_bridge_messages_rejected_total{{reason=\"{reason}\",route=\"co2\"}}");
         assert_eq!(metric_value(&scrape, &series), Some(1.0), "{series}");
     }
     assert_eq!(

@@ -28,17 +28,17 @@ async fn metrics_agree_with_the_table_and_pass_promtool() {
     let rows = db.count("co2_emissions").await.unwrap() as f64;
     let rejected = db.count("rejected_messages").await.unwrap() as f64;
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_rows_written_total"),
+        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"co2\"}"),
         Some(rows)
     );
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_messages_received_total"),
+        metric_value(&scrape, "co2_bridge_messages_received_total{route=\"co2\"}"),
         Some(rows + rejected)
     );
     assert_eq!(
         metric_value(
             &scrape,
-            "co2_bridge_messages_rejected_total{reason=\"missing_separator\"}"
+            "co2_bridge_messages_rejected_total{reason=\"missing_separator\",route=\"co2\"}"
         ),
         Some(rejected)
     );

@@ -1,0 +1,144 @@
+//! Files, e.g. camera snapshots: the raw bytes, or base64 inside JSON
+//! (`{"m_id": 3, "datetime": "...", "photo": "<base64>"}`). The content type
+//! is sniffed from the bytes; anything that is not a known image is refused.
+
+use base64::Engine;
+use bytes::Bytes;
+use co2_wire::Decoder;
+use serde_json::Value as Json;
+
+use super::json::{device, time};
+use super::settings::BinarySettings;
+use super::target::Value;
+use super::{Context, Decoded};
+
+/// A configured binary decoder.
+#[derive(Debug, Clone)]
+pub struct BinaryDecoder {
+    settings: BinarySettings,
+    max_bytes: usize,
+    times: Decoder,
+}
+
+impl BinaryDecoder {
+    /// Builds the decoder; files larger than `max_bytes` are refused, never truncated.
+    pub fn new(settings: &BinarySettings, max_bytes: usize, times: Decoder) -> Self {
+        Self {
+            settings: settings.clone(),
+            max_bytes,
+            times,
+        }
+    }
+
+    /// Logical columns in row order.
+    pub fn columns() -> Vec<String> {
+        ["device", "time", "content_type", "size", "data"]
+            .map(String::from)
+            .into()
+    }
+
+    /// Decodes one payload.
+    pub fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Decoded, &'static str> {
+        let (device, time, data) = if payload.first() == Some(&b'{') {
+            let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| "bad_json")?
+            else {
+                return Err("not_an_object");
+            };
+            let device = device(&object, Some(&self.settings.device_field), ctx)?;
+            let time = match object.get(&self.settings.time_field) {
+                Some(v) => time(v, &self.times)?,
+                None => ctx.now,
+            };
+            let text = object
+                .get(&self.settings.data_field)
+                .and_then(Json::as_str)
+                .ok_or("no_data_field")?;
+            let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(clean.as_bytes())
+                .map_err(|_| "bad_base64")?;
+            (device, time, Bytes::from(data))
+        } else {
+            (ctx.device.clone(), ctx.now, payload.clone())
+        };
+        if data.len() > self.max_bytes {
+            return Err("oversized");
+        }
+        let content_type = sniff(&data).ok_or("not_an_image")?;
+        let size = i64::try_from(data.len()).map_err(|_| "oversized")?;
+        Ok(Decoded {
+            rows: vec![vec![
+                Value::Text(device.as_str().to_owned()),
+                Value::Time(time.naive_utc()),
+                Value::Text(content_type.to_owned()),
+                Value::Int(size),
+                Value::Bytes(data),
+            ]],
+            device,
+            reading: None,
+        })
+    }
+}
+
+/// The image type from its magic bytes.
+pub fn sniff(data: &[u8]) -> Option<&'static str> {
+    match data {
+        [0xFF, 0xD8, 0xFF, ..] => Some("image/jpeg"),
+        [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, ..] => Some("image/png"),
+        [b'G', b'I', b'F', b'8', ..] => Some("image/gif"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some("image/webp"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::DateTime;
+    use co2_wire::DeviceId;
+
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+
+    fn decode(payload: &[u8], max: usize) -> Result<Decoded, &'static str> {
+        let device = DeviceId::parse("cam").unwrap();
+        let ctx = Context {
+            device: &device,
+            device_from_source: false,
+            topic: "camera/snapshot",
+            now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())
+            .decode(&Bytes::copy_from_slice(payload), &ctx)
+    }
+
+    #[test]
+    fn raw_and_base64_json_store_the_same_bytes() {
+        let raw = decode(JPEG, 100).unwrap();
+        assert_eq!(raw.rows[0][2], Value::Text("image/jpeg".into()));
+        assert_eq!(raw.rows[0][4], Value::Bytes(Bytes::from_static(JPEG)));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(JPEG);
+        let json = format!(r#"{{"m_id": 3, "datetime": "2024-05-01 10:00:00", "photo": "{b64}"}}"#);
+        let d = decode(json.as_bytes(), 100).unwrap();
+        assert_eq!(d.device.as_str(), "3");
+        assert_eq!(d.rows[0][4], raw.rows[0][4]);
+        assert_eq!(d.rows[0][3], Value::Int(JPEG.len() as i64));
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(decode(JPEG, 3).unwrap_err(), "oversized");
+        assert_eq!(decode(b"GIF? no, text", 100).unwrap_err(), "not_an_image");
+        assert_eq!(
+            decode(br#"{"m_id": 1, "photo": "***"}"#, 100).unwrap_err(),
+            "bad_base64"
+        );
+        assert_eq!(decode(br#"{"m_id": 1}"#, 100).unwrap_err(), "no_data_field");
+    }
+
+    #[test]
+    fn sniffs_common_formats() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(sniff(b""), None);
+    }
+}

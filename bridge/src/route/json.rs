@@ -1,0 +1,251 @@
+//! A JSON object of fields, e.g. `{"temp": 21.5, "humidity": 40}` from a DHT11.
+//!
+//! The stated rule: only top-level JSON numbers are readings. Strings,
+//! booleans, nulls, arrays and nested objects are ignored (the time and device
+//! keys aside); a message with no number at all is refused (`no_numeric_fields`).
+
+use chrono::{DateTime, Utc};
+use co2_wire::{Decoder, DeviceId};
+use serde_json::{Map, Value as Json};
+
+use super::settings::{JsonMode, JsonSettings};
+use super::target::{Row, Value};
+use super::{Context, Decoded};
+
+/// Longest field name kept (the `field` column).
+const MAX_FIELD_NAME: usize = 64;
+
+/// A configured JSON decoder.
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    mode: JsonMode,
+    time_field: String,
+    device_field: Option<String>,
+    /// For `columns` mode: (JSON key, column), in column order.
+    fields: Vec<(String, String)>,
+    times: Decoder,
+}
+
+impl JsonDecoder {
+    /// Builds the decoder.
+    pub fn new(settings: &JsonSettings, times: Decoder) -> Self {
+        Self {
+            mode: settings.mode,
+            time_field: settings.time_field.clone().unwrap_or_else(|| "time".into()),
+            device_field: settings.device_field.clone(),
+            fields: settings
+                .fields
+                .iter()
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect(),
+            times,
+        }
+    }
+
+    /// Logical columns in row order, before the route's `columns` renames them.
+    pub fn columns(settings: &JsonSettings) -> Vec<String> {
+        match settings.mode {
+            JsonMode::Long => ["device", "topic", "time", "field", "value"]
+                .map(String::from)
+                .into(),
+            JsonMode::Columns => {
+                let mut c = vec!["device".to_owned(), "time".to_owned()];
+                c.extend(settings.fields.values().cloned());
+                c
+            }
+        }
+    }
+
+    /// Decodes one payload.
+    pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Decoded, &'static str> {
+        let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| "bad_json")? else {
+            return Err("not_an_object");
+        };
+        let device = device(&object, self.device_field.as_deref(), ctx)?;
+        let time = match object.get(&self.time_field) {
+            Some(value) => time(value, &self.times)?,
+            None => ctx.now,
+        }
+        .naive_utc();
+        let rows: Vec<Row> = match self.mode {
+            JsonMode::Long => {
+                let mut rows = Vec::new();
+                for (key, value) in &object {
+                    if key == &self.time_field || Some(key) == self.device_field.as_ref() {
+                        continue;
+                    }
+                    let Some(number) = value.as_f64() else {
+                        continue;
+                    };
+                    if key.is_empty() || key.chars().count() > MAX_FIELD_NAME {
+                        return Err("bad_field_name");
+                    }
+                    rows.push(vec![
+                        Value::Text(device.as_str().to_owned()),
+                        Value::Text(ctx.topic.to_owned()),
+                        Value::Time(time),
+                        Value::Text(key.clone()),
+                        Value::Float(number),
+                    ]);
+                }
+                if rows.is_empty() {
+                    return Err("no_numeric_fields");
+                }
+                rows
+            }
+            JsonMode::Columns => {
+                let mut row = vec![Value::Text(device.as_str().to_owned()), Value::Time(time)];
+                let mut any = false;
+                for (key, _) in &self.fields {
+                    row.push(match object.get(key).and_then(Json::as_f64) {
+                        Some(v) => {
+                            any = true;
+                            Value::Float(v)
+                        }
+                        None => Value::Null,
+                    });
+                }
+                if !any {
+                    return Err("no_numeric_fields");
+                }
+                vec![row]
+            }
+        };
+        Ok(Decoded {
+            rows,
+            device,
+            reading: None,
+        })
+    }
+}
+
+/// The device: from the topic if it names one, else from `field`, else the default.
+pub(super) fn device(
+    object: &Map<String, Json>,
+    field: Option<&str>,
+    ctx: &Context<'_>,
+) -> Result<DeviceId, &'static str> {
+    if ctx.device_from_source {
+        return Ok(ctx.device.clone());
+    }
+    match field.and_then(|f| object.get(f)) {
+        Some(Json::String(s)) => DeviceId::parse(s).map_err(|_| "bad_device"),
+        Some(Json::Number(n)) => DeviceId::parse(&n.to_string()).map_err(|_| "bad_device"),
+        Some(_) => Err("bad_device"),
+        None => Ok(ctx.device.clone()),
+    }
+}
+
+/// A time: a datetime string (read like the CO2 payload's) or Unix seconds or milliseconds.
+pub(super) fn time(value: &Json, times: &Decoder) -> Result<DateTime<Utc>, &'static str> {
+    match value {
+        Json::String(s) => times.parse_time(s.trim()).map_err(|r| r.reason()),
+        Json::Number(n) => {
+            let n = n.as_f64().ok_or("bad_datetime")?;
+            // Seconds until the year 5138; anything larger is milliseconds.
+            let millis = if n.abs() < 1e11 { n * 1000.0 } else { n };
+            DateTime::from_timestamp_millis(millis as i64).ok_or("bad_datetime")
+        }
+        _ => Err("bad_datetime"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(
+        settings: &JsonSettings,
+        payload: &str,
+        topic_device: bool,
+    ) -> Result<Decoded, &'static str> {
+        let device = DeviceId::parse("from-topic").unwrap();
+        let ctx = Context {
+            device: &device,
+            device_from_source: topic_device,
+            topic: "sensors/from-topic/dht11",
+            now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+        };
+        JsonDecoder::new(settings, Decoder::default()).decode(payload.as_bytes(), &ctx)
+    }
+
+    #[test]
+    fn long_mode_keeps_numbers_and_ignores_the_rest() {
+        let s = JsonSettings::default();
+        let d = decode(
+            &s,
+            r#"{"temp": 21.5, "humidity": 40, "label": "kitchen", "ok": true, "nested": {"x": 1}, "list": [1], "time": "2024-05-01T10:00:00Z"}"#,
+            true,
+        )
+        .unwrap();
+        let fields: Vec<_> = d
+            .rows
+            .iter()
+            .map(|r| (r[3].clone(), r[4].clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (Value::Text("humidity".into()), Value::Float(40.0)),
+                (Value::Text("temp".into()), Value::Float(21.5)),
+            ]
+        );
+        let t = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
+            .unwrap()
+            .naive_utc();
+        assert!(d.rows.iter().all(|r| r[2] == Value::Time(t)));
+    }
+
+    #[test]
+    fn receive_time_without_a_time_field_and_device_from_a_key() {
+        let s = JsonSettings {
+            device_field: Some("id".into()),
+            ..Default::default()
+        };
+        let d = decode(&s, r#"{"id": 42, "temp": 20}"#, false).unwrap();
+        assert_eq!(d.device.as_str(), "42");
+        assert_eq!(
+            d.rows[0][2],
+            Value::Time(
+                DateTime::from_timestamp(1_700_000_000, 0)
+                    .unwrap()
+                    .naive_utc()
+            )
+        );
+        assert_eq!(d.rows.len(), 1, "the device key is not a reading");
+    }
+
+    #[test]
+    fn refusals() {
+        let s = JsonSettings::default();
+        assert_eq!(decode(&s, "temp=20", true).unwrap_err(), "bad_json");
+        assert_eq!(decode(&s, "[1,2]", true).unwrap_err(), "not_an_object");
+        assert_eq!(
+            decode(&s, r#"{"label": "x", "n": {"a": 1}}"#, true).unwrap_err(),
+            "no_numeric_fields"
+        );
+        assert_eq!(
+            decode(&s, r#"{"temp": 1, "time": "soon"}"#, true).unwrap_err(),
+            "bad_datetime"
+        );
+    }
+
+    #[test]
+    fn columns_mode_maps_keys() {
+        let s = JsonSettings {
+            mode: JsonMode::Columns,
+            fields: [
+                ("temp".to_owned(), "temperature".to_owned()),
+                ("hum".to_owned(), "humidity".to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            JsonDecoder::columns(&s),
+            ["device", "time", "humidity", "temperature"]
+        );
+        let d = decode(&s, r#"{"temp": 21.5}"#, true).unwrap();
+        assert_eq!(d.rows[0][2..], [Value::Null, Value::Float(21.5)]);
+    }
+}

@@ -1,0 +1,182 @@
+//! `[[routes]]`: extra streams besides the CO2 one, configured, not coded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Unique name: the `route` metric label and the HTTP path `/ingest/<name>`.
+    pub name: String,
+    /// Topic filters; `{device}` names the device level (e.g. `bins/{device}/level`).
+    pub topics: Vec<String>,
+    /// How payloads are read.
+    pub decoder: DecoderKind,
+    /// Target table (default: `co2_emissions`, `readings` or `images` by decoder;
+    /// required for `delimited`).
+    pub table: Option<String>,
+    /// Device for messages that name none (default: `mqtt.default_device`).
+    pub default_device: Option<String>,
+    /// Allow this route's topics to overlap an earlier route's (the earlier wins).
+    #[serde(default)]
+    pub allow_overlap: bool,
+    /// Longest accepted payload (default 256 B for `pipe`, 64 KiB for `delimited`
+    /// and `json`, 4 MiB for `binary`).
+    pub max_payload_bytes: Option<usize>,
+    /// Column names for the decoder's fixed fields, e.g. `{ time = "measured_at" }`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Settings of the `delimited` decoder.
+    pub delimited: Option<DelimitedSettings>,
+    /// Settings of the `json` decoder.
+    pub json: Option<JsonSettings>,
+    /// Settings of the `binary` decoder.
+    pub binary: Option<BinarySettings>,
+    /// Accept this route over HTTP too (`POST /ingest/<name>`).
+    pub http: Option<HttpIngestSettings>,
+}
+
+/// The decoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderKind {
+    /// `datetime|value` (the CO2 format).
+    Pipe,
+    /// Separated fields at fixed positions.
+    Delimited,
+    /// A JSON object of fields.
+    Json,
+    /// A file (JPEG/PNG/...), raw or base64 inside JSON.
+    Binary,
+}
+
+/// `[routes.delimited]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelimitedSettings {
+    /// Field separator; a single space splits on any run of whitespace.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// The fields, in payload order.
+    pub fields: Vec<FieldSettings>,
+}
+
+fn default_separator() -> String {
+    " ".into()
+}
+
+/// One delimited field.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSettings {
+    /// Target column (not needed for `skip`).
+    pub column: Option<String>,
+    /// How the field is read.
+    #[serde(rename = "type")]
+    pub kind: FieldKind,
+    /// For `datetime`: how many separated parts it spans (`2020-07-13 22:43:23` is 2).
+    #[serde(default = "one")]
+    pub span: usize,
+    /// For `number`: a word accepted instead of a number (e.g. `FULL`); the
+    /// number column is then NULL and `flag_column` is 1.
+    pub flag_word: Option<String>,
+    /// For `number` with `flag_word`: the 0/1 column.
+    pub flag_column: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Field types of the delimited decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// A decimal number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// Text, at most 255 characters.
+    Text,
+    /// The device id (`[A-Za-z0-9_-]{1,64}`).
+    Device,
+    /// A date and time, read like the CO2 payload's.
+    Datetime,
+    /// Ignored.
+    Skip,
+}
+
+/// `[routes.json]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSettings {
+    /// `long`: every numeric field becomes a `(device, topic, time, field, value)`
+    /// row; `columns`: `fields` maps JSON keys to columns of one row.
+    #[serde(default)]
+    pub mode: JsonMode,
+    /// Key holding the reading's time (default `time`); the receive time is used
+    /// when the key is absent.
+    pub time_field: Option<String>,
+    /// Key holding the device id, for topics without one.
+    pub device_field: Option<String>,
+    /// For `columns` mode: JSON key -> column.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The two JSON layouts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonMode {
+    /// One row per numeric field.
+    #[default]
+    Long,
+    /// One row, mapped columns.
+    Columns,
+}
+
+/// `[routes.binary]`: for base64-in-JSON payloads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinarySettings {
+    /// Key of the device id (default `m_id`).
+    #[serde(default = "default_device_field")]
+    pub device_field: String,
+    /// Key of the time (default `datetime`).
+    #[serde(default = "default_time_field")]
+    pub time_field: String,
+    /// Key of the base64 data (default `photo`).
+    #[serde(default = "default_data_field")]
+    pub data_field: String,
+}
+
+impl Default for BinarySettings {
+    fn default() -> Self {
+        Self {
+            device_field: default_device_field(),
+            time_field: default_time_field(),
+            data_field: default_data_field(),
+        }
+    }
+}
+
+fn default_device_field() -> String {
+    "m_id".into()
+}
+fn default_time_field() -> String {
+    "datetime".into()
+}
+fn default_data_field() -> String {
+    "photo".into()
+}
+
+/// `[routes.http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngestSettings {
+    /// File of `<device> <token>` lines (`#` starts a comment): each device's bearer token.
+    pub tokens_file: PathBuf,
+}
