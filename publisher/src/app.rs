@@ -253,6 +253,15 @@ pub fn timing(settings: &Settings) -> Timing {
 /// `run`: sample, queue and publish until `shutdown` (or `max_readings`
 /// delivered), then drain and disconnect.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Summary, AppError> {
+    run_with_stats(settings, shutdown, Arc::new(Stats::default())).await
+}
+
+/// [`run`], counting into `stats` (tests watch progress through it).
+pub async fn run_with_stats(
+    settings: Settings,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> Result<Summary, AppError> {
     // rustls needs one crypto provider per process; ring cross-compiles to the Pi
     // without cmake. An error means one is installed already, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -262,7 +271,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<Summ
     let spool = open_spool(&settings)?;
     let queued_at_start = spool.len();
     let spool = SpoolHandle::new(spool);
-    let stats = Arc::new(Stats::default());
     let signals = Signals {
         shutdown: shutdown.clone(),
         ..Signals::default()

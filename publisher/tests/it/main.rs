@@ -1,0 +1,8 @@
+//! Integration tests of co2-publisher: the real binary against test-owned
+//! Mosquitto brokers, and end to end through the bridge into MariaDB.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod end_to_end;
+mod queue_bound;
+mod support;
