@@ -6,3 +6,4 @@ mod cli;
 mod end_to_end;
 mod queue_bound;
 mod support;
+mod tls_auth;
