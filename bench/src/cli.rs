@@ -1,0 +1,252 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::broker::BrokerKind;
+
+/// Measure the co2-telemetry pipeline: throughput, loss, latency, and the
+/// ceilings of the broker and the database it runs against. Everything talks
+/// to 127.0.0.1 only.
+#[derive(Debug, Parser)]
+#[command(name = "co2-bench", version)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish readings and wait until each is a row: published, stored, lost,
+    /// duplicates, rows/s, latency.
+    Load(LoadArgs),
+    /// The broker's QoS 1 delivery rate to a subscriber that stores nothing, and
+    /// the database's multi-row insert rate for the same rows.
+    Ceilings(CeilingArgs),
+    /// The usual consumer (one INSERT and one commit per message) on the same load.
+    Naive(NaiveArgs),
+    /// The whole suite BENCHMARKS.md reports, on test-owned brokers (stock and
+    /// provisioned) and throwaway databases, with the release bridge.
+    All(AllArgs),
+}
+
+/// Where things are.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Broker host (loopback only).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub mqtt_host: String,
+    /// Broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// Start a test-owned broker of this kind instead of using --mqtt-host/--mqtt-port.
+    #[arg(long, value_enum)]
+    pub own_broker: Option<BrokerKind>,
+    /// Database URL. With a throwaway database (--own-bridge, ceilings, naive, all)
+    /// only its server part is used.
+    #[arg(
+        long,
+        default_value = "mysql://root@127.0.0.1:3306/co2",
+        env = "CO2_BENCH_DB_URL"
+    )]
+    pub db_url: String,
+    /// The co2-bridge binary (default: $CO2_BRIDGE_BIN, else next to co2-bench).
+    #[arg(long)]
+    pub bridge_bin: Option<PathBuf>,
+    /// Repository root (for provisioning/mosquitto templates).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The shape of the load.
+#[derive(Debug, Clone, Args)]
+pub struct Shape {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 100)]
+    pub devices: usize,
+    /// MQTT connections they share (default: one per device).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Readings in all.
+    #[arg(long, default_value_t = 200_000)]
+    pub readings: usize,
+    /// Readings per second in all; 0 = flat out (one burst).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// QoS of the publishes (0 or 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Unacknowledged publishes per connection.
+    #[arg(long, default_value_t = 100)]
+    pub inflight: u16,
+    /// Topics are <prefix>/<device>/emissions.
+    #[arg(long, default_value = "co2")]
+    pub topic_prefix: String,
+    /// Seconds to wait for the last row once publishing is done.
+    #[arg(long, default_value_t = 120)]
+    pub wait_s: u64,
+}
+
+/// `load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    /// Where.
+    pub common: Common,
+    #[command(flatten)]
+    /// What.
+    pub shape: Shape,
+    /// Start the bridge binary on a throwaway database for this run (otherwise a
+    /// bridge must already be writing into --db-url).
+    #[arg(long)]
+    pub own_bridge: bool,
+    /// Device ids are <prefix>NNNN (default: random, so runs do not mix).
+    #[arg(long)]
+    pub device_prefix: Option<String>,
+}
+
+/// `ceilings`.
+#[derive(Debug, Clone, Args)]
+pub struct CeilingArgs {
+    #[command(flatten)]
+    /// Where.
+    pub common: Common,
+    #[command(flatten)]
+    /// What.
+    pub shape: Shape,
+    /// Rows per INSERT for the database ceiling (the bridge's batch.max_rows).
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+/// `naive`.
+#[derive(Debug, Clone, Args)]
+pub struct NaiveArgs {
+    #[command(flatten)]
+    /// Where.
+    pub common: Common,
+    #[command(flatten)]
+    /// What.
+    pub shape: Shape,
+    /// QoS of the naive consumer's subscription.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub sub_qos: u8,
+}
+
+/// `all`.
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    /// Where.
+    pub common: Common,
+    /// Readings per burst.
+    #[arg(long, default_value_t = 200_000)]
+    pub readings: usize,
+    /// Devices (one connection each, as real devices connect).
+    #[arg(long, default_value_t = 100)]
+    pub devices: usize,
+    /// Repeats of every compared pair.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Readings for the naive consumer comparison.
+    #[arg(long, default_value_t = 10_000)]
+    pub naive_readings: usize,
+    /// Seconds of the steady 1,000 readings/s latency run.
+    #[arg(long, default_value_t = 20)]
+    pub steady_s: u64,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only these parts (comma list of: burst, db, latency, backlog, naive).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl Shape {
+    /// `None` for flat out.
+    pub fn rate(&self) -> Option<f64> {
+        (self.rate > 0.0).then_some(self.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("co2-bench").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn load_defaults_are_loopback_and_the_issue_burst() {
+        let Command::Load(a) = parse(&["load"]).unwrap().command else {
+            panic!("not load");
+        };
+        assert_eq!(a.common.mqtt_host, "127.0.0.1");
+        assert_eq!(a.common.mqtt_port, 1883);
+        assert_eq!(a.common.db_url, "mysql://root@127.0.0.1:3306/co2");
+        assert_eq!(
+            (a.shape.devices, a.shape.readings, a.shape.qos),
+            (100, 200_000, 1)
+        );
+        assert_eq!(a.shape.rate(), None);
+        assert!(!a.own_bridge && !a.common.json);
+    }
+
+    #[test]
+    fn load_flags() {
+        let Command::Load(a) = parse(&[
+            "load",
+            "--devices",
+            "10",
+            "--connections",
+            "2",
+            "--readings",
+            "5000",
+            "--rate",
+            "1000",
+            "--qos",
+            "0",
+            "--own-broker",
+            "provisioned",
+            "--own-bridge",
+            "--json",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not load");
+        };
+        assert_eq!((a.shape.devices, a.shape.connections), (10, Some(2)));
+        assert_eq!(a.shape.rate(), Some(1000.0));
+        assert_eq!(a.shape.qos, 0);
+        assert_eq!(a.common.own_broker, Some(BrokerKind::Provisioned));
+        assert!(a.own_bridge && a.common.json);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["load", "--qos", "2"]).is_err());
+        assert!(parse(&["load", "--own-broker", "cluster"]).is_err());
+        assert!(parse(&["load", "--readings", "-1"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn all_only_is_a_list() {
+        let Command::All(a) = parse(&["all", "--only", "burst,db", "--repeat", "1"])
+            .unwrap()
+            .command
+        else {
+            panic!("not all");
+        };
+        assert_eq!(a.only, ["burst", "db"]);
+        assert_eq!(a.repeat, 1);
+    }
+}
