@@ -4,7 +4,7 @@
 # password: a development/test setup, never a server's) and Mosquitto on
 # 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
 # clients, the shell linter, docker-compose, iproute2, iptables,
-# systemd-analyze and node/npm.
+# systemd-analyze, node/npm and Chromium (the images page is tested headless).
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -19,6 +19,7 @@ declare -A NEED=(
     [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
+    [chromium]=chromium
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -16,7 +16,8 @@ use crate::backoff::Backoff;
 use crate::config::{ConfigError, Settings};
 use crate::db;
 use crate::health::Health;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, DataPaths};
+use crate::ingress::Delivery;
 use crate::ingress::Ingress;
 use crate::metrics::{Metrics, MetricsError};
 use crate::mqtt;
@@ -110,13 +111,40 @@ impl Bridge {
             pool,
             routes,
         } = self;
+        // Created here so HTTP ingest can queue from the start; the pipeline
+        // drains it once the schema is ready. Sized to the in-flight window: the
+        // broker cannot send more than that unacknowledged, so this rarely fills
+        // (see ingress for when it does).
+        let window = usize::from(settings.mqtt.receive_maximum);
+        let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
         let http_stop = CancellationToken::new();
-        let http = spawn_http(listener, metrics.clone(), health.clone(), http_stop.clone());
+        let state = AppState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            data: Some(Arc::new(DataPaths {
+                routes: routes.clone(),
+                tx: tx.clone(),
+                pool: pool.clone(),
+            })),
+        };
+        let http = spawn_http(listener, state, http_stop.clone());
         let probe = spawn_db_probe(pool.clone(), metrics.clone(), stop.clone());
 
         let ready = prepare_schema(&settings, &pool, &stop).await;
         let result = match ready {
-            Ok(true) => run_pipeline(&settings, pool.clone(), routes, metrics, health, &stop).await,
+            Ok(true) => {
+                let channel = (tx, rx);
+                run_pipeline(
+                    &settings,
+                    pool.clone(),
+                    routes,
+                    channel,
+                    metrics,
+                    health,
+                    &stop,
+                )
+                .await
+            }
             Ok(false) => Ok(()), // stopped while waiting for the database
             Err(e) => Err(e),
         };
@@ -129,13 +157,8 @@ impl Bridge {
     }
 }
 
-fn spawn_http(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    let app = http::app(AppState { metrics, health });
+fn spawn_http(listener: TcpListener, state: AppState, stop: CancellationToken) -> JoinHandle<()> {
+    let app = http::app(state);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -229,6 +252,7 @@ async fn run_pipeline(
     settings: &Settings,
     pool: MySqlPool,
     routes: Arc<Routes>,
+    (tx, rx): (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     stop: &CancellationToken,
@@ -236,9 +260,6 @@ async fn run_pipeline(
     let (client, eventloop) = mqtt::connect(settings)?;
     let window = usize::from(settings.mqtt.receive_maximum);
     let epoch = ConnectionEpoch::default();
-    // Sized to the in-flight window: the broker cannot send more than that
-    // unacknowledged, so this rarely fills (see ingress for when it does).
-    let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
 
     let subscriptions = routes.subscriptions();
     let ingress = Ingress::new(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use broker::Broker;
 pub use database::Database;
-pub use http::{http_get, metric_value};
+pub use http::{http_get, http_request, metric_value};
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;

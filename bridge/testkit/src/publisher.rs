@@ -24,7 +24,9 @@ impl Publisher {
         options
             .set_clean_session(false)
             .set_keep_alive(Duration::from_secs(5))
-            .set_inflight(1000);
+            .set_inflight(1000)
+            // rumqttc's default is 10 KiB; tests publish camera images of megabytes.
+            .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         let acked = Arc::new(AtomicU64::new(0));
         let counter = acked.clone();

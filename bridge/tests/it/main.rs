@@ -6,5 +6,6 @@
 mod delivery;
 mod failures;
 mod observability;
+mod routes;
 mod schema;
 mod support;

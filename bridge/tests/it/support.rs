@@ -45,6 +45,11 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(env: Vec<(String, String)>) -> Self {
+        Self::start_with(env, None).await
+    }
+
+    /// As `start`, with a TOML config file under the environment.
+    pub async fn start_with(env: Vec<(String, String)>, config: Option<&std::path::Path>) -> Self {
         let mut env = env;
         env.retain(|(k, _)| k != "CO2_BRIDGE__HTTP__LISTEN");
         env.push(("CO2_BRIDGE__HTTP__LISTEN".into(), "127.0.0.1:0".into()));
@@ -52,7 +57,7 @@ impl InProcess {
             .with_test_writer()
             .with_env_filter("info,co2_bridge=debug")
             .try_init();
-        let settings = Settings::load_from(None, env).unwrap();
+        let settings = Settings::load_from(config, env).unwrap();
         let bridge = Bridge::build(settings).await.unwrap();
         let http = bridge.http_addr().unwrap();
         let stop = CancellationToken::new();
@@ -227,4 +232,87 @@ pub async fn assert_exactly_once(db: &Database, devices: usize, count: usize) {
         want.len() as i64,
         "some reading is stored more than once"
     );
+}
+
+/// A real, decodable RGB PNG of one colour (stored deflate, no compression).
+pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    // Each scanline: filter byte 0 (none), then the pixels.
+    let mut line = vec![0u8];
+    for _ in 0..width {
+        line.extend(rgb);
+    }
+    let raw: Vec<u8> = line.repeat(height as usize);
+    let mut zlib = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        zlib.push(u8::from(i + 1 == blocks.len()));
+        let len = block.len() as u16;
+        zlib.extend(len.to_le_bytes());
+        zlib.extend((!len).to_le_bytes());
+        zlib.extend(*block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in &raw {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    zlib.extend(((b << 16) | a).to_be_bytes());
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &zlib);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Writes a bridge config: the shipped routes example, with HTTP ingest on the
+/// camera route for `tokens` (`(device, token)` pairs).
+pub fn routes_config(tokens: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("co2-routes"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens_file = dir.join("camera.tokens");
+    let lines: String = tokens.iter().map(|(d, t)| format!("{d} {t}\n")).collect();
+    std::fs::write(&tokens_file, lines).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.example.toml"))
+            .unwrap();
+    let config = example.replace(
+        "# [routes.http]\n# tokens_file = \"/etc/co2-bridge/camera.tokens\"",
+        &format!(
+            "[routes.http]\ntokens_file = {:?}",
+            tokens_file.display().to_string()
+        ),
+    );
+    assert_ne!(
+        config, example,
+        "the example's [routes.http] lines changed; update this helper"
+    );
+    let path = dir.join("bridge.toml");
+    std::fs::write(&path, config).unwrap();
+    path
 }

@@ -1,0 +1,549 @@
+//! The other streams: bin levels, JSON sensors, camera images, HTTP ingest and
+//! the images page. The routes come from the shipped bridge/routes.example.toml;
+//! each test owns its broker, since those topics carry no test prefix.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use co2_testkit::{
+    http_get, http_request, metric_value, unique, wait_until, Broker, Database, Publisher,
+};
+
+use crate::support::*;
+
+struct Setup {
+    db: Database,
+    broker: Broker,
+    config: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
+
+const CAMERA_TOKEN: &str = "cam-1-token-0123456789abcdef";
+
+async fn setup(name: &str) -> Setup {
+    let db = Database::create(name).await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let config = routes_config(&[("cam-1", CAMERA_TOKEN)]);
+    let mut env = bridge_env(&db.url(), broker.port(), &unique(name), http_port());
+    env.push(("CO2_BRIDGE_CONFIG".into(), config.display().to_string()));
+    Setup {
+        db,
+        broker,
+        config,
+        env,
+    }
+}
+
+async fn start(s: &Setup) -> InProcess {
+    InProcess::start_with(s.env.clone(), Some(&s.config)).await
+}
+
+async fn count_where(db: &Database, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bin_levels_from_the_shipped_example_including_full_and_bad_lines() {
+    let s = setup("bins").await;
+    let bridge = start(&s).await;
+    let publisher = Publisher::connect(s.broker.port(), &unique("bin"));
+    let lines = [
+        "37.5 bin-1 2024-05-01 10:00:00",
+        "FULL bin-1 2024-05-01 10:05:00",
+        "12 bin-2 2024-05-01 10:00:00",
+        "full   bin-2   2024-5-1 10:5:0",
+        "half bin-3 2024-05-01 10:00:00",
+        "12 bin-3 2024-05-01",
+        "12 bin;3 2024-05-01 10:00:00",
+    ];
+    for line in lines {
+        publisher.publish("bins/level", line).await.unwrap();
+    }
+    assert!(
+        publisher
+            .wait_acked(lines.len() as u64, Duration::from_secs(20))
+            .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            s.db.count("rejected_messages").await.unwrap_or(0) >= 3
+        })
+        .await
+    );
+
+    let rows: Vec<(String, String, Option<f64>, i8)> = sqlx::query_as(
+        "SELECT CAST(bin_id AS CHAR), DATE_FORMAT(measured_at, '%Y-%m-%d %H:%i:%s'), level, `full` \
+         FROM bin_levels ORDER BY bin_id, measured_at",
+    )
+    .fetch_all(s.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("bin-1".into(), "2024-05-01 10:00:00".into(), Some(37.5), 0),
+            ("bin-1".into(), "2024-05-01 10:05:00".into(), None, 1),
+            ("bin-2".into(), "2024-05-01 10:00:00".into(), Some(12.0), 0),
+            ("bin-2".into(), "2024-05-01 10:05:00".into(), None, 1),
+        ]
+    );
+    let mut reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM rejected_messages")
+        .fetch_all(s.db.pool())
+        .await
+        .unwrap();
+    reasons.sort();
+    assert_eq!(reasons, ["bad_device", "bad_number", "field_count"]);
+    let scrape = bridge.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"bins\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric_value(
+            &scrape,
+            "co2_bridge_messages_received_total{route=\"bins\"}"
+        ),
+        Some(7.0)
+    );
+    publisher.disconnect().await;
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_readings_keep_numbers_ignore_the_rest_and_a_replay_is_a_noop() {
+    let s = setup("json").await;
+    let bridge = start(&s).await;
+    let publisher = Publisher::connect(s.broker.port(), &unique("dht"));
+    let good = r#"{"temp": 21.5, "humidity": 40, "label": "kitchen", "ok": true, "nested": {"x": 1}, "time": "2024-05-01T10:00:00Z"}"#;
+    let messages = [
+        ("sensors/dht-1/dht11", good),
+        ("sensors/dht-1/dht11", good), // a redelivery: nothing new
+        ("sensors/dht-2/dht11", r#"{"temp": 19, "time": 1714557600}"#),
+        ("sensors/dht-2/dht11", r#"{"label": "no numbers"}"#),
+        ("sensors/dht-2/dht11", "temp=19"),
+    ];
+    for (topic, payload) in messages {
+        publisher.publish(topic, payload).await.unwrap();
+    }
+    assert!(
+        publisher
+            .wait_acked(messages.len() as u64, Duration::from_secs(20))
+            .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            s.db.count("rejected_messages").await.unwrap_or(0) >= 2
+        })
+        .await
+    );
+
+    let rows: Vec<(String, String, String, String, f64)> = sqlx::query_as(
+        "SELECT CAST(device AS CHAR), topic, DATE_FORMAT(`time`, '%Y-%m-%d %H:%i:%s'), field, value \
+         FROM readings ORDER BY device, field",
+    )
+    .fetch_all(s.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "dht-1".into(),
+                "sensors/dht-1/dht11".into(),
+                "2024-05-01 10:00:00".into(),
+                "humidity".into(),
+                40.0
+            ),
+            (
+                "dht-1".into(),
+                "sensors/dht-1/dht11".into(),
+                "2024-05-01 10:00:00".into(),
+                "temp".into(),
+                21.5
+            ),
+            (
+                "dht-2".into(),
+                "sensors/dht-2/dht11".into(),
+                "2024-05-01 10:00:00".into(),
+                "temp".into(),
+                19.0
+            ),
+        ]
+    );
+    let mut reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM rejected_messages")
+        .fetch_all(s.db.pool())
+        .await
+        .unwrap();
+    reasons.sort();
+    assert_eq!(reasons, ["bad_json", "no_numeric_fields"]);
+    let scrape = bridge.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_duplicates_total{route=\"dht11\"}"),
+        Some(2.0)
+    );
+    publisher.disconnect().await;
+    bridge.stop().await;
+}
+
+fn jpeg_like(size: usize, seed: u8) -> Vec<u8> {
+    let mut data = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    data.extend((0..size - 4).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_images_are_stored_byte_identical_and_oversized_ones_refused() {
+    let s = setup("images").await;
+    let bridge = start(&s).await;
+    let publisher = Publisher::connect(s.broker.port(), &unique("cam"));
+
+    let three_mb = jpeg_like(3 * 1024 * 1024, 7);
+    publisher
+        .publish("camera/cam-1/snapshot", three_mb.clone())
+        .await
+        .unwrap();
+    let small_png = png(4, 3, [200, 30, 30]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&small_png);
+    let json = format!(r#"{{"m_id": 42, "datetime": "2024-05-01 10:00:00", "photo": "{b64}"}}"#);
+    publisher.publish("camera/snapshot", json).await.unwrap();
+    let too_big = jpeg_like(4 * 1024 * 1024 + 1, 1);
+    publisher
+        .publish("camera/cam-2/snapshot", too_big)
+        .await
+        .unwrap();
+    assert!(publisher.wait_acked(3, Duration::from_secs(30)).await);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            s.db.count("rejected_messages").await.unwrap_or(0) >= 1
+        })
+        .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            s.db.count("images").await.unwrap_or(0) >= 2
+        })
+        .await
+    );
+
+    let (ct, size, data): (String, u32, Vec<u8>) = sqlx::query_as(
+        "SELECT CAST(content_type AS CHAR), size, data FROM images WHERE device = 'cam-1'",
+    )
+    .fetch_one(s.db.pool())
+    .await
+    .unwrap();
+    assert_eq!((ct.as_str(), size as usize), ("image/jpeg", three_mb.len()));
+    assert!(
+        data == three_mb,
+        "the stored JPEG differs from the published one"
+    );
+    let (ct, data): (String, Vec<u8>) =
+        sqlx::query_as("SELECT CAST(content_type AS CHAR), data FROM images WHERE device = '42'")
+            .fetch_one(s.db.pool())
+            .await
+            .unwrap();
+    assert_eq!(ct, "image/png");
+    assert_eq!(data, small_png);
+    let (reason, kept, real): (String, i64, u32) = sqlx::query_as(
+        "SELECT reason, CAST(LENGTH(payload) AS SIGNED), payload_bytes FROM rejected_messages",
+    )
+    .fetch_one(s.db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (reason.as_str(), kept, real),
+        ("oversized", 1024, 4 * 1024 * 1024 + 1)
+    );
+    assert_eq!(
+        count_where(&s.db, "SELECT COUNT(*) FROM images WHERE device = 'cam-2'").await,
+        0
+    );
+    publisher.disconnect().await;
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingest_answers_after_commit_and_refuses_bad_requests() {
+    let s = setup("ingest").await;
+    let bridge = start(&s).await;
+    let auth = format!("Bearer {CAMERA_TOKEN}");
+    let post = |path: &'static str, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let http = bridge.http;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http_request(http, "POST", path, &headers, &body)
+                .await
+                .unwrap()
+        }
+    };
+
+    let image = png(8, 8, [20, 120, 220]);
+    let (status, body) = post(
+        "/ingest/camera",
+        vec![("Authorization", auth.clone())],
+        image.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    // 201 means committed: the row is there the moment the answer is.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT data FROM images WHERE device = 'cam-1'")
+        .fetch_one(s.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, image);
+
+    let (status, body) = post(
+        "/ingest/camera",
+        vec![("Authorization", auth.clone())],
+        b"not an image".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).trim()),
+        (400, "rejected: not_an_image")
+    );
+    let (status, _) = post("/ingest/camera", vec![], image.clone()).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        "/ingest/camera",
+        vec![("Authorization", "Bearer wrong-token-0123456789".into())],
+        image.clone(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        "/ingest/camera",
+        vec![("Authorization", auth.clone())],
+        jpeg_like(4 * 1024 * 1024 + 1, 3),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let (status, _) = post(
+        "/ingest/bins",
+        vec![("Authorization", auth.clone())],
+        b"1 b 2024-01-01 00:00:00".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 404, "bins has no HTTP ingest");
+
+    assert_eq!(s.db.count("images").await.unwrap(), 1);
+    assert_eq!(
+        count_where(
+            &s.db,
+            "SELECT COUNT(*) FROM rejected_messages WHERE reason = 'not_an_image'"
+        )
+        .await,
+        1
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
+    let s = setup("page").await;
+    let bridge = start(&s).await;
+    let publisher = Publisher::connect(s.broker.port(), &unique("cam"));
+    let colours = [
+        ("cam-a", [220, 40, 40]),
+        ("cam-b", [40, 160, 60]),
+        ("cam-c", [40, 80, 220]),
+    ];
+    for (i, (device, rgb)) in colours.iter().enumerate() {
+        // An older, smaller image first: the page must show the newer one.
+        let old = base64::engine::general_purpose::STANDARD.encode(png(10, 10, [0, 0, 0]));
+        let new =
+            base64::engine::general_purpose::STANDARD.encode(png(160 + i as u32 * 40, 120, *rgb));
+        for (time, photo) in [("2024-05-01 09:00:00", old), ("2024-05-01 10:00:00", new)] {
+            let json =
+                format!(r#"{{"m_id": "{device}", "datetime": "{time}", "photo": "{photo}"}}"#);
+            publisher.publish("camera/snapshot", json).await.unwrap();
+        }
+    }
+    assert!(publisher.wait_acked(6, Duration::from_secs(20)).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            s.db.count("images").await.unwrap_or(0) >= 6
+        })
+        .await
+    );
+
+    let (status, html) = http_get(bridge.http, "/images").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<img ").count(), 3, "{html}");
+
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-page");
+    std::fs::create_dir_all(&out).unwrap();
+    let url = format!("http://{}/images", bridge.http);
+    let dom = chromium(&out, &["--dump-dom", &url]).await;
+    for (i, (device, _)) in colours.iter().enumerate() {
+        let width = 160 + i * 40;
+        let figure = dom
+            .split("<figure")
+            .find(|f| f.contains(&format!("id=\"device-{device}\"")))
+            .unwrap_or_else(|| panic!("no figure for {device}:\n{dom}"));
+        assert!(
+            figure.contains(&format!("data-loaded=\"{width}\"")),
+            "{device}'s newest image ({width} px wide) was not rendered:\n{figure}"
+        );
+    }
+    let shot = out.join("images-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &out,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,800",
+            &url,
+        ],
+    )
+    .await;
+    let written = std::fs::read(&shot).expect("chromium wrote no screenshot");
+    assert!(
+        written.starts_with(b"\x89PNG"),
+        "the screenshot is not a PNG"
+    );
+    eprintln!("screenshot: {}", shot.display());
+    publisher.disconnect().await;
+    bridge.stop().await;
+}
+
+/// Runs headless Chromium (Debian's `chromium`, installed by ops/services.sh)
+/// against a loopback page; returns its stdout.
+async fn chromium(profile_dir: &Path, args: &[&str]) -> String {
+    let profile = profile_dir.join(unique("profile"));
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .await
+        .expect("chromium is installed (ops/services.sh installs Debian's chromium)");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kill -9 mid-stream on one route, restart: every message with its own time
+/// is stored exactly once.
+async fn sigkill_drill(
+    name: &str,
+    table: &str,
+    topic: &str,
+    payload: fn(usize) -> Vec<u8>,
+    total: usize,
+    kill_at: i64,
+) {
+    let s = setup(name).await;
+    let mut bridge = Binary::spawn(&s.env, name);
+    bridge.wait_ready().await;
+    let port = s.broker.port();
+    let topic = topic.to_owned();
+    let stream = tokio::spawn(async move {
+        let publisher = Publisher::connect(port, &unique("drill"));
+        for i in 0..total {
+            publisher.publish(&topic, payload(i)).await.unwrap();
+        }
+        assert!(
+            publisher
+                .wait_acked(total as u64, Duration::from_secs(120))
+                .await
+        );
+        publisher.disconnect().await;
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            s.db.count(table).await.unwrap_or(0) >= kill_at
+        })
+        .await
+    );
+    bridge.process.kill().await.unwrap();
+    assert!(
+        s.db.count(table).await.unwrap() < total as i64,
+        "the stream ended before the kill"
+    );
+    let restarted = Binary::spawn(&s.env, name);
+    restarted.wait_ready().await;
+    stream.await.unwrap();
+    let reached = wait_until(Duration::from_secs(120), || async {
+        s.db.count(table).await.unwrap_or(0) >= total as i64
+    })
+    .await;
+    assert!(
+        reached,
+        "only {} of {total} rows:\n{}",
+        s.db.count(table).await.unwrap(),
+        restarted.log_text()
+    );
+    // Give redeliveries a moment to (not) add rows, then check exactly once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.db.count(table).await.unwrap(), total as i64);
+    assert_eq!(s.db.count("rejected_messages").await.unwrap(), 0);
+}
+
+fn minute(i: usize) -> String {
+    let t = chrono::DateTime::from_timestamp(1_714_557_600 + i as i64 * 60, 0).unwrap();
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_and_doubles_nothing_on_the_delimited_route() {
+    sigkill_drill(
+        "killbins",
+        "bin_levels",
+        "bins/level",
+        |i| format!("{} bin-{} {}", i % 100, i % 7, minute(i)).into_bytes(),
+        6000,
+        1500,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_and_doubles_nothing_on_the_json_route() {
+    sigkill_drill(
+        "killjson",
+        "readings",
+        "sensors/dht-9/dht11",
+        |i| format!(r#"{{"temp": {}, "time": "{}"}}"#, i % 40, minute(i)).into_bytes(),
+        6000,
+        1500,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_and_doubles_nothing_on_the_binary_route() {
+    sigkill_drill(
+        "killcam",
+        "images",
+        "camera/snapshot",
+        |i| {
+            let photo =
+                base64::engine::general_purpose::STANDARD.encode(jpeg_like(20_000, i as u8));
+            format!(
+                r#"{{"m_id": "cam-{}", "datetime": "{}", "photo": "{photo}"}}"#,
+                i % 5,
+                minute(i)
+            )
+            .into_bytes()
+        },
+        1500,
+        300,
+    )
+    .await;
+}
