@@ -84,6 +84,26 @@ def seed(conn, now):
         cur.executemany(
             "INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason) "
             "VALUES (%s, %s, %s, %s, %s)", dead)
+        # The other routes' tables: three bins every 10 minutes (full now and
+        # then), two JSON sensors with two fields each.
+        bins, readings = [], []
+        t = start
+        while t <= now:
+            for b in range(3):
+                level = (t / 600 + 17 * b) % 110
+                full = level >= 100
+                bins.append((f"bin-{b + 1}", utc(t), None if full else round(level, 1), int(full)))
+            for s in range(2):
+                readings.append((f"dht-{s + 1}", f"sensors/dht-{s + 1}/dht11", utc(t), "temp",
+                                 round(20 + 3 * math.sin(t / 7200.0) + s, 1)))
+                readings.append((f"dht-{s + 1}", f"sensors/dht-{s + 1}/dht11", utc(t), "humidity",
+                                 round(45 + 10 * math.cos(t / 7200.0) - s, 1)))
+            t += 600
+        cur.executemany(
+            "INSERT INTO bin_levels (bin_id, measured_at, level, `full`) VALUES (%s, %s, %s, %s)", bins)
+        cur.executemany(
+            "INSERT INTO readings (device, topic, `time`, field, value) VALUES (%s, %s, %s, %s, %s)",
+            readings)
     conn.commit()
     return len(rows), len(dead)
 
@@ -246,6 +266,10 @@ def main():
                         c.fail(f"{label}: runs", e)
                         continue
                     devices = sel.get("device")
+                    # Only queries that use $device must honour it (the bins and
+                    # sensor panels show other routes' devices).
+                    if "$device" not in target["rawSql"] and "${device" not in target["rawSql"]:
+                        devices = None
                     check_shape(c, label, fmt, cols, rows, None if devices in (None, ["$__all"]) else devices)
 
         for name, dash in {n: d for n, d, _, _ in targets}.items():
