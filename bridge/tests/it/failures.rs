@@ -19,19 +19,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
     bridge.wait_ready().await;
 
     let (devices, per_device) = (4, 5000);
-    let stream = {
-        let prefix = prefix.clone();
-        let publisher = Publisher::connect(broker.port(), &unique("pub-stream"));
-        tokio::spawn(async move {
-            publish_range(&publisher, &prefix, devices, 0..per_device).await;
-            assert!(
-                publisher
-                    .wait_acked((devices * per_device) as u64, Duration::from_secs(120))
-                    .await
-            );
-            publisher.disconnect().await;
-        })
-    };
+    let stream = spawn_stream(broker.port(), &prefix, devices, per_device, None);
     // Kill it while rows are flowing, not before or after.
     assert!(
         wait_until(Duration::from_secs(60), || async {
@@ -78,23 +66,9 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
     bridge.wait_ready().await;
 
     let (devices, per_device) = (3, 1000);
-    let stream = {
-        let prefix = prefix.clone();
-        let publisher = Publisher::connect(broker.port(), &unique("pub"));
-        tokio::spawn(async move {
-            // A steady trickle (about 300 readings/s) that spans the outage.
-            for i in 0..per_device {
-                publish_range(&publisher, &prefix, devices, i..i + 1).await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert!(
-                publisher
-                    .wait_acked((devices * per_device) as u64, Duration::from_secs(120))
-                    .await
-            );
-            publisher.disconnect().await;
-        })
-    };
+    // A steady trickle (about 300 readings/s) that spans the outage.
+    let pause = Some(Duration::from_millis(10));
+    let stream = spawn_stream(broker.port(), &prefix, devices, per_device, pause);
     assert!(
         wait_until(Duration::from_secs(30), || async {
             db.count("co2_emissions").await.unwrap_or(0) >= 300

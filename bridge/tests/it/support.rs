@@ -171,6 +171,30 @@ pub async fn publish_range(
     }
 }
 
+/// Publishes readings `0..per_device` of `devices` devices from a task, with
+/// `pause` between rounds (flat out without), and waits for every PUBACK.
+pub fn spawn_stream(
+    port: u16,
+    prefix: &str,
+    devices: usize,
+    per_device: usize,
+    pause: Option<Duration>,
+) -> JoinHandle<()> {
+    let prefix = prefix.to_owned();
+    let publisher = Publisher::connect(port, &unique("pub-stream"));
+    tokio::spawn(async move {
+        for i in 0..per_device {
+            publish_range(&publisher, &prefix, devices, i..i + 1).await;
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+        }
+        let total = (devices * per_device) as u64;
+        assert!(publisher.wait_acked(total, Duration::from_secs(120)).await);
+        publisher.disconnect().await;
+    })
+}
+
 /// Every (device, epoch ms, value in cents) we expect for `devices` × `count`.
 pub fn expected(devices: usize, count: usize) -> BTreeSet<(String, i64, i64)> {
     (0..count)
