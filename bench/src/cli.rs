@@ -59,6 +59,12 @@ pub struct Common {
     /// Repository root (for provisioning/mosquitto templates).
     #[arg(long, default_value = ".")]
     pub repo: PathBuf,
+    /// Extra bridge settings, KEY=VALUE with KEY a CO2_BRIDGE__ variable (repeatable).
+    #[arg(long = "bridge-env", value_parser = parse_key_value)]
+    pub bridge_env: Vec<(String, String)>,
+    /// Query parameters for the bridge's database URL, e.g. statement-cache-capacity=8.
+    #[arg(long)]
+    pub bridge_db_params: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +112,9 @@ pub struct LoadArgs {
     /// bridge must already be writing into --db-url).
     #[arg(long)]
     pub own_bridge: bool,
+    /// With --own-bridge: this many bridges in one shared-subscription group.
+    #[arg(long, default_value_t = 1)]
+    pub bridges: usize,
     /// Device ids are <prefix>NNNN (default: random, so runs do not mix).
     #[arg(long)]
     pub device_prefix: Option<String>,
@@ -123,6 +132,9 @@ pub struct CeilingArgs {
     /// Rows per INSERT for the database ceiling (the bridge's batch.max_rows).
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Null subscribers in one shared-subscription group (1: a plain subscription).
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
 }
 
 /// `naive`.
@@ -166,6 +178,16 @@ pub struct AllArgs {
     /// Only these parts (comma list of: burst, db, latency, backlog, naive).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))?;
+    if !k.starts_with("CO2_BRIDGE__") {
+        return Err(format!("{k:?}: bridge settings start with CO2_BRIDGE__"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 impl Shape {
@@ -236,6 +258,8 @@ mod tests {
         assert!(parse(&["load", "--own-broker", "cluster"]).is_err());
         assert!(parse(&["load", "--readings", "-1"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
+        assert!(parse(&["load", "--bridge-env", "PATH=/x"]).is_err());
+        assert!(parse(&["load", "--bridge-env", "CO2_BRIDGE__BATCH__MAX_ROWS"]).is_err());
     }
 
     #[test]

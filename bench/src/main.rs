@@ -91,6 +91,7 @@ fn emit(json: bool, runs: &[RunReport]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit status 3 when a measured run lost or duplicated readings.
 fn verdict(runs: &[RunReport]) -> ExitCode {
     if runs.iter().any(|r| r.lost > 0 || r.duplicates > 0) {
         ExitCode::from(3)
@@ -109,8 +110,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let paths = Paths {
                     db_url: a.common.db_url.clone(),
                     bridge_bin: run::bridge_bin(a.common.bridge_bin.as_ref())?,
+                    bridge_env: a.common.bridge_env.clone(),
+                    bridge_db_params: a.common.bridge_db_params.clone(),
                 };
-                run::bridge_run("bridge", &paths, &target, &load).await?
+                run::bridges_run("bridge", &paths, &target, &load, a.bridges).await?
             } else {
                 // A bridge someone else runs writes into --db-url.
                 let prefix = a
@@ -159,9 +162,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let paths = Paths {
                 db_url: a.common.db_url.clone(),
                 bridge_bin: Default::default(),
+                bridge_env: Vec::new(),
+                bridge_db_params: None,
             };
-            let mut runs =
-                vec![run::null_run("broker ceiling: null subscriber", &target, &load).await?];
+            let mut runs = vec![
+                run::null_run(
+                    "broker ceiling: null subscriber",
+                    &target,
+                    &load,
+                    a.subscribers,
+                )
+                .await?,
+            ];
             runs.extend(run::db_runs("db ceiling", &paths, &load, a.batch).await?);
             emit(a.common.json, &runs)?;
             Ok(ExitCode::SUCCESS)
@@ -172,6 +184,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let paths = Paths {
                 db_url: a.common.db_url.clone(),
                 bridge_bin: Default::default(),
+                bridge_env: Vec::new(),
+                bridge_db_params: None,
             };
             let runs = [run::naive_run(
                 "naive consumer",
@@ -191,6 +205,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let paths = Paths {
                 db_url: a.common.db_url.clone(),
                 bridge_bin: run::bridge_bin(a.common.bridge_bin.as_ref())?,
+                bridge_env: a.common.bridge_env.clone(),
+                bridge_db_params: a.common.bridge_db_params.clone(),
             };
             let json = a.common.json;
             let suite = run::suite(&paths, &a.common.repo, &a, |r| {
@@ -223,7 +239,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!();
                 print!("{}", report::figures(&suite.figures));
             }
-            Ok(verdict(&suite.runs))
+            // Losses are findings here (a stock broker drops by design); they are in the report.
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -38,6 +38,20 @@ pub struct RunReport {
     pub publish: Option<PublishFigures>,
     /// The bridge process, when one ran.
     pub bridge: Option<BridgeUsage>,
+    /// CPU seconds the other processes used during the run (broker, load
+    /// generator with any in-process consumer, database server).
+    pub others_cpu_s: Option<OthersCpu>,
+}
+
+/// CPU seconds of the other processes on the box during a run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct OthersCpu {
+    /// mosquitto.
+    pub broker: f64,
+    /// co2-bench itself (publishers, and the null or naive consumer if any).
+    pub generator: f64,
+    /// mariadbd / mysqld.
+    pub database: f64,
 }
 
 /// What the bridge process used during a run.
@@ -98,6 +112,7 @@ impl RunReport {
             latency: a.latency,
             publish: None,
             bridge: None,
+            others_cpu_s: None,
         }
     }
 }
@@ -181,7 +196,7 @@ pub fn table(runs: &[RunReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<34} {:<11} {:>8} {:>8} {:>6} {:>5} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7} {:>9}",
+        "{:<34} {:<11} {:>8} {:>8} {:>6} {:>5} {:>7} {:>9} {:>6} {:>6} {:>6} {:>7} {:>9} {:>16}",
         "run",
         "broker",
         "publ.",
@@ -194,7 +209,8 @@ pub fn table(runs: &[RunReport]) -> String {
         "p95ms",
         "p99ms",
         "RSS MiB",
-        "CPUms/10k"
+        "CPUms/10k",
+        "CPU s brk/gen/db"
     );
     for r in runs {
         let l = r.latency;
@@ -209,7 +225,7 @@ pub fn table(runs: &[RunReport]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<34} {:<11} {:>8} {:>8} {:>6} {:>5} {:>7.2} {:>9.0} {:>6} {:>6} {:>6} {:>7} {:>9}",
+            "{:<34} {:<11} {:>8} {:>8} {:>6} {:>5} {:>7.2} {:>9.0} {:>6} {:>6} {:>6} {:>7} {:>9} {:>16}",
             r.label,
             r.broker,
             r.published,
@@ -222,7 +238,11 @@ pub fn table(runs: &[RunReport]) -> String {
             opt(l.map(|l| l.p95_ms)),
             opt(l.map(|l| l.p99_ms)),
             rss,
-            cpu
+            cpu,
+            r.others_cpu_s.map_or_else(
+                || "-".to_owned(),
+                |o| format!("{:.2}/{:.2}/{:.2}", o.broker, o.generator, o.database)
+            )
         );
     }
     out

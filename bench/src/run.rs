@@ -11,8 +11,8 @@ use crate::bridge::{BridgeProcess, BridgeSpec};
 use crate::broker::{BrokerKind, TestBroker};
 use crate::db::{self, ScratchDb};
 use crate::load::{self, LoadSpec};
-use crate::report::{BridgeUsage, Environment, Figure, RunReport, SuiteReport};
-use crate::sink::{Endpoint, Naive, NullSubscriber};
+use crate::report::{BridgeUsage, Environment, Figure, OthersCpu, RunReport, SuiteReport};
+use crate::sink::{clear_session, Endpoint, Naive, NullSubscriber};
 use crate::stats::Spread;
 
 /// A broker to run against: test-owned or given.
@@ -116,6 +116,63 @@ pub struct Paths {
     pub db_url: String,
     /// The bridge binary.
     pub bridge_bin: PathBuf,
+    /// Extra `CO2_BRIDGE__...` settings for every bridge started.
+    pub bridge_env: Vec<(String, String)>,
+    /// Query parameters appended to the bridge's database URL (e.g.
+    /// `statement-cache-capacity=8`).
+    pub bridge_db_params: Option<String>,
+}
+
+/// Samples the CPU time of the broker, this process and the database server.
+struct CpuMeter {
+    broker: Option<u32>,
+    database: Option<u32>,
+    start: [f64; 3],
+}
+
+fn cpu_of(pid: Option<u32>) -> f64 {
+    pid.and_then(|p| crate::bridge::proc_stats(p).ok())
+        .map_or(0.0, |s| s.cpu_s)
+}
+
+fn database_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        matches!(comm.trim(), "mariadbd" | "mysqld").then_some(pid)
+    })
+}
+
+impl CpuMeter {
+    fn start(target: &Target<'_>) -> Self {
+        let broker = target.owned.and_then(TestBroker::pid);
+        let database = database_pid();
+        let me = Some(std::process::id());
+        Self {
+            broker,
+            database,
+            start: [cpu_of(broker), cpu_of(me), cpu_of(database)],
+        }
+    }
+
+    fn stop(&self) -> OthersCpu {
+        let me = Some(std::process::id());
+        OthersCpu {
+            broker: cpu_of(self.broker) - self.start[0],
+            generator: cpu_of(me) - self.start[1],
+            database: cpu_of(self.database) - self.start[2],
+        }
+    }
+}
+
+fn consumer_endpoint(target: &Target<'_>, client_id: &str, load: &Load) -> Endpoint {
+    Endpoint {
+        host: target.host.clone(),
+        port: target.port,
+        client_id: client_id.into(),
+        filter: load.filter(),
+        credentials: target.consumer.clone(),
+    }
 }
 
 fn unique_client(tag: &str) -> String {
@@ -131,12 +188,15 @@ fn bridge_spec(
 ) -> BridgeSpec {
     BridgeSpec {
         bin: paths.bridge_bin.clone(),
-        db_url: db.url(),
+        db_url: match &paths.bridge_db_params {
+            Some(q) => format!("{}?{q}", db.url()),
+            None => db.url(),
+        },
         mqtt_port: target.port,
         client_id: client_id.into(),
         topics: load.filter(),
         credentials: target.consumer.clone(),
-        extra_env: Vec::new(),
+        extra_env: paths.bridge_env.clone(),
         log: std::env::temp_dir().join(format!("{client_id}.log")),
     }
 }
@@ -148,22 +208,51 @@ pub async fn bridge_run(
     target: &Target<'_>,
     load: &Load,
 ) -> anyhow::Result<RunReport> {
+    bridges_run(label, paths, target, load, 1).await
+}
+
+/// `n` bridges (n > 1: one `$share/co2-bench/...` group, each its own client id)
+/// writing into one database.
+pub async fn bridges_run(
+    label: &str,
+    paths: &Paths,
+    target: &Target<'_>,
+    load: &Load,
+    n: usize,
+) -> anyhow::Result<RunReport> {
     let db = ScratchDb::create(&paths.db_url, "bridge").await?;
-    let client_id = unique_client("bridge");
-    let bridge = BridgeProcess::start(&bridge_spec(paths, target, &db, load, &client_id)).await?;
-    let before = bridge.stats()?;
-    let spec = load.spec(target, DEVICE_PREFIX);
-    let outcome = load::run(&spec).await?;
-    let n = outcome.sent.len() as u64;
+    let mut bridges = Vec::with_capacity(n);
+    let mut client_ids = Vec::with_capacity(n);
+    let group = unique_client("group");
+    for _ in 0..n.max(1) {
+        let client_id = unique_client("bridge");
+        let mut spec = bridge_spec(paths, target, &db, load, &client_id);
+        if n > 1 {
+            spec.topics = format!("$share/{group}/{}", spec.topics);
+        }
+        bridges.push(BridgeProcess::start(&spec).await?);
+        client_ids.push(client_id);
+    }
+    let before: Vec<_> = bridges
+        .iter()
+        .map(BridgeProcess::stats)
+        .collect::<Result<_, _>>()?;
+    let meter = CpuMeter::start(target);
+    let outcome = load::run(&load.spec(target, DEVICE_PREFIX)).await?;
+    let sent = outcome.sent.len() as u64;
     db::wait_for_rows(
         &db.pool,
         DEVICE_PREFIX,
-        n,
+        sent,
         Duration::from_secs(15),
         load.wait,
     )
     .await?;
-    let after = bridge.stats()?;
+    let after: Vec<_> = bridges
+        .iter()
+        .map(BridgeProcess::stats)
+        .collect::<Result<_, _>>()?;
+    let others = meter.stop();
     let rows = db::rows(&db.pool, DEVICE_PREFIX).await?;
     let a = account(&outcome.sent, &rows);
     let mut report = RunReport::from_accounting(
@@ -174,42 +263,89 @@ pub async fn bridge_run(
         outcome.first_publish.timestamp_millis(),
     );
     report.publish = Some(outcome.figures());
-    report.bridge = Some(BridgeUsage::between(before, after, a.stored));
-    bridge.stop().await?;
+    // Peak RSS is the largest bridge's; CPU is all bridges' together.
+    let mut usage = BridgeUsage::between(before[0], after[0], a.stored);
+    for (b, e) in before.iter().zip(&after).skip(1) {
+        let u = BridgeUsage::between(*b, *e, a.stored);
+        usage.peak_rss_mib = usage.peak_rss_mib.max(u.peak_rss_mib);
+        usage.cpu_s += u.cpu_s;
+        usage.cpu_ms_per_10k += u.cpu_ms_per_10k;
+    }
+    report.bridge = Some(usage);
+    report.others_cpu_s = Some(others);
+    for bridge in bridges {
+        bridge.stop().await?;
+    }
+    for id in client_ids {
+        clear_session(&consumer_endpoint(target, &id, load)).await?;
+    }
     db.drop_now().await?;
     Ok(report)
 }
 
-/// The broker's ceiling: the same load to a subscriber that acks at once and stores nothing.
-pub async fn null_run(label: &str, target: &Target<'_>, load: &Load) -> anyhow::Result<RunReport> {
-    let endpoint = Endpoint {
-        host: target.host.clone(),
-        port: target.port,
-        client_id: unique_client("null"),
-        filter: load.filter(),
-        credentials: target.consumer.clone(),
+/// The broker's ceiling: the same load to a subscriber that acks at once and
+/// stores nothing (`members` > 1: that many in one shared-subscription group).
+pub async fn null_run(
+    label: &str,
+    target: &Target<'_>,
+    load: &Load,
+    members: usize,
+) -> anyhow::Result<RunReport> {
+    let filter = if members > 1 {
+        format!("$share/{}/{}", unique_client("group"), load.filter())
+    } else {
+        load.filter()
     };
-    let sub = NullSubscriber::connect(&endpoint).await?;
-    let spec = load.spec(target, DEVICE_PREFIX);
-    let outcome = load::run(&spec).await?;
+    let mut subs = Vec::new();
+    for _ in 0..members.max(1) {
+        let endpoint = Endpoint {
+            host: target.host.clone(),
+            port: target.port,
+            client_id: unique_client("null"),
+            filter: filter.clone(),
+            credentials: target.consumer.clone(),
+        };
+        subs.push(NullSubscriber::connect(&endpoint, false).await?);
+    }
+    let meter = CpuMeter::start(target);
+    let outcome = load::run(&load.spec(target, DEVICE_PREFIX)).await?;
     let n = outcome.sent.len() as u64;
-    let f = sub.wait_for(n, Duration::from_secs(10)).await;
-    sub.disconnect().await;
-    let wall_s = (f.last_ms - outcome.first_publish.timestamp_millis()).max(1) as f64 / 1000.0;
+    // Wait until the members together have everything, or nothing moves for 10 s.
+    let mut last = (0, tokio::time::Instant::now());
+    loop {
+        let got: u64 = subs.iter().map(|s| s.figures().distinct).sum();
+        if got >= n || (got == last.0 && last.1.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
+        if got != last.0 {
+            last = (got, tokio::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let others = meter.stop();
+    let figures: Vec<_> = subs.iter().map(NullSubscriber::figures).collect();
+    for sub in subs {
+        sub.disconnect().await;
+    }
+    let distinct: u64 = figures.iter().map(|f| f.distinct).sum();
+    let received: u64 = figures.iter().map(|f| f.received).sum();
+    let last_ms = figures.iter().map(|f| f.last_ms).max().unwrap_or(0);
+    let wall_s = (last_ms - outcome.first_publish.timestamp_millis()).max(1) as f64 / 1000.0;
     Ok(RunReport {
         label: label.into(),
         broker: target.label.clone(),
         consumer: "null-subscriber".into(),
         published: n,
-        stored: f.distinct,
-        lost: n.saturating_sub(f.distinct),
-        duplicates: f.received.saturating_sub(f.distinct),
+        stored: distinct,
+        lost: n.saturating_sub(distinct),
+        duplicates: received.saturating_sub(distinct),
         unexpected: 0,
         wall_s,
-        rows_per_s: f.distinct as f64 / wall_s,
+        rows_per_s: distinct as f64 / wall_s,
         latency: None,
         publish: Some(outcome.figures()),
         bridge: None,
+        others_cpu_s: Some(others),
     })
 }
 
@@ -254,6 +390,7 @@ pub async fn db_runs(
             latency: None,
             publish: None,
             bridge: None,
+            others_cpu_s: None,
         });
     }
     Ok(out)
@@ -330,6 +467,7 @@ pub async fn backlog_bridge_run(
     report.publish = Some(outcome.figures());
     report.bridge = Some(BridgeUsage::between(before, after, a.stored));
     bridge.stop().await?;
+    clear_session(&consumer_endpoint(target, &client_id, load)).await?;
     db.drop_now().await?;
     Ok(report)
 }
@@ -347,13 +485,17 @@ pub async fn backlog_null_run(
         filter: load.filter(),
         credentials: target.consumer.clone(),
     };
-    NullSubscriber::connect(&endpoint).await?.disconnect().await;
+    NullSubscriber::connect(&endpoint, true)
+        .await?
+        .disconnect()
+        .await;
     let outcome = load::run(&load.spec(target, DEVICE_PREFIX)).await?;
     let n = outcome.sent.len() as u64;
     let connected = Utc::now().timestamp_millis();
-    let sub = NullSubscriber::connect(&endpoint).await?;
+    let sub = NullSubscriber::connect(&endpoint, true).await?;
     let f = sub.wait_for(n, Duration::from_secs(10)).await;
     sub.disconnect().await;
+    clear_session(&endpoint).await?;
     let wall_s = (f.last_ms - connected).max(1) as f64 / 1000.0;
     Ok(RunReport {
         label: label.into(),
@@ -369,6 +511,7 @@ pub async fn backlog_null_run(
         latency: None,
         publish: Some(outcome.figures()),
         bridge: None,
+        others_cpu_s: None,
     })
 }
 
@@ -452,48 +595,87 @@ pub async fn suite(
         for kind in [BrokerKind::Stock, BrokerKind::Provisioned] {
             let broker = TestBroker::start(kind, repo, &devices).await?;
             let target = Target::owned(&broker);
-            let mut pairs_ceiling = Vec::new();
-            let mut pairs_broker = Vec::new();
-            let mut bridge_rates = Vec::new();
-            let mut rss = Vec::new();
-            let mut cpu = Vec::new();
-            for _ in 0..a.repeat {
-                let null =
-                    null_run("broker ceiling: null subscriber burst", &target, &burst).await?;
-                let bridge = bridge_run("bridge burst", paths, &target, &burst).await?;
-                pairs_broker.push((bridge.rows_per_s, null.rows_per_s));
-                pairs_ceiling.push((bridge.rows_per_s, null.rows_per_s.min(db_median)));
-                bridge_rates.push(bridge.rows_per_s);
-                if let Some(b) = bridge.bridge {
-                    rss.push(b.peak_rss_mib);
-                    cpu.push(b.cpu_ms_per_10k);
+            // A stock broker reads one packet per connection per loop turn, so one
+            // subscriber's acks fall behind many publishers; a shared group of 3
+            // gets 3 turns. The provisioned queue absorbs the burst either way.
+            let groups: &[usize] = match kind {
+                BrokerKind::Stock => &[1, 3],
+                BrokerKind::Provisioned => &[1],
+            };
+            for &members in groups {
+                let tag = if members == 1 {
+                    format!("{kind} broker")
+                } else {
+                    format!("{kind} broker, {members} in a $share group")
+                };
+                let (null_label, bridge_label) = if members == 1 {
+                    (
+                        "null subscriber burst".to_owned(),
+                        "bridge burst".to_owned(),
+                    )
+                } else {
+                    (
+                        format!("{members} null subs ($share) burst"),
+                        format!("{members} bridges ($share) burst"),
+                    )
+                };
+                let mut pairs_ceiling = Vec::new();
+                let mut pairs_broker = Vec::new();
+                let mut bridge_rates = Vec::new();
+                let mut lost = Vec::new();
+                let mut null_lost = Vec::new();
+                let mut rss = Vec::new();
+                let mut cpu = Vec::new();
+                for _ in 0..a.repeat {
+                    let null = null_run(&null_label, &target, &burst, members).await?;
+                    let bridge =
+                        bridges_run(&bridge_label, paths, &target, &burst, members).await?;
+                    pairs_broker.push((bridge.rows_per_s, null.rows_per_s));
+                    pairs_ceiling.push((bridge.rows_per_s, null.rows_per_s.min(db_median)));
+                    bridge_rates.push(bridge.rows_per_s);
+                    lost.push(bridge.lost as f64);
+                    null_lost.push(null.lost as f64);
+                    if let Some(b) = bridge.bridge {
+                        rss.push(b.peak_rss_mib);
+                        cpu.push(b.cpu_ms_per_10k);
+                    }
+                    push(null, &mut runs);
+                    push(bridge, &mut runs);
                 }
-                push(null, &mut runs);
-                push(bridge, &mut runs);
+                figures.extend(value_figure(
+                    &format!("bridge burst throughput ({tag})"),
+                    "rows/s",
+                    &bridge_rates,
+                ));
+                figures.extend(value_figure(
+                    &format!("bridge readings lost ({tag})"),
+                    "rows",
+                    &lost,
+                ));
+                figures.extend(value_figure(
+                    &format!("null subscriber readings lost ({tag})"),
+                    "msgs",
+                    &null_lost,
+                ));
+                figures.extend(ratio_figure(
+                    &format!("bridge / min(broker, DB) ceiling ({tag})"),
+                    &pairs_ceiling,
+                ));
+                figures.extend(ratio_figure(
+                    &format!("bridge / broker ceiling ({tag})"),
+                    &pairs_broker,
+                ));
+                figures.extend(value_figure(
+                    &format!("bridge peak RSS ({tag})"),
+                    "MiB",
+                    &rss,
+                ));
+                figures.extend(value_figure(
+                    &format!("bridge CPU per 10k readings ({tag})"),
+                    "ms",
+                    &cpu,
+                ));
             }
-            figures.extend(value_figure(
-                &format!("bridge burst throughput ({kind} broker)"),
-                "rows/s",
-                &bridge_rates,
-            ));
-            figures.extend(ratio_figure(
-                &format!("bridge / min(broker, DB) ceiling ({kind} broker)"),
-                &pairs_ceiling,
-            ));
-            figures.extend(ratio_figure(
-                &format!("bridge / broker ceiling ({kind} broker)"),
-                &pairs_broker,
-            ));
-            figures.extend(value_figure(
-                &format!("bridge peak RSS ({kind} broker)"),
-                "MiB",
-                &rss,
-            ));
-            figures.extend(value_figure(
-                &format!("bridge CPU per 10k readings ({kind} broker)"),
-                "ms",
-                &cpu,
-            ));
         }
     }
 

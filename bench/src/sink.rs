@@ -66,12 +66,14 @@ pub struct SinkFigures {
 }
 
 impl NullSubscriber {
-    /// Connects with a persistent session (expiry 1 h) and subscribes at QoS 1.
-    pub async fn connect(endpoint: &Endpoint) -> anyhow::Result<Self> {
+    /// Connects and subscribes at QoS 1; `persistent` keeps the session (expiry
+    /// 1 h) after a disconnect, for a backlog test. Otherwise the session ends with
+    /// the connection, so it cannot take a share of later runs' messages.
+    pub async fn connect(endpoint: &Endpoint, persistent: bool) -> anyhow::Result<Self> {
         let mut o =
             rumqttc::v5::MqttOptions::new(&endpoint.client_id, &endpoint.host, endpoint.port);
-        o.set_clean_start(false)
-            .set_session_expiry_interval(Some(3600))
+        o.set_clean_start(!persistent)
+            .set_session_expiry_interval(persistent.then_some(3600))
             .set_receive_maximum(Some(u16::MAX))
             .set_keep_alive(Duration::from_secs(30))
             .set_manual_acks(false);
@@ -81,39 +83,61 @@ impl NullSubscriber {
         let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 1024);
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
+        // Its own OS thread and runtime, like a separate process: it must not
+        // share the load generator's workers (the bridge does not either).
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("null-subscriber".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    let state = std::collections::hash_map::RandomState::new();
+                    let mut seen: HashSet<u64> = HashSet::new();
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(rumqttc::v5::Event::Incoming(P5::Publish(p))) => {
+                                let now = Utc::now().timestamp_millis();
+                                if c.received.fetch_add(1, Ordering::Relaxed) == 0 {
+                                    c.first_ms.store(now, Ordering::Relaxed);
+                                }
+                                c.last_ms.store(now, Ordering::Relaxed);
+                                let mut h = state.build_hasher();
+                                p.topic.hash(&mut h);
+                                p.payload.hash(&mut h);
+                                if seen.insert(h.finish()) {
+                                    c.distinct.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(P5::SubAck(_))) => {
+                                c.subscribed.store(true, Ordering::Release);
+                            }
+                            Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(ack)))
+                                if ack.session_present =>
+                            {
+                                c.subscribed.store(true, Ordering::Release);
+                            }
+                            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                                break
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                c.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "null subscriber connection error");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .context("cannot start the null subscriber thread")?;
         let task = tokio::spawn(async move {
-            let state = std::collections::hash_map::RandomState::new();
-            let mut seen: HashSet<u64> = HashSet::new();
-            loop {
-                match eventloop.poll().await {
-                    Ok(rumqttc::v5::Event::Incoming(P5::Publish(p))) => {
-                        let now = Utc::now().timestamp_millis();
-                        if c.received.fetch_add(1, Ordering::Relaxed) == 0 {
-                            c.first_ms.store(now, Ordering::Relaxed);
-                        }
-                        c.last_ms.store(now, Ordering::Relaxed);
-                        let mut h = state.build_hasher();
-                        p.topic.hash(&mut h);
-                        p.payload.hash(&mut h);
-                        if seen.insert(h.finish()) {
-                            c.distinct.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(rumqttc::v5::Event::Incoming(P5::SubAck(_))) => {
-                        c.subscribed.store(true, Ordering::Release);
-                    }
-                    Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(ack))) if ack.session_present => {
-                        c.subscribed.store(true, Ordering::Release);
-                    }
-                    Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    Err(e) => {
-                        c.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "null subscriber connection error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            }
+            let _ = done_rx.await;
         });
         client
             .subscribe(endpoint.filter.clone(), Q5::AtLeastOnce)
@@ -177,6 +201,37 @@ impl NullSubscriber {
             tracing::warn!("null subscriber did not disconnect within 5 s");
         }
     }
+}
+
+/// Ends the broker's session for `endpoint.client_id` (a clean start with no
+/// expiry, then DISCONNECT), so a stopped bridge's session stops queueing (and,
+/// in a shared group, stops taking a share of) later messages.
+pub async fn clear_session(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let mut o = rumqttc::v5::MqttOptions::new(&endpoint.client_id, &endpoint.host, endpoint.port);
+    o.set_clean_start(true)
+        .set_session_expiry_interval(None)
+        .set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = &endpoint.credentials {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 8);
+    let run = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(_))) => {
+                    client.disconnect().await?;
+                }
+                Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    return anyhow::Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => bail!("clearing session {}: {e}", endpoint.client_id),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .context("clearing a session timed out")?
 }
 
 /// What the naive consumer did.
