@@ -7,5 +7,6 @@ mod delivery;
 mod failures;
 mod observability;
 mod routes;
+mod scale_out;
 mod schema;
 mod support;
