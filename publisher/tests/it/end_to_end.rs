@@ -14,11 +14,17 @@ use co2_testkit::{free_port, http_get, unique, wait_until, Broker, ChildProcess,
 
 use crate::support::{publisher_bin, publisher_env, queued_readings};
 
-/// The bridge binary: `CO2_BRIDGE_BIN`, else `<workspace>/target/debug/co2-bridge`
-/// (`cargo build -p co2-bridge`; ops/test.sh builds every binary first).
+/// The bridge binary: `CO2_BRIDGE_BIN`, else `co2-bridge` in the same target
+/// directory as this test (`<target>/<profile>/deps/it-*` -> `<target>/<profile>/`),
+/// whatever CARGO_TARGET_DIR is (`cargo build -p co2-bridge`; ops/test.sh builds
+/// every binary first).
 fn bridge_bin() -> PathBuf {
     let path = std::env::var_os("CO2_BRIDGE_BIN")
         .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.join("co2-bridge"))
+        })
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/co2-bridge")
         });
