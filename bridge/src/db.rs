@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Executor, MySqlPool};
+use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use crate::config::{ConfigError, Settings};
 
@@ -73,9 +73,36 @@ pub async fn pending_migrations(pool: &MySqlPool) -> Result<Vec<i64>, sqlx::Erro
         .collect())
 }
 
-/// Applies every pending migration.
+/// How long a bridge waits for another one that is migrating the same database.
+const MIGRATION_LOCK_WAIT_S: u32 = 300;
+
+/// Applies every pending migration, one bridge at a time.
+///
+/// sqlx's migrator serialises itself with `GET_LOCK(name, -1)` and ignores the
+/// answer; MariaDB 10.11 reads a negative timeout as "do not wait" and answers
+/// NULL at once, so bridges started together on a fresh database raced and all
+/// but one failed with "partially applied". This lock waits for real. It is
+/// held on a connection of its own (not the pool's, so a pool of one cannot
+/// deadlock) while the migrator works through the pool.
 pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
-    MIGRATOR.run(pool).await
+    let mut lock = pool.connect_options().connect().await?;
+    let got: Option<i64> =
+        sqlx::query_scalar("SELECT GET_LOCK(CONCAT('co2-bridge-migrate:', DATABASE()), ?)")
+            .bind(MIGRATION_LOCK_WAIT_S)
+            .fetch_one(&mut lock)
+            .await?;
+    if got != Some(1) {
+        return Err(MigrateError::Execute(sqlx::Error::Protocol(format!(
+            "another co2-bridge has been migrating this database for {MIGRATION_LOCK_WAIT_S} s"
+        ))));
+    }
+    let result = MIGRATOR.run(pool).await;
+    // Closing the session releases the lock too; this is just prompt.
+    let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('co2-bridge-migrate:', DATABASE()))")
+        .execute(&mut lock)
+        .await;
+    let _ = lock.close().await;
+    result
 }
 
 /// True when the error says the account lacks a privilege.

@@ -8,13 +8,18 @@ use sqlx::Executor;
 
 use crate::support::*;
 
-async fn migrate_with_binary(url: &str) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_co2-bridge"))
-        .arg("migrate")
-        .env("CO2_BRIDGE__DATABASE__URL", url)
-        .output()
-        .await
-        .unwrap()
+fn migrate_with_binary(
+    url: &str,
+) -> impl std::future::Future<Output = std::process::Output> + Send + 'static {
+    let url = url.to_owned();
+    async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_co2-bridge"))
+            .arg("migrate")
+            .env("CO2_BRIDGE__DATABASE__URL", url)
+            .output()
+            .await
+            .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -124,4 +129,38 @@ async fn a_dml_only_account_with_pending_migrations_is_told_what_to_run() {
     // After an admin migrates, the same account runs.
     let out = migrate_with_binary(&db.url()).await;
     assert!(out.status.success());
+}
+
+#[tokio::test]
+async fn bridges_started_together_on_a_fresh_database_migrate_one_at_a_time() {
+    let db = Database::create("race").await.unwrap();
+    let runs: Vec<_> = (0..4).map(|_| migrate_with_binary(&db.url())).collect();
+    for out in futures_join_all(runs).await {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(applied, 4);
+}
+
+/// Runs futures concurrently (each spawns a process, so they overlap for real).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: Vec<F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
