@@ -450,6 +450,7 @@ pub async fn backlog_bridge_run(
     let spawned = Utc::now().timestamp_millis();
     let bridge = BridgeProcess::start(&spec).await?;
     let before = bridge.stats()?;
+    let meter = CpuMeter::start(target);
     db::wait_for_rows(
         &db.pool,
         DEVICE_PREFIX,
@@ -464,6 +465,7 @@ pub async fn backlog_bridge_run(
     let mut report = RunReport::from_accounting(label, &target.label, "bridge", &a, spawned);
     // Latency here is how long readings waited in the queue: not a pipeline figure.
     report.latency = None;
+    report.others_cpu_s = Some(meter.stop());
     report.publish = Some(outcome.figures());
     report.bridge = Some(BridgeUsage::between(before, after, a.stored));
     bridge.stop().await?;
