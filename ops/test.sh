@@ -14,6 +14,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo build (the integration tests run the real binaries)"
 cargo build --workspace --bins --locked
+# The checks run the binaries just built, wherever CARGO_TARGET_DIR puts them.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export CO2_BRIDGE_BIN=$target_dir/debug/co2-bridge
+export CO2_PUBLISHER_BIN=$target_dir/debug/co2-publisher
 echo "== cargo test"
 cargo test --workspace --locked
 

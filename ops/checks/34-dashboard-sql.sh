@@ -23,7 +23,7 @@ check "MariaDB reachable as root" mysql_root -e "SELECT 1"
 mysql_root -e "CREATE DATABASE \`$DB\`"
 
 MIGRATE_ARGS=()
-if cargo build -q -p co2-bridge >/dev/null 2>&1 && target/debug/co2-bridge --help 2>/dev/null | grep -qw migrate; then
+if cargo build -q -p co2-bridge >/dev/null 2>&1 && "${CO2_BRIDGE_BIN:-target/debug/co2-bridge}" --help 2>/dev/null | grep -qw migrate; then
     check "schema by co2-bridge migrate" env CO2_BRIDGE__DATABASE__URL="mysql://root@$MYSQL_HOST:$MYSQL_PORT/$DB" \
         cargo run -q -p co2-bridge -- migrate
 else

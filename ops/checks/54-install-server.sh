@@ -59,8 +59,8 @@ check "--dry-run printed no secret" bash -c '! grep -qiE "password *[:=] *[A-Za-
 
 # ---- real run into a temp root
 bridge_bin=
-for b in "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do
-    if [[ -x $b ]] && "$b" --help 2>/dev/null | grep -q migrate; then bridge_bin=$b; break; fi
+for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do
+    if [[ -n $b && -x $b ]] && "$b" --help 2>/dev/null | grep -q migrate; then bridge_bin=$b; break; fi
 done
 if [[ -z $bridge_bin ]]; then
     bridge_bin=$work/stub-co2-bridge

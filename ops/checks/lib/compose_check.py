@@ -316,10 +316,10 @@ def mysql_live(c, cfg, host, port):
 
 
 def bridge_env_live(c, cfg):
-    binary = REPO / "target" / "debug" / "co2-bridge"
+    binary = Path(os.environ.get("CO2_BRIDGE_BIN") or REPO / "target" / "debug" / "co2-bridge")
     r = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False) if binary.exists() else None
     if r is None or "check-config" not in r.stdout:
-        print("note: target/debug/co2-bridge with check-config not built; skipping the env parse test")
+        print(f"note: {binary} with check-config not built; skipping the env parse test")
         return
     for name in ("bridge", "bridge-migrate"):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_BRIDGE")}
