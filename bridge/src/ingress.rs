@@ -2,9 +2,11 @@
 //!
 //! Polling is what keeps the session alive (pings, acks going out), so this
 //! task never waits on the database: deliveries go into a bounded channel
-//! sized to the in-flight window, and in the rare case it is full (after a
-//! reconnect the broker re-sends what was in flight) they wait in a local
-//! queue that the same window bounds. `EventLoop::poll` is not cancel safe
+//! sized to the in-flight window, and when it is full they wait in a local
+//! queue. The window should bound that queue too, but Mosquitto 2.0.11
+//! overruns a v5 receive-maximum on a resumed session (BENCHMARKS.md), so
+//! while a backlog drains only the broker's queue bounds it. Blocking here
+//! instead would stall the pings. `EventLoop::poll` is not cancel safe
 //! (a cancelled flush would corrupt the stream), so it is never raced in a
 //! `select!`; shutdown reaches this task through the events it causes.
 
