@@ -39,6 +39,8 @@ impl ConnectionEpoch {
 pub enum AckToken {
     /// A PUBACK, valid only on the connection the message came in on.
     Mqtt {
+        /// Which of the bridge's MQTT connections.
+        link: usize,
         /// Packet id and QoS.
         handle: AckHandle,
         /// The connection it arrived on.
@@ -60,9 +62,13 @@ pub enum HttpOutcome {
 }
 
 impl AckToken {
-    /// A token for an MQTT message received during connection `epoch`.
-    pub fn mqtt(handle: AckHandle, epoch: u64) -> Self {
-        Self::Mqtt { handle, epoch }
+    /// A token for a message received on connection `link` during `epoch`.
+    pub fn mqtt(link: usize, handle: AckHandle, epoch: u64) -> Self {
+        Self::Mqtt {
+            link,
+            handle,
+            epoch,
+        }
     }
 
     /// The connection the message arrived on (`None` for HTTP).
@@ -81,11 +87,10 @@ impl AckToken {
     }
 }
 
-/// Sends acknowledgements through the MQTT client.
+/// Sends acknowledgements through the MQTT client of each connection.
 #[derive(Clone)]
 pub struct Acker {
-    client: Client,
-    epoch: ConnectionEpoch,
+    links: Vec<(Client, ConnectionEpoch)>,
 }
 
 /// How a run of acknowledgements went.
@@ -98,9 +103,9 @@ pub struct AckReport {
 }
 
 impl Acker {
-    /// An acker for `client`'s connection numbered by `epoch`.
-    pub fn new(client: Client, epoch: ConnectionEpoch) -> Self {
-        Self { client, epoch }
+    /// An acker for the bridge's connections, each numbered by its epoch.
+    pub fn new(links: Vec<(Client, ConnectionEpoch)>) -> Self {
+        Self { links }
     }
 
     /// Acknowledges committed messages in order; each comes with the reason it
@@ -112,14 +117,22 @@ impl Acker {
         let mut report = AckReport::default();
         for (token, rejected) in tokens {
             match token {
-                AckToken::Mqtt { handle, epoch } => {
-                    if epoch != self.epoch.current() {
+                AckToken::Mqtt {
+                    link,
+                    handle,
+                    epoch,
+                } => {
+                    let Some((client, current)) = self.links.get(link) else {
+                        report.stale += 1;
+                        continue;
+                    };
+                    if epoch != current.current() {
                         report.stale += 1;
                         continue;
                     }
                     // Fails only when the event loop is gone, i.e. at exit; the
                     // broker then re-delivers the message to the next session.
-                    if self.client.ack(&handle).await {
+                    if client.ack(&handle).await {
                         report.sent += 1;
                     } else {
                         report.stale += 1;

@@ -78,14 +78,17 @@ impl Bridge {
             settings.metrics.max_devices,
             &routes.labels(),
         )?);
-        let health = Arc::new(Health::new(metrics.clone()));
+        let health = Arc::new(Health::new(
+            metrics.clone(),
+            usize::from(settings.mqtt.connections),
+        ));
         let addr = settings.http_listen()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Bind { addr, source })?;
         let pool = db::pool(&settings)?;
         // Resolve secrets and TLS files now, so a typo fails at start.
-        mqtt::connect(&settings)?;
+        mqtt::connect(&settings, 0)?;
         Ok(Self {
             settings,
             metrics,
@@ -257,21 +260,31 @@ async fn run_pipeline(
     health: Arc<Health>,
     stop: &CancellationToken,
 ) -> Result<(), RunError> {
-    let (client, eventloop) = mqtt::connect(settings)?;
     let window = usize::from(settings.mqtt.receive_maximum);
-    let epoch = ConnectionEpoch::default();
-
-    let subscriptions = routes.subscriptions();
-    let ingress = Ingress::new(
-        eventloop,
-        client.clone(),
-        subscriptions,
-        tx,
-        epoch.clone(),
-        metrics.clone(),
-        health,
-        Duration::from_millis(settings.mqtt.reconnect_max_ms),
-    );
+    let subscriptions = settings.mqtt_subscriptions(routes.subscriptions());
+    let mut links = Vec::new();
+    let mut ingress_stop = Vec::new();
+    let mut ingress_tasks = Vec::new();
+    for link in 0..usize::from(settings.mqtt.connections) {
+        let (client, eventloop) = mqtt::connect(settings, link)?;
+        let epoch = ConnectionEpoch::default();
+        let ingress = Ingress::new(
+            eventloop,
+            client.clone(),
+            subscriptions.clone(),
+            tx.clone(),
+            epoch.clone(),
+            metrics.clone(),
+            health.clone(),
+            Duration::from_millis(settings.mqtt.reconnect_max_ms),
+            link,
+        );
+        let stop = CancellationToken::new();
+        ingress_tasks.push(tokio::spawn(ingress.run(stop.clone())));
+        ingress_stop.push(stop);
+        links.push((client, epoch));
+    }
+    drop(tx);
     let pipeline = Pipeline {
         rx,
         routes,
@@ -281,7 +294,7 @@ async fn run_pipeline(
             settings.wire.dead_letter_payload_bytes,
             metrics.clone(),
         ),
-        acker: Acker::new(client.clone(), epoch),
+        acker: Acker::new(links.clone()),
         metrics,
         // A batch cannot outgrow the window: the broker sends nothing more until
         // it is acked, so waiting for max_delay would only add latency.
@@ -290,8 +303,6 @@ async fn run_pipeline(
         shutdown_timeout: Duration::from_secs(settings.batch.shutdown_timeout_s),
     };
 
-    let ingress_stop = CancellationToken::new();
-    let mut ingress_task = tokio::spawn(ingress.run(ingress_stop.clone()));
     let pipeline_task = tokio::spawn(pipeline.run(stop.clone()));
 
     stop.cancelled().await;
@@ -306,13 +317,17 @@ async fn run_pipeline(
         );
     }
     // DISCONNECT queues behind the acks just sent, so they reach the broker first.
-    ingress_stop.cancel();
-    client.disconnect();
-    if tokio::time::timeout(Duration::from_secs(5), &mut ingress_task)
-        .await
-        .is_err()
-    {
-        ingress_task.abort();
+    for ((client, _), stop) in links.iter().zip(&ingress_stop) {
+        stop.cancel();
+        client.disconnect();
+    }
+    for mut task in ingress_tasks {
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
     tracing::info!("Stopped");
     Ok(())

@@ -57,6 +57,12 @@ pub struct MqttSettings {
     pub password_file: Option<PathBuf>,
     /// `v5` (default) or `v311` for brokers without MQTT 5.
     pub protocol: crate::mqtt::Protocol,
+    /// MQTT connections this bridge opens (1..=16). With more than one, they
+    /// subscribe in a shared group named after `client_id` and use client ids
+    /// `<client_id>-<n>`: a broker that serves each connection in turn (Mosquitto)
+    /// then gives the bridge several turns per pass, which keeps a burst from many
+    /// devices from overflowing one connection's queue.
+    pub connections: u16,
     /// The in-flight window: how many unacknowledged QoS 1 messages the broker may
     /// send. Sent as the v5 receive-maximum; with v3.1.1 the broker decides
     /// (Mosquitto: `max_inflight_messages`), so set it to the broker's value. It
@@ -164,6 +170,7 @@ impl Default for MqttSettings {
             topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
             default_device: "default".into(),
             protocol: crate::mqtt::Protocol::V5,
+            connections: 1,
             username: None,
             password: None,
             password_file: None,
@@ -318,6 +325,9 @@ impl Settings {
                 "must be fixed and non-empty: the broker keeps the session under it",
             ));
         }
+        if !(1..=16).contains(&self.mqtt.connections) {
+            return Err(invalid("mqtt.connections", "must be 1..=16"));
+        }
         if self.mqtt.receive_maximum == 0 {
             return Err(invalid("mqtt.receive_maximum", "must be 1..=65535"));
         }
@@ -372,6 +382,33 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Client id of connection `link` (the plain `client_id` with one connection).
+    pub fn mqtt_client_id(&self, link: usize) -> String {
+        if self.mqtt.connections > 1 {
+            format!("{}-{link}", self.mqtt.client_id)
+        } else {
+            self.mqtt.client_id.clone()
+        }
+    }
+
+    /// What to subscribe to: the routes' filters, inside a shared group named
+    /// after `client_id` when the bridge opens several connections.
+    pub fn mqtt_subscriptions(&self, filters: Vec<String>) -> Vec<String> {
+        if self.mqtt.connections <= 1 {
+            return filters;
+        }
+        filters
+            .into_iter()
+            .map(|f| {
+                if f.starts_with("$share/") {
+                    f
+                } else {
+                    format!("$share/{}/{f}", self.mqtt.client_id)
+                }
+            })
+            .collect()
     }
 
     /// The parsed topic filters.

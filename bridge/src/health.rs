@@ -1,37 +1,52 @@
-//! Readiness: what `/readyz` reports. Connected and DB state live in the
-//! metrics gauges (one source of truth); the subscription state lives here.
+//! Readiness: what `/readyz` reports. The database state lives in the
+//! `db_up` gauge; the state of each MQTT connection lives here and drives the
+//! `mqtt_connected` gauge (1 only while every connection is up).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
 
-/// The parts of readiness that are not metrics.
+/// Connection and subscription state of each MQTT connection.
 pub struct Health {
     metrics: Arc<Metrics>,
-    subscribed: AtomicBool,
+    connected: Vec<AtomicBool>,
+    subscribed: Vec<AtomicBool>,
 }
 
 impl Health {
-    /// Readiness derived from `metrics` plus the subscription flag.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// Readiness for `connections` MQTT connections (at least one).
+    pub fn new(metrics: Arc<Metrics>, connections: usize) -> Self {
+        let n = connections.max(1);
         Self {
             metrics,
-            subscribed: AtomicBool::new(false),
+            connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
-    /// Records whether the broker granted every subscription.
-    pub fn set_subscribed(&self, subscribed: bool) {
-        self.subscribed.store(subscribed, Ordering::Release);
+    /// Records whether connection `link` is up.
+    pub fn set_connected(&self, link: usize, connected: bool) {
+        if let Some(flag) = self.connected.get(link) {
+            flag.store(connected, Ordering::Release);
+        }
+        let all = self.connected.iter().all(|c| c.load(Ordering::Acquire));
+        self.metrics.mqtt_connected.set(i64::from(all));
+    }
+
+    /// Records whether the broker granted every subscription of connection `link`.
+    pub fn set_subscribed(&self, link: usize, subscribed: bool) {
+        if let Some(flag) = self.subscribed.get(link) {
+            flag.store(subscribed, Ordering::Release);
+        }
     }
 
     /// `Ok` when ready, otherwise every reason it is not.
     pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
         let mut reasons = Vec::new();
-        if self.metrics.mqtt_connected.get() != 1 {
+        if !self.connected.iter().all(|c| c.load(Ordering::Acquire)) {
             reasons.push("not connected to the MQTT broker");
-        } else if !self.subscribed.load(Ordering::Acquire) {
+        } else if !self.subscribed.iter().all(|s| s.load(Ordering::Acquire)) {
             reasons.push("MQTT subscriptions not (yet) granted");
         }
         if self.metrics.db_up.get() != 1 {

@@ -302,7 +302,7 @@ mod tests {
 
     fn state() -> AppState {
         let metrics = Arc::new(Metrics::new(10, &["co2"]).unwrap());
-        let health = Arc::new(Health::new(metrics.clone()));
+        let health = Arc::new(Health::new(metrics.clone(), 1));
         AppState {
             metrics,
             health,
@@ -329,8 +329,8 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("MQTT") && body.contains("database"), "{body}");
 
-        state.metrics.mqtt_connected.set(1);
-        state.health.set_subscribed(true);
+        state.health.set_connected(0, true);
+        state.health.set_subscribed(0, true);
         let (status, body) = get(app(state.clone()), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "not ready: database unreachable\n");

@@ -48,6 +48,7 @@ pub struct Ingress {
     health: Arc<Health>,
     reconnect_max: Duration,
     broker: String,
+    link: usize,
 }
 
 impl Ingress {
@@ -62,6 +63,7 @@ impl Ingress {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         reconnect_max: Duration,
+        link: usize,
     ) -> Self {
         let broker = eventloop.broker();
         Self {
@@ -75,6 +77,7 @@ impl Ingress {
             health,
             reconnect_max,
             broker,
+            link,
         }
     }
 
@@ -117,11 +120,11 @@ impl Ingress {
             }
             self.forward_overflow();
         }
-        self.metrics.mqtt_connected.set(0);
+        self.health.set_connected(self.link, false);
     }
 
     fn on_connected(&mut self, session_present: bool, outage: Option<Instant>, attempts: u32) {
-        self.metrics.mqtt_connected.set(1);
+        self.health.set_connected(self.link, true);
         self.metrics.mqtt_connections.inc();
         match outage {
             Some(since) => tracing::info!(
@@ -132,12 +135,12 @@ impl Ingress {
                 "Reconnected to the broker"
             ),
             None => {
-                tracing::info!(broker = %self.broker, session_present, "Connected to the broker")
+                tracing::info!(broker = %self.broker, link = self.link, session_present, "Connected to the broker")
             }
         }
         if session_present {
             // The session kept its subscriptions.
-            self.health.set_subscribed(true);
+            self.health.set_subscribed(self.link, true);
             // The broker re-sends everything still unacknowledged on this
             // connection; the queued copies from the old one are redundant.
             let current = self.epoch.current();
@@ -153,7 +156,7 @@ impl Ingress {
     }
 
     fn subscribe(&self) {
-        self.health.set_subscribed(false);
+        self.health.set_subscribed(self.link, false);
         self.client.subscribe(&self.subscriptions);
         tracing::info!(topics = ?self.subscriptions, "Subscribing");
     }
@@ -167,7 +170,7 @@ impl Ingress {
             .map(|(topic, _)| topic)
             .collect();
         if refused.is_empty() {
-            self.health.set_subscribed(true);
+            self.health.set_subscribed(self.link, true);
             tracing::info!("Subscribed");
         } else {
             tracing::error!(
@@ -182,7 +185,7 @@ impl Ingress {
         let delivery = Delivery {
             source: Source::Mqtt(String::from_utf8_lossy(&topic).into_owned()),
             payload,
-            ack: AckToken::mqtt(ack, self.epoch.current()),
+            ack: AckToken::mqtt(self.link, ack, self.epoch.current()),
         };
         if self.overflow.is_empty() {
             match self.tx.try_send(delivery) {
@@ -223,8 +226,8 @@ impl Ingress {
     }
 
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
-        self.metrics.mqtt_connected.set(0);
-        self.health.set_subscribed(false);
+        self.health.set_connected(self.link, false);
+        self.health.set_subscribed(self.link, false);
         self.epoch.advance();
         let hint = error.hint;
         if first {

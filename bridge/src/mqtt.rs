@@ -94,9 +94,10 @@ pub enum EventLoop {
     V311(Box<rumqttc::EventLoop>),
 }
 
-/// Creates the client and event loop from the settings.
-pub fn connect(settings: &Settings) -> Result<(Client, EventLoop), ConfigError> {
+/// Creates the client and event loop of connection `link` from the settings.
+pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), ConfigError> {
     let mqtt = &settings.mqtt;
+    let client_id = settings.mqtt_client_id(link);
     let window = usize::from(mqtt.receive_maximum);
     // Requests are acks plus the odd subscribe. A bound of a few thousand keeps
     // acks from piling up in memory during a backlog drain (measured: 14 MB at a
@@ -117,7 +118,7 @@ pub fn connect(settings: &Settings) -> Result<(Client, EventLoop), ConfigError> 
     let keep_alive = Duration::from_secs(mqtt.keep_alive_s);
     match mqtt.protocol {
         Protocol::V5 => {
-            let mut o = rumqttc::v5::MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+            let mut o = rumqttc::v5::MqttOptions::new(&client_id, &mqtt.host, mqtt.port);
             o.set_clean_start(false)
                 // With v5 a session ends at disconnect unless it has an expiry interval.
                 .set_session_expiry_interval(Some(mqtt.session_expiry_s))
@@ -140,7 +141,7 @@ pub fn connect(settings: &Settings) -> Result<(Client, EventLoop), ConfigError> 
             Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
         }
         Protocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+            let mut o = rumqttc::MqttOptions::new(&client_id, &mqtt.host, mqtt.port);
             o.set_clean_session(false)
                 .set_manual_acks(true)
                 .set_keep_alive(keep_alive)

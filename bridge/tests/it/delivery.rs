@@ -234,3 +234,47 @@ async fn mqtt_311_with_the_brokers_default_window_of_20_stores_everything_in_ful
     publisher.disconnect().await;
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_connections_share_the_stream_and_store_every_reading_once() {
+    let db = Database::create("conns").await.unwrap();
+    let broker = co2_testkit::Broker::start("").await.unwrap();
+    let prefix = unique("conns");
+    let mut env = bridge_env(&db.url(), broker.port(), &prefix, 0);
+    env.push(("CO2_BRIDGE__MQTT__CONNECTIONS".into(), "3".into()));
+    let bridge = InProcess::start(env).await;
+    let scrape = bridge.scrape().await;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_mqtt_connections_total"),
+        Some(3.0)
+    );
+
+    // Many publisher connections at once, as in a burst from many devices.
+    let mut streams = Vec::new();
+    for d in 0..50 {
+        let prefix = prefix.clone();
+        let port = broker.port();
+        streams.push(tokio::spawn(async move {
+            let publisher = Publisher::connect(port, &unique("pub"));
+            for i in 0..200 {
+                let (_, time, value) = reading(d, i);
+                let topic = format!("{prefix}/dev{d}/emissions");
+                publisher
+                    .publish(&topic, payload(time, value))
+                    .await
+                    .unwrap();
+            }
+            assert!(publisher.wait_acked(200, Duration::from_secs(60)).await);
+            publisher.disconnect().await;
+        }));
+    }
+    for s in streams {
+        s.await.unwrap();
+    }
+    assert_eq!(
+        wait_for_rows(&db, 10_000, Duration::from_secs(60)).await,
+        10_000
+    );
+    assert_exactly_once(&db, 50, 200).await;
+    bridge.stop().await;
+}
