@@ -13,8 +13,6 @@ ops=$(cd -- "$here/.." && pwd)
 repo=$(cd -- "$ops/.." && pwd)
 # shellcheck source=../lib/check.sh
 source "$ops/lib/check.sh"
-SKIPPED=0
-skip_check() { SKIPPED=$((SKIPPED + 1)); printf 'SKIP  %s\n' "$*"; }
 
 echo "== 50-ops-lint: shell scripts and systemd units"
 work=$(mktemp -d)

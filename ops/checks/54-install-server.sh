@@ -17,8 +17,6 @@ ops=$(cd -- "$here/.." && pwd)
 repo=$(cd -- "$ops/.." && pwd)
 # shellcheck source=../lib/check.sh
 source "$ops/lib/check.sh"
-SKIPPED=0
-skip_check() { SKIPPED=$((SKIPPED + 1)); printf 'SKIP  %s\n' "$*"; }
 
 echo "== 54-install-server: installers (dry run here, real run into a temp root)"
 sfx=$(rand_suffix)

@@ -3,6 +3,7 @@
 # and the script ends with the one line `N passed, M failed`.
 PASSED=0
 FAILED=0
+SKIPPED=0
 CHECK_LOG=$(mktemp)
 
 pass() {
@@ -13,6 +14,12 @@ pass() {
 fail() {
     FAILED=$((FAILED + 1))
     printf 'FAIL  %s\n' "$*"
+}
+
+# skip_check "description": a sub-check that cannot run here (counted, not failed).
+skip_check() {
+    SKIPPED=$((SKIPPED + 1))
+    printf 'SKIP  %s\n' "$*"
 }
 
 # check "description" command...: PASS when the command succeeds; on failure

@@ -239,6 +239,20 @@ pub async fn wait_for_rows(db: &Database, n: i64, timeout: Duration) -> i64 {
     db.count("co2_emissions").await.unwrap()
 }
 
+/// Waits for a restarted bridge to bring the table to `devices` × `per_device`
+/// rows, then asserts each reading is there exactly once.
+pub async fn assert_restart_completes(
+    db: &Database,
+    restarted: &Binary,
+    devices: usize,
+    per_device: usize,
+) {
+    let total = (devices * per_device) as i64;
+    let rows = wait_for_rows(db, total, Duration::from_secs(120)).await;
+    assert_eq!(rows, total, "{}", restarted.log_text());
+    assert_exactly_once(db, devices, per_device).await;
+}
+
 /// Asserts the table holds exactly the expected readings, each once.
 pub async fn assert_exactly_once(db: &Database, devices: usize, count: usize) {
     let want = expected(devices, count);
