@@ -13,8 +13,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::mqtt::{AckHandle, Client};
 
@@ -87,30 +89,49 @@ impl AckToken {
     }
 }
 
-/// Sends acknowledgements through the MQTT client of each connection.
+/// Hands acknowledgements to one forwarding task per MQTT connection.
+///
+/// The pipeline must never wait for the event loop: ingress stops polling it
+/// while the pipeline is full (that is the bridge's back-pressure on the
+/// broker), so a pipeline blocked on rumqttc's request channel would wait for
+/// a task that waits for it. The queue between the two holds only packet ids
+/// of messages already written, 16 bytes each, and never more than the
+/// broker has in flight to the bridge.
 #[derive(Clone)]
 pub struct Acker {
-    links: Vec<(Client, ConnectionEpoch)>,
+    links: Vec<mpsc::UnboundedSender<(AckHandle, u64)>>,
 }
 
-/// How a run of acknowledgements went.
+/// How a run of acknowledgements was handed over.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AckReport {
-    /// Handed to the event loop.
+    /// Queued for the broker (MQTT) or answered (HTTP).
     pub sent: usize,
-    /// From an older connection: the broker re-sends those messages instead.
+    /// For a connection the bridge does not have (never happens in practice).
     pub stale: usize,
 }
 
+/// The forwarding tasks; they end once every [`Acker`] is dropped and their
+/// queues are empty.
+pub struct AckForwarders(Vec<JoinHandle<()>>);
+
 impl Acker {
-    /// An acker for the bridge's connections, each numbered by its epoch.
-    pub fn new(links: Vec<(Client, ConnectionEpoch)>) -> Self {
-        Self { links }
+    /// Starts one forwarder per connection, each checking acks against its
+    /// connection's epoch just before sending them.
+    pub fn spawn(links: Vec<(Client, ConnectionEpoch)>) -> (Self, AckForwarders) {
+        let mut senders = Vec::with_capacity(links.len());
+        let mut tasks = Vec::with_capacity(links.len());
+        for (link, (client, epoch)) in links.into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            tasks.push(tokio::spawn(forward(link, client, epoch, rx)));
+        }
+        (Self { links: senders }, AckForwarders(tasks))
     }
 
     /// Acknowledges committed messages in order; each comes with the reason it
     /// was dead-lettered, if it was (HTTP callers are told).
-    pub async fn ack(
+    pub fn ack(
         &self,
         tokens: impl IntoIterator<Item = (AckToken, Option<&'static str>)>,
     ) -> AckReport {
@@ -121,23 +142,12 @@ impl Acker {
                     link,
                     handle,
                     epoch,
-                } => {
-                    let Some((client, current)) = self.links.get(link) else {
-                        report.stale += 1;
-                        continue;
-                    };
-                    if epoch != current.current() {
-                        report.stale += 1;
-                        continue;
-                    }
-                    // Fails only when the event loop is gone, i.e. at exit; the
-                    // broker then re-delivers the message to the next session.
-                    if client.ack(&handle).await {
-                        report.sent += 1;
-                    } else {
-                        report.stale += 1;
-                    }
-                }
+                } => match self.links.get(link) {
+                    // A closed queue means the forwarder is gone (exit); the
+                    // broker re-delivers the message to the next session.
+                    Some(queue) if queue.send((handle, epoch)).is_ok() => report.sent += 1,
+                    _ => report.stale += 1,
+                },
                 AckToken::Http(reply) => {
                     let outcome = rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected);
                     // The caller may have hung up; the data is stored either way.
@@ -147,5 +157,42 @@ impl Acker {
             }
         }
         report
+    }
+}
+
+impl AckForwarders {
+    /// Waits until every queued ack is handed to its event loop, or `limit` passes.
+    pub async fn finish(self, limit: Duration) {
+        let all = async {
+            for task in self.0 {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("Not every acknowledgement went out before shutdown; the broker will redeliver those messages");
+        }
+    }
+}
+
+async fn forward(
+    link: usize,
+    client: Client,
+    epoch: ConnectionEpoch,
+    mut queue: mpsc::UnboundedReceiver<(AckHandle, u64)>,
+) {
+    let mut stale = 0u64;
+    while let Some((handle, arrived_in)) = queue.recv().await {
+        if arrived_in != epoch.current() {
+            stale += 1;
+            continue;
+        }
+        if stale > 0 {
+            tracing::debug!(link, stale, "Skipped acknowledgements meant for an earlier connection; the broker re-sends those messages");
+            stale = 0;
+        }
+        // Fails only when the event loop is gone, i.e. at exit.
+        if !client.ack(&handle).await {
+            return;
+        }
     }
 }

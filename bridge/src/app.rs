@@ -285,6 +285,7 @@ async fn run_pipeline(
         links.push((client, epoch));
     }
     drop(tx);
+    let (acker, forwarders) = Acker::spawn(links.clone());
     let pipeline = Pipeline {
         rx,
         routes,
@@ -294,7 +295,7 @@ async fn run_pipeline(
             settings.wire.dead_letter_payload_bytes,
             metrics.clone(),
         ),
-        acker: Acker::new(links.clone()),
+        acker,
         metrics,
         // A batch cannot outgrow the window: the broker sends nothing more until
         // it is acked, so waiting for max_delay would only add latency.
@@ -316,10 +317,13 @@ async fn run_pipeline(
             "The pipeline did not finish in time; unacknowledged messages will be redelivered"
         );
     }
-    // DISCONNECT queues behind the acks just sent, so they reach the broker first.
+    // The pipeline has dropped its acker: the forwarders end once their queues
+    // are handed to the event loops, and DISCONNECT queues behind those acks.
+    forwarders.finish(Duration::from_secs(5)).await;
     for ((client, _), stop) in links.iter().zip(&ingress_stop) {
         stop.cancel();
-        client.disconnect();
+        // Bounded: a dead event loop never makes room.
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
     }
     for mut task in ingress_tasks {
         if tokio::time::timeout(Duration::from_secs(5), &mut task)

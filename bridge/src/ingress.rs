@@ -1,14 +1,21 @@
-//! The MQTT side: one task that does nothing but poll the rumqttc event loop.
+//! The MQTT side: one task that polls the rumqttc event loop and hands
+//! deliveries to the pipeline.
 //!
-//! Polling is what keeps the session alive (pings, acks going out), so this
-//! task never waits on the database: deliveries go into a bounded channel
-//! sized to the in-flight window, and when it is full they wait in a local
-//! queue. The window should bound that queue too, but Mosquitto 2.0.11
-//! overruns a v5 receive-maximum on a resumed session (BENCHMARKS.md), so
-//! while a backlog drains only the broker's queue bounds it. Blocking here
-//! instead would stall the pings. `EventLoop::poll` is not cancel safe
-//! (a cancelled flush would corrupt the stream), so it is never raced in a
-//! `select!`; shutdown reaches this task through the events it causes.
+//! Polling is what keeps the session alive (pings, acks going out) and also
+//! what reads the socket: rumqttc offers no way to do one without the other.
+//! Deliveries go into a bounded channel sized to the in-flight window. The
+//! broker should never send more than that unacknowledged, but Mosquitto
+//! 2.0.11 overruns a v5 receive-maximum on a resumed session (BENCHMARKS.md),
+//! so when the channel is full the rest of the current read waits in a small
+//! local queue and this task stops polling until the pipeline has taken
+//! enough to make room: the socket is not read, TCP pushes back, and the
+//! backlog stays at the broker, where it is persisted, instead of in the
+//! bridge's memory. Acks do not need this task to be polling to be queued
+//! (see `acks`), so the pause cannot deadlock; it is cut short every second
+//! to keep the session alive while the database is down. `EventLoop::poll` is
+//! not cancel safe (a cancelled flush would corrupt the stream), so it is
+//! never raced in a `select!`; shutdown reaches this task through the events
+//! it causes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,7 +56,12 @@ pub struct Ingress {
     reconnect_max: Duration,
     broker: String,
     link: usize,
+    max_pause: Duration,
 }
+
+/// Free room in the pipeline channel that ends a pause, so that the task wakes
+/// once per few hundred deliveries, not once per delivery.
+const RESUME_ROOM: usize = 256;
 
 impl Ingress {
     /// Wires the event loop to the pipeline's channel.
@@ -66,6 +78,9 @@ impl Ingress {
         link: usize,
     ) -> Self {
         let broker = eventloop.broker();
+        // Often enough that a ping goes out within the keep-alive even when
+        // the pipeline stays full (database down).
+        let max_pause = (eventloop.keep_alive() / 4).min(Duration::from_secs(1));
         Self {
             eventloop,
             client,
@@ -78,6 +93,7 @@ impl Ingress {
             reconnect_max,
             broker,
             link,
+            max_pause,
         }
     }
 
@@ -87,6 +103,9 @@ impl Ingress {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.reconnect_max);
         let mut outage: Option<Instant> = None;
         loop {
+            if !self.overflow.is_empty() {
+                self.wait_for_room().await;
+            }
             match self.eventloop.poll().await {
                 Ok(MqttEvent::Connected { session_present }) => {
                     self.on_connected(session_present, outage.take(), backoff.attempts());
@@ -207,6 +226,32 @@ impl Ingress {
         }
     }
 
+    /// Holds off reading until the pipeline has room for the overflow and then
+    /// some, or `max_pause` has passed.
+    async fn wait_for_room(&mut self) {
+        let want = self
+            .overflow
+            .len()
+            .max(RESUME_ROOM)
+            .min(self.tx.max_capacity());
+        let room = tokio::select! {
+            room = self.tx.reserve_many(want) => room,
+            _ = tokio::time::sleep(self.max_pause) => return,
+        };
+        let overflow = &mut self.overflow;
+        let sent = room.map(|permits| {
+            for permit in permits {
+                let Some(delivery) = overflow.pop_front() else {
+                    break;
+                };
+                permit.send(delivery);
+            }
+        });
+        if sent.is_err() {
+            self.let_overflow_go();
+        }
+    }
+
     fn forward_overflow(&mut self) {
         while let Some(delivery) = self.overflow.pop_front() {
             match self.tx.try_send(delivery) {
@@ -216,13 +261,21 @@ impl Ingress {
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    let dropped = self.overflow.len() + 1;
-                    self.metrics.pending_messages.sub(dropped as i64);
-                    self.overflow.clear();
+                    self.metrics.pending_messages.dec();
+                    self.let_overflow_go();
                     return;
                 }
             }
         }
+    }
+
+    /// The pipeline has stopped taking messages (shutdown): what is held stays
+    /// unacknowledged, and the broker delivers it to the next session.
+    fn let_overflow_go(&mut self) {
+        self.metrics
+            .pending_messages
+            .sub(self.overflow.len() as i64);
+        self.overflow.clear();
     }
 
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {

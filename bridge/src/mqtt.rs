@@ -99,10 +99,10 @@ pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), 
     let mqtt = &settings.mqtt;
     let client_id = settings.mqtt_client_id(link);
     let window = usize::from(mqtt.receive_maximum);
-    // Requests are acks plus the odd subscribe. A bound of a few thousand keeps
-    // acks from piling up in memory during a backlog drain (measured: 14 MB at a
-    // 65535 window) yet never throttles a batch; waiting for room cannot
-    // deadlock, because ingress polls the event loop without pause.
+    // Requests are acks plus the odd subscribe. rumqttc's requests are 216
+    // bytes each, so a window-sized channel cost 14 MB in a backlog drain; the
+    // ack forwarders (see `acks`) wait for room here instead, holding 16 bytes
+    // per ack.
     let capacity = window.min(2048) + 64;
     let credentials = match &mqtt.username {
         Some(user) => Some((
@@ -199,6 +199,14 @@ impl EventLoop {
             EventLoop::V311(e) => e.mqtt_options.broker_address(),
         };
         format!("{host}:{port}")
+    }
+
+    /// The keep-alive interval agreed for the connection.
+    pub fn keep_alive(&self) -> Duration {
+        match self {
+            EventLoop::V5(e) => e.options.keep_alive(),
+            EventLoop::V311(e) => e.mqtt_options.keep_alive(),
+        }
     }
 
     /// Polls once. Not cancel safe: never race it in a `select!`.
@@ -355,11 +363,12 @@ impl Client {
         }
     }
 
-    /// Queues DISCONNECT behind everything already queued.
-    pub fn disconnect(&self) {
+    /// Queues DISCONNECT behind everything already queued, waiting for room
+    /// while the event loop works through the acks ahead of it.
+    pub async fn disconnect(&self) {
         let _ = match self {
-            Client::V5(c) => c.try_disconnect().is_ok(),
-            Client::V311(c) => c.try_disconnect().is_ok(),
+            Client::V5(c) => c.disconnect().await.is_ok(),
+            Client::V311(c) => c.disconnect().await.is_ok(),
         };
     }
 }

@@ -119,7 +119,7 @@ impl Pipeline {
                         Record::Rows { .. } => None,
                     })
                     .collect();
-                let report = self.acker.ack(tokens.into_iter().zip(reasons)).await;
+                let report = self.acker.ack(tokens.into_iter().zip(reasons));
                 m.pending_messages.sub(count as i64);
                 tracing::debug!(
                     messages = count,

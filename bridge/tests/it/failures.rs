@@ -198,3 +198,88 @@ async fn sigterm_flushes_acks_and_exits_zero_and_the_broker_keeps_the_rest() {
     assert_exactly_once(&db, devices, per_device).await;
     publisher.disconnect().await;
 }
+
+/// Mosquitto 2.0.11 sends a resumed session more than the receive-maximum it
+/// asked for once acks flow (without the pause in ingress this bridge held
+/// 59,300 of the 60,000 queued readings). However much the broker sends, a
+/// stalled bridge must hold about its window: ingress stops reading the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_overruns_the_window_cannot_fill_the_bridges_memory() {
+    let db = Database::create("overrun").await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let prefix = unique("overrun");
+    let mut env = bridge_env(&db.url(), broker.port(), &prefix, http_port());
+    let window = 100;
+    env.push((
+        "CO2_BRIDGE__MQTT__RECEIVE_MAXIMUM".into(),
+        window.to_string(),
+    ));
+    env.push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), window.to_string()));
+
+    // The first run leaves a session with its subscription behind.
+    let mut first = Binary::spawn(&env, "overrun-first");
+    first.wait_ready().await;
+    first
+        .process
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (devices, per_device) = (20, 3000);
+    let publisher = Publisher::connect(broker.port(), &unique("pub"));
+    publish_range(&publisher, &prefix, devices, 0..per_device).await;
+    let total = devices * per_device;
+    assert!(
+        publisher
+            .wait_acked(total as u64, Duration::from_secs(30))
+            .await
+    );
+
+    let bridge = Binary::spawn(&env, "overrun-second");
+    // Once acks flow, the table is locked, so the next INSERT waits.
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            db.count("co2_emissions").await.unwrap_or(0) >= 300
+        })
+        .await
+    );
+    let mut lock = db.pool().acquire().await.unwrap();
+    sqlx::query("LOCK TABLES co2_emissions WRITE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let pending = || async {
+        let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
+        metric_value(&scrape, "co2_bridge_pending_messages").unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            pending().await >= window as f64
+        })
+        .await,
+        "nothing held with the table locked (drained before the lock?): {}",
+        bridge.log_text()
+    );
+    // Time for the broker to overrun, and for ingress to poll a few times
+    // (once a second) to keep the session alive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = pending().await;
+    // One batch in the INSERT, a full channel, one read's remainder and a
+    // message per keep-alive poll.
+    assert!(
+        held <= (2 * window + 50) as f64,
+        "{held} messages held with a window of {window}"
+    );
+
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    drop(lock);
+    assert_eq!(
+        wait_for_rows(&db, total as i64, Duration::from_secs(60)).await,
+        total as i64,
+        "{}",
+        bridge.log_text()
+    );
+    assert_exactly_once(&db, devices, per_device).await;
+}
