@@ -202,7 +202,7 @@ impl Ingress {
     fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
         self.metrics.pending_messages.inc();
         let delivery = Delivery {
-            source: Source::Mqtt(String::from_utf8_lossy(&topic).into_owned()),
+            source: Source::Mqtt(topic),
             payload,
             ack: AckToken::mqtt(self.link, ack, self.epoch.current()),
         };
