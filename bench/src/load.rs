@@ -14,13 +14,9 @@ use tokio::time::Instant;
 
 use crate::account::Sent;
 
-/// What to publish and where.
+/// The shape of a load: how many devices publish how much, how fast.
 #[derive(Debug, Clone)]
-pub struct LoadSpec {
-    /// Broker host (loopback).
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+pub struct Load {
     /// Simulated devices (K).
     pub devices: usize,
     /// MQTT connections they share (K'); devices are dealt round robin.
@@ -35,6 +31,20 @@ pub struct LoadSpec {
     pub inflight: u16,
     /// Topics are `<topic_prefix>/<device>/emissions`.
     pub topic_prefix: String,
+    /// How long to wait for the broker's PUBACKs after the last publish, and
+    /// then for the rows.
+    pub wait: Duration,
+}
+
+/// A load, and where and as whom to publish it.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// What to publish.
+    pub load: Load,
+    /// Broker host (loopback).
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
     /// Device ids are `<device_prefix><4-digit index>`.
     pub device_prefix: String,
     /// Per-device broker users (user = device id, this password); needs one
@@ -43,8 +53,6 @@ pub struct LoadSpec {
     pub device_password: Option<String>,
     /// Client ids are `<client_prefix>-<connection>`.
     pub client_prefix: String,
-    /// How long to wait for the broker's PUBACKs after the last publish.
-    pub ack_timeout: Duration,
 }
 
 impl LoadSpec {
@@ -55,27 +63,27 @@ impl LoadSpec {
 
     /// Every device id.
     pub fn device_ids(&self) -> Vec<String> {
-        (0..self.devices).map(|d| self.device(d)).collect()
+        (0..self.load.devices).map(|d| self.device(d)).collect()
     }
 
     fn check(&self) -> anyhow::Result<()> {
-        if self.devices == 0 || self.connections == 0 {
+        if self.load.devices == 0 || self.load.connections == 0 {
             bail!("devices and connections must be at least 1");
         }
-        if self.connections > self.devices {
+        if self.load.connections > self.load.devices {
             bail!(
                 "more connections ({}) than devices ({})",
-                self.connections,
-                self.devices
+                self.load.connections,
+                self.load.devices
             );
         }
-        if self.device_password.is_some() && self.connections != self.devices {
+        if self.device_password.is_some() && self.load.connections != self.load.devices {
             bail!("per-device users need one connection per device (--connections = --devices)");
         }
-        if self.qos > 1 {
+        if self.load.qos > 1 {
             bail!("qos must be 0 or 1");
         }
-        if matches!(self.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
+        if matches!(self.load.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
             bail!("rate must be positive");
         }
         Ok(())
@@ -154,11 +162,12 @@ async fn connect(spec: &LoadSpec, c: usize, username: Option<&str>) -> anyhow::R
     options
         .set_clean_session(true)
         .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(spec.inflight.max(1));
+        .set_inflight(spec.load.inflight.max(1));
     if let (Some(user), Some(password)) = (username, &spec.device_password) {
         options.set_credentials(user, password.clone());
     }
-    let (client, mut eventloop) = AsyncClient::new(options, usize::from(spec.inflight.max(10)));
+    let (client, mut eventloop) =
+        AsyncClient::new(options, usize::from(spec.load.inflight.max(10)));
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
@@ -209,21 +218,21 @@ async fn connect(spec: &LoadSpec, c: usize, username: Option<&str>) -> anyhow::R
     }
 }
 
-/// Publishes `spec.readings` readings and waits for the broker's acknowledgements.
+/// Publishes `spec.load.readings` readings and waits for the broker's acknowledgements.
 pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
     spec.check()?;
     let devices = spec.device_ids();
-    let mut connections = Vec::with_capacity(spec.connections);
-    for (c, device) in devices.iter().enumerate().take(spec.connections) {
+    let mut connections = Vec::with_capacity(spec.load.connections);
+    for (c, device) in devices.iter().enumerate().take(spec.load.connections) {
         let user = spec.device_password.as_ref().map(|_| device.as_str());
         connections.push(connect(spec, c, user).await?);
     }
     // Reading j belongs to device j % K, which belongs to connection (j % K) % K'.
-    let mut plan: Vec<Vec<usize>> = vec![Vec::new(); spec.connections];
-    for j in 0..spec.readings {
-        plan[(j % spec.devices) % spec.connections].push(j);
+    let mut plan: Vec<Vec<usize>> = vec![Vec::new(); spec.load.connections];
+    for j in 0..spec.load.readings {
+        plan[(j % spec.load.devices) % spec.load.connections].push(j);
     }
-    let qos = if spec.qos == 0 {
+    let qos = if spec.load.qos == 0 {
         QoS::AtMostOnce
     } else {
         QoS::AtLeastOnce
@@ -231,16 +240,16 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
     let topics: Arc<Vec<String>> = Arc::new(
         devices
             .iter()
-            .map(|d| format!("{}/{d}/emissions", spec.topic_prefix))
+            .map(|d| format!("{}/{d}/emissions", spec.load.topic_prefix))
             .collect(),
     );
     let started = Instant::now();
-    let rate = spec.rate;
-    let mut tasks = Vec::with_capacity(spec.connections);
+    let rate = spec.load.rate;
+    let mut tasks = Vec::with_capacity(spec.load.connections);
     for (connection, indices) in connections.iter().zip(plan) {
         let client = connection.client.clone();
         let topics = topics.clone();
-        let devices_n = spec.devices;
+        let devices_n = spec.load.devices;
         tasks.push(tokio::spawn(async move {
             let mut last_stamp = vec![i64::MIN; devices_n];
             let mut sent = Vec::with_capacity(indices.len());
@@ -265,7 +274,7 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
             anyhow::Ok((sent, first, Utc::now().timestamp_millis()))
         }));
     }
-    let mut sent = Vec::with_capacity(spec.readings);
+    let mut sent = Vec::with_capacity(spec.load.readings);
     let mut first_ms = i64::MAX;
     let mut last_ms = i64::MIN;
     for task in tasks {
@@ -286,8 +295,8 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadOutcome> {
             .map(|c| c.acked.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    if spec.qos == 1 {
-        let deadline = Instant::now() + spec.ack_timeout;
+    if spec.load.qos == 1 {
+        let deadline = Instant::now() + spec.load.wait;
         while acked_sum() < total && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -7,8 +7,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use co2_bench::broker::TestBroker;
 use co2_bench::cli::{Cli, Command, Common, Shape};
+use co2_bench::load::Load;
 use co2_bench::report::{self, RunReport};
-use co2_bench::run::{self, Load, Paths, Target, DEVICE_PREFIX};
+use co2_bench::run::{self, Paths, Target, DEVICE_PREFIX};
 use co2_bench::{account, db, load};
 
 fn main() -> ExitCode {
@@ -121,21 +122,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .clone()
                     .unwrap_or_else(|| format!("b{:07x}d", rand::random::<u32>() & 0x0fff_ffff));
                 let pool = db::pool(&a.common.db_url, 2).await?;
-                let spec = co2_bench::load::LoadSpec {
-                    host: target.host.clone(),
-                    port: target.port,
-                    devices: load.devices,
-                    connections: load.connections,
-                    readings: load.readings,
-                    rate: load.rate,
-                    qos: load.qos,
-                    inflight: load.inflight,
-                    topic_prefix: load.topic_prefix.clone(),
-                    device_prefix: prefix.clone(),
-                    device_password: target.device_password.clone(),
-                    client_prefix: format!("co2-bench-pub-{:08x}", rand::random::<u32>()),
-                    ack_timeout: load.wait,
-                };
+                let spec = load.spec(&target, &prefix);
                 let outcome = load::run(&spec).await?;
                 let n = outcome.sent.len() as u64;
                 db::wait_for_rows(&pool, &prefix, n, Duration::from_secs(15), load.wait).await?;

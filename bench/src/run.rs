@@ -10,7 +10,7 @@ use crate::account::{account, Sent};
 use crate::bridge::{BridgeProcess, BridgeSpec};
 use crate::broker::{BrokerKind, TestBroker};
 use crate::db::{self, ScratchDb};
-use crate::load::{self, LoadSpec};
+use crate::load::{self, Load, LoadSpec};
 use crate::report::{BridgeUsage, Environment, Figure, OthersCpu, RunReport, SuiteReport};
 use crate::sink::{clear_session, Endpoint, Naive, NullSubscriber};
 use crate::stats::Spread;
@@ -57,47 +57,21 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The shape of one load.
-#[derive(Debug, Clone)]
-pub struct Load {
-    /// Devices.
-    pub devices: usize,
-    /// Connections.
-    pub connections: usize,
-    /// Readings.
-    pub readings: usize,
-    /// Total rate; `None` = flat out.
-    pub rate: Option<f64>,
-    /// QoS.
-    pub qos: u8,
-    /// In flight per connection.
-    pub inflight: u16,
-    /// Topic prefix.
-    pub topic_prefix: String,
-    /// Wait for rows at most this long after publishing.
-    pub wait: Duration,
-}
-
 impl Load {
-    fn spec(&self, target: &Target<'_>, device_prefix: &str) -> LoadSpec {
+    /// This load on `target`, as devices `<device_prefix>NNNN`.
+    pub fn spec(&self, target: &Target<'_>, device_prefix: &str) -> LoadSpec {
+        let mut load = self.clone();
+        // The provisioned ACL lets a device publish only as itself.
+        if target.device_password.is_some() {
+            load.connections = load.devices;
+        }
         LoadSpec {
+            load,
             host: target.host.clone(),
             port: target.port,
-            devices: self.devices,
-            connections: if target.device_password.is_some() {
-                self.devices
-            } else {
-                self.connections
-            },
-            readings: self.readings,
-            rate: self.rate,
-            qos: self.qos,
-            inflight: self.inflight,
-            topic_prefix: self.topic_prefix.clone(),
             device_prefix: device_prefix.into(),
             device_password: target.device_password.clone(),
             client_prefix: format!("co2-bench-pub-{:08x}", rand::random::<u32>()),
-            ack_timeout: self.wait,
         }
     }
 
