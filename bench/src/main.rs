@@ -123,9 +123,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| format!("b{:07x}d", rand::random::<u32>() & 0x0fff_ffff));
                 let pool = db::pool(&a.common.db_url, 2).await?;
                 let spec = load.spec(&target, &prefix);
+                let since_id = db::max_id(&pool).await?;
                 let outcome = load::run(&spec).await?;
                 let n = outcome.sent.len() as u64;
-                db::wait_for_rows(&pool, &prefix, n, Duration::from_secs(15), load.wait).await?;
+                db::wait_for_rows(
+                    &pool,
+                    &prefix,
+                    since_id,
+                    n,
+                    Duration::from_secs(15),
+                    load.wait,
+                )
+                .await?;
                 let rows = db::rows(&pool, &prefix).await?;
                 let acc = account::account(&outcome.sent, &rows);
                 let mut r = RunReport::from_accounting(

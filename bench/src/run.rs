@@ -83,6 +83,43 @@ impl Load {
 /// Device ids used on provisioned brokers (they need users made in advance).
 pub const DEVICE_PREFIX: &str = "bench";
 
+/// Who takes a burst: `members` subscriptions in one `$share` group (one plain
+/// subscription when 1), spread over `bridges` bridge processes.
+#[derive(Debug, Clone, Copy)]
+struct Consumers {
+    members: usize,
+    bridges: usize,
+}
+
+impl Consumers {
+    const ONE: Self = Self {
+        members: 1,
+        bridges: 1,
+    };
+
+    /// The figure's tag, the null subscribers' run label, the bridges' run label.
+    fn labels(&self, kind: BrokerKind) -> (String, String, String) {
+        let m = self.members;
+        match (m, self.bridges) {
+            (1, _) => (
+                format!("{kind} broker"),
+                "null subscriber burst".into(),
+                "bridge burst".into(),
+            ),
+            (_, 1) => (
+                format!("{kind} broker, one bridge on {m} connections"),
+                format!("{m} null subs ($share) burst"),
+                format!("bridge, {m} connections, burst"),
+            ),
+            _ => (
+                format!("{kind} broker, {m} in a $share group"),
+                format!("{m} null subs ($share) burst"),
+                format!("{m} bridges ($share) burst"),
+            ),
+        }
+    }
+}
+
 /// Paths and URLs the scenarios need.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -211,12 +248,14 @@ pub async fn bridges_run(
         .iter()
         .map(BridgeProcess::stats)
         .collect::<Result<_, _>>()?;
+    let since_id = db::max_id(&db.pool).await?;
     let meter = CpuMeter::start(target);
     let outcome = load::run(&load.spec(target, DEVICE_PREFIX)).await?;
     let sent = outcome.sent.len() as u64;
     db::wait_for_rows(
         &db.pool,
         DEVICE_PREFIX,
+        since_id,
         sent,
         Duration::from_secs(15),
         load.wait,
@@ -428,6 +467,7 @@ pub async fn backlog_bridge_run(
     db::wait_for_rows(
         &db.pool,
         DEVICE_PREFIX,
+        0,
         n,
         Duration::from_secs(15),
         load.wait,
@@ -573,28 +613,33 @@ pub async fn suite(
             let target = Target::owned(&broker);
             // A stock broker reads one packet per connection per loop turn, so one
             // subscriber's acks fall behind many publishers; a shared group of 3
-            // gets 3 turns. The provisioned queue absorbs the burst either way.
-            let groups: &[usize] = match kind {
-                BrokerKind::Stock => &[1, 3],
-                BrokerKind::Provisioned => &[1],
+            // gets 3 turns, whether 3 bridges or one bridge with 3 connections
+            // form it. The provisioned queue absorbs the burst either way.
+            let shapes: &[Consumers] = match kind {
+                BrokerKind::Stock => &[
+                    Consumers::ONE,
+                    Consumers {
+                        members: 3,
+                        bridges: 1,
+                    },
+                    Consumers {
+                        members: 3,
+                        bridges: 3,
+                    },
+                ],
+                BrokerKind::Provisioned => &[Consumers::ONE],
             };
-            for &members in groups {
-                let tag = if members == 1 {
-                    format!("{kind} broker")
-                } else {
-                    format!("{kind} broker, {members} in a $share group")
-                };
-                let (null_label, bridge_label) = if members == 1 {
-                    (
-                        "null subscriber burst".to_owned(),
-                        "bridge burst".to_owned(),
-                    )
-                } else {
-                    (
-                        format!("{members} null subs ($share) burst"),
-                        format!("{members} bridges ($share) burst"),
-                    )
-                };
+            for shape in shapes {
+                let members = shape.members;
+                let (tag, null_label, bridge_label) = shape.labels(kind);
+                let mut shape_paths = paths.clone();
+                if shape.bridges < members {
+                    shape_paths.bridge_env.push((
+                        "CO2_BRIDGE__MQTT__CONNECTIONS".into(),
+                        (members / shape.bridges).to_string(),
+                    ));
+                }
+                let paths = &shape_paths;
                 let mut pairs_ceiling = Vec::new();
                 let mut pairs_broker = Vec::new();
                 let mut bridge_rates = Vec::new();
@@ -605,7 +650,7 @@ pub async fn suite(
                 for _ in 0..a.repeat {
                     let null = null_run(&null_label, &target, &burst, members).await?;
                     let bridge =
-                        bridges_run(&bridge_label, paths, &target, &burst, members).await?;
+                        bridges_run(&bridge_label, paths, &target, &burst, shape.bridges).await?;
                     pairs_broker.push((bridge.rows_per_s, null.rows_per_s));
                     pairs_ceiling.push((bridge.rows_per_s, null.rows_per_s.min(db_median)));
                     bridge_rates.push(bridge.rows_per_s);
