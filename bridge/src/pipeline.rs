@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::acks::Acker;
+use crate::acks::{AckToken, Acker};
 use crate::batch::Batcher;
 use crate::ingress::Delivery;
 use crate::metrics::Metrics;
@@ -37,17 +37,80 @@ pub struct Pipeline {
     pub shutdown_timeout: Duration,
 }
 
+/// A decoded batch on its way to the database: records and the acks they
+/// release, in arrival order.
+struct Decoded {
+    records: Vec<Record>,
+    tokens: Vec<AckToken>,
+}
+
 impl Pipeline {
     /// Runs until `stop` fires and everything already received is written and
     /// acknowledged (or the shutdown timeout passes; unacked messages are then
     /// delivered again to the next session).
-    pub async fn run(mut self, stop: CancellationToken) {
-        let mut batcher = Batcher::new(self.max_rows, self.max_delay);
+    ///
+    /// Decoding runs here while a second task writes and acks the previous
+    /// batch, so the database does not wait for the decoder (a drain ran ~10 %
+    /// faster). One batch at most waits between the two: batches still reach
+    /// the database, and their acks the broker, in arrival order.
+    pub async fn run(self, stop: CancellationToken) {
+        let Pipeline {
+            rx,
+            routes,
+            writer,
+            acker,
+            metrics,
+            max_rows,
+            max_delay,
+            shutdown_timeout,
+        } = self;
         let give_up = CancellationToken::new();
+        let (to_commit, decoded) = mpsc::channel(1);
+        let committer = Committer {
+            writer,
+            acker,
+            metrics: metrics.clone(),
+        };
+        let committing = tokio::spawn(committer.run(decoded, give_up.clone()));
+        let mut intake = Intake {
+            rx,
+            routes,
+            metrics,
+            max_rows,
+            max_delay,
+            shutdown_timeout,
+        };
+        intake.take_in(&stop, &give_up, &to_commit).await;
+        drop(to_commit);
+        if let Err(e) = committing.await {
+            tracing::error!(error = %e, "The commit task failed; unacknowledged messages will be redelivered");
+        }
+    }
+}
+
+/// Takes deliveries in, batches and decodes them.
+struct Intake {
+    rx: mpsc::Receiver<Delivery>,
+    routes: Arc<Routes>,
+    metrics: Arc<Metrics>,
+    max_rows: usize,
+    max_delay: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Intake {
+    /// Batches deliveries until the channel closes (at shutdown).
+    async fn take_in(
+        &mut self,
+        stop: &CancellationToken,
+        give_up: &CancellationToken,
+        to_commit: &mpsc::Sender<Decoded>,
+    ) {
+        let mut batcher = Batcher::new(self.max_rows, self.max_delay);
         let mut stopping = false;
         loop {
             let deadline = batcher.deadline();
-            tokio::select! {
+            let batch = tokio::select! {
                 biased;
                 _ = stop.cancelled(), if !stopping => {
                     stopping = true;
@@ -60,42 +123,86 @@ impl Pipeline {
                         tokio::time::sleep(timeout).await;
                         give_up.cancel();
                     });
+                    continue;
                 }
                 delivery = self.rx.recv() => match delivery {
                     Some(delivery) => {
-                        if batcher.push(delivery, Instant::now()) {
-                            self.flush(batcher.take(), &give_up).await;
+                        if !batcher.push(delivery, Instant::now()) {
+                            continue;
                         }
+                        batcher.take()
                     }
                     None => {
-                        self.flush(batcher.take(), &give_up).await;
-                        break;
+                        self.hand_over(batcher.take(), to_commit).await;
+                        return;
                     }
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.flush(batcher.take(), &give_up).await;
+                    batcher.take()
                 }
-            }
+            };
+            self.hand_over(batch, to_commit).await;
         }
     }
 
-    async fn flush(&self, deliveries: Vec<Delivery>, give_up: &CancellationToken) {
+    /// Decodes a batch and queues it for the commit task.
+    async fn hand_over(&self, deliveries: Vec<Delivery>, to_commit: &mpsc::Sender<Decoded>) {
         if deliveries.is_empty() {
             return;
         }
-        let count = deliveries.len();
         let received = Utc::now();
-        let mut payloads = Vec::with_capacity(count);
-        let mut tokens = Vec::with_capacity(count);
+        let mut records = Vec::with_capacity(deliveries.len());
+        let mut tokens = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            payloads.push((d.source, d.payload));
+            records.push(self.routes.record(&d.source, d.payload, received));
             tokens.push(d.ack);
         }
-        let records: Vec<Record> = payloads
-            .into_iter()
-            .map(|(source, payload)| self.routes.record(&source, payload, received))
-            .collect();
         self.count_received(&records);
+        if let Err(mpsc::error::SendError(lost)) = to_commit.send(Decoded { records, tokens }).await
+        {
+            // The commit task is gone (it panicked): nothing is acked, the
+            // broker redelivers.
+            abandon(&self.metrics, lost.tokens);
+        }
+    }
+
+    /// Messages per route, counted once per batch.
+    fn count_received(&self, records: &[Record]) {
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        for record in records {
+            let route = match record {
+                Record::Rows { route, .. } | Record::Rejected { route, .. } => &**route,
+            };
+            match counts.iter_mut().find(|(r, _)| *r == route) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((route, 1)),
+            }
+        }
+        for (route, n) in counts {
+            self.metrics
+                .messages_received
+                .with_label_values(&[route])
+                .inc_by(n);
+        }
+    }
+}
+
+/// Writes decoded batches one at a time, in order, and acks each once committed.
+struct Committer {
+    writer: Writer,
+    acker: Acker,
+    metrics: Arc<Metrics>,
+}
+
+impl Committer {
+    async fn run(self, mut decoded: mpsc::Receiver<Decoded>, give_up: CancellationToken) {
+        while let Some(batch) = decoded.recv().await {
+            self.commit(batch, &give_up).await;
+        }
+    }
+
+    async fn commit(&self, Decoded { records, tokens }: Decoded, give_up: &CancellationToken) {
+        let count = records.len();
         match self.writer.write(&records, give_up).await {
             Ok(outcome) => {
                 let m = &self.metrics;
@@ -132,33 +239,12 @@ impl Pipeline {
                 );
             }
             Err(WriteError::Abandoned) => {
-                self.metrics.pending_messages.sub(count as i64);
-                tokens.into_iter().for_each(crate::acks::AckToken::abandon);
+                abandon(&self.metrics, tokens);
                 tracing::warn!(
                     messages = count,
                     "Shutting down while the database is failing; the broker will redeliver these messages"
                 );
             }
-        }
-    }
-
-    /// Messages per route, counted once per batch.
-    fn count_received(&self, records: &[Record]) {
-        let mut counts: Vec<(&str, u64)> = Vec::new();
-        for record in records {
-            let route = match record {
-                Record::Rows { route, .. } | Record::Rejected { route, .. } => &**route,
-            };
-            match counts.iter_mut().find(|(r, _)| *r == route) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((route, 1)),
-            }
-        }
-        for (route, n) in counts {
-            self.metrics
-                .messages_received
-                .with_label_values(&[route])
-                .inc_by(n);
         }
     }
 
@@ -191,4 +277,10 @@ impl Pipeline {
             self.metrics.observe_device(device, value, t);
         }
     }
+}
+
+/// Gives up on a batch without acking it (HTTP callers are told to retry).
+fn abandon(metrics: &Metrics, tokens: Vec<AckToken>) {
+    metrics.pending_messages.sub(tokens.len() as i64);
+    tokens.into_iter().for_each(AckToken::abandon);
 }

@@ -448,7 +448,11 @@ async fn sigkill_drill(
     total: usize,
     kill_at: i64,
 ) {
-    let s = setup(name).await;
+    let mut s = setup(name).await;
+    // Small batches, so the table grows in steps a kill can land between
+    // (1,000 camera frames would otherwise commit in one go).
+    s.env
+        .push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "100".into()));
     let mut bridge = Binary::spawn(&s.env, name);
     bridge.wait_ready().await;
     let port = s.broker.port();
