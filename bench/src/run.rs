@@ -458,6 +458,7 @@ pub async fn backlog_bridge_run(
     let client_id = unique_client("backlog");
     let spec = bridge_spec(paths, target, &db, load, &client_id);
     BridgeProcess::start(&spec).await?.stop().await?;
+    let since_id = db::max_id(&db.pool).await?;
     let outcome = load::run(&load.spec(target, DEVICE_PREFIX)).await?;
     let n = outcome.sent.len() as u64;
     let spawned = Utc::now().timestamp_millis();
@@ -467,7 +468,7 @@ pub async fn backlog_bridge_run(
     db::wait_for_rows(
         &db.pool,
         DEVICE_PREFIX,
-        0,
+        since_id,
         n,
         Duration::from_secs(15),
         load.wait,

@@ -97,7 +97,6 @@ impl AckToken {
 /// a task that waits for it. The queue between the two holds only packet ids
 /// of messages already written, 16 bytes each, and never more than the
 /// broker has in flight to the bridge.
-#[derive(Clone)]
 pub struct Acker {
     links: Vec<mpsc::UnboundedSender<(AckHandle, u64)>>,
 }
@@ -107,8 +106,9 @@ pub struct Acker {
 pub struct AckReport {
     /// Queued for the broker (MQTT) or answered (HTTP).
     pub sent: usize,
-    /// For a connection the bridge does not have (never happens in practice).
-    pub stale: usize,
+    /// Not queued: the connection's forwarder has ended (at exit); the broker
+    /// redelivers those messages to the next session.
+    pub dropped: usize,
 }
 
 /// The forwarding tasks; they end once every [`Acker`] is dropped and their
@@ -146,7 +146,7 @@ impl Acker {
                     // A closed queue means the forwarder is gone (exit); the
                     // broker re-delivers the message to the next session.
                     Some(queue) if queue.send((handle, epoch)).is_ok() => report.sent += 1,
-                    _ => report.stale += 1,
+                    _ => report.dropped += 1,
                 },
                 AckToken::Http(reply) => {
                     let outcome = rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected);
