@@ -3,6 +3,10 @@
 //! chrono's format strings either demand zero padding or accept far more than
 //! we want, and they cannot say *why* an input was refused, so the grammar is
 //! spelled out here: `Y-M-D[ T]h:m:s[.frac][Z|±hh:mm|±hhmm|±hh]`.
+//!
+//! Every step works on ASCII digits it has checked before it slices: the
+//! input is whatever a device sent, and a byte index inside a multi-byte
+//! character would panic.
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 
@@ -13,27 +17,50 @@ pub(crate) struct ParsedDateTime {
     pub(crate) offset: Option<FixedOffset>,
 }
 
+/// Why a text is not a datetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unparsable {
+    /// Not of the grammar's shape, or not a real date or time.
+    Syntax,
+    /// A well-formed date whose year a `DATETIME` column cannot hold (1000–9999).
+    YearOutOfRange,
+}
+
+/// Longest year accepted as *syntax*: longer digit runs are not years at all,
+/// shorter or longer than four digits are years out of range.
+const MAX_YEAR_DIGITS: usize = 6;
+
 /// Parses `text`, truncating fractional seconds to milliseconds (the column's precision).
-pub(crate) fn parse(text: &str) -> Option<ParsedDateTime> {
-    let (date, rest) = text.split_once([' ', 'T', 't'])?;
-    let (time, offset) = split_offset(rest.trim_start())?;
+pub(crate) fn parse(text: &str) -> Result<ParsedDateTime, Unparsable> {
+    let (date, rest) = text.split_once([' ', 'T', 't']).ok_or(Unparsable::Syntax)?;
+    let (time, offset) = split_offset(rest.trim_start()).ok_or(Unparsable::Syntax)?;
     let date = parse_date(date)?;
-    let time = parse_time(time)?;
-    Some(ParsedDateTime {
+    let time = parse_time(time).ok_or(Unparsable::Syntax)?;
+    Ok(ParsedDateTime {
         local: NaiveDateTime::new(date, time),
         offset,
     })
 }
 
-fn parse_date(text: &str) -> Option<NaiveDate> {
+fn parse_date(text: &str) -> Result<NaiveDate, Unparsable> {
     let mut parts = text.split('-');
-    let year = small_uint(parts.next()?, 4)?;
-    let month = small_uint(parts.next()?, 2)?;
-    let day = small_uint(parts.next()?, 2)?;
-    if parts.next().is_some() || year < 1000 {
-        return None;
+    let mut next = |max_len| {
+        parts
+            .next()
+            .and_then(|p| small_uint(p, max_len))
+            .ok_or(Unparsable::Syntax)
+    };
+    let year = next(MAX_YEAR_DIGITS)?;
+    let month = next(2)?;
+    let day = next(2)?;
+    if parts.next().is_some() {
+        return Err(Unparsable::Syntax);
     }
-    NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)
+    if !(1000..=9999).contains(&year) {
+        return Err(Unparsable::YearOutOfRange);
+    }
+    let year = i32::try_from(year).map_err(|_| Unparsable::YearOutOfRange)?;
+    NaiveDate::from_ymd_opt(year, month, day).ok_or(Unparsable::Syntax)
 }
 
 fn parse_time(text: &str) -> Option<NaiveTime> {
@@ -55,8 +82,9 @@ fn parse_time(text: &str) -> Option<NaiveTime> {
                 return None;
             }
             // Truncate, never round: rounding could carry into the next second.
-            let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-            digits.parse::<u32>().ok()?
+            // All ASCII digits, so every byte index is a character boundary.
+            let ms: String = frac.chars().chain("000".chars()).take(3).collect();
+            ms.parse::<u32>().ok()?
         }
     };
     // `from_hms_milli_opt` would accept second 60 as a leap second; the DB would not.
@@ -74,9 +102,14 @@ fn split_offset(text: &str) -> Option<(&str, Option<FixedOffset>)> {
     let Some(pos) = text.rfind(['+', '-']) else {
         return Some((text, None));
     };
+    // `pos` is the index of an ASCII sign, so both halves are whole characters.
     let (time, offset) = text.split_at(pos);
     let sign = if offset.starts_with('-') { -1 } else { 1 };
-    let digits = &offset[1..];
+    let digits = offset.get(1..)?;
+    if !digits.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
+    // Only ASCII from here on: slicing by byte index is safe.
     let (hours, minutes) = match digits.split_once(':') {
         Some((h, m)) => (h, m),
         None if digits.len() == 4 => digits.split_at(2),
@@ -132,14 +165,14 @@ mod tests {
     #[test]
     fn offsets_are_kept() {
         let p = parse("2020-07-13T22:43:23+02:00");
-        assert_eq!(p.and_then(|p| p.offset), FixedOffset::east_opt(7200));
+        assert_eq!(p.ok().and_then(|p| p.offset), FixedOffset::east_opt(7200));
         let p = parse("2020-07-13T22:43:23-0530");
         assert_eq!(
-            p.and_then(|p| p.offset),
+            p.ok().and_then(|p| p.offset),
             FixedOffset::west_opt(5 * 3600 + 1800)
         );
         let p = parse("2020-07-13T22:43:23Z");
-        assert_eq!(p.and_then(|p| p.offset), FixedOffset::east_opt(0));
+        assert_eq!(p.ok().and_then(|p| p.offset), FixedOffset::east_opt(0));
     }
 
     #[test]
@@ -153,7 +186,6 @@ mod tests {
             "2020-07-13 24:00:00",
             "2020-07-13 23:60:00",
             "2020-07-13 23:59:60",
-            "20-07-13 00:00:00",
             "2020-07-13 00:00:00.",
             "2020-07-13 00:00:00.x",
             "2020-07-13 00:00:00+25:00",
@@ -162,8 +194,71 @@ mod tests {
             "2020-07-13 -1:00:00",
             "2020-07-13 00:00:00:00",
             "٢٠٢٠-07-13 00:00:00",
+            "2020-07-13 00:00:00-",
+            "12345678-07-13 00:00:00",
         ] {
-            assert_eq!(parse(text), None, "{text:?} should be refused");
+            assert_eq!(
+                parse(text),
+                Err(Unparsable::Syntax),
+                "{text:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn years_a_datetime_column_cannot_hold_are_named() {
+        for text in [
+            "0-01-01 00:00:00",
+            "999-12-31 23:59:59",
+            "0999-12-31 23:59:59",
+            "10000-01-01 00:00:00",
+            "20-07-13 00:00:00",
+        ] {
+            assert_eq!(parse(text), Err(Unparsable::YearOutOfRange), "{text:?}");
+        }
+        assert!(parse("1000-01-01 00:00:00").is_ok());
+        assert!(parse("9999-12-31 23:59:59.999").is_ok());
+    }
+
+    /// Regression (issue 11): a multi-byte character inside a four-byte offset
+    /// made `split_at(2)` cut a character in half and panic the pipeline.
+    #[test]
+    fn non_ascii_inside_an_offset_is_refused_not_a_panic() {
+        for text in [
+            "2020-07-13 22:43:23+1é1",
+            "2020-07-13 22:43:23+é1",
+            "2020-07-13 22:43:23-1é",
+            "2020-07-13 22:43:23+0é:00",
+            "2020-07-13 22:43:23+€0",
+            "2020-07-13 22:43:23+🦀",
+        ] {
+            assert_eq!(parse(text), Err(Unparsable::Syntax), "{text:?}");
+        }
+    }
+
+    /// Every character position of every accepted form, replaced by a
+    /// multi-byte character, is a refusal (and never a panic).
+    #[test]
+    fn a_multi_byte_character_anywhere_is_refused() {
+        for form in [
+            "2020-07-13 22:43:23",
+            "2020-7-3 2:4:5",
+            "2020-07-13T22:43:23.123",
+            "2020-07-13T22:43:23Z",
+            "2020-07-13T22:43:23+02:00",
+            "2020-07-13T22:43:23-0530",
+            "2020-07-13T22:43:23+02",
+        ] {
+            for (i, _) in form.char_indices() {
+                for odd in ["é", "€", "🦀", "\u{0660}"] {
+                    let mut text = form.to_owned();
+                    text.replace_range(i..i + 1, odd);
+                    assert!(parse(&text).is_err(), "{text:?}");
+                    text = form.to_owned();
+                    text.insert_str(i, odd);
+                    assert!(parse(&text).is_err(), "{text:?}");
+                }
+            }
         }
     }
 }

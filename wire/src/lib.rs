@@ -7,6 +7,8 @@
 mod datetime;
 mod reading;
 mod topic;
+mod unix_time;
 
-pub use reading::{Decoder, Limits, Reading, Rejection};
+pub use reading::{Decoder, Limits, Reading, Rejection, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
 pub use topic::{DeviceId, DeviceIdError, TopicFilter, TopicFilterError, TopicMatch};
+pub use unix_time::UnixUnit;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::datetime;
+use crate::datetime::{self, Unparsable};
+use crate::unix_time::UnixUnit;
 
 /// One validated measurement: a UTC time (millisecond precision) and a value.
 ///
@@ -29,8 +30,7 @@ impl Reading {
         if emissions < limits.min_emissions || emissions > limits.max_emissions {
             return Err(Rejection::OutOfRange);
         }
-        let millis = time.timestamp_millis();
-        let time = DateTime::from_timestamp_millis(millis).ok_or(Rejection::BadDatetime)?;
+        let time = column_time(time)?;
         Ok(Self { time, emissions })
     }
 
@@ -96,11 +96,14 @@ pub enum Rejection {
     /// The reading is stamped further in the future than allowed.
     #[error("datetime is too far in the future")]
     TooFarInFuture,
+    /// The time lies outside what a `DATETIME` column holds (years 1000–9999).
+    #[error("datetime is outside the years 1000-9999 that the database can store")]
+    TimeOutOfRange,
 }
 
 impl Rejection {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::Oversized,
         Rejection::NotUtf8,
         Rejection::MissingSeparator,
@@ -109,6 +112,7 @@ impl Rejection {
         Rejection::NotFinite,
         Rejection::OutOfRange,
         Rejection::TooFarInFuture,
+        Rejection::TimeOutOfRange,
     ];
 
     /// A short, stable, snake_case name: a metric label and the dead-letter reason.
@@ -122,6 +126,7 @@ impl Rejection {
             Rejection::NotFinite => "not_finite",
             Rejection::OutOfRange => "out_of_range",
             Rejection::TooFarInFuture => "too_far_in_future",
+            Rejection::TimeOutOfRange => "time_out_of_range",
         }
     }
 }
@@ -182,32 +187,63 @@ impl Decoder {
         }
         let text = std::str::from_utf8(payload).map_err(|_| Rejection::NotUtf8)?;
         let (time, value) = text.split_once('|').ok_or(Rejection::MissingSeparator)?;
-        let time = self.parse_time(time.trim())?;
+        let time = self.time_from_text(time.trim(), now)?;
         let emissions = parse_number(value.trim())?;
-        let reading = Reading::new(time, emissions, &self.limits)?;
-        let max_future =
-            chrono::Duration::from_std(self.limits.max_future).unwrap_or(chrono::Duration::MAX);
-        if now
-            .checked_add_signed(max_future)
-            .is_some_and(|latest| reading.time > latest)
-        {
-            return Err(Rejection::TooFarInFuture);
-        }
-        Ok(reading)
+        Reading::new(time, emissions, &self.limits)
     }
 
-    /// Parses a datetime the way payloads are read: lenient forms, offset-less
-    /// times in the configured zone, truncated to milliseconds.
-    pub fn parse_time(&self, text: &str) -> Result<DateTime<Utc>, Rejection> {
-        let parsed = datetime::parse(text).ok_or(Rejection::BadDatetime)?;
-        match parsed.offset {
+    /// Reads a datetime the way payloads are read (lenient forms, offset-less
+    /// times in the configured zone) and checks it like [`Decoder::check_time`].
+    pub fn time_from_text(
+        &self,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Rejection> {
+        let parsed = datetime::parse(text).map_err(|e| match e {
+            Unparsable::Syntax => Rejection::BadDatetime,
+            Unparsable::YearOutOfRange => Rejection::TimeOutOfRange,
+        })?;
+        let time = match parsed.offset {
             Some(offset) => offset
                 .from_local_datetime(&parsed.local)
                 .single()
                 .map(|t| t.with_timezone(&Utc))
-                .ok_or(Rejection::BadDatetime),
-            None => self.localize(parsed.local),
+                .ok_or(Rejection::BadDatetime)?,
+            None => self.localize(parsed.local)?,
+        };
+        self.check_time(time, now)
+    }
+
+    /// Reads a Unix time (seconds or a finer `unit`, possibly fractional) and
+    /// checks it like [`Decoder::check_time`].
+    pub fn time_from_unix(
+        &self,
+        value: f64,
+        unit: UnixUnit,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Rejection> {
+        let time = unit.to_datetime(value).ok_or(Rejection::TimeOutOfRange)?;
+        self.check_time(time, now)
+    }
+
+    /// Truncates `time` to milliseconds and accepts it only if a `DATETIME(3)`
+    /// column can hold it and it is at most `max_future` after `now`. Every
+    /// time a route stores from a payload goes through here.
+    pub fn check_time(
+        &self,
+        time: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Rejection> {
+        let time = column_time(time)?;
+        let max_future =
+            chrono::Duration::from_std(self.limits.max_future).unwrap_or(chrono::Duration::MAX);
+        if now
+            .checked_add_signed(max_future)
+            .is_some_and(|latest| time > latest)
+        {
+            return Err(Rejection::TooFarInFuture);
         }
+        Ok(time)
     }
 
     /// Reads a wall-clock time in the configured zone. In the autumn DST fold
@@ -234,6 +270,20 @@ fn parse_number(text: &str) -> Result<f64, Rejection> {
         Ok(v) if plain => Ok(v),
         _ => Err(Rejection::BadNumber),
     }
+}
+
+/// The earliest time a `DATETIME` column holds: 1000-01-01 00:00:00 UTC.
+pub const MIN_TIME_MILLIS: i64 = -30_610_224_000_000;
+/// The latest time a `DATETIME(3)` column holds: 9999-12-31 23:59:59.999 UTC.
+pub const MAX_TIME_MILLIS: i64 = 253_402_300_799_999;
+
+/// `time` truncated to milliseconds, if a `DATETIME(3)` column can hold it.
+fn column_time(time: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+    let millis = time.timestamp_millis();
+    if !(MIN_TIME_MILLIS..=MAX_TIME_MILLIS).contains(&millis) {
+        return Err(Rejection::TimeOutOfRange);
+    }
+    DateTime::from_timestamp_millis(millis).ok_or(Rejection::TimeOutOfRange)
 }
 
 fn round_cents(value: f64) -> f64 {
@@ -340,6 +390,57 @@ mod tests {
             decode("2020-07-13 22:43:23|-99999.99").unwrap().emissions(),
             -99999.99
         );
+    }
+
+    #[test]
+    fn times_a_datetime_column_cannot_hold_are_refused_by_name() {
+        for payload in [
+            "999-12-31 23:59:59|1",
+            "10000-01-01 00:00:00|1",
+            // Valid text, but the offset moves it before the year 1000 in UTC.
+            "1000-01-01 00:30:00+01:00|1",
+        ] {
+            assert_eq!(decode(payload), Err(Rejection::TimeOutOfRange), "{payload}");
+        }
+        assert!(decode("1000-01-01 00:00:00|1").is_ok());
+        assert!(decode("1000-01-01 01:00:00+01:00|1").is_ok());
+    }
+
+    #[test]
+    fn numeric_times_are_checked_like_text() {
+        let d = Decoder::default();
+        for value in [-99_999_999_999.0, 3e15 * 1e3, 1e18, -1e18, f64::NAN] {
+            assert_eq!(
+                d.time_from_unix(value, UnixUnit::Seconds, now()),
+                Err(Rejection::TimeOutOfRange),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            d.time_from_unix(1e18, UnixUnit::Auto, now())
+                .map(|t| t.timestamp()),
+            Ok(1_000_000_000),
+        );
+        assert_eq!(
+            d.time_from_unix(1_767_225_901.0, UnixUnit::Auto, now()),
+            Err(Rejection::TooFarInFuture),
+        );
+    }
+
+    #[test]
+    fn the_column_bounds_are_the_datetime_range() {
+        let min = DateTime::from_timestamp_millis(MIN_TIME_MILLIS).unwrap();
+        let max = DateTime::from_timestamp_millis(MAX_TIME_MILLIS).unwrap();
+        assert_eq!(min.to_rfc3339(), "1000-01-01T00:00:00+00:00");
+        assert_eq!(
+            max.to_rfc3339_opts(SecondsFormat::Millis, true),
+            "9999-12-31T23:59:59.999Z"
+        );
+        let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+        let d = Decoder::default();
+        assert!(d.check_time(min, far).is_ok() && d.check_time(max, far).is_ok());
+        let before = min - chrono::Duration::milliseconds(1);
+        assert_eq!(d.check_time(before, far), Err(Rejection::TimeOutOfRange));
     }
 
     #[test]

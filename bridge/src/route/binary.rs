@@ -46,7 +46,7 @@ impl BinaryDecoder {
             };
             let device = device(&object, Some(&self.settings.device_field), ctx)?;
             let time = match object.get(&self.settings.time_field) {
-                Some(v) => time(v, &self.times)?,
+                Some(v) => time(v, &self.times, self.settings.time_unit.into(), ctx.now)?,
                 None => ctx.now,
             };
             let text = object
@@ -105,7 +105,7 @@ mod tests {
             device: &device,
             device_from_source: false,
             topic: "camera/snapshot",
-            now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())
             .decode(&Bytes::copy_from_slice(payload), &ctx)
@@ -133,6 +133,20 @@ mod tests {
             "bad_base64"
         );
         assert_eq!(decode(br#"{"m_id": 1}"#, 100).unwrap_err(), "no_data_field");
+    }
+
+    /// Regression (issue 11): the binary route's numeric time reached the writer unchecked.
+    #[test]
+    fn times_the_column_cannot_hold_are_refused_on_the_binary_route() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(JPEG);
+        for time in ["-99999999999", "1e300", "\"10000-01-01 00:00:00\""] {
+            let json = format!(r#"{{"m_id": 3, "datetime": {time}, "photo": "{b64}"}}"#);
+            assert_eq!(
+                decode(json.as_bytes(), 100).unwrap_err(),
+                "time_out_of_range",
+                "{time}"
+            );
+        }
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl Delimited {
                     value
                 }
                 FieldKind::Datetime => {
-                    let t = self.times.parse_time(&text).map_err(|r| r.reason())?;
+                    let t = self
+                        .times
+                        .time_from_text(&text, ctx.now)
+                        .map_err(|r| r.reason())?;
                     Value::Time(t.naive_utc())
                 }
             };

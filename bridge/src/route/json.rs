@@ -5,7 +5,7 @@
 //! keys aside); a message with no number at all is refused (`no_numeric_fields`).
 
 use chrono::{DateTime, Utc};
-use co2_wire::{Decoder, DeviceId};
+use co2_wire::{Decoder, DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
 use super::settings::{JsonMode, JsonSettings};
@@ -15,6 +15,9 @@ use super::{Context, Decoded};
 /// Longest field name kept (the `field` column).
 const MAX_FIELD_NAME: usize = 64;
 
+/// Rows one message may become unless the route says otherwise.
+pub const DEFAULT_MAX_FIELDS: usize = 64;
+
 /// A configured JSON decoder.
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
@@ -23,6 +26,8 @@ pub struct JsonDecoder {
     device_field: Option<String>,
     /// For `columns` mode: (JSON key, column), in column order.
     fields: Vec<(String, String)>,
+    time_unit: UnixUnit,
+    max_fields: usize,
     times: Decoder,
 }
 
@@ -38,6 +43,8 @@ impl JsonDecoder {
                 .iter()
                 .map(|(k, c)| (k.clone(), c.clone()))
                 .collect(),
+            time_unit: settings.time_unit.into(),
+            max_fields: settings.max_fields.unwrap_or(DEFAULT_MAX_FIELDS),
             times,
         }
     }
@@ -63,7 +70,7 @@ impl JsonDecoder {
         };
         let device = device(&object, self.device_field.as_deref(), ctx)?;
         let time = match object.get(&self.time_field) {
-            Some(value) => time(value, &self.times)?,
+            Some(value) => time(value, &self.times, self.time_unit, ctx.now)?,
             None => ctx.now,
         }
         .naive_utc();
@@ -79,6 +86,9 @@ impl JsonDecoder {
                     };
                     if key.is_empty() || key.chars().count() > MAX_FIELD_NAME {
                         return Err("bad_field_name");
+                    }
+                    if rows.len() >= self.max_fields {
+                        return Err("too_many_fields");
                     }
                     rows.push(vec![
                         Value::Text(device.as_str().to_owned()),
@@ -136,18 +146,23 @@ pub(super) fn device(
     }
 }
 
-/// A time: a datetime string (read like the CO2 payload's) or Unix seconds or milliseconds.
-pub(super) fn time(value: &Json, times: &Decoder) -> Result<DateTime<Utc>, &'static str> {
-    match value {
-        Json::String(s) => times.parse_time(s.trim()).map_err(|r| r.reason()),
+/// A time: a datetime string (read like the CO2 payload's) or a Unix time in
+/// `unit`; either way checked against the column's range and the future bound.
+pub(super) fn time(
+    value: &Json,
+    times: &Decoder,
+    unit: UnixUnit,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, &'static str> {
+    let checked = match value {
+        Json::String(s) => times.time_from_text(s.trim(), now),
         Json::Number(n) => {
             let n = n.as_f64().ok_or("bad_datetime")?;
-            // Seconds until the year 5138; anything larger is milliseconds.
-            let millis = if n.abs() < 1e11 { n * 1000.0 } else { n };
-            DateTime::from_timestamp_millis(millis as i64).ok_or("bad_datetime")
+            times.time_from_unix(n, unit, now)
         }
-        _ => Err("bad_datetime"),
-    }
+        _ => return Err("bad_datetime"),
+    };
+    checked.map_err(|r| r.reason())
 }
 
 #[cfg(test)]
@@ -164,7 +179,7 @@ mod tests {
             device: &device,
             device_from_source: topic_device,
             topic: "sensors/from-topic/dht11",
-            now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         JsonDecoder::new(settings, Decoder::default()).decode(payload.as_bytes(), &ctx)
     }
@@ -207,7 +222,7 @@ mod tests {
         assert_eq!(
             d.rows[0][2],
             Value::Time(
-                DateTime::from_timestamp(1_700_000_000, 0)
+                DateTime::from_timestamp(1_800_000_000, 0)
                     .unwrap()
                     .naive_utc()
             )
@@ -227,6 +242,56 @@ mod tests {
         assert_eq!(
             decode(&s, r#"{"temp": 1, "time": "soon"}"#, true).unwrap_err(),
             "bad_datetime"
+        );
+    }
+
+    /// Regression (issue 11): numeric times far outside DATETIME's range went
+    /// on to the writer, where sqlx's `push_bind` panicked the commit task.
+    #[test]
+    fn times_the_column_cannot_hold_are_refused_on_the_json_route() {
+        let s = JsonSettings::default();
+        for time in [
+            "-99999999999",
+            "3000000000000000000000",
+            "1e300",
+            "\"0999-01-01 00:00:00\"",
+        ] {
+            let payload = format!(r#"{{"temp": 1, "time": {time}}}"#);
+            assert_eq!(
+                decode(&s, &payload, true).unwrap_err(),
+                "time_out_of_range",
+                "{time}"
+            );
+        }
+        let payload = r#"{"temp": 1, "time": "2099-01-01T00:00:00Z"}"#;
+        assert_eq!(decode(&s, payload, true).unwrap_err(), "too_far_in_future");
+        // Auto reads 3e15 as microseconds (the year 2065), so it is in the future.
+        let payload = r#"{"temp": 1, "time": 3000000000000000}"#;
+        assert_eq!(decode(&s, payload, true).unwrap_err(), "too_far_in_future");
+        let seconds = JsonSettings {
+            time_unit: crate::route::settings::TimeUnit::S,
+            ..Default::default()
+        };
+        let payload = r#"{"temp": 1, "time": 3000000000000000}"#;
+        assert_eq!(
+            decode(&seconds, payload, true).unwrap_err(),
+            "time_out_of_range"
+        );
+    }
+
+    #[test]
+    fn a_message_with_thousands_of_fields_is_one_rejection() {
+        let fields: Vec<String> = (0..10_000).map(|i| format!("\"f{i}\": {i}")).collect();
+        let payload = format!("{{{}}}", fields.join(","));
+        let s = JsonSettings::default();
+        assert_eq!(decode(&s, &payload, true).unwrap_err(), "too_many_fields");
+        let few: Vec<String> = (0..64).map(|i| format!("\"f{i}\": {i}")).collect();
+        assert_eq!(
+            decode(&s, &format!("{{{}}}", few.join(",")), true)
+                .unwrap()
+                .rows
+                .len(),
+            64
         );
     }
 

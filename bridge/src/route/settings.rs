@@ -122,6 +122,12 @@ pub struct JsonSettings {
     pub time_field: Option<String>,
     /// Key holding the device id, for topics without one.
     pub device_field: Option<String>,
+    /// Unit of a numeric time: `auto` (by magnitude), `s`, `ms`, `us` or `ns`.
+    #[serde(default)]
+    pub time_unit: TimeUnit,
+    /// Most rows one message may become (default 64); more is one rejection
+    /// (`too_many_fields`), not thousands of rows.
+    pub max_fields: Option<usize>,
     /// For `columns` mode: JSON key -> column.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
@@ -151,6 +157,38 @@ pub struct BinarySettings {
     /// Key of the base64 data (default `photo`).
     #[serde(default = "default_data_field")]
     pub data_field: String,
+    /// Unit of a numeric time: `auto` (by magnitude), `s`, `ms`, `us` or `ns`.
+    #[serde(default)]
+    pub time_unit: TimeUnit,
+}
+
+/// How a numeric time field is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    /// By magnitude: seconds below 1e11, then ms, us, ns (each from the year 5138 of the unit before).
+    #[default]
+    Auto,
+    /// Unix seconds.
+    S,
+    /// Unix milliseconds.
+    Ms,
+    /// Unix microseconds.
+    Us,
+    /// Unix nanoseconds.
+    Ns,
+}
+
+impl From<TimeUnit> for co2_wire::UnixUnit {
+    fn from(unit: TimeUnit) -> Self {
+        match unit {
+            TimeUnit::Auto => Self::Auto,
+            TimeUnit::S => Self::Seconds,
+            TimeUnit::Ms => Self::Millis,
+            TimeUnit::Us => Self::Micros,
+            TimeUnit::Ns => Self::Nanos,
+        }
+    }
 }
 
 impl Default for BinarySettings {
@@ -159,6 +197,7 @@ impl Default for BinarySettings {
             device_field: default_device_field(),
             time_field: default_time_field(),
             data_field: default_data_field(),
+            time_unit: TimeUnit::Auto,
         }
     }
 }
