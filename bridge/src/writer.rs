@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use co2_wire::Reading;
-use sqlx::{MySql, MySqlPool, QueryBuilder, Transaction};
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::Query;
+use sqlx::{MySql, MySqlPool, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -291,30 +293,72 @@ fn statement_chunks<'a, 'r>(rows: &'a [&'r Row], columns: usize) -> Vec<&'a [&'r
     chunks
 }
 
+/// `INSERT ... VALUES (?, ?), (?, ?) ...` for `rows` rows of `columns` values.
+///
+/// Written out here rather than with sqlx's `QueryBuilder`, whose `push_bind`
+/// panics when a value cannot be encoded: a value from a device must cost a
+/// dead letter, never the pipeline.
+fn values_sql(prefix: &str, rows: usize, columns: usize, suffix: &str) -> String {
+    let group_len = 2 + columns.max(1) * 3;
+    let mut sql = String::with_capacity(prefix.len() + 7 + rows * group_len + suffix.len());
+    sql.push_str(prefix);
+    sql.push_str("VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// Binds one value; an encoding failure is an error of this statement (and,
+/// once the batch is split down to it, of this message), not a panic.
+fn bind<'q>(
+    query: &mut Query<'q, MySql, MySqlArguments>,
+    value: &'q Value,
+) -> Result<(), sqlx::Error> {
+    match value {
+        Value::Null => query.try_bind(None::<i64>),
+        Value::Int(v) => query.try_bind(*v),
+        Value::Float(v) => query.try_bind(*v),
+        Value::Text(v) => query.try_bind(v.as_str()),
+        Value::Bytes(v) => query.try_bind(v.as_ref()),
+        Value::Time(v) => query.try_bind(*v),
+    }
+    .map_err(sqlx::Error::Encode)
+}
+
+/// A duplicate changes only its redelivery counter, so it reports two affected
+/// rows and an insert one (sqlx sets CLIENT_FOUND_ROWS, under which a no-op
+/// update would also report one): duplicates = affected - rows.
+const ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE `redeliveries` = `redeliveries` + 1";
+
 /// Inserts rows; returns (newly inserted, duplicates).
 async fn insert_rows(
     tx: &mut Transaction<'_, MySql>,
     target: &Target,
     rows: &[&Row],
 ) -> Result<(u64, u64), sqlx::Error> {
-    let mut query = QueryBuilder::<MySql>::new(&target.insert_prefix);
-    query.push_values(rows, |mut b, row| {
-        for value in row.iter() {
-            match value {
-                Value::Null => b.push_bind(None::<i64>),
-                Value::Int(v) => b.push_bind(*v),
-                Value::Float(v) => b.push_bind(*v),
-                Value::Text(v) => b.push_bind(v.as_str()),
-                Value::Bytes(v) => b.push_bind(v.as_ref()),
-                Value::Time(v) => b.push_bind(*v),
-            };
-        }
-    });
-    // A duplicate changes only its redelivery counter, so it reports two affected
-    // rows and an insert one (sqlx sets CLIENT_FOUND_ROWS, under which a no-op
-    // update would also report one): duplicates = affected - rows.
-    query.push(" ON DUPLICATE KEY UPDATE `redeliveries` = `redeliveries` + 1");
-    let affected = query.build().execute(&mut **tx).await?.rows_affected();
+    let sql = values_sql(
+        &target.insert_prefix,
+        rows.len(),
+        target.columns.len(),
+        ON_DUPLICATE,
+    );
+    let mut query = sqlx::query(&sql);
+    for value in rows.iter().flat_map(|row| row.iter()) {
+        bind(&mut query, value)?;
+    }
+    let affected = query.execute(&mut **tx).await?.rows_affected();
     let rows = rows.len() as u64;
     let duplicates = affected.saturating_sub(rows).min(rows);
     Ok((rows - duplicates, duplicates))
@@ -324,16 +368,22 @@ async fn insert_dead_letters(
     tx: &mut Transaction<'_, MySql>,
     letters: &[&DeadLetter],
 ) -> Result<(), sqlx::Error> {
-    let mut query = QueryBuilder::<MySql>::new(
+    let sql = values_sql(
         "INSERT INTO rejected_messages (topic, payload, payload_bytes, reason) ",
+        letters.len(),
+        4,
+        "",
     );
-    query.push_values(letters, |mut row, letter| {
-        row.push_bind(letter.topic.as_str())
-            .push_bind(letter.payload.as_slice())
-            .push_bind(letter.payload_bytes)
-            .push_bind(letter.reason);
-    });
-    query.build().execute(&mut **tx).await?;
+    let mut query = sqlx::query(&sql);
+    for letter in letters {
+        query
+            .try_bind(letter.topic.as_str())
+            .and_then(|()| query.try_bind(letter.payload.as_slice()))
+            .and_then(|()| query.try_bind(letter.payload_bytes))
+            .and_then(|()| query.try_bind(letter.reason))
+            .map_err(sqlx::Error::Encode)?;
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -356,7 +406,13 @@ const PERMANENT_ROW_ERRORS: &[u16] = &[
 
 /// True when retrying the same statement later can succeed.
 pub fn is_transient(error: &sqlx::Error) -> bool {
-    crate::db::mysql_error_number(error).is_none_or(|n| !PERMANENT_ROW_ERRORS.contains(&n))
+    match error {
+        // A value that cannot be encoded never will be.
+        sqlx::Error::Encode(_) => false,
+        _ => {
+            crate::db::mysql_error_number(error).is_none_or(|n| !PERMANENT_ROW_ERRORS.contains(&n))
+        }
+    }
 }
 
 /// Commit time minus reading time, for the ingest-lag histogram.
@@ -395,6 +451,31 @@ mod tests {
         // Truncation counts characters, so a multi-byte topic is never cut mid-character.
         let d = DeadLetter::new(&"é".repeat(300), b"", "x", 0);
         assert_eq!(d.topic.chars().count(), 255);
+    }
+
+    #[test]
+    fn values_sql_has_one_placeholder_per_value() {
+        assert_eq!(
+            values_sql("INSERT INTO `t` (`a`, `b`) ", 2, 2, " X"),
+            "INSERT INTO `t` (`a`, `b`) VALUES (?, ?), (?, ?) X"
+        );
+        let sql = values_sql("", 1000, 5, "");
+        assert_eq!(sql.matches('?').count(), 5000);
+    }
+
+    /// Regression (issue 11): a time before the year 0 made sqlx's
+    /// `QueryBuilder::push_bind` panic inside the commit task. Binding now
+    /// fails with an encode error, which is permanent (dead letter, no retry).
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_an_error_not_a_panic() {
+        let ancient = chrono::NaiveDate::from_ymd_opt(-1200, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap();
+        let value = Value::Time(ancient);
+        let mut query = sqlx::query("SELECT ?");
+        let err = bind(&mut query, &value).unwrap_err();
+        assert!(matches!(err, sqlx::Error::Encode(_)), "{err}");
+        assert!(!is_transient(&err));
     }
 
     #[test]
