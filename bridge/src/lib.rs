@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod db;
+pub mod fault;
 pub mod health;
 pub mod http;
 pub mod ingress;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
 pub mod route;
+pub mod supervisor;
 pub mod writer;
 
 pub use app::{Bridge, RunError};

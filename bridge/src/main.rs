@@ -48,6 +48,7 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    co2_bridge::supervisor::install_panic_hook();
     // TLS to the broker uses rustls with ring (see the workspace Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 /// Reasons a message is dead-lettered besides the CO2 payload's own [`Rejection`]s.
-pub const EXTRA_REJECT_REASONS: [&str; 13] = [
+pub const EXTRA_REJECT_REASONS: [&str; 16] = [
     "bad_device",
     "no_route",
     "db_rejected",
@@ -25,6 +25,9 @@ pub const EXTRA_REJECT_REASONS: [&str; 13] = [
     "bad_base64",
     "no_data_field",
     "unauthorized",
+    "too_many_fields",
+    "decoder_panic",
+    "crashed_bridge",
 ];
 
 /// The bridge's metrics and the registry that exports them.

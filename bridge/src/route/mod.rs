@@ -11,6 +11,7 @@ pub mod settings;
 pub mod target;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use co2_wire::{Decoder, DeviceId, Reading, TopicFilter, TopicMatch};
 
 use crate::config::{ConfigError, Settings};
+use crate::fault::Faults;
 use binary::BinaryDecoder;
 use delimited::Delimited;
 use json::JsonDecoder;
@@ -207,6 +209,22 @@ impl Route {
 pub struct Routes {
     routes: Vec<Route>,
     dead_letter_bytes: usize,
+    faults: Faults,
+}
+
+/// A delivery no route can take: the label to count it under, and why.
+struct Unresolved<'a> {
+    route: &'a str,
+    topic: String,
+    reason: &'static str,
+}
+
+/// A delivery matched to its route, before decoding.
+struct Resolved<'r> {
+    route: &'r Route,
+    device: DeviceId,
+    device_from_source: bool,
+    topic: String,
 }
 
 impl Routes {
@@ -240,7 +258,13 @@ impl Routes {
         Ok(Self {
             routes,
             dead_letter_bytes: settings.wire.dead_letter_payload_bytes,
+            faults: Faults::default(),
         })
+    }
+
+    /// The same routes with `faults` armed (test builds; see [`crate::fault`]).
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Self { faults, ..self }
     }
 
     /// The routes, in order.
@@ -276,9 +300,65 @@ impl Routes {
         out
     }
 
-    /// Turns one delivery into a record.
+    /// Turns one delivery into a record. Never panics: a decoder that panics
+    /// anyway costs this one message a dead letter (`decoder_panic`).
     pub fn record(&self, source: &Source, payload: Bytes, now: DateTime<Utc>) -> Record {
-        let (route, device, from_source, topic) = match source {
+        let resolved = match self.resolve(source) {
+            Ok(resolved) => resolved,
+            Err(u) => return self.reject(u.route, &u.topic, &payload, u.reason),
+        };
+        let Resolved {
+            route,
+            device,
+            device_from_source,
+            topic,
+        } = resolved;
+        let ctx = Context {
+            device: &device,
+            device_from_source,
+            topic: &topic,
+            now,
+        };
+        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.faults.at_decode(&payload);
+            route.decode(&payload, &ctx)
+        }));
+        match decoded {
+            Ok(Ok(decoded)) => Record::Rows {
+                route: route.name.clone(),
+                target: route.target.clone(),
+                rows: decoded.rows,
+                device: decoded.device,
+                reading: decoded.reading,
+                topic,
+                payload,
+            },
+            Ok(Err(reason)) => self.reject(&route.name, &topic, &payload, reason),
+            Err(panic) => {
+                tracing::error!(
+                    route = %route.name,
+                    topic = %topic,
+                    panic = %crate::supervisor::panic_message(panic.as_ref()),
+                    "A decoder panicked on this message; it is dead-lettered as decoder_panic \
+                     and the other messages go on (please report this as a bug)"
+                );
+                self.reject(&route.name, &topic, &payload, "decoder_panic")
+            }
+        }
+    }
+
+    /// A dead letter for a delivery, labelled with its route (if any matches)
+    /// but not decoded: for messages that must not be handled (see `quarantine`).
+    pub fn refuse(&self, source: &Source, payload: &[u8], reason: &'static str) -> Record {
+        match self.resolve(source) {
+            Ok(r) => self.reject(&r.route.name, &r.topic, payload, reason),
+            Err(u) => self.reject(u.route, &u.topic, payload, reason),
+        }
+    }
+
+    /// Finds the route and device of a delivery, or the dead letter saying why there is none.
+    fn resolve(&self, source: &Source) -> Result<Resolved<'_>, Unresolved<'_>> {
+        match source {
             Source::Mqtt(raw) => {
                 // UTF-8 by the MQTT spec; a broker that breaks it gets the
                 // replacement character in the dead letter, not a panic.
@@ -289,47 +369,48 @@ impl Routes {
                         .find_map(|f| f.matches(&topic))
                         .map(|m| (r, m))
                 });
-                let Some((route, matched)) = found else {
-                    return self.reject(UNROUTED, &topic, &payload, "no_route");
+                let unresolved = |route, reason| Unresolved {
+                    route,
+                    topic: topic.clone().into_owned(),
+                    reason,
                 };
-                let device = match matched {
+                let Some((route, matched)) = found else {
+                    return Err(unresolved(UNROUTED, "no_route"));
+                };
+                let (device, device_from_source) = match matched {
                     TopicMatch::Device(id) => match DeviceId::parse(id) {
                         Ok(device) => (device, true),
-                        Err(_) => return self.reject(&route.name, &topic, &payload, "bad_device"),
+                        Err(_) => return Err(unresolved(&route.name, "bad_device")),
                     },
                     TopicMatch::NoDevice => (route.default_device.clone(), false),
                 };
-                (route, device.0, device.1, topic.into_owned())
+                Ok(Resolved {
+                    route,
+                    device,
+                    device_from_source,
+                    topic: topic.into_owned(),
+                })
             }
             Source::Http { route, device } => {
                 let Some(route) = self.routes.get(*route) else {
-                    return self.reject(UNROUTED, "http", &payload, "no_route");
+                    return Err(Unresolved {
+                        route: UNROUTED,
+                        topic: "http".to_owned(),
+                        reason: "no_route",
+                    });
                 };
                 let topic = route
                     .filters
                     .first()
                     .and_then(|f| f.topic_for(device))
                     .unwrap_or_else(|| format!("http/ingest/{}", route.name));
-                (route, device.clone(), true, topic)
+                Ok(Resolved {
+                    route,
+                    device: device.clone(),
+                    device_from_source: true,
+                    topic,
+                })
             }
-        };
-        let ctx = Context {
-            device: &device,
-            device_from_source: from_source,
-            topic: &topic,
-            now,
-        };
-        match route.decode(&payload, &ctx) {
-            Ok(decoded) => Record::Rows {
-                route: route.name.clone(),
-                target: route.target.clone(),
-                rows: decoded.rows,
-                device: decoded.device,
-                reading: decoded.reading,
-                topic,
-                payload,
-            },
-            Err(reason) => self.reject(&route.name, &topic, &payload, reason),
         }
     }
 
@@ -747,6 +828,46 @@ fields = [
             .replace("bins/level", "co2/#")
             .replace("name = \"bins\"", "name = \"bins\"\nallow_overlap = true");
         assert!(Routes::from_settings(&settings(&overlap_ok).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_panicking_decoder_costs_one_dead_letter() {
+        let routes = Routes::from_settings(&settings(BINS).unwrap())
+            .unwrap()
+            .with_faults(Faults::parse("decode-panic=BOOM"));
+        let record = |payload: &'static [u8]| {
+            routes.record(
+                &Source::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
+                Bytes::from_static(payload),
+                now(),
+            )
+        };
+        match record(b"2020-07-13 22:43:23|BOOM") {
+            Record::Rejected { route, letter } => {
+                assert_eq!((&*route, letter.reason), ("co2", "decoder_panic"));
+                assert_eq!(letter.payload, b"2020-07-13 22:43:23|BOOM");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            record(b"2020-07-13 22:43:23|1"),
+            Record::Rows { .. }
+        ));
+    }
+
+    #[test]
+    fn refused_messages_keep_their_route_label() {
+        let routes = Routes::from_settings(&settings(BINS).unwrap()).unwrap();
+        let refused = |topic: &'static [u8]| match routes.refuse(
+            &Source::Mqtt(Bytes::from_static(topic)),
+            b"x",
+            "crashed_bridge",
+        ) {
+            Record::Rejected { route, letter } => (route.to_string(), letter.reason),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(b"bins/level"), ("bins".into(), "crashed_bridge"));
+        assert_eq!(refused(b"nowhere"), ("unrouted".into(), "crashed_bridge"));
     }
 
     #[test]
