@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::mqtt::{AckHandle, Client};
+use crate::supervisor::Supervisor;
 
 /// Counts connections; bumped by the ingress task whenever one is lost.
 #[derive(Debug, Clone, Default)]
@@ -116,15 +117,21 @@ pub struct AckReport {
 pub struct AckForwarders(Vec<JoinHandle<()>>);
 
 impl Acker {
-    /// Starts one forwarder per connection, each checking acks against its
-    /// connection's epoch just before sending them.
-    pub fn spawn(links: Vec<(Client, ConnectionEpoch)>) -> (Self, AckForwarders) {
+    /// Starts one forwarder per connection under `supervisor`, each checking
+    /// acks against its connection's epoch just before sending them.
+    pub fn spawn(
+        links: Vec<(Client, ConnectionEpoch)>,
+        supervisor: &Supervisor,
+    ) -> (Self, AckForwarders) {
         let mut senders = Vec::with_capacity(links.len());
         let mut tasks = Vec::with_capacity(links.len());
         for (link, (client, epoch)) in links.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
-            tasks.push(tokio::spawn(forward(link, client, epoch, rx)));
+            tasks.push(supervisor.spawn(
+                format!("mqtt acks {link}"),
+                forward(link, client, epoch, rx),
+            ));
         }
         (Self { links: senders }, AckForwarders(tasks))
     }

@@ -15,14 +15,17 @@ use crate::acks::{Acker, ConnectionEpoch};
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Settings};
 use crate::db;
+use crate::fault::Faults;
 use crate::health::Health;
 use crate::http::{self, AppState, DataPaths};
 use crate::ingress::Delivery;
 use crate::ingress::Ingress;
 use crate::metrics::{Metrics, MetricsError};
 use crate::mqtt;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{InFlight, Pipeline};
+use crate::quarantine::Quarantine;
 use crate::route::Routes;
+use crate::supervisor::{Ended, Supervisor};
 use crate::writer::Writer;
 
 /// How often readiness re-checks the database when nothing is being written.
@@ -57,6 +60,10 @@ pub enum RunError {
     /// A migration failed for a reason other than a missing privilege.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A task the bridge cannot work without ended or panicked; the bridge
+    /// exits so that its service manager restarts it.
+    #[error("{0}; exiting so that the service manager restarts the bridge (unacknowledged messages are redelivered)")]
+    TaskEnded(Ended),
 }
 
 /// A bridge with its listener bound, ready to run.
@@ -67,13 +74,15 @@ pub struct Bridge {
     listener: TcpListener,
     pool: MySqlPool,
     routes: Arc<Routes>,
+    faults: Faults,
 }
 
 impl Bridge {
     /// Validates the settings and binds the HTTP listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, RunError> {
         settings.validate()?;
-        let routes = Arc::new(Routes::from_settings(&settings)?);
+        let faults = Faults::from_env();
+        let routes = Arc::new(Routes::from_settings(&settings)?.with_faults(faults.clone()));
         let metrics = Arc::new(Metrics::new(
             settings.metrics.max_devices,
             &routes.labels(),
@@ -81,6 +90,7 @@ impl Bridge {
         let health = Arc::new(Health::new(
             metrics.clone(),
             usize::from(settings.mqtt.connections),
+            Duration::from_secs(settings.batch.stall_timeout_s),
         ));
         let addr = settings.http_listen()?;
         let listener = TcpListener::bind(addr)
@@ -96,6 +106,7 @@ impl Bridge {
             listener,
             pool,
             routes,
+            faults,
         })
     }
 
@@ -104,7 +115,8 @@ impl Bridge {
         self.listener.local_addr().ok()
     }
 
-    /// Runs until `stop` fires, then shuts down in order.
+    /// Runs until `stop` fires, then shuts down in order. Returns
+    /// [`RunError::TaskEnded`] if a task it cannot work without ends first.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<(), RunError> {
         let Bridge {
             settings,
@@ -113,7 +125,11 @@ impl Bridge {
             listener,
             pool,
             routes,
+            faults,
         } = self;
+        let (supervisor, mut ended) = Supervisor::new();
+        // Cancelled by `stop`, or by the bridge itself when a task fails.
+        let shutdown = stop.child_token();
         // Created here so HTTP ingest can queue from the start; the pipeline
         // drains it once the schema is ready. Sized to the in-flight window: the
         // broker cannot send more than that unacknowledged, so this rarely fills
@@ -130,29 +146,38 @@ impl Bridge {
                 pool: pool.clone(),
             })),
         };
-        let http = spawn_http(listener, state, http_stop.clone());
-        let probe = spawn_db_probe(pool.clone(), metrics.clone(), stop.clone());
+        let http = spawn_http(&supervisor, listener, state, http_stop.clone());
+        let probe = supervisor.spawn(
+            "database probe",
+            probe_database(pool.clone(), metrics.clone(), shutdown.clone()),
+        );
 
-        let ready = prepare_schema(&settings, &pool, &stop).await;
+        let ready = tokio::select! {
+            biased;
+            ready = prepare_schema(&settings, &pool, &shutdown) => ready,
+            Some(e) = ended.recv() => match shutdown.is_cancelled() {
+                true => Ok(false),
+                false => Err(fail(&health, e)),
+            },
+        };
         let result = match ready {
             Ok(true) => {
-                let channel = (tx, rx);
-                run_pipeline(
-                    &settings,
-                    pool.clone(),
+                let parts = PipelineParts {
+                    pool: pool.clone(),
                     routes,
-                    channel,
+                    channel: (tx, rx),
                     metrics,
-                    health,
-                    &stop,
-                )
-                .await
+                    health: health.clone(),
+                    faults,
+                };
+                run_pipeline(&settings, parts, &supervisor, &mut ended, &shutdown).await
             }
             Ok(false) => Ok(()), // stopped while waiting for the database
             Err(e) => Err(e),
         };
 
-        probe.abort();
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), probe).await;
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         pool.close().await;
@@ -160,9 +185,26 @@ impl Bridge {
     }
 }
 
-fn spawn_http(listener: TcpListener, state: AppState, stop: CancellationToken) -> JoinHandle<()> {
+/// Marks the bridge failed because of `ended` and says so; returns the error to exit with.
+fn fail(health: &Health, ended: Ended) -> RunError {
+    tracing::error!(
+        task = %ended.task,
+        panic = ended.panic.as_deref().unwrap_or(""),
+        "A task the bridge cannot work without has ended; /readyz and /healthz now fail and the \
+         bridge exits so that its service manager restarts it (unacknowledged messages are redelivered)"
+    );
+    health.set_failed(ended.to_string());
+    RunError::TaskEnded(ended)
+}
+
+fn spawn_http(
+    supervisor: &Supervisor,
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     let app = http::app(state);
-    tokio::spawn(async move {
+    supervisor.spawn("http server", async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -172,32 +214,25 @@ fn spawn_http(listener: TcpListener, state: AppState, stop: CancellationToken) -
     })
 }
 
-fn spawn_db_probe(
-    pool: MySqlPool,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut was_up: Option<bool> = None;
-        loop {
-            let up = db::ping(&pool, Duration::from_secs(2)).await;
-            metrics.db_up.set(i64::from(up));
-            if was_up != Some(up) {
-                if up {
-                    tracing::info!("Database reachable");
-                } else {
-                    tracing::warn!(
-                        "Database unreachable; readings wait unacknowledged at the broker"
-                    );
-                }
-                was_up = Some(up);
+/// Keeps `db_up` current while nothing is being written.
+async fn probe_database(pool: MySqlPool, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut was_up: Option<bool> = None;
+    loop {
+        let up = db::ping(&pool, Duration::from_secs(2)).await;
+        metrics.db_up.set(i64::from(up));
+        if was_up != Some(up) {
+            if up {
+                tracing::info!("Database reachable");
+            } else {
+                tracing::warn!("Database unreachable; readings wait unacknowledged at the broker");
             }
-            tokio::select! {
-                _ = tokio::time::sleep(DB_PROBE_INTERVAL) => {}
-                _ = stop.cancelled() => return,
-            }
+            was_up = Some(up);
         }
-    })
+        tokio::select! {
+            _ = tokio::time::sleep(DB_PROBE_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Waits for the database and brings the schema up to date (or checks it is).
@@ -251,17 +286,35 @@ async fn prepare_schema(
     }
 }
 
-async fn run_pipeline(
-    settings: &Settings,
+/// What the pipeline is built from.
+struct PipelineParts {
     pool: MySqlPool,
     routes: Arc<Routes>,
-    (tx, rx): (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
+    channel: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    stop: &CancellationToken,
+    faults: Faults,
+}
+
+async fn run_pipeline(
+    settings: &Settings,
+    parts: PipelineParts,
+    supervisor: &Supervisor,
+    ended: &mut mpsc::UnboundedReceiver<Ended>,
+    shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
+    let PipelineParts {
+        pool,
+        routes,
+        channel: (tx, rx),
+        metrics,
+        health,
+        faults,
+    } = parts;
     let window = usize::from(settings.mqtt.receive_maximum);
     let subscriptions = settings.mqtt_subscriptions(routes.subscriptions());
+    let quarantine = Arc::new(Quarantine::load(settings.state_dir().join("quarantine")));
+    let in_flight = Arc::new(InFlight::default());
     let mut links = Vec::new();
     let mut ingress_stop = Vec::new();
     let mut ingress_tasks = Vec::new();
@@ -280,12 +333,13 @@ async fn run_pipeline(
             link,
         );
         let stop = CancellationToken::new();
-        ingress_tasks.push(tokio::spawn(ingress.run(stop.clone())));
+        ingress_tasks
+            .push(supervisor.spawn(format!("mqtt ingress {link}"), ingress.run(stop.clone())));
         ingress_stop.push(stop);
         links.push((client, epoch));
     }
     drop(tx);
-    let (acker, forwarders) = Acker::spawn(links.clone());
+    let (acker, forwarders) = Acker::spawn(links.clone(), supervisor);
     let pipeline = Pipeline {
         rx,
         routes,
@@ -302,17 +356,47 @@ async fn run_pipeline(
         max_rows: settings.batch.max_rows.min(window),
         max_delay: Duration::from_millis(settings.batch.max_delay_ms),
         shutdown_timeout: Duration::from_secs(settings.batch.shutdown_timeout_s),
+        health: health.clone(),
+        quarantine: quarantine.clone(),
+        in_flight: in_flight.clone(),
+        faults,
     };
+    let tasks = pipeline.spawn(supervisor, shutdown.clone());
 
-    let pipeline_task = tokio::spawn(pipeline.run(stop.clone()));
-
-    stop.cancelled().await;
-    tracing::info!("Shutting down: no new messages, flushing what was received");
-    let flush_deadline = Duration::from_secs(settings.batch.shutdown_timeout_s + 5);
-    if tokio::time::timeout(flush_deadline, pipeline_task)
-        .await
-        .is_err()
-    {
+    // Until a stop is asked for, any supervised task that ends is a failure.
+    // Tasks end *because* of a stop too, so a stop seen first (or meanwhile) wins.
+    let failure = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        Some(e) = ended.recv() => Some(e).filter(|_| !shutdown.is_cancelled()),
+    };
+    let failed = failure.map(|ended| {
+        let suspects = in_flight.held_by(&ended.task);
+        if ended.panic.is_some() && !suspects.is_empty() {
+            quarantine.record_crash(&suspects);
+            tracing::warn!(
+                messages = suspects.len(),
+                "Recorded the messages the crashed task held in the crash quarantine"
+            );
+        }
+        let error = fail(&health, ended);
+        shutdown.cancel();
+        error
+    });
+    if failed.is_none() {
+        tracing::info!("Shutting down: no new messages, flushing what was received");
+    }
+    // After a failure the surviving stages get a short deadline: the process
+    // must exit within seconds, and what is not acked is redelivered.
+    let flush_deadline = match failed {
+        Some(_) => Duration::from_secs(3),
+        None => Duration::from_secs(settings.batch.shutdown_timeout_s + 5),
+    };
+    let drained = async {
+        let _ = tasks.intake.await;
+        let _ = tasks.commit.await;
+    };
+    if tokio::time::timeout(flush_deadline, drained).await.is_err() {
         tracing::error!(
             "The pipeline did not finish in time; unacknowledged messages will be redelivered"
         );
@@ -334,5 +418,8 @@ async fn run_pipeline(
         }
     }
     tracing::info!("Stopped");
-    Ok(())
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }

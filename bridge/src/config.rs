@@ -29,6 +29,8 @@ pub struct Settings {
     pub wire: WireSettings,
     /// Limits on metric cardinality.
     pub metrics: MetricsSettings,
+    /// Where the bridge keeps its own small state.
+    pub state: StateSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<crate::route::settings::RouteSettings>,
 }
@@ -132,6 +134,9 @@ pub struct BatchSettings {
     /// Seconds a shutdown may spend flushing before it gives up (unacked messages are
     /// redelivered by the broker later, so nothing is lost).
     pub shutdown_timeout_s: u64,
+    /// Seconds a batch may wait to be written before `/readyz` calls the pipeline
+    /// stalled (a database that is down or too slow, or a wedged stage).
+    pub stall_timeout_s: u64,
 }
 
 /// `[wire]`
@@ -150,6 +155,15 @@ pub struct WireSettings {
     pub max_payload_bytes: usize,
     /// Bytes of a refused payload kept in `rejected_messages` (at most 1024, the column).
     pub dead_letter_payload_bytes: usize,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// Directory for the crash quarantine (see the README). Default: `$STATE_DIRECTORY`
+    /// (systemd's `StateDirectory=`), else `co2-bridge-<client_id>` in the temp dir.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[metrics]`
@@ -211,6 +225,7 @@ impl Default for BatchSettings {
             max_rows: 1000,
             max_delay_ms: 50,
             shutdown_timeout_s: 10,
+            stall_timeout_s: 30,
         }
     }
 }
@@ -362,6 +377,12 @@ impl Settings {
         if !(1..=20_000).contains(&self.batch.max_rows) {
             return Err(invalid("batch.max_rows", "must be 1..=20000"));
         }
+        if self.batch.stall_timeout_s == 0 {
+            return Err(invalid(
+                "batch.stall_timeout_s",
+                "must be at least 1 second",
+            ));
+        }
         self.time_zone()?;
         if self
             .wire
@@ -382,6 +403,21 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Where the bridge keeps its state (see [`StateSettings::dir`]).
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state.dir {
+            return dir.clone();
+        }
+        // systemd may list several directories separated by ':'; the first is ours.
+        match std::env::var_os("STATE_DIRECTORY") {
+            Some(dirs) if !dirs.is_empty() => {
+                let dirs = dirs.to_string_lossy().into_owned();
+                PathBuf::from(dirs.split(':').next().unwrap_or_default())
+            }
+            _ => std::env::temp_dir().join(format!("co2-bridge-{}", self.mqtt.client_id)),
+        }
     }
 
     /// Client id of connection `link` (the plain `client_id` with one connection).

@@ -1,27 +1,56 @@
-//! Readiness: what `/readyz` reports. The database state lives in the
-//! `db_up` gauge; the state of each MQTT connection lives here and drives the
-//! `mqtt_connected` gauge (1 only while every connection is up).
+//! Readiness: what `/readyz` reports, and `/healthz` once a task has died.
+//!
+//! Ready means readings are flowing, not only that sockets are open: every
+//! MQTT connection is up and subscribed, the database answers, no supervised
+//! task has ended, and no batch has waited longer than `batch.stall_timeout_s`
+//! to be written. The database state lives in the `db_up` gauge; the state of
+//! each MQTT connection lives here and drives the `mqtt_connected` gauge (1
+//! only while every connection is up).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 
-/// Connection and subscription state of each MQTT connection.
+/// Connection, subscription and pipeline state.
 pub struct Health {
     metrics: Arc<Metrics>,
     connected: Vec<AtomicBool>,
     subscribed: Vec<AtomicBool>,
+    failed: Mutex<Option<String>>,
+    epoch: Instant,
+    stall_timeout: Duration,
+    /// Milliseconds since `epoch` (plus one, so 0 means idle) at which the
+    /// batch intake holds was opened.
+    intake_since: AtomicU64,
+    /// The same for the batch the commit task is writing.
+    commit_since: AtomicU64,
+}
+
+/// Which stage of the pipeline holds a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Batching and decoding.
+    Intake,
+    /// Writing and acknowledging.
+    Commit,
 }
 
 impl Health {
-    /// Readiness for `connections` MQTT connections (at least one).
-    pub fn new(metrics: Arc<Metrics>, connections: usize) -> Self {
+    /// Readiness for `connections` MQTT connections (at least one), calling
+    /// the pipeline stalled once a batch waits longer than `stall_timeout`.
+    pub fn new(metrics: Arc<Metrics>, connections: usize, stall_timeout: Duration) -> Self {
         let n = connections.max(1);
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            failed: Mutex::new(None),
+            epoch: Instant::now(),
+            stall_timeout,
+            intake_since: AtomicU64::new(0),
+            commit_since: AtomicU64::new(0),
         }
     }
 
@@ -41,21 +70,136 @@ impl Health {
         }
     }
 
+    /// Records that a task the bridge cannot work without has ended; from now
+    /// on neither `/readyz` nor `/healthz` reports success.
+    pub fn set_failed(&self, why: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed.get_or_insert(why);
+    }
+
+    /// Why the bridge has failed, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `stage` has taken a batch (its first message arrived `at`), unless it already holds one.
+    pub fn busy(&self, stage: Stage, at: Instant) {
+        let stamp = u64::try_from(at.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX - 1)
+            + 1;
+        let _ = self
+            .slot(stage)
+            .compare_exchange(0, stamp, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// `stage` has handed its batch on.
+    pub fn idle(&self, stage: Stage) {
+        self.slot(stage).store(0, Ordering::Release);
+    }
+
+    fn slot(&self, stage: Stage) -> &AtomicU64 {
+        match stage {
+            Stage::Intake => &self.intake_since,
+            Stage::Commit => &self.commit_since,
+        }
+    }
+
+    /// How long the oldest batch in the pipeline has waited, if any is waiting.
+    pub fn oldest_batch_age(&self) -> Option<Duration> {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        [&self.intake_since, &self.commit_since]
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .filter(|stamp| *stamp != 0)
+            .map(|stamp| Duration::from_millis(now.saturating_sub(stamp - 1)))
+            .max()
+    }
+
     /// `Ok` when ready, otherwise every reason it is not.
-    pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
+        if let Some(why) = self.failure() {
+            reasons.push(format!(
+                "failed: {why}; exiting so the service manager restarts the bridge"
+            ));
+        }
         if !self.connected.iter().all(|c| c.load(Ordering::Acquire)) {
-            reasons.push("not connected to the MQTT broker");
+            reasons.push("not connected to the MQTT broker".to_owned());
         } else if !self.subscribed.iter().all(|s| s.load(Ordering::Acquire)) {
-            reasons.push("MQTT subscriptions not (yet) granted");
+            reasons.push("MQTT subscriptions not (yet) granted".to_owned());
         }
         if self.metrics.db_up.get() != 1 {
-            reasons.push("database unreachable");
+            reasons.push("database unreachable".to_owned());
+        }
+        if let Some(age) = self.oldest_batch_age().filter(|a| *a > self.stall_timeout) {
+            reasons.push(format!(
+                "pipeline stalled: a batch has waited {} s to be written (batch.stall_timeout_s = {})",
+                age.as_secs(),
+                self.stall_timeout.as_secs()
+            ));
         }
         if reasons.is_empty() {
             Ok(())
         } else {
             Err(reasons)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(stall: Duration) -> Health {
+        let metrics = Arc::new(Metrics::new(10, &["co2"]).unwrap());
+        metrics.db_up.set(1);
+        let h = Health::new(metrics, 1, stall);
+        h.set_connected(0, true);
+        h.set_subscribed(0, true);
+        h
+    }
+
+    #[test]
+    fn a_batch_older_than_the_bound_makes_it_not_ready() {
+        let h = health(Duration::from_secs(30));
+        assert_eq!(h.readiness(), Ok(()));
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(45))
+            .unwrap_or_else(Instant::now);
+        // Before `epoch` counts as at `epoch`: build one whose epoch is older.
+        let h = Health {
+            epoch: long_ago,
+            ..h
+        };
+        h.busy(Stage::Commit, long_ago);
+        let reasons = h.readiness().unwrap_err();
+        assert!(reasons[0].starts_with("pipeline stalled"), "{reasons:?}");
+        h.idle(Stage::Commit);
+        assert_eq!(h.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_fresh_batch_is_not_a_stall_and_busy_keeps_the_first_stamp() {
+        let h = health(Duration::from_secs(30));
+        let t = Instant::now();
+        h.busy(Stage::Intake, t);
+        h.busy(Stage::Intake, t + Duration::from_secs(5));
+        assert!(h.oldest_batch_age().unwrap() < Duration::from_secs(1));
+        assert_eq!(h.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_task_is_named_and_stays() {
+        let h = health(Duration::from_secs(30));
+        h.set_failed("task \"commit\" panicked: boom".into());
+        h.set_failed("later".into());
+        let reasons = h.readiness().unwrap_err();
+        assert!(
+            reasons[0].contains("\"commit\" panicked: boom"),
+            "{reasons:?}"
+        );
     }
 }

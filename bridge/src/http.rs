@@ -49,7 +49,7 @@ pub struct DataPaths {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // Each route enforces its own max_payload_bytes.
         .route(
@@ -283,6 +283,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// Alive unless a task the bridge cannot work without has ended (the process
+/// is then exiting, so a liveness probe restarts it if the exit hangs).
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.failure() {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("failed: {why}\n")),
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
@@ -302,7 +311,7 @@ mod tests {
 
     fn state() -> AppState {
         let metrics = Arc::new(Metrics::new(10, &["co2"]).unwrap());
-        let health = Arc::new(Health::new(metrics.clone(), 1));
+        let health = Arc::new(Health::new(metrics.clone(), 1, Duration::from_secs(30)));
         AppState {
             metrics,
             health,
@@ -354,6 +363,24 @@ mod tests {
         assert!(html.contains("image/png&quot;"));
         assert!(html.contains("src=\"/images/7\""));
         assert!(html.contains("2 KiB"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_task_fails_both_probes() {
+        let state = state();
+        state.health.set_connected(0, true);
+        state.health.set_subscribed(0, true);
+        state.metrics.db_up.set(1);
+        state
+            .health
+            .set_failed("task \"commit\" panicked: boom".into());
+        let (status, body) = get(app(state.clone()), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("\"commit\" panicked: boom"), "{body}");
+        assert_eq!(
+            get(app(state), "/healthz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod quarantine;
 pub mod route;
 pub mod supervisor;
 pub mod writer;
