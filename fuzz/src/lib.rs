@@ -1,0 +1,90 @@
+//! What the fuzz targets check besides "no panic": the invariants every
+//! record the bridge builds from a delivery must keep, whatever the bytes.
+//!
+//! - a rejection names a reason the metrics know (so it is counted and
+//!   labelled, not lost), and its dead letter fits `rejected_messages`;
+//! - rows have one value per target column, every time fits a `DATETIME(3)`
+//!   column and the future bound, every float is finite;
+//! - a CO2 reading re-encodes to a payload that decodes to the same reading.
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeZone, Utc};
+use co2_bridge::metrics::EXTRA_REJECT_REASONS;
+use co2_bridge::route::{Record, Routes, Source, Value};
+use co2_bridge::Settings;
+use co2_wire::{Decoder, Rejection, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
+
+/// The receiver's clock for every run, so that a crash reproduces.
+pub fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0)
+        .single()
+        .expect("a valid fixed time")
+}
+
+/// The routes of `config` (a bridge.toml text) plus the built-in CO2 route.
+pub fn routes(config: &str) -> Routes {
+    let settings: Settings = toml::from_str(config).expect("the fuzz config parses");
+    Routes::from_settings(&settings).expect("the fuzz config is valid")
+}
+
+/// Decodes one MQTT delivery and checks the record.
+pub fn deliver(routes: &Routes, topic: &[u8], payload: &[u8]) -> Record {
+    let record = routes.record(
+        &Source::Mqtt(Bytes::copy_from_slice(topic)),
+        Bytes::copy_from_slice(payload),
+        now(),
+    );
+    check(&record);
+    record
+}
+
+/// Panics (which the fuzzer reports) when `record` breaks an invariant.
+pub fn check(record: &Record) {
+    match record {
+        Record::Rejected { letter, .. } => {
+            let known = Rejection::ALL.iter().any(|r| r.reason() == letter.reason)
+                || EXTRA_REJECT_REASONS.contains(&letter.reason);
+            assert!(known, "reason {:?} is not a metric label", letter.reason);
+            assert!(letter.topic.chars().count() <= 255, "dead-letter topic too long");
+            assert!(letter.payload.len() <= 1024, "dead-letter payload too long");
+            assert!(letter.payload_bytes as usize >= letter.payload.len());
+        }
+        Record::Rows {
+            target,
+            rows,
+            reading,
+            ..
+        } => {
+            assert!(!rows.is_empty(), "a message became no rows and no rejection");
+            let latest = now().timestamp_millis() + 300_000;
+            for row in rows {
+                assert_eq!(row.len(), target.columns.len(), "row width");
+                for value in row {
+                    match value {
+                        Value::Time(t) => {
+                            let ms = t.and_utc().timestamp_millis();
+                            assert!(
+                                (MIN_TIME_MILLIS..=MAX_TIME_MILLIS).contains(&ms) && ms <= latest,
+                                "time {t} does not fit the column or is too far ahead"
+                            );
+                        }
+                        Value::Float(v) => assert!(v.is_finite(), "float {v} is not finite"),
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(reading) = reading {
+                let again = Decoder::default().decode(&reading.to_payload(), now());
+                assert_eq!(again, Ok(*reading), "a reading does not round-trip");
+            }
+        }
+    }
+}
+
+/// Splits fuzz input into a topic and a payload: the first byte is the topic's length.
+pub fn split_delivery(data: &[u8]) -> (&[u8], &[u8]) {
+    let Some((&len, rest)) = data.split_first() else {
+        return (b"", b"");
+    };
+    rest.split_at(usize::from(len).min(rest.len()))
+}
