@@ -28,6 +28,9 @@ use crate::route::Routes;
 use crate::supervisor::{Ended, Supervisor};
 use crate::writer::Writer;
 
+/// How long a failed bridge keeps answering its probes before it exits.
+const FAILED_LINGER: Duration = Duration::from_secs(1);
+
 /// How often readiness re-checks the database when nothing is being written.
 const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -178,6 +181,11 @@ impl Bridge {
 
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), probe).await;
+        if matches!(result, Err(RunError::TaskEnded(_))) {
+            // Keep answering /readyz and /healthz (503, naming the task) for a
+            // moment, so that a probe or an operator sees why before the restart.
+            tokio::time::sleep(FAILED_LINGER).await;
+        }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         pool.close().await;

@@ -2,8 +2,10 @@
 //! decoder or the pipeline panics after all.
 //!
 //! `CO2_BRIDGE_FAULTS="decode-panic=<marker>,commit-panic=<marker>"` makes the
-//! decoder (resp. the commit task) panic on any message whose payload contains
-//! `<marker>`. Only debug builds (`cargo build`, what the tests run) read it; a
+//! decoder panic on any message whose payload contains `<marker>`, and the
+//! commit task panic on any batch holding such a message that is to be
+//! stored as rows (a dead letter of it is written normally, which is how the
+//! crash quarantine ends the loop). Only debug builds (`cargo build`, what the tests run) read it; a
 //! release build ignores it and says so, so no configuration can make a
 //! production bridge panic on purpose.
 
@@ -13,8 +15,8 @@ pub const ENV: &str = "CO2_BRIDGE_FAULTS";
 /// Which faults are armed; none by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
-    decode_panic: Option<Vec<u8>>,
-    commit_panic: Option<Vec<u8>>,
+    decode_panic: Option<String>,
+    commit_panic: Option<String>,
 }
 
 impl Faults {
@@ -38,7 +40,7 @@ impl Faults {
     pub fn parse(spec: &str) -> Self {
         let mut faults = Self::default();
         for (kind, marker) in spec.split(',').filter_map(|p| p.split_once('=')) {
-            let marker = Some(marker.as_bytes().to_vec()).filter(|m| !m.is_empty());
+            let marker = Some(marker.to_owned()).filter(|m| !m.is_empty());
             match kind.trim() {
                 "decode-panic" => faults.decode_panic = marker,
                 "commit-panic" => faults.commit_panic = marker,
@@ -55,7 +57,7 @@ impl Faults {
         }
     }
 
-    /// Panics if the commit fault is armed and any payload carries its marker.
+    /// Panics if the commit fault is armed and any of the rows' payloads carries its marker.
     pub fn at_commit<'a>(&self, mut payloads: impl Iterator<Item = &'a [u8]>) {
         if self.commit_panic.is_some()
             && payloads.any(|p| contains(p, self.commit_panic.as_deref()))
@@ -65,8 +67,8 @@ impl Faults {
     }
 }
 
-fn contains(haystack: &[u8], needle: Option<&[u8]>) -> bool {
-    needle.is_some_and(|n| haystack.windows(n.len()).any(|w| w == n))
+fn contains(haystack: &[u8], needle: Option<&str>) -> bool {
+    needle.is_some_and(|n| haystack.windows(n.len()).any(|w| w == n.as_bytes()))
 }
 
 #[cfg(test)]
@@ -76,8 +78,8 @@ mod tests {
     #[test]
     fn parses_both_kinds_and_ignores_the_rest() {
         let f = Faults::parse("decode-panic=BOOM, commit-panic=CRASH,other=x,junk");
-        assert_eq!(f.decode_panic.as_deref(), Some(&b"BOOM"[..]));
-        assert_eq!(f.commit_panic.as_deref(), Some(&b"CRASH"[..]));
+        assert_eq!(f.decode_panic.as_deref(), Some("BOOM"));
+        assert_eq!(f.commit_panic.as_deref(), Some("CRASH"));
         assert_eq!(Faults::parse(""), Faults::default());
     }
 

@@ -394,10 +394,11 @@ impl Committer {
         let Decoded {
             records, tokens, ..
         } = batch;
-        self.faults.at_commit(records.iter().map(|r| match r {
-            Record::Rows { payload, .. } => payload.as_ref(),
-            Record::Rejected { letter, .. } => letter.payload.as_slice(),
-        }));
+        self.faults
+            .at_commit(records.iter().filter_map(|r| match r {
+                Record::Rows { payload, .. } => Some(payload.as_ref()),
+                Record::Rejected { .. } => None,
+            }));
         let count = records.len();
         match self.writer.write(&records, give_up).await {
             Ok(outcome) => {

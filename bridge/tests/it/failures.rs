@@ -284,3 +284,49 @@ async fn a_broker_that_overruns_the_window_cannot_fill_the_bridges_memory() {
     );
     assert_exactly_once(&db, devices, per_device).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_behind_a_lock_makes_the_bridge_unready_though_every_socket_is_up() {
+    let db = Database::create("stall").await.unwrap();
+    let prefix = unique("stall");
+    let mut env = bridge_env(&db.url(), 1883, &prefix, http_port());
+    env.push(("CO2_BRIDGE__BATCH__STALL_TIMEOUT_S".into(), "2".into()));
+    let bridge = Binary::spawn(&env, "stall");
+    bridge.wait_ready().await;
+    let publisher = Publisher::connect(1883, &unique("pub"));
+    publish_range(&publisher, &prefix, 2, 0..1).await;
+    assert_eq!(wait_for_rows(&db, 2, Duration::from_secs(10)).await, 2);
+
+    // The database answers (SELECT 1), MQTT is connected, but no write can finish.
+    let mut lock = db.pool().acquire().await.unwrap();
+    sqlx::query("LOCK TABLES co2_emissions WRITE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    publish_range(&publisher, &prefix, 2, 1..5).await;
+    let stalled = wait_until(Duration::from_secs(15), || async {
+        matches!(http_get(bridge.http, "/readyz").await, Ok((503, body)) if body.contains("pipeline stalled"))
+    })
+    .await;
+    let (_, body) = http_get(bridge.http, "/readyz").await.unwrap();
+    assert!(stalled, "{body}");
+    assert!(
+        !body.contains("MQTT") && !body.contains("database unreachable"),
+        "only the stall is wrong: {body}"
+    );
+    let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_mqtt_connected"),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&scrape, "co2_bridge_db_up"), Some(1.0));
+
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    drop(lock);
+    bridge.wait_ready().await;
+    assert_eq!(wait_for_rows(&db, 10, Duration::from_secs(15)).await, 10);
+    assert_exactly_once(&db, 2, 5).await;
+}

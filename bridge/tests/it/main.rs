@@ -5,6 +5,7 @@
 
 mod delivery;
 mod failures;
+mod hostile;
 mod observability;
 mod routes;
 mod scale_out;
