@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: services up (ops/services.sh), formatting
 # and lints, the Rust test suites (unit, property and integration tests
-# against the real MariaDB and Mosquitto), then every check in ops/checks/.
+# against the real MariaDB and Mosquitto), every fuzz target for a bounded
+# time (ops/fuzz.sh, FUZZ_SECONDS each), then every check in ops/checks/.
 # Exits non-zero if anything failed; the last line counts the checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ export CO2_BRIDGE_BIN=$target_dir/debug/co2-bridge
 export CO2_PUBLISHER_BIN=$target_dir/debug/co2-publisher
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz (${FUZZ_SECONDS:-20} s per target)"
+bash ops/fuzz.sh
 
 passed=0
 failed=0
