@@ -173,6 +173,17 @@ impl TopicFilter {
         Some(out.join("/"))
     }
 
+    /// The filter that published topics are matched against (no `$share/<group>/`
+    /// prefix), its device level, if it has one, written as `text`: `"+"` gives
+    /// the plain filter, Mosquitto's `"%u"` an ACL pattern for the user's own topics.
+    pub fn with_device_level(&self, text: &str) -> String {
+        let mut out = self.levels.clone();
+        if let Some(level) = self.device_level.and_then(|i| out.get_mut(i)) {
+            text.clone_into(level);
+        }
+        out.join("/")
+    }
+
     /// The string to subscribe with.
     pub fn subscription(&self) -> &str {
         &self.subscription
@@ -299,6 +310,21 @@ mod tests {
             Some("bins/level")
         );
         assert_eq!(filter("x/+/{device}").topic_for(&pi), None);
+    }
+
+    #[test]
+    fn with_device_level_writes_only_the_device_level() {
+        let own = |f: &str| filter(f).with_device_level("%u");
+        assert_eq!(own("co2/+/emissions"), "co2/%u/emissions");
+        assert_eq!(own("sensors/{device}/dht11"), "sensors/%u/dht11");
+        assert_eq!(own("site/+/{device}/#"), "site/+/%u/#");
+        assert_eq!(
+            own("$share/g/camera/{device}/snapshot"),
+            "camera/%u/snapshot"
+        );
+        assert_eq!(own("bins/level"), "bins/level");
+        assert_eq!(own("$share/g/raw/#"), "raw/#");
+        assert_eq!(filter("$share/g/x/{device}").with_device_level("+"), "x/+");
     }
 
     #[test]
