@@ -8,6 +8,7 @@
 //! `/healthz` and `/readyz`. [`app`] wires it together.
 
 pub mod acks;
+pub mod acl;
 pub mod app;
 pub mod backoff;
 pub mod batch;

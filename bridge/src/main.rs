@@ -37,6 +37,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration with secrets masked, then exit.
     CheckConfig,
+    /// Print the Mosquitto ACL that fits the configured routes, then exit.
+    Acl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +82,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
+            Ok(())
+        }
+        Command::Acl => {
+            print!(
+                "{}",
+                co2_bridge::acl::Acl::from_settings(&settings)?.render()
+            );
             Ok(())
         }
         Command::Migrate => {
