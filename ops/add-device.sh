@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Add a device (a Pi running co2-publisher) to the broker: a Mosquitto user
-# named after the device with a generated password. The ACL lets it publish
-# only below co2/<NAME>/, so its readings land under device id NAME.
+# named after the device with a generated password. The ACL (derived from the
+# bridge's routes by ops/install-server.sh) lets it publish only on the routes'
+# topics with NAME as the device level (co2/NAME/emissions, sensors/NAME/dht11,
+# ...), so its readings land under device id NAME. On the device listeners
+# the broker uses NAME as the client id too, whatever id the device sends.
 #
 # Usage: sudo ops/add-device.sh [options] NAME
 #   NAME                 device id and MQTT user: 1-64 of [A-Za-z0-9_-]
@@ -14,7 +17,16 @@
 #   --rotate             give an existing device a new password (old one stops working)
 #   --remove             delete the device's user (its data stays in the database)
 #   --password-file F    Mosquitto password file (default /etc/mosquitto/co2-telemetry.passwd)
-#   --bridge-user NAME   the bridge's MQTT user, refused as a device name (default co2-bridge)
+#   --shared-topic TOPIC also let it publish to TOPIC, a route's topic without a device
+#                        level (e.g. bins/level); repeatable; the device's shared topics
+#                        become exactly those given. Such a topic is open to every
+#                        device granted it, and the payload names the device: grant
+#                        it only to the devices that must use it.
+#   --no-shared-topics   revoke every shared topic of the device
+#   --acl-file F         the broker's ACL (default /etc/mosquitto/co2-telemetry.acl;
+#                        its parts are in F.d/)
+#   --bridge-user NAME   the bridge's MQTT user; it and the bridge's client ids
+#                        (co2-bridge, co2-bridge-<n>) are refused as device names
 #   --root DIR           prefix for the password file and CA paths (tests)
 #   --dry-run            print what would be done
 #
@@ -39,6 +51,9 @@ out=
 rotate=0
 remove=0
 passwd_file=/etc/mosquitto/co2-telemetry.passwd
+acl_file=/etc/mosquitto/co2-telemetry.acl
+shared_given=0
+shared_topics=()
 bridge_user=co2-bridge
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -51,6 +66,9 @@ while [[ $# -gt 0 ]]; do
         --rotate) rotate=1; shift ;;
         --remove) remove=1; shift ;;
         --password-file) passwd_file=${2:?}; shift 2 ;;
+        --acl-file) acl_file=${2:?}; shift 2 ;;
+        --shared-topic) shared_given=1; shared_topics+=("${2:?}"); shift 2 ;;
+        --no-shared-topics) shared_given=1; shift ;;
         --bridge-user) bridge_user=${2:?}; shift 2 ;;
         --root) ROOT=${2:?}; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
@@ -65,6 +83,8 @@ exec 3>&1 1>&2
 [[ -n $name ]] || die "which device? usage: $0 [options] NAME (see --help)"
 valid_device_name "$name" || die "device name '$name': use 1-64 of [A-Za-z0-9_-] (it becomes the topic level co2/$name/)"
 [[ $name != "$bridge_user" ]] || die "'$name' is the bridge's own user; pick another device name"
+! is_bridge_client_id "$name" "$bridge_user" ||
+    die "'$name' is one of the bridge's client ids (the broker makes a device's user name its client id, so it would disconnect the bridge); pick another device name"
 case $sensor in mhz19 | scd4x | command | simulated) ;; *) die "--sensor must be mhz19, scd4x, command or simulated" ;; esac
 [[ -n $port ]] || { if [[ $tls == 1 ]]; then port=8883; else port=1883; fi; }
 valid_port "$port" || die "--port '$port' is not a TCP port"
@@ -77,7 +97,20 @@ fi
 
 pf=$(rootpath "$passwd_file")
 ca_r=$(rootpath "$ca")
+acl_r=$(rootpath "$acl_file")
 [[ -f $pf ]] || die "$passwd_file does not exist: run ops/install-server.sh first (it creates it)"
+routes_acl=$acl_r.d/00-routes.acl
+if [[ $shared_given == 1 ]]; then
+    [[ -f $routes_acl ]] || die "$acl_file.d/00-routes.acl does not exist: run ops/install-server.sh first (it derives it from the bridge's routes)"
+    for t in "${shared_topics[@]}"; do
+        grep -qxF "#shared-topic $t" "$routes_acl" ||
+            die "--shared-topic '$t' is not a route's topic without a device level; those are: $(sed -n 's/^#shared-topic //p' "$routes_acl" | tr '\n' ' ')"
+    done
+fi
+mgroup=mosquitto
+getent group mosquitto >/dev/null || mgroup=root
+work=$(mktemp -d)
+trap 'rm -rf -- "$work"' EXIT
 
 user_exists() { grep -q "^$1:" -- "$pf"; }
 
@@ -91,16 +124,44 @@ reload_broker() {
     fi
 }
 
+# set_shared_topics TOPIC...: the device's part of the ACL (none: no part).
+# Returns 0 when the broker's ACL changed (or would).
+set_shared_topics() {
+    local part=$acl_r.d/device-$name.acl t
+    mqtt_acl_stage "$acl_r" "$work/stage"
+    rm -f -- "$work/stage/device-$name.acl"
+    if [[ $# -gt 0 ]]; then
+        {
+            printf '# Shared topics of device %s (ops/add-device.sh --shared-topic).\n' "$name"
+            printf 'user %s\n' "$name"
+            for t in "$@"; do printf 'topic write %s\n' "$t"; done
+        } >"$work/stage/device-$name.acl"
+    fi
+    [[ -d $acl_r.d ]] || die "$acl_file.d does not exist: run ops/install-server.sh first"
+    sync_file "$work/stage/device-$name.acl" "$part" root root 0644 || true
+    assemble_mqtt_acl "$acl_r" "$mgroup" "$work/stage"
+}
+
 step "device $name"
 if [[ $remove == 1 ]]; then
+    reload=0
     if user_exists "$name"; then
         change "delete MQTT user $name from $passwd_file"
         run mosquitto_passwd -D "$pf" "$name"
-        reload_broker
+        reload=1
     else
         ok "no MQTT user $name"
     fi
+    if [[ -e $acl_r.d/device-$name.acl ]]; then
+        set_shared_topics && reload=1
+    fi
+    [[ $reload == 0 ]] || reload_broker
     exit 0
+fi
+acl_changed=1
+if [[ $shared_given == 1 ]]; then
+    mapfile -t shared_topics < <(printf '%s\n' "${shared_topics[@]}" | sed '/^$/d' | awk '!seen[$0]++')
+    set_shared_topics "${shared_topics[@]}" && acl_changed=0
 fi
 
 new_password=0
@@ -153,7 +214,7 @@ EOF
 if [[ $DRY_RUN == 1 ]]; then
     change "write bundle $out/ (publisher.toml, mqtt-password 0600$([[ $tls == 1 ]] && echo ", ca.crt"))"
     [[ $new_password == 0 ]] || info "          + mosquitto_passwd $pf $name  (password on stdin, not shown)"
-    reload_broker
+    [[ $new_password == 0 && $acl_changed == 1 ]] || reload_broker
     printf '%s\n' "$toml" >&3
     exit 0
 fi
@@ -170,10 +231,10 @@ if [[ $new_password == 1 ]]; then
         mv -f -- "$out/mqtt-password.tmp" "$out/mqtt-password"
     )
     info "          + mosquitto_passwd $passwd_file $name  (password on stdin, not shown)"
-    reload_broker
 elif [[ ! -s $out/mqtt-password ]]; then
     warn "$out/mqtt-password is missing and the server keeps only a hash: run again with --rotate to issue a new password"
 fi
+[[ $new_password == 0 && $acl_changed == 1 ]] || reload_broker
 printf '%s\n' "$toml" >"$out/publisher.toml"
 chmod 0644 -- "$out/publisher.toml"
 if [[ $tls == 1 ]]; then

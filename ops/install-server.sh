@@ -11,10 +11,18 @@
 #   --tls-san NAME          a name the devices use for this server, repeatable
 #                           (DNS:mqtt.example.org, IP:203.0.113.7); see ops/make-certs.sh
 #   --no-tls                no 8883 listener (then devices need --mqtt-bind, on a private network only)
-#   --mqtt-port PORT        plain MQTT port (default 1883)
-#   --mqtt-bind ADDR        plain MQTT bind address (default 127.0.0.1; "0.0.0.0" or "" = all)
-#   --mqtts-port PORT       MQTT over TLS port (default 8883, all interfaces)
+#   --mqtt-port PORT        plain MQTT port for devices and local tools (default 1883)
+#   --mqtt-bind ADDR        its bind address (default 127.0.0.1; "0.0.0.0" or "" = all)
+#   --mqtts-port PORT       MQTT over TLS port for devices (default 8883, all interfaces)
+#   --bridge-port PORT      the bridge's own listener, always on 127.0.0.1 (default 1884)
 #   --mqtt-user NAME        the bridge's broker user (default co2-bridge)
+#   --routes FILE           [[routes]] for the bridge (e.g. bridge/routes.example.toml),
+#                           kept as /etc/co2-bridge/routes.toml and appended to
+#                           bridge.toml; without it an installed routes.toml is kept
+#   --no-routes             remove /etc/co2-bridge/routes.toml (only the CO2 route)
+#   --credential NAME=FILE  install FILE as the secret NAME (0600 root), for a route
+#                           whose config reads /run/credentials/co2-bridge.service/NAME
+#                           (e.g. an http.tokens_file); repeatable
 #   --db-name NAME          database (default co2)
 #   --db-bridge-user NAME   default co2_bridge;  --db-grafana-user NAME  default co2_grafana
 #   --db-user-host HOST     host part of both accounts (default 127.0.0.1)
@@ -36,7 +44,16 @@
 #
 # Secrets are generated when absent into /etc/co2-telemetry/secrets/ (0700,
 # files 0600 root) and reach the services as systemd credentials; they are
-# never printed.
+# never printed. A route's own secret (a tokens file) lives there too: the
+# route names it as /run/credentials/co2-bridge.service/NAME, and the
+# installer loads /etc/co2-telemetry/secrets/NAME under that name
+# (LoadCredential= in a drop-in), since the service's dynamic user cannot read
+# the root-only original.
+#
+# The broker's ACL is derived from the bridge's config (`co2-bridge acl`):
+# each device may publish on every route's topics under its own name; topics
+# without a device level are granted per device by ops/add-device.sh
+# --shared-topic.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd -- "$here/.." && pwd)
@@ -51,7 +68,11 @@ tls_sans=()
 mqtt_port=1883
 mqtt_bind=127.0.0.1
 mqtts_port=8883
+bridge_port=1884
 mqtt_user=co2-bridge
+routes_file=
+no_routes=0
+declare -A credentials=()
 db_name=co2
 db_bridge_user=co2_bridge
 db_grafana_user=co2_grafana
@@ -73,6 +94,14 @@ while [[ $# -gt 0 ]]; do
         --mqtt-port) mqtt_port=${2:?}; shift 2 ;;
         --mqtt-bind) mqtt_bind=${2?}; shift 2 ;;
         --mqtts-port) mqtts_port=${2:?}; shift 2 ;;
+        --bridge-port) bridge_port=${2:?}; shift 2 ;;
+        --routes) routes_file=${2:?}; shift 2 ;;
+        --no-routes) no_routes=1; shift ;;
+        --credential)
+            [[ ${2:-} == *=* ]] || die "--credential wants NAME=FILE"
+            credentials[${2%%=*}]=${2#*=}
+            shift 2
+            ;;
         --mqtt-user) mqtt_user=${2:?}; shift 2 ;;
         --db-name) db_name=${2:?}; shift 2 ;;
         --db-bridge-user) db_bridge_user=${2:?}; shift 2 ;;
@@ -99,8 +128,17 @@ want() { [[ ,$only, == *,"$1",* && ,$skip_steps, != *,"$1",* ]]; }
 
 valid_port "$mqtt_port" || die "--mqtt-port '$mqtt_port' is not a TCP port"
 valid_port "$mqtts_port" || die "--mqtts-port '$mqtts_port' is not a TCP port"
+valid_port "$bridge_port" || die "--bridge-port '$bridge_port' is not a TCP port"
 valid_port "$db_port" || die "--db-port '$db_port' is not a TCP port"
-[[ $mqtt_port != "$mqtts_port" ]] || die "--mqtt-port and --mqtts-port must differ"
+[[ $mqtt_port != "$mqtts_port" && $bridge_port != "$mqtt_port" && $bridge_port != "$mqtts_port" ]] ||
+    die "--mqtt-port, --mqtts-port and --bridge-port must all differ"
+[[ -z $routes_file || $no_routes == 0 ]] || die "--routes and --no-routes exclude each other"
+[[ -z $routes_file || -r $routes_file ]] || die "--routes $routes_file: no such readable file"
+for c in "${!credentials[@]}"; do
+    valid_credential_name "$c" || die "--credential '$c': use 1-64 of [A-Za-z0-9_.-], not starting with '.'"
+    [[ $c != db-password && $c != mqtt-password ]] || die "--credential '$c' is the unit's own; pick another name"
+    [[ -r ${credentials[$c]} ]] || die "--credential $c=${credentials[$c]}: no such readable file"
+done
 valid_device_name "$mqtt_user" || die "--mqtt-user '$mqtt_user': use 1-64 of [A-Za-z0-9_-]"
 [[ $mqtt_bind == 0.0.0.0 ]] && mqtt_bind=
 [[ $mqtt_bind =~ ^[0-9A-Za-z.:-]*$ ]] || die "--mqtt-bind '$mqtt_bind' is not an address"
@@ -121,7 +159,11 @@ mosq_passwd=$mosq_dir/co2-telemetry.passwd
 mosq_acl=$mosq_dir/co2-telemetry.acl
 cert_dir=$mosq_dir/certs
 bridge_conf=/etc/co2-bridge/bridge.toml
+routes_conf=/etc/co2-bridge/routes.toml
 bridge_unit=/etc/systemd/system/co2-bridge.service
+cred_dropin=/etc/systemd/system/co2-bridge.service.d/50-co2-credentials.conf
+# Where the unit's credentials appear for the service (LoadCredential=).
+cred_dir=/run/credentials/co2-bridge.service
 bridge_dest=/usr/local/bin/co2-bridge
 r() { rootpath "$1"; }
 
@@ -161,11 +203,63 @@ if [[ $ROOT == / ]]; then
 else
     ok "target: files under --root $ROOT (no packages, no services)"
 fi
-if want bridge; then
+if want bridge || want mosquitto; then
     if [[ -x $bridge_bin ]]; then
         ok "bridge binary $bridge_bin"
     else
-        blockers+=("no co2-bridge binary at $bridge_bin: build it (cargo build --release -p co2-bridge) or pass --bridge-bin PATH")
+        blockers+=("no co2-bridge binary at $bridge_bin: build it (cargo build --release -p co2-bridge) or pass --bridge-bin PATH (the broker's ACL is derived from it too)")
+    fi
+fi
+
+# The bridge's config as it will be installed: the template, then the routes.
+routes_src=
+if [[ -n $routes_file ]]; then
+    routes_src=$routes_file
+elif [[ $no_routes == 0 && -f $(r "$routes_conf") ]]; then
+    routes_src=$(r "$routes_conf")
+fi
+render "$here/config/bridge.toml.in" "$tmp/bridge.toml" \
+    "BRIDGE_PORT=$bridge_port" "MQTT_USER=$mqtt_user" "DB_USER=$db_bridge_user" \
+    "DB_HOST=127.0.0.1" "DB_PORT=$db_port" "DB_NAME=$db_name"
+if [[ -n $routes_src ]]; then
+    {
+        printf '\n# ---- Routes: from %s (edit that file, then re-run ops/install-server.sh)\n\n' "$routes_conf"
+        cat -- "$routes_src"
+    } >>"$tmp/bridge.toml"
+    ok "routes from ${routes_file:-$routes_conf}"
+fi
+# Credentials the config reads (e.g. a route's http.tokens_file), other than
+# the two the unit always loads.
+mapfile -t route_creds < <(sed 's/#.*//' "$tmp/bridge.toml" | grep -oE "${cred_dir//./\\.}/[^\"' ]*" |
+    sed "s|^$cred_dir/||" | grep -vxE 'db-password|mqtt-password' | LC_ALL=C sort -u || true)
+# For the commands run here as root (acl, migrate), the same config with each
+# credential as the private copy systemd would make.
+install -d -m 0700 "$tmp/creds"
+for c in "${route_creds[@]}"; do
+    if ! valid_credential_name "$c"; then
+        blockers+=("the bridge config reads $cred_dir/$c: a credential name is 1-64 of [A-Za-z0-9_.-]")
+        continue
+    fi
+    src=${credentials[$c]:-$(r "$secrets_dir/$c")}
+    if [[ -r $src ]]; then
+        cp -- "$src" "$tmp/creds/$c"
+        ok "credential $c for the bridge: ${credentials[$c]:-$secrets_dir/$c}"
+    elif [[ $DRY_RUN == 1 && ! -e $src ]] && ! is_root; then
+        warn "cannot see $secrets_dir/$c (not root)"
+    else
+        blockers+=("the bridge config reads $cred_dir/$c, but $secrets_dir/$c does not exist: put it there (0600 root) or pass --credential $c=FILE")
+    fi
+done
+sed "s|$cred_dir/|$tmp/creds/|g" "$tmp/bridge.toml" >"$tmp/bridge-local.toml"
+# The routes decide the broker's ACL; deriving it also checks the whole config.
+acl_ready=0
+if [[ -x $bridge_bin ]] && { want mosquitto || want bridge; }; then
+    if env -i PATH="$PATH" "$bridge_bin" acl --config "$tmp/bridge-local.toml" >"$tmp/00-routes.acl" 2>"$tmp/acl.err" &&
+        grep -q '^user ' "$tmp/00-routes.acl"; then
+        acl_ready=1
+        ok "bridge config accepted; ACL for its routes: $(grep -c '^pattern ' "$tmp/00-routes.acl") device pattern(s), $(grep -c '^#shared-topic ' "$tmp/00-routes.acl") shared topic(s)"
+    else
+        blockers+=("co2-bridge refuses the config it would be installed with (template + routes), or has no 'acl' command: $(tail -n 1 "$tmp/acl.err")")
     fi
 fi
 main_conf=$(r "$mosq_dir/mosquitto.conf")
@@ -225,6 +319,13 @@ if want secrets; then
         # the database and broker steps below bring the accounts in line.
         [[ $CHANGES == "$n" || $s != "$secrets_dir"/bridge-* ]] || restart_bridge=1
     done
+    # A route's secret: copied in with --credential, or put there by hand.
+    for c in "${!credentials[@]}"; do
+        ensure_file "${credentials[$c]}" "$(r "$secrets_dir/$c")" root root 0600 && restart_bridge=1
+    done
+    for c in "${route_creds[@]}"; do
+        [[ -n ${credentials[$c]:-} || ! -e $(r "$secrets_dir/$c") ]] || ensure_owner_mode "$(r "$secrets_dir/$c")" root root 0600
+    done
 fi
 
 # ---------------------------------------------------------------- database
@@ -274,7 +375,8 @@ if want mosquitto; then
     ensure_dir "$(r "$mosq_dir")" root root 0755
     ensure_dir "$(r "$mosq_conf_d")" root root 0755
     render "$repo/provisioning/mosquitto/co2-telemetry.conf.in" "$tmp/co2-telemetry.conf" \
-        "PASSWORD_FILE=$(r "$mosq_passwd")" "ACL_FILE=$(r "$mosq_acl")" "MQTT_PORT=$mqtt_port" "MQTT_BIND=$mqtt_bind"
+        "PASSWORD_FILE=$(r "$mosq_passwd")" "ACL_FILE=$(r "$mosq_acl")" "MQTT_PORT=$mqtt_port" "MQTT_BIND=$mqtt_bind" \
+        "BRIDGE_PORT=$bridge_port" "BRIDGE_BIND=127.0.0.1"
     ensure_file "$tmp/co2-telemetry.conf" "$(r "$mosq_conf_d/10-co2-telemetry.conf")" root root 0644 && restart_mosquitto=1
     tls_conf=$(r "$mosq_conf_d/20-co2-telemetry-tls.conf")
     if [[ $tls == 1 ]]; then
@@ -287,12 +389,30 @@ if want mosquitto; then
         run rm -f -- "$tls_conf"
         restart_mosquitto=1
     fi
-    render "$repo/provisioning/mosquitto/co2-telemetry.acl.in" "$tmp/co2-telemetry.acl" "BRIDGE_USER=$mqtt_user"
-    ensure_file "$tmp/co2-telemetry.acl" "$(r "$mosq_acl")" root root 0644 && reload_mosquitto=1
 
-    pf=$(r "$mosq_passwd")
     mgroup=mosquitto
     getent group mosquitto >/dev/null || mgroup=root
+    # The ACL: the routes' part from the bridge, then each device's shared topics.
+    acl_file=$(r "$mosq_acl")
+    if [[ $acl_ready == 1 ]]; then
+        mqtt_acl_stage "$acl_file" "$tmp/acl-stage"
+        cp -- "$tmp/00-routes.acl" "$tmp/acl-stage/00-routes.acl"
+        assemble_mqtt_acl "$acl_file" "$mgroup" "$tmp/acl-stage" && reload_mosquitto=1
+        ensure_dir "$acl_file.d" root root 0755
+        ensure_file "$tmp/00-routes.acl" "$acl_file.d/00-routes.acl" root root 0644 || true
+        # A shared topic no route reads any more stays granted until revoked.
+        for part in "$acl_file.d"/device-*.acl; do
+            [[ -f $part ]] || continue
+            while read -r _ _ topic; do
+                grep -qxF "#shared-topic $topic" "$tmp/00-routes.acl" ||
+                    warn "$(basename -- "$part" .acl | sed 's/^device-//') may still publish to '$topic', which no route reads now: ops/add-device.sh --no-shared-topics NAME revokes it"
+            done < <(grep '^topic write ' "$part")
+        done
+    else
+        change "write $mosq_acl from the bridge's routes (co2-bridge acl; binary or config missing, see above)"
+    fi
+
+    pf=$(r "$mosq_passwd")
     if [[ ! -f $pf ]]; then
         change "create password file $mosq_passwd (0640 root:$mgroup)"
         [[ $DRY_RUN == 1 ]] || install -m 0640 -g "$mgroup" /dev/null "$pf"
@@ -333,9 +453,12 @@ if want bridge; then
         change "install $bridge_dest (binary missing: see the blocker above)"
     fi
     ensure_dir "$(r /etc/co2-bridge)" root root 0755
-    render "$here/config/bridge.toml.in" "$tmp/bridge.toml" \
-        "MQTT_PORT=$mqtt_port" "MQTT_USER=$mqtt_user" "DB_USER=$db_bridge_user" \
-        "DB_HOST=127.0.0.1" "DB_PORT=$db_port" "DB_NAME=$db_name"
+    if [[ -n $routes_file ]]; then
+        ensure_file "$routes_file" "$(r "$routes_conf")" root root 0644 || true
+    elif [[ $no_routes == 1 && -e $(r "$routes_conf") ]]; then
+        change "remove $routes_conf (--no-routes)"
+        run rm -f -- "$(r "$routes_conf")"
+    fi
     ensure_file "$tmp/bridge.toml" "$(r "$bridge_conf")" root root 0644 && restart_bridge=1
     unit_src=$here/systemd/co2-bridge.service
     sd_version=$(systemctl --version 2>/dev/null | awk 'NR==1{print $2}' || true)
@@ -345,6 +468,23 @@ if want bridge; then
         unit_src=$tmp/co2-bridge.service
     fi
     if ensure_file "$unit_src" "$(r "$bridge_unit")" root root 0644; then
+        restart_bridge=1
+        units_changed=1
+    fi
+    # The routes' credentials: systemd copies each root-only secret for the
+    # service alone, which runs as a dynamic user and could not read it.
+    if [[ ${#route_creds[@]} -gt 0 ]]; then
+        {
+            printf '# Rendered by ops/install-server.sh: the credentials %s reads
+' "$bridge_conf"
+            printf '# from %s/. Re-running the installer rewrites this file.
+' "$cred_dir"
+            printf '[Service]\n'
+            for c in "${route_creds[@]}"; do printf 'LoadCredential=%s:%s/%s\n' "$c" "$secrets_dir" "$c"; done
+        } >"$tmp/credentials.conf"
+        ensure_dir "$(r "$(dirname -- "$cred_dropin")")" root root 0755
+    fi
+    if sync_file "$tmp/credentials.conf" "$(r "$cred_dropin")" root root 0644; then
         restart_bridge=1
         units_changed=1
     fi
@@ -372,7 +512,7 @@ if want bridge; then
             before=$(count_migrations)
             info "          + CO2_BRIDGE__DATABASE__URL=<admin url> $bridge_dest migrate --config $bridge_conf"
             CO2_BRIDGE__DATABASE__URL=$admin_url CO2_BRIDGE__MQTT__PASSWORD_FILE=$(r "$sec_bridge_mqtt") \
-                "$(r "$bridge_dest")" migrate --config "$(r "$bridge_conf")" >"$tmp/migrate.out" 2>&1 ||
+                "$(r "$bridge_dest")" migrate --config "$tmp/bridge-local.toml" >"$tmp/migrate.out" 2>&1 ||
                 { cat "$tmp/migrate.out" >&2; die "co2-bridge migrate failed (output above); fix and re-run, nothing else depends on it yet"; }
             after=$(count_migrations)
             if [[ $before == "$after" ]]; then

@@ -94,7 +94,7 @@ bridge_bin=
 for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do [[ -n $b && -x $b ]] && { bridge_bin=$b; break; }; done
 if [[ -n $bridge_bin ]]; then
     mapfile -t envs < <(unit_env co2-bridge.service)
-    sed -e 's/@MQTT_PORT@/1883/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/' \
+    sed -e 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/' \
         -e 's/@DB_PORT@/3306/; s/@DB_NAME@/co2/' "$ops/config/bridge.toml.in" >"$work/bridge.toml"
     env "${envs[@]}" "$bridge_bin" check-config --config "$work/bridge.toml" >"$work/cc.out" 2>&1 || true
     check "co2-bridge check-config accepts the installed bridge.toml" grep -q '^\[database\]' "$work/cc.out"

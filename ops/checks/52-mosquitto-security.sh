@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mosquitto security, for real: the installer renders provisioning/mosquitto
-# (drop-ins, ACL, password file, TLS certificate) into a temp root, a
-# test-owned mosquitto runs it on free 127.0.0.1 ports, and then: anonymous
+# (drop-ins, the ACL derived from the bridge's config by `co2-bridge acl`,
+# password file, TLS certificate) into a temp root, a test-owned mosquitto
+# runs it on free 127.0.0.1 ports, and then: anonymous
 # and wrong-password clients are refused; a device cannot publish into another
 # device's topic (the bridge, subscribed to co2/#, never receives it); the
 # bridge cannot publish; devices cannot read; the bridge's session is queued
@@ -18,6 +19,12 @@ echo "== 52-mosquitto-security: provisioned Mosquitto config on a test broker"
 for c in mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl python3; do
     command -v "$c" >/dev/null || { fail "prerequisite $c (apt-get install mosquitto mosquitto-clients openssl)"; finish; }
 done
+# The broker's ACL is derived from the bridge's config by the bridge binary.
+bridge_bin=
+for b in "${CO2_BRIDGE_BIN:-}" "$ops/../target/release/co2-bridge" "$ops/../target/debug/co2-bridge"; do
+    if [[ -n $b && -x $b ]] && "$b" --help 2>/dev/null | grep -qw acl; then bridge_bin=$b; break; fi
+done
+[[ -n $bridge_bin ]] || { fail "prerequisite: a co2-bridge with the acl command (cargo build -p co2-bridge; CO2_BRIDGE_BIN)"; finish; }
 
 work=$(mktemp -d)
 chmod 0755 "$work"
@@ -36,13 +43,22 @@ trap cleanup EXIT
 port=$(free_port)
 tport=$(free_port)
 while [[ $tport == "$port" ]]; do tport=$(free_port); done
+bport=$(free_port)
+while [[ $bport == "$port" || $bport == "$tport" ]]; do bport=$(free_port); done
+inst=("$ops/install-server.sh" --root "$root" --bridge-bin "$bridge_bin" --only "secrets,tls,mosquitto"
+    --mqtt-port "$port" --mqtts-port "$tport" --bridge-port "$bport" --tls-san DNS:localhost --tls-san IP:127.0.0.1)
 
-check "install-server.sh renders the Mosquitto config (--root)" \
-    "$ops/install-server.sh" --root "$root" --only secrets,tls,mosquitto \
-    --mqtt-port "$port" --mqtts-port "$tport" --tls-san DNS:localhost --tls-san IP:127.0.0.1
+check "install-server.sh renders the Mosquitto config (--root)" "${inst[@]}"
 conf_d=$root/etc/mosquitto/conf.d
 check "no anonymous access in the rendered config" grep -qx "allow_anonymous false" "$conf_d/10-co2-telemetry.conf"
 check "plain listener is on loopback only by default" grep -qx "listener $port 127.0.0.1" "$conf_d/10-co2-telemetry.conf"
+check "the bridge's own listener is on loopback" grep -qx "listener $bport 127.0.0.1" "$conf_d/10-co2-telemetry.conf"
+sed 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/; s/@DB_PORT@/3306/; s/@DB_NAME@/co2/' \
+    "$ops/config/bridge.toml.in" >"$work/bridge.toml"
+check "the ACL's routes part is what co2-bridge acl prints for the installed config" \
+    cmp "$root/etc/mosquitto/co2-telemetry.acl.d/00-routes.acl" <(env -i "$bridge_bin" acl --config "$work/bridge.toml")
+check "the ACL is 0640 root:mosquitto (device names are no one else's business)" \
+    test "$(stat -c '%a %U:%G' "$root/etc/mosquitto/co2-telemetry.acl")" == "640 root:mosquitto"
 check "persistence is on" grep -qx "persistence true" "$conf_d/10-co2-telemetry.conf"
 check "queue limits are set deliberately" grep -qx "max_queued_messages 250000" "$conf_d/10-co2-telemetry.conf"
 check "password file is 0640 root:mosquitto" test "$(stat -c '%a %U:%G' "$root/etc/mosquitto/co2-telemetry.passwd")" == "640 root:mosquitto"
@@ -67,8 +83,7 @@ check_not "add-device refuses a name with a topic wildcard" "$ops/add-device.sh"
 sum_before=$(sha256sum <"$root/etc/mosquitto/co2-telemetry.passwd")
 "$ops/add-device.sh" --root "$root" --host localhost --out "$work/bundle-devA" devA >/dev/null 2>&1
 check "add-device again (no --rotate) leaves the password file as it was" test "$sum_before" == "$(sha256sum <"$root/etc/mosquitto/co2-telemetry.passwd")"
-"$ops/install-server.sh" --root "$root" --only secrets,tls,mosquitto --mqtt-port "$port" --mqtts-port "$tport" \
-    --tls-san DNS:localhost --tls-san IP:127.0.0.1 >"$work/second.out" 2>&1
+"${inst[@]}" >"$work/second.out" 2>&1
 check "install-server re-run: 0 changes (bridge password verified, not re-hashed)" grep -qx "done: changes: 0" "$work/second.out"
 
 # Broker: a main file like Debian's (pid, persistence location, log) that includes the drop-ins.
@@ -87,7 +102,7 @@ chown mosquitto "$work/data/mosquitto.log" 2>/dev/null || true
 start_broker() {
     mosquitto -c "$work/mosquitto.conf" >>"$work/mosquitto.stderr" 2>&1 &
     broker_pid=$!
-    wait_port 127.0.0.1 "$port" && wait_port 127.0.0.1 "$tport"
+    wait_port 127.0.0.1 "$port" && wait_port 127.0.0.1 "$tport" && wait_port 127.0.0.1 "$bport"
 }
 stop_broker() {
     kill "$broker_pid" 2>/dev/null || true
@@ -111,8 +126,9 @@ check_not "anonymous publish is refused" pub -t co2/devA/emissions -m anon
 check_not "anonymous subscribe is refused" mosquitto_sub "${P[@]}" -t 'co2/#' -C 1 -W 2
 check_not "a wrong password is refused" pub -u devA -P not-the-password -t co2/devA/emissions -m x
 
-# The bridge's persistent session, as the bridge uses it (v5, QoS 1, fixed id).
-bridge_sub=(mosquitto_sub "${P[@]}" -V mqttv5 -c -x 3600 -i co2-bridge-check -q 1 -u co2-bridge -P "$bpw" -t 'co2/#' -v)
+# The bridge's persistent session, as the bridge uses it (v5, QoS 1, fixed id,
+# on its own listener).
+bridge_sub=(mosquitto_sub -h 127.0.0.1 -p "$bport" -V mqttv5 -c -x 3600 -i co2-bridge-check -q 1 -u co2-bridge -P "$bpw" -t 'co2/#' -v)
 "${bridge_sub[@]}" >"$work/got.txt" 2>"$work/sub.err" &
 sub_pid=$!
 # A device trying to read the whole stream (it may connect, but gets nothing).

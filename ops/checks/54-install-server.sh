@@ -9,6 +9,12 @@
 # - with a built bridge: the installed bridge, run with its installed config
 #   and the unit's credential variables, carries a reading published over TLS
 #   by a device from ops/add-device.sh into MySQL through the DML-only account;
+# - a route that reads a tokens file gets it as a systemd credential: the
+#   installer copies the secret (0600 root), writes the LoadCredential= drop-in
+#   (`systemd-analyze verify` reads it, no warnings) and points the route at
+#   /run/credentials/co2-bridge.service/<name>; the installed bridge, as an
+#   unprivileged user, reads its config with the credential there (a private
+#   mount namespace stands in for systemd) and cannot read the original;
 # - a main mosquitto.conf that allows anonymous access blocks a real run;
 # - `ops/install-pi.sh` installs a device bundle into a temp root, idempotently.
 set -euo pipefail
@@ -62,12 +68,14 @@ for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/d
 done
 if [[ -z $bridge_bin ]]; then
     bridge_bin=$work/stub-co2-bridge
-    printf '#!/bin/sh\nexit 0\n' >"$bridge_bin"
+    printf '#!/bin/sh\n[ "$1" != acl ] || echo "user co2-bridge"\nexit 0\n' >"$bridge_bin"
     chmod 0755 "$bridge_bin"
 fi
 port=$(free_port)
 tport=$(free_port)
 while [[ $tport == "$port" ]]; do tport=$(free_port); done
+bport=$(free_port)
+while [[ $bport == "$port" || $bport == "$tport" ]]; do bport=$(free_port); done
 mkdir -p "$root/etc/mosquitto" "$root/etc/default"
 # Debian's own main file (no include_dir yet, to see the installer add it) and prometheus defaults.
 printf 'pid_file /run/mosquitto/mosquitto.pid\npersistence true\npersistence_location /var/lib/mosquitto/\nlog_dest file /var/log/mosquitto/mosquitto.log\n' \
@@ -75,7 +83,7 @@ printf 'pid_file /run/mosquitto/mosquitto.pid\npersistence true\npersistence_loc
 printf '# Set the command-line arguments to pass to the server.\nARGS=""\n' >"$root/etc/default/prometheus"
 inst=("$ops/install-server.sh" --root "$root" --bridge-bin "$bridge_bin" --db-name "$db"
     --db-bridge-user "$bu" --db-grafana-user "$gu" --mqtt-port "$port" --mqtts-port "$tport"
-    --tls-san DNS:localhost --tls-san IP:127.0.0.1)
+    --bridge-port "$bport" --tls-san DNS:localhost --tls-san IP:127.0.0.1)
 check "install-server.sh real run into a temp root + throwaway database" "${inst[@]}"
 tree_state() { (cd "$root" && find . -printf '%p %m %u %g %s\n' | sort && find . -type f -exec sha256sum {} + | sort); }
 tree_state >"$work/tree1"
@@ -92,6 +100,7 @@ check "bridge.toml holds no password" bash -c '! grep -qi "password *=" "$1"' _ 
 check "every generated secret is 43 random characters" \
     bash -c 'for f in "$1"/*-password; do [[ $(tr -d "\n" <"$f" | wc -c) == 43 ]] || exit 1; done' _ "$root/etc/co2-telemetry/secrets"
 check "the installed unit is the repository's" cmp "$ops/systemd/co2-bridge.service" "$root/etc/systemd/system/co2-bridge.service"
+check "no credentials drop-in without a route that needs one" test ! -e "$root/etc/systemd/system/co2-bridge.service.d/50-co2-credentials.conf"
 
 # ---- with the real bridge: schema, grants, end to end
 if [[ $bridge_bin == "$work/stub-co2-bridge" ]]; then
@@ -134,6 +143,57 @@ else
     done
     check "a reading published over TLS by an added device lands in MySQL" test "$rows" == 1
     if [[ $rows != 1 ]]; then tail -n 15 "$work/bridge.log" | sed 's/^/      | /'; fi
+fi
+
+# ---- a route's tokens file as a systemd credential
+root3=$work/root3
+mkdir -p "$root3"
+cred=/run/credentials/co2-bridge.service/camera-tokens
+sed -e 's|^# \[routes.http\]|[routes.http]|' -e "s|^# tokens_file = .*|tokens_file = \"$cred\"|" \
+    "$repo/bridge/routes.example.toml" >"$work/routes-http.toml"
+printf 'cam-1 %s\n' "$(openssl rand -hex 24)" >"$work/camera.tokens"
+inst3=("$ops/install-server.sh" --root "$root3" --bridge-bin "$bridge_bin" --only "secrets,mosquitto,bridge"
+    --bridge-port "$bport" --routes "$work/routes-http.toml")
+check_not "a route reading a credential that does not exist blocks the run" "${inst3[@]}"
+check "--credential camera-tokens=FILE installs it for the route" "${inst3[@]}" --credential "camera-tokens=$work/camera.tokens"
+"${inst3[@]}" >"$work/run3.out" 2>&1 || true
+check "second run (the credential now in place): 0 changes" grep -qx "done: changes: 0" "$work/run3.out"
+check "the secret is 0600 root and holds the tokens" bash -c \
+    '[[ $(stat -c "%a %U" "$1") == "600 root" ]] && cmp "$1" "$2"' _ "$root3/etc/co2-telemetry/secrets/camera-tokens" "$work/camera.tokens"
+dropin=$root3/etc/systemd/system/co2-bridge.service.d/50-co2-credentials.conf
+check "the drop-in loads it: LoadCredential=camera-tokens:/etc/co2-telemetry/secrets/camera-tokens" \
+    test "$(grep '^LoadCredential=' "$dropin" 2>/dev/null)" == "LoadCredential=camera-tokens:/etc/co2-telemetry/secrets/camera-tokens"
+check "the installed route reads $cred" grep -qx "tokens_file = \"$cred\"" "$root3/etc/co2-bridge/bridge.toml"
+if command -v systemd-analyze >/dev/null; then
+    mkdir -p "$root3/usr/lib/systemd"
+    cp -a /usr/lib/systemd/system "$root3/usr/lib/systemd/system"
+    systemd-analyze verify --root="$root3" co2-bridge.service >"$work/verify3.out" 2>&1 && rc=0 || rc=$?
+    check "systemd-analyze verify co2-bridge.service with the drop-in: no warnings" bash -c '[[ $1 == 0 && ! -s $2 ]] || { cat "$2"; exit 1; }' _ "$rc" "$work/verify3.out"
+    cp "$dropin" "$work/dropin.bak"
+    echo "LoadCredentialz=x:y" >>"$dropin"
+    systemd-analyze verify --root="$root3" co2-bridge.service >"$work/verify4.out" 2>&1 || true
+    cp "$work/dropin.bak" "$dropin"
+    check "... and verify does read the drop-in (it flags a misspelt key there)" grep -q "Unknown key 'LoadCredentialz'" "$work/verify4.out"
+else
+    fail "systemd-analyze is not installed (apt-get install systemd)"
+fi
+if [[ $bridge_bin == "$work/stub-co2-bridge" ]]; then
+    skip_check "co2-bridge not built: reading the credential as the service's user not exercised"
+else
+    # As systemd does for the service: a private copy under /run/credentials
+    # readable by the service's (dynamic, unprivileged) user alone. /run is a
+    # fresh tmpfs in a private mount namespace, so the host's is untouched.
+    svc_uid=61954
+    as_service() { # SCRIPT: run as root in a private mount namespace, then the command as svc_uid
+        unshare --mount --propagation private bash -euc "mount -t tmpfs -o mode=0755 tmpfs /run; $1" _ "${@:2}"
+    }
+    creds_then='mkdir -p /run/credentials/co2-bridge.service
+        install -m 0400 -o "$1" -g "$1" "$2/etc/co2-telemetry/secrets/camera-tokens" /run/credentials/co2-bridge.service/camera-tokens
+        exec setpriv --reuid="$1" --regid="$1" --clear-groups "$2/usr/local/bin/co2-bridge" check-config --config "$2/etc/co2-bridge/bridge.toml"'
+    check "the installed bridge, as an unprivileged user, reads the route's tokens from $cred" \
+        as_service "$creds_then" "$svc_uid" "$root3"
+    check_not "... and that user cannot read the root-only original (why LoadCredential= is needed)" \
+        setpriv --reuid="$svc_uid" --regid="$svc_uid" --clear-groups cat "$root3/etc/co2-telemetry/secrets/camera-tokens"
 fi
 
 # ---- a main mosquitto.conf that opens the broker stops a real run before any change

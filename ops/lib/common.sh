@@ -162,7 +162,13 @@ ensure_file() {
         else
             change "install $dest"
         fi
-        run install -D -m "$mode" -- "$src" "$dest"
+        # Owner and group at once: no moment where the reader (e.g. the
+        # mosquitto group) is locked out of a file it needs.
+        if getent group "$group" >/dev/null 2>&1; then
+            run install -D -m "$mode" -o "$owner" -g "$group" -- "$src" "$dest"
+        else
+            run install -D -m "$mode" -- "$src" "$dest"
+        fi
         changed=0
     fi
     ensure_owner_mode "$dest" "$owner" "$group" "$mode"
@@ -199,3 +205,65 @@ valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }
 
 # MQTT user / device id: the topic level the bridge takes as the device id.
 valid_device_name() { [[ $1 =~ ^[A-Za-z0-9_-]{1,64}$ ]]; }
+
+# ---------------------------------------------------------------- broker ACL
+# Mosquitto reads one acl_file. Ours is assembled from the parts in ACL.d/:
+# 00-routes.acl, printed by `co2-bridge acl` for the configured routes
+# (written by install-server.sh), then device-NAME.acl, the shared topics one
+# device was granted (written by add-device.sh). A script stages the parts in
+# a temp dir, changes its own part there, assembles the ACL from the stage
+# (so a dry run shows the real difference) and then writes its own part.
+
+# mqtt_acl_stage ACL STAGE: copy ACL.d/*.acl into the directory STAGE.
+mqtt_acl_stage() {
+    local acl=$1 stage=$2 part
+    mkdir -p -- "$stage"
+    for part in "$acl.d"/*.acl; do
+        [[ -f $part ]] && cp -- "$part" "$stage/"
+    done
+    return 0
+}
+
+# assemble_mqtt_acl ACL GROUP STAGE: write ACL (0640 root:GROUP) from
+# STAGE/*.acl in name order; returns 0 when it changed (or would).
+assemble_mqtt_acl() {
+    local acl=$1 group=$2 stage=$3 out part rc=1
+    out=$(mktemp)
+    {
+        printf '# The broker'"'"'s ACL, assembled by ops/install-server.sh and ops/add-device.sh\n'
+        printf '# from the parts in the directory %s.d; edits here are overwritten.\n' "$(basename -- "$acl")"
+        while IFS= read -r part; do
+            printf '\n'
+            cat -- "$part"
+        done < <(find "$stage" -maxdepth 1 -name '*.acl' -type f | LC_ALL=C sort)
+    } >"$out"
+    ensure_file "$out" "$acl" root "$group" 0640 && rc=0
+    rm -f -- "$out"
+    return $rc
+}
+
+# sync_file SRC DEST OWNER GROUP MODE: ensure_file, or remove DEST when SRC is
+# absent. Returns 0 when it changed (or would).
+sync_file() {
+    local src=$1 dest=$2
+    if [[ -f $src ]]; then
+        ensure_file "$@"
+        return
+    fi
+    if [[ -e $dest ]]; then
+        change "remove $dest"
+        run rm -f -- "$dest"
+        return 0
+    fi
+    return 1
+}
+
+# The bridge's own client ids (co2-bridge, co2-bridge-<n> with several
+# connections): a device named like one could take it over, since a device's
+# client id is its user name on the broker.
+is_bridge_client_id() { # NAME BRIDGE_USER
+    [[ $1 =~ ^(co2-bridge|$2)(-[0-9]+)?$ ]]
+}
+
+# A systemd credential name (a file name under /run/credentials/<unit>/).
+valid_credential_name() { [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$ ]]; }
