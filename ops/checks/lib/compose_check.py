@@ -6,18 +6,27 @@ and a dry run of the two setup scripts the compose file inlines.
         RESOLVED.yml: output of `docker-compose --env-file ENV -f docker-compose.yml config`
         ENV: the filled copy of .env.example it was made with
 
-Static: services, ports (only MQTT and Grafana published on all interfaces),
-health checks, named volumes for state, dependency order, Grafana security
-settings, every ${VAR} of the Grafana provisioning defined, .env.example complete
-and secret-free, Dockerfile/.dockerignore rules.
+Static: services, ports (only MQTT over TLS and Grafana published on all
+interfaces by default; plain MQTT on loopback), hardening (cap_drop ALL, only
+the listed capabilities added back, no-new-privileges, a memory limit on every
+service), health checks, named volumes for state, dependency order, the
+bridge and the ACL one-shot sharing one set of MQTT settings, Grafana security
+settings, every ${VAR} of the Grafana provisioning defined, .env.example
+complete and secret-free, Dockerfile/.dockerignore rules.
 Live (no Docker needed):
-  - the mosquitto service's start script, with paths moved into a temp dir, renders
-    provisioning/mosquitto/*.in into a config a real local Mosquitto 2 runs with
-    (plain and TLS listener on free loopback ports), and the compose health check
-    command (a subscribe as the bridge user) succeeds against it;
-  - the mysql-users service's script runs provisioning/mysql/apply.sh against the
-    local MariaDB (throwaway database and account names), giving the bridge
-    SELECT/INSERT/UPDATE and Grafana SELECT; then everything is dropped;
+  - the mosquitto-acl service's script, run with the bridge binary when built,
+    prints the ACL for the bridge's settings;
+  - the mosquitto service's start script, with paths moved into a temp dir (owned
+    by the mosquitto user, as in the image), renders provisioning/mosquitto/*.in
+    into a config a real local Mosquitto 2 runs with (bridge, plain and TLS
+    listener on free loopback ports), as root limited to the service's cap_add
+    and no-new-privileges (setpriv), and the compose health check command (a
+    subscribe as the bridge user on the bridge's listener) succeeds against it;
+    without certificates and with MQTT_BIND=0.0.0.0 it prints both warnings;
+  - the mysql-users service's script, with no capabilities, runs
+    provisioning/mysql/apply.sh against the local MariaDB (throwaway database and
+    account names), giving the bridge SELECT/INSERT/UPDATE and Grafana SELECT;
+    then everything is dropped;
   - the bridge's and bridge-migrate's CO2_BRIDGE__* environment passes
     `co2-bridge check-config` when the binary is built.
 Prints ok/FAIL lines and "N passed, M failed"; exits 1 on any failure.
@@ -39,8 +48,15 @@ import yaml
 import obslib
 
 REPO = obslib.REPO
-EXPECTED_SERVICES = {"mosquitto", "mysql", "mysql-users", "bridge-migrate", "bridge", "prometheus", "grafana"}
-PUBLIC_PORTS = {1883, 8883, 3000}
+EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "bridge", "prometheus",
+                     "grafana"}
+# Published on every interface by default: MQTT over TLS and Grafana, nothing else.
+PUBLIC_PORTS = {8883, 3000}
+# Capabilities a service may add back after cap_drop ALL: the images that start
+# as root, prepare their files and switch user.
+ROOT_THEN_USER = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+CAPS = {"mosquitto": ROOT_THEN_USER, "mysql": ROOT_THEN_USER}
+BRIDGE_LISTENER = 1884
 STATE = {"mosquitto": "/mosquitto/data", "mysql": "/var/lib/mysql", "prometheus": "/prometheus",
          "grafana": "/var/lib/grafana"}
 BRIDGE_SECTIONS = {"MQTT", "DATABASE", "HTTP", "BATCH", "WIRE", "METRICS"}
@@ -87,6 +103,13 @@ def static_checks(c, cfg, env):
             else:
                 c.check(not public and host_ip.startswith("127."),
                         f"{name}: port {published}->{target} bound to loopback only ({host_ip})")
+        c.check(svc.get("cap_drop") == ["ALL"], f"{name}: cap_drop: [ALL]", svc.get("cap_drop"))
+        added = set(svc.get("cap_add") or [])
+        c.check(added <= CAPS.get(name, set()), f"{name}: adds back only {sorted(added) or 'no capability'}",
+                f"allowed: {sorted(CAPS.get(name, set()))}")
+        c.check("no-new-privileges:true" in (svc.get("security_opt") or []), f"{name}: no-new-privileges",
+                svc.get("security_opt"))
+        c.check(bool(svc.get("mem_limit")), f"{name}: memory limit ({svc.get('mem_limit')})")
         long_running = svc.get("restart") in ("always", "unless-stopped", "on-failure")
         if long_running:
             c.check(bool((svc.get("healthcheck") or {}).get("test")), f"{name}: has a health check")
@@ -110,6 +133,7 @@ def static_checks(c, cfg, env):
         got = ((services.get(a, {}).get("depends_on") or {}).get(b) or {}).get("condition")
         c.check(got == cond, f"{a} waits for {b}: {cond}", f"got {got}")
 
+    dep("mosquitto", "mosquitto-acl", "service_completed_successfully")
     dep("mysql-users", "mysql", "service_healthy")
     dep("bridge-migrate", "mysql-users", "service_completed_successfully")
     dep("bridge", "bridge-migrate", "service_completed_successfully")
@@ -118,10 +142,21 @@ def static_checks(c, cfg, env):
 
     bridge = services.get("bridge", {})
     benv = bridge.get("environment", {}) or {}
+    aenv = services.get("mosquitto-acl", {}).get("environment", {}) or {}
+    mqtt_keys = {k: v for k, v in benv.items() if k.startswith("CO2_BRIDGE__MQTT__") and "PASSWORD" not in k}
+    c.check(mqtt_keys and all(aenv.get(k) == v for k, v in mqtt_keys.items()),
+            "mosquitto-acl derives the ACL from the bridge's own MQTT settings", f"bridge {mqtt_keys}, acl {aenv}")
+    c.check(not any("PASSWORD" in k for k in aenv), "mosquitto-acl gets no secret")
+    c.check(str(benv.get("CO2_BRIDGE__MQTT__PORT")) == str(BRIDGE_LISTENER),
+            f"the bridge connects to the broker's bridge listener ({BRIDGE_LISTENER}), where its client ids are kept")
+    mosq = services.get("mosquitto", {})
+    c.check(f"-p {BRIDGE_LISTENER} " in str((mosq.get("healthcheck") or {}).get("test")),
+            "the broker's health check uses the bridge listener (on 1883/8883 its id would become the user name)")
+    c.check(all(t != BRIDGE_LISTENER for _, _, t in ports_of(mosq)), "the bridge listener is not published")
     c.check(benv.get("CO2_BRIDGE__HTTP__LISTEN", "").endswith(":9464"), "bridge listens on :9464 for Prometheus")
     targets = obslib.load_yaml(obslib.PROM_DIR / "targets" / "co2-bridge.yml")
     c.check(any("bridge:9464" in t.get("targets", []) for t in targets), "Prometheus scrapes bridge:9464")
-    for svc_name in ("bridge", "bridge-migrate"):
+    for svc_name in ("bridge", "bridge-migrate", "mosquitto-acl"):
         for key in (services.get(svc_name, {}).get("environment") or {}):
             if key.startswith("CO2_BRIDGE__"):
                 c.check(key.split("__")[1] in BRIDGE_SECTIONS, f"{svc_name}: {key} names a config section")
@@ -202,6 +237,80 @@ def docker_checks(c):
             c.check(path not in ignore, f".dockerignore keeps {path}")
 
 
+def bridge_binary():
+    """The built co2-bridge with the `acl` command, or None."""
+    binary = Path(os.environ.get("CO2_BRIDGE_BIN") or REPO / "target" / "debug" / "co2-bridge")
+    if not binary.exists():
+        return None
+    r = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
+    return binary if " acl " in r.stdout or "\n  acl" in r.stdout else None
+
+
+def limited_to(caps):
+    """setpriv prefix: root limited to CAPS (cap_drop ALL + cap_add), no-new-privileges."""
+    bounding = ",".join(["-all"] + [f"+{cap.lower()}" for cap in sorted(caps)])
+    return ["setpriv", f"--bounding-set={bounding}", "--no-new-privs", "--"]
+
+
+def mosquitto_acl_live(c, cfg, acl_dir):
+    """Runs the mosquitto-acl one-shot's script; returns True when it wrote routes.acl."""
+    svc = cfg["services"]["mosquitto-acl"]
+    binary = bridge_binary()
+    if binary is None:
+        print("note: co2-bridge with `acl` not built; the ACL one-shot is not run, a minimal ACL stands in")
+        (acl_dir / "routes.acl").write_text("user co2-bridge\ntopic read co2/+/emissions\n")
+        return False
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_BRIDGE")}
+    env.update({k: str(v) for k, v in (svc.get("environment") or {}).items()})
+    script = script_of(svc).replace("/acl/", f"{acl_dir}/").replace("co2-bridge acl", f"{binary} acl")
+    r = subprocess.run(limited_to(svc.get("cap_add") or []) + ["/bin/bash", "-euc", script], env=env,
+                       capture_output=True, text=True, check=False, cwd=tempfile.gettempdir())
+    text = (acl_dir / "routes.acl").read_text() if (acl_dir / "routes.acl").exists() else ""
+    c.check(r.returncode == 0 and "pattern write co2/%u/emissions" in text and "user co2-bridge" in text,
+            "mosquitto-acl (no capabilities) prints the ACL for the bridge's settings", r.stderr[-1500:] + text)
+    return True
+
+
+def run_mosquitto_script(svc, script, env, log_path):
+    """The start script as the container runs it: root with only the service's capabilities."""
+    log = open(log_path, "w")  # noqa: SIM115
+    return subprocess.Popen(limited_to(svc.get("cap_add") or []) + ["/bin/sh", "-eu", "-c", script], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def relocate(script, root, certs, acl_dir, ports):
+    """The mosquitto start script with every container path and port moved for a test."""
+    s = script
+    s = s.replace("/co2/provisioning/mosquitto", str(REPO / "provisioning" / "mosquitto"))
+    s = s.replace("/co2/acl/", f"{acl_dir}/")
+    s = s.replace("/mosquitto/", f"{root}/").replace("/certs/", f"{certs}/")
+    s = s.replace("|1884|", f"|{ports['bridge']}|").replace("|1883|", f"|{ports['plain']}|")
+    s = s.replace("|8883|", f"|{ports['tls']}|")
+    for key in ("BRIDGE_BIND", "MQTT_BIND", "MQTTS_BIND"):
+        s = s.replace(f"s|@{key}@||", f"s|@{key}@|127.0.0.1|")
+    return s.replace("exec /usr/sbin/mosquitto", "exec mosquitto")
+
+
+def image_like_tree(tmp):
+    """/mosquitto/{config,data} owned by the mosquitto user, as in eclipse-mosquitto."""
+    root = tmp / "mosquitto"
+    (root / "config").mkdir(parents=True)
+    (root / "data").mkdir()
+    shutil.chown(root, "mosquitto", "mosquitto")
+    for d in ("config", "data"):
+        shutil.chown(root / d, "mosquitto", "mosquitto")
+    return root
+
+
 def mosquitto_live(c, cfg):
     svc = cfg["services"]["mosquitto"]
     script = script_of(svc)
@@ -216,29 +325,25 @@ def mosquitto_live(c, cfg):
     proc = None
     try:
         tmp.chmod(0o755)  # Mosquitto drops to user mosquitto and must reach its files
-        root = tmp / "mosquitto"
-        (root / "config").mkdir(parents=True)
-        (root / "data").mkdir()
+        acl_dir = tmp / "acl"
+        acl_dir.mkdir()
+        mosquitto_acl_live(c, cfg, acl_dir)
+        root = image_like_tree(tmp)
         certs = tmp / "certs"
         certs.mkdir()
         r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                             "-subj", "/CN=localhost", "-keyout", str(certs / "server.key"),
                             "-out", str(certs / "server.crt")], capture_output=True, text=True, check=False)
         c.check(r.returncode == 0, "self-signed test certificate for the TLS branch", r.stderr)
-        plain, tls = free_port(), free_port()
-        s = script
-        s = s.replace("/co2/provisioning/mosquitto", str(REPO / "provisioning" / "mosquitto"))
-        s = s.replace("/mosquitto/", f"{root}/").replace("/certs/", f"{certs}/")
-        s = s.replace("|1883|", f"|{plain}|").replace("|8883|", f"|{tls}|")
-        s = s.replace('s|@MQTT_BIND@||', 's|@MQTT_BIND@|127.0.0.1|').replace('s|@MQTTS_BIND@||', 's|@MQTTS_BIND@|127.0.0.1|')
-        s = s.replace("exec /usr/sbin/mosquitto", "exec mosquitto")
-        c.check(str(root) in s and "/mosquitto/" not in s.replace(str(root), ""),
+        ports = {"bridge": free_port(), "plain": free_port(), "tls": free_port()}
+        s = relocate(script, root, certs, acl_dir, ports)
+        c.check(str(root) in s and "/mosquitto/" not in s.replace(str(root), "") and "/co2/acl" not in s,
                 "mosquitto start script: every container path relocated for the test")
-        log = open(tmp / "mosquitto.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(["/bin/sh", "-eu", "-c", s], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log_path = tmp / "mosquitto.log"
+        proc = run_mosquitto_script(svc, s, env, log_path)
         ok = False
         deadline = time.time() + 15
-        hc = (health_cmd or "").replace("-p 1883", f"-p {plain}")
+        hc = (health_cmd or "").replace(f"-p {BRIDGE_LISTENER}", f"-p {ports['bridge']}")
         while time.time() < deadline and proc.poll() is None:
             r = subprocess.run(["/bin/sh", "-c", hc.replace("$$", "$")], env=env, capture_output=True,
                                text=True, check=False)
@@ -250,26 +355,46 @@ def mosquitto_live(c, cfg):
         text = rendered.read_text() if rendered.exists() else ""
         c.check(rendered.exists() and "@" not in re.sub(r"#.*", "", text),
                 "mosquitto start script renders every @PLACEHOLDER@", text[:2000])
-        c.check("allow_anonymous false" in text and f"listener {tls}" in text,
+        c.check("allow_anonymous false" in text and f"listener {ports['tls']}" in text,
                 "rendered config: no anonymous access, TLS listener when certificates are present")
-        c.check(ok, "Mosquitto runs the rendered config and the compose health check passes",
-                (tmp / "mosquitto.log").read_text()[-3000:])
+        listeners = re.split(r"^listener ", re.sub(r"#.*", "", text), flags=re.M)[1:]
+        by_port = {int(block.split()[0]): "use_username_as_clientid true" in block for block in listeners}
+        c.check(by_port == {ports["bridge"]: False, ports["plain"]: True, ports["tls"]: True},
+                "rendered config: client id = user name on 1883 and 8883, ids kept on the bridge's 1884", by_port)
+        acl_text = (root / "config" / "co2-telemetry.acl").read_text() if (root / "config" / "co2-telemetry.acl").exists() else ""
+        c.check(acl_text.startswith((acl_dir / "routes.acl").read_text()), "the broker's ACL is mosquitto-acl's")
+        log_text = log_path.read_text()
+        c.check(ok, "Mosquitto runs the rendered config (root with only cap_add, no-new-privileges) "
+                "and the compose health check passes", log_text[-3000:])
+        c.check("WARNING" not in log_text, "no warning with certificates and plain MQTT on loopback (the defaults)",
+                log_text[-1500:])
         if ok:
-            r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(plain), "-t", "co2/x/emissions",
-                                "-m", "2020-01-01 00:00:00|1", "-i", f"co2-anon-{os.getpid()}"],
+            r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(ports["plain"]), "-t",
+                                "co2/x/emissions", "-m", "2020-01-01 00:00:00|1", "-i", f"co2-anon-{os.getpid()}"],
                                capture_output=True, text=True, check=False, timeout=15)
             c.check(r.returncode != 0, "anonymous publish refused", r.stdout + r.stderr)
-            r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{tls}", "-brief"],
+            r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{ports['tls']}", "-brief"],
                                input="", capture_output=True, text=True, check=False, timeout=15)
             c.check("CONNECTION ESTABLISHED" in (r.stdout + r.stderr) or "Protocol version" in (r.stdout + r.stderr),
                     "TLS listener answers a TLS handshake", (r.stdout + r.stderr)[-1500:])
+        stop(proc)
+        proc = None
+        # No certificates and plain MQTT on every interface: both said loudly.
+        for f in certs.iterdir():
+            f.unlink()
+        ports = {"bridge": free_port(), "plain": free_port(), "tls": free_port()}
+        loud = dict(env, MQTT_BIND="0.0.0.0")
+        proc = run_mosquitto_script(svc, relocate(script, root, certs, acl_dir, ports), loud, log_path)
+        deadline = time.time() + 10
+        while time.time() < deadline and proc.poll() is None and log_path.read_text().count("WARNING") < 2:
+            time.sleep(0.2)
+        log_text = log_path.read_text()
+        c.check("WARNING: no server.crt/server.key" in log_text and "TLS (8883) is OFF" in log_text,
+                "without certificates the broker warns that TLS is off", log_text[-1500:])
+        c.check("WARNING: plain MQTT (1883) is published on 0.0.0.0" in log_text,
+                "with MQTT_BIND=0.0.0.0 the broker warns that plain MQTT is on the network", log_text[-1500:])
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -289,9 +414,10 @@ def mysql_live(c, cfg, host, port):
     s = s.replace("exec bash", "bash")
     mysql = ["mysql", "--protocol=TCP", "-h", host, "-P", str(port), "-u", "root", "-N", "-B"]
     try:
-        r = subprocess.run(["/bin/bash", "-eu", "-c", s], env=env, capture_output=True, text=True, check=False,
-                           timeout=120)
-        c.check(r.returncode == 0, f"mysql-users script (apply.sh) sets up database {db} and its accounts",
+        caps = limited_to(svc.get("cap_add") or [])
+        r = subprocess.run(caps + ["/bin/bash", "-eu", "-c", s], env=env, capture_output=True, text=True,
+                           check=False, timeout=120)
+        c.check(r.returncode == 0, f"mysql-users script (apply.sh, no capabilities) sets up database {db} and its accounts",
                 (r.stdout + r.stderr)[-3000:])
         grants = subprocess.run(mysql + ["-e", f"SHOW GRANTS FOR '{bridge_user}'@'%'; SHOW GRANTS FOR '{grafana_user}'@'%'"],
                                 capture_output=True, text=True, check=False).stdout
@@ -306,8 +432,8 @@ def mysql_live(c, cfg, host, port):
                             f"-p{env['GRAFANA_MYSQL_PASSWORD']}", "-N", "-e", "SELECT 1"],
                            capture_output=True, text=True, check=False)
         c.check(r.returncode == 0, "grafana account logs in with GRAFANA_MYSQL_PASSWORD", r.stderr)
-        r = subprocess.run(["/bin/bash", "-eu", "-c", s], env=env, capture_output=True, text=True, check=False,
-                           timeout=120)
+        r = subprocess.run(caps + ["/bin/bash", "-eu", "-c", s], env=env, capture_output=True, text=True,
+                           check=False, timeout=120)
         c.check(r.returncode == 0 and "database changes: 0" in r.stdout,
                 "mysql-users is idempotent (second run: database changes: 0)", (r.stdout + r.stderr)[-2000:])
     finally:
