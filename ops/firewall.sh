@@ -25,6 +25,9 @@
 #   --reject               answer closed ports with a reset instead of silently dropping
 #   --no-ipv6              leave ip6tables alone
 #   --chain NAME           default CO2-INPUT
+#   --docker / --no-docker filter Docker's published ports too (default: when Docker's
+#                          DOCKER-USER chain exists; --docker creates it if missing)
+#   --docker-chain NAME    default CO2-DOCKER
 #   --cloud-source CIDR    source range for --print-cloud (default 0.0.0.0/0)
 #
 # How: every rule lives in one chain (CO2-INPUT) that INPUT jumps to first.
@@ -34,6 +37,17 @@
 # Established connections (your SSH session) are accepted before anything is
 # dropped, and the SSH ports are accepted before the final drop, so applying
 # this cannot lock you out. --remove deletes the jump and the chain.
+#
+# Docker: a port published by a container (`ports:` in docker-compose.yml) is
+# DNAT'ed to the container before INPUT is consulted and then forwarded, so
+# INPUT rules never see it: `3306:3306` would be open to the world whatever
+# CO2-INPUT says. Docker sends forwarded traffic through the DOCKER-USER chain
+# first, and leaves that chain to the admin. When it exists, a second chain
+# (CO2-DOCKER, jumped to first from DOCKER-USER) applies the same policy to
+# new connections from outside to published ports: the public ports, the
+# trusted networks and interfaces, and the containers' own bridges pass;
+# everything else published is dropped. Replies and the containers' outgoing
+# connections are left alone.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -53,6 +67,8 @@ internal_ports=${CO2_FW_INTERNAL_PORTS:-3306,9090,9464}
 deny=drop
 ipv6=1
 chain=CO2-INPUT
+docker=auto
+docker_chain=CO2-DOCKER
 cloud_source=0.0.0.0/0
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -71,6 +87,9 @@ while [[ $# -gt 0 ]]; do
         --reject) deny=reject; shift ;;
         --no-ipv6) ipv6=0; shift ;;
         --chain) chain=${2:?}; shift 2 ;;
+        --docker) docker=yes; shift ;;
+        --no-docker) docker=no; shift ;;
+        --docker-chain) docker_chain=${2:?}; shift 2 ;;
         --cloud-source) cloud_source=${2:?}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option '$1' (see --help)" ;;
@@ -78,6 +97,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $chain =~ ^[A-Za-z0-9_-]{1,28}$ ]] || die "--chain '$chain': use up to 28 of [A-Za-z0-9_-]"
+[[ $docker_chain =~ ^[A-Za-z0-9_-]{1,28}$ && $docker_chain != "$chain" ]] ||
+    die "--docker-chain '$docker_chain': use up to 28 of [A-Za-z0-9_-], not the --chain name"
 
 # ---------------------------------------------------------------- inputs
 ports_of() { # LIST NAME -> validated, de-duplicated, one per line
@@ -192,6 +213,30 @@ wanted_rules() { # 4|6
     fi
 }
 
+# The wanted DOCKER-USER policy, exactly as `iptables -S CHAIN` prints it.
+wanted_docker_rules() { # 4|6
+    local fam=$1 p c i
+    echo "-A $docker_chain -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+    # Only connections to published ports are DNAT'ed; the containers' own
+    # traffic (outgoing, between containers) is Docker's business.
+    echo "-A $docker_chain -m conntrack ! --ctstate DNAT -j RETURN"
+    echo "-A $docker_chain -i docker0 -j RETURN"
+    echo "-A $docker_chain -i br-+ -j RETURN"
+    for i in "${INT_IF[@]}"; do echo "-A $docker_chain -i $i -j RETURN"; done
+    if [[ $fam == 4 ]]; then
+        for c in "${INT4[@]}"; do echo "-A $docker_chain -s $c -j RETURN"; done
+    else
+        for c in "${INT6[@]}"; do echo "-A $docker_chain -s $c -j RETURN"; done
+    fi
+    for p in "${PUBLIC[@]}"; do
+        echo "-A $docker_chain -p tcp -m conntrack --ctorigdstport $p --ctdir ORIGINAL -j RETURN"
+    done
+    if [[ $deny == reject ]]; then
+        echo "-A $docker_chain -p tcp -j REJECT --reject-with tcp-reset"
+    fi
+    echo "-A $docker_chain -j DROP"
+}
+
 families() {
     echo 4
     if [[ $ipv6 == 1 ]]; then
@@ -213,33 +258,82 @@ ipt() { # FAMILY args...
 ipt_name() { if [[ $1 == 4 ]]; then echo iptables; else echo ip6tables; fi; }
 
 apply_family() {
-    local fam=$1 cmd current wanted
+    local fam=$1 cmd
     cmd=$(ipt_name "$fam")
-    wanted=$(wanted_rules "$fam")
-    if ipt "$fam" -S "$chain" >/dev/null 2>&1; then
-        current=$(ipt "$fam" -S "$chain" | grep -v -- "^-N $chain\$" || true)
+    load_chain "$fam" "$chain" "$(wanted_rules "$fam")"
+    if ipt "$fam" -C INPUT -j "$chain" >/dev/null 2>&1; then
+        ok "$cmd: INPUT jumps to $chain"
     else
-        current=
-        change "$cmd: create chain $chain"
-        run "$cmd" -w 5 -N "$chain"
-    fi
-    if [[ $current == "$wanted" ]]; then
-        ok "$cmd: chain $chain already as wanted ($(wc -l <<<"$wanted") rules)"
-    else
-        change "$cmd: load chain $chain in one transaction ($(wc -l <<<"$wanted") rules):"
-        local line
-        while IFS= read -r line; do printf '          | %s\n' "$line"; done <<<"$wanted"
-        if [[ $DRY_RUN == 0 ]]; then
-            { printf '*filter\n:%s - [0:0]\n' "$chain"; printf '%s\n' "$wanted"; printf 'COMMIT\n'; } |
-                "${cmd}-restore" -w 5 --noflush ||
-                die "$cmd-restore refused the rules (nothing was changed); is the kernel's netfilter available?"
-        fi
-    fi
-    if [[ $DRY_RUN == 1 && -z $current ]] || ! ipt "$fam" -C INPUT -j "$chain" >/dev/null 2>&1; then
         change "$cmd: jump from INPUT to $chain as the first rule"
         run "$cmd" -w 5 -I INPUT 1 -j "$chain"
+    fi
+}
+
+# load_chain FAMILY CHAIN WANTED: replace CHAIN with WANTED in one transaction
+# when it differs (creating it if missing).
+load_chain() {
+    local fam=$1 name=$2 wanted=$3 cmd current line
+    cmd=$(ipt_name "$fam")
+    if ipt "$fam" -S "$name" >/dev/null 2>&1; then
+        current=$(ipt "$fam" -S "$name" | grep -v -- "^-N $name\$" || true)
     else
-        ok "$cmd: INPUT jumps to $chain"
+        current=
+        change "$cmd: create chain $name"
+        run "$cmd" -w 5 -N "$name"
+    fi
+    if [[ $current == "$wanted" ]]; then
+        ok "$cmd: chain $name already as wanted ($(wc -l <<<"$wanted") rules)"
+        return 0
+    fi
+    change "$cmd: load chain $name in one transaction ($(wc -l <<<"$wanted") rules):"
+    while IFS= read -r line; do printf '          | %s\n' "$line"; done <<<"$wanted"
+    if [[ $DRY_RUN == 0 ]]; then
+        { printf '*filter\n:%s - [0:0]\n' "$name"; printf '%s\n' "$wanted"; printf 'COMMIT\n'; } |
+            "${cmd}-restore" -w 5 --noflush ||
+            die "$cmd-restore refused the rules for $name (nothing was changed); is the kernel's netfilter (conntrack) available?"
+    fi
+}
+
+# Docker's published ports: CO2-DOCKER, jumped to first from DOCKER-USER.
+apply_docker_family() {
+    local fam=$1 cmd
+    cmd=$(ipt_name "$fam")
+    [[ $docker != no ]] || return 0
+    if ! ipt "$fam" -S DOCKER-USER >/dev/null 2>&1; then
+        if [[ $docker == auto ]]; then
+            ok "$cmd: no DOCKER-USER chain (Docker not running here): published container ports not filtered (--docker adds the chain before Docker starts)"
+            return 0
+        fi
+        # Docker keeps an existing DOCKER-USER and jumps to it from FORWARD.
+        change "$cmd: create chain DOCKER-USER (Docker jumps to it from FORWARD when it starts)"
+        run "$cmd" -w 5 -N DOCKER-USER
+    fi
+    load_chain "$fam" "$docker_chain" "$(wanted_docker_rules "$fam")"
+    if [[ $(ipt "$fam" -S DOCKER-USER 2>/dev/null | sed -n 2p) == "-A DOCKER-USER -j $docker_chain" ]]; then
+        ok "$cmd: DOCKER-USER jumps to $docker_chain first"
+    else
+        if ipt "$fam" -C DOCKER-USER -j "$docker_chain" >/dev/null 2>&1; then
+            change "$cmd: move the jump DOCKER-USER -> $docker_chain to the top"
+            run "$cmd" -w 5 -D DOCKER-USER -j "$docker_chain"
+        fi
+        change "$cmd: jump from DOCKER-USER to $docker_chain as the first rule"
+        run "$cmd" -w 5 -I DOCKER-USER 1 -j "$docker_chain"
+    fi
+}
+
+remove_docker_family() {
+    local fam=$1 cmd n=0
+    cmd=$(ipt_name "$fam")
+    while ipt "$fam" -C DOCKER-USER -j "$docker_chain" >/dev/null 2>&1; do
+        change "$cmd: delete the jump DOCKER-USER -> $docker_chain"
+        run "$cmd" -w 5 -D DOCKER-USER -j "$docker_chain"
+        n=$((n + 1))
+        [[ $DRY_RUN == 0 && $n -lt 20 ]] || break
+    done
+    if ipt "$fam" -S "$docker_chain" >/dev/null 2>&1; then
+        change "$cmd: flush and delete chain $docker_chain"
+        run "$cmd" -w 5 -F "$docker_chain"
+        run "$cmd" -w 5 -X "$docker_chain"
     fi
 }
 
@@ -339,6 +433,12 @@ ufw_remove() {
 step "firewall ($backend): public TCP ${PUBLIC[*]}; internal only ${INTERNAL_PORTS[*]}${INT4[*]:+; trusted ${INT4[*]}}${INT6[*]:+ ${INT6[*]}}${INT_IF[*]:+; trusted interfaces ${INT_IF[*]}}"
 if [[ $backend == ufw ]]; then
     if [[ $action == apply ]]; then ufw_apply; else ufw_remove; fi
+    # ufw leaves DOCKER-USER alone, and Docker's ports bypass ufw's chains too.
+    if [[ $docker != no ]] && command -v iptables >/dev/null 2>&1; then
+        for fam in $(families); do
+            if [[ $action == apply ]]; then apply_docker_family "$fam"; else remove_docker_family "$fam"; fi
+        done
+    fi
 else
     require_cmd iptables iptables-restore
     if command -v ufw >/dev/null 2>&1 && ufw status 2>/dev/null | grep -q '^Status: active'; then
@@ -348,7 +448,13 @@ else
         die "firewalld is running: open the ports with firewall-cmd instead"
     fi
     for fam in $(families); do
-        if [[ $action == apply ]]; then apply_family "$fam"; else remove_family "$fam"; fi
+        if [[ $action == apply ]]; then
+            apply_family "$fam"
+            apply_docker_family "$fam"
+        else
+            remove_docker_family "$fam"
+            remove_family "$fam"
+        fi
     done
     [[ $persist == 0 ]] || persist_rules
     if [[ $persist == 0 && $action == apply && $DRY_RUN == 0 ]]; then

@@ -6,6 +6,11 @@
 # open SSH connection survives; a re-run changes nothing (iptables -S); --remove
 # restores the original rule set; the ufw variant (in a private mount
 # namespace, so the host's /etc/ufw is untouched) gives the same reachability.
+# Docker, as Docker wires it (DNAT in PREROUTING to a "container" namespace
+# behind a br-* interface, FORWARD jumping to DOCKER-USER): a published port
+# bypasses the INPUT rules; with DOCKER-USER handled, only the public ports
+# published reach the container, the container's own connections out still
+# work, a re-run changes nothing and --remove restores Docker's chains.
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 ops=$(cd -- "$here/.." && pwd)
@@ -21,6 +26,11 @@ done
 sfx=$(rand_suffix)
 srv=co2fw-s-$sfx
 cli=co2fw-c-$sfx
+ctr=co2fw-d-$sfx
+veth_d=br-${sfx:0:6}
+veth_ctr=c2d${sfx:0:6}
+D4=172.31.251.2
+D4GW=172.31.251.1
 veth_s=c2s${sfx:0:6}
 veth_c=c2c${sfx:0:6}
 S4=10.251.5.1
@@ -34,6 +44,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     ip netns del "$srv" 2>/dev/null || true
     ip netns del "$cli" 2>/dev/null || true
+    ip netns del "$ctr" 2>/dev/null || true
     rm -rf -- "$work"
 }
 trap cleanup EXIT
@@ -173,6 +184,65 @@ check "after --remove, 3306 is reachable again (nothing of ours left)" reach "$S
 S "$ops/firewall.sh" --remove >"$work/remove2.out" 2>&1
 check "a second --remove changes nothing" grep -qx "firewall changes: 0" "$work/remove2.out"
 
+# ---- Docker's published ports
+ip netns add "$ctr"
+ip link add "$veth_d" type veth peer name "$veth_ctr"
+ip link set "$veth_d" netns "$srv"
+ip link set "$veth_ctr" netns "$ctr"
+ip netns exec "$ctr" ip link set lo up
+ip netns exec "$ctr" ip addr add "$D4/24" dev "$veth_ctr"
+ip netns exec "$ctr" ip link set "$veth_ctr" up
+ip netns exec "$ctr" ip route add default via "$D4GW"
+S ip addr add "$D4GW/24" dev "$veth_d"
+S ip link set "$veth_d" up
+S sysctl -qw net.ipv4.ip_forward=1
+# What dockerd sets up for `ports: ["18883:18883", ...]` (the parts that matter here).
+S iptables -N DOCKER-USER
+S iptables -A DOCKER-USER -j RETURN
+S iptables -A FORWARD -j DOCKER-USER
+S iptables -t nat -A POSTROUTING -s 172.31.251.0/24 ! -o "$veth_d" -j MASQUERADE
+published=(18883 13000 13306 19090)
+for p in "${published[@]}"; do
+    S iptables -t nat -A PREROUTING -p tcp -m tcp --dport "$p" -j DNAT --to-destination "$D4:$p"
+done
+ip netns exec "$ctr" python3 "$work/listen.py" "${published[@]}" >"$work/listen-ctr.out" 2>&1 &
+pids+=($!)
+C python3 "$work/listen.py" 7777 >"$work/listen-cli.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q ready "$work/listen-ctr.out" 2>/dev/null && grep -q ready "$work/listen-cli.out" 2>/dev/null && break; sleep 0.1; done
+S iptables -S >"$work/orig4d"
+S iptables -t nat -S >"$work/orig4d-nat"
+S ip6tables -S >"$work/orig6d"
+check "Docker emulation: the client reaches a published container port (13306)" reach "$S4" 13306
+
+fwd=(env SSH_CONNECTION="$C4 40000 $S4 2222" "$ops/firewall.sh" --mqtt-ports "1883,8883,18883" --grafana-ports "3000,13000")
+check "apply --no-docker (INPUT only)" S "${fwd[@]}" --no-docker
+check "without the DOCKER-USER rules, a published port (13306) bypasses CO2-INPUT" reach "$S4" 13306
+S iptables -S >"$work/before-dry-docker"
+S "${fwd[@]}" --dry-run >"$work/dry-docker.out" 2>&1
+check "--dry-run prints the DOCKER-USER policy it would load" \
+    grep -q -- "-A CO2-DOCKER -p tcp -m conntrack --ctorigdstport 18883 --ctdir ORIGINAL -j RETURN" "$work/dry-docker.out"
+check "--dry-run changes nothing (Docker case)" diff -u "$work/before-dry-docker" <(S iptables -S)
+check "apply (DOCKER-USER present: handled)" S "${fwd[@]}"
+check "DOCKER-USER jumps to CO2-DOCKER first" grep -qx -- "-A DOCKER-USER -j CO2-DOCKER" <(S iptables -S DOCKER-USER | sed -n 2p)
+for p in 18883 13000; do
+    check "client reaches the published public port $p (container)" reach "$S4" "$p"
+done
+for p in 13306 19090; do
+    check_not "client cannot reach the published port $p (not public)" reach "$S4" "$p"
+done
+check "the container still opens connections out (to the client)" ip netns exec "$ctr" python3 "$work/probe.py" "$C4" 7777
+check "the server itself still reaches the container's 13306" S python3 "$work/probe.py" "$D4" 13306
+check_not "ip6tables has no DOCKER-USER here, so no CO2-DOCKER either" S ip6tables -S CO2-DOCKER
+S iptables -S >"$work/applied4d"
+S "${fwd[@]}" >"$work/second-docker.out" 2>&1
+check "second run (Docker): 0 changes" grep -qx "firewall changes: 0" "$work/second-docker.out"
+check "second run (Docker): iptables -S identical" diff -u "$work/applied4d" <(S iptables -S)
+check "--remove (Docker)" S "$ops/firewall.sh" --remove
+check "--remove restores the rule set with Docker's chains as they were" diff -u "$work/orig4d" <(S iptables -S)
+check "--remove leaves Docker's NAT rules alone" diff -u "$work/orig4d-nat" <(S iptables -t nat -S)
+check "after --remove, the published 13306 is reachable again (nothing of ours left)" reach "$S4" 13306
+
 "$ops/firewall.sh" --print-cloud --mqtt-ports 1883,8883 >"$work/cloud.out"
 check "--print-cloud prints the gcloud rule" grep -q -- "--rules=tcp:22,tcp:1883,tcp:8883,tcp:3000" "$work/cloud.out"
 check "--print-cloud prints the AWS rules" grep -q "authorize-security-group-ingress --group-id sg-XXXXXXXX --protocol tcp --port 8883" "$work/cloud.out"
@@ -196,6 +266,10 @@ ip netns exec "$srv" iptables -S >"$work/ufw-rules"
 for p in 22 1883 8883 3000 3306 9090 9464; do
     if ip netns exec "$cli" python3 "$work/probe.py" "$S4" "\$p"; then echo "\$p open"; else echo "\$p closed"; fi
 done >"$work/ufw-reach"
+for p in 13306 18883; do
+    if ip netns exec "$cli" python3 "$work/probe.py" "$S4" "\$p"; then echo "\$p open"; else echo "\$p closed"; fi
+done >"$work/ufw-reach-docker"
+ip netns exec "$srv" iptables -S DOCKER-USER >"$work/ufw-docker-user"
 ip netns exec "$srv" "$ops/firewall.sh" --ufw --remove --mqtt-ports 1883,8883 >"$work/ufw-rm.out" 2>&1
 for p in 22 1883; do
     if ip netns exec "$cli" python3 "$work/probe.py" "$S4" "\$p"; then echo "\$p open"; else echo "\$p closed"; fi
@@ -209,7 +283,11 @@ EOF
     for p in 3306 9090 9464; do
         check "ufw: client cannot reach $p" grep -qx "$p closed" "$work/ufw-reach"
     done
+    check "ufw: DOCKER-USER jumps to CO2-DOCKER too" grep -qx -- "-A DOCKER-USER -j CO2-DOCKER" "$work/ufw-docker-user"
+    check "ufw: client cannot reach the published container ports (13306, 18883)" \
+        test "$(grep -cx -e "13306 closed" -e "18883 closed" "$work/ufw-reach-docker")" == 2
     check "ufw --remove closes MQTT again" grep -qx "1883 closed" "$work/ufw-reach-rm"
+    check_not "ufw --remove takes CO2-DOCKER out again" S iptables -S CO2-DOCKER
     check "ufw --remove keeps SSH open" grep -qx "22 open" "$work/ufw-reach-rm"
     check "the host's /etc/ufw was not touched" test "$host_ufw" == "$(ufw_state)"
 else
