@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates grafana/dashboards/*.json and provisioning/grafana/*.yml without a
-# Grafana server (GRAFANA-CHECKS.md section 2): JSON Schemas generated from
+# Grafana server (no registry reachable here ships a runnable Grafana, and no
+# package ships a JSON Schema for dashboards): JSON Schemas generated from
 # @grafana/schema's TypeScript types + the foundation SDK's Prometheus query type,
 # checked with python jsonschema, plus the provisioning rules Grafana enforces.
 # npm packages and the venv live under ${XDG_CACHE_HOME:-~/.cache}/co2-telemetry.

@@ -4,8 +4,9 @@
     dashboard_check.py --node-modules DIR [--schema-cache DIR] [FILE.json ...]
 
 DIR holds @grafana/schema, ts-json-schema-generator and @grafana/grafana-foundation-sdk
-(installed by ops/checks/32-dashboards-schema.sh). Following GRAFANA-CHECKS.md section 2:
-JSON Schemas are generated from @grafana/schema's TypeScript types (cached), then
+(installed by ops/checks/32-dashboards-schema.sh). No package ships a JSON Schema for
+dashboards, so JSON Schemas are generated from @grafana/schema's TypeScript types with
+ts-json-schema-generator (cached; loosened where Grafana fills defaults), then
   - the dashboard against Dashboard, each panel against Panel/RowPanel, each panel's
     options and fieldConfig.defaults.custom against its plugin's Options/FieldConfig,
     each Prometheus target against the foundation SDK's dataquery;

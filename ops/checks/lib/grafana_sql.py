@@ -1,7 +1,7 @@
 """Grafana's MySQL query interpolation, reimplemented for tests.
 
-Follows /work/shared/GRAFANA-CHECKS.md section 3 (from Grafana's mysql/macros.go,
-sqleng/sql_engine.go and SqlDatasource.ts):
+As Grafana's source does it (pkg/tsdb/mysql/macros.go, the SQL engine's
+sql_engine.go and the frontend's SqlDatasource.ts):
 
 1. the frontend replaces template variables, $__interval and $__interval_ms;
 2. the backend replaces $__interval_ms, $__interval, $__unixEpochFrom() and
