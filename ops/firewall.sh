@@ -321,40 +321,28 @@ apply_docker_family() {
     fi
 }
 
-remove_docker_family() {
-    local fam=$1 cmd n=0
+# remove_chain FAMILY FROM CHAIN [quiet]: delete the jumps FROM -> CHAIN, then CHAIN.
+remove_chain() {
+    local fam=$1 from=$2 name=$3 quiet=${4:-} cmd n=0
     cmd=$(ipt_name "$fam")
-    while ipt "$fam" -C DOCKER-USER -j "$docker_chain" >/dev/null 2>&1; do
-        change "$cmd: delete the jump DOCKER-USER -> $docker_chain"
-        run "$cmd" -w 5 -D DOCKER-USER -j "$docker_chain"
+    while ipt "$fam" -C "$from" -j "$name" >/dev/null 2>&1; do
+        change "$cmd: delete the jump $from -> $name"
+        run "$cmd" -w 5 -D "$from" -j "$name"
         n=$((n + 1))
         [[ $DRY_RUN == 0 && $n -lt 20 ]] || break
     done
-    if ipt "$fam" -S "$docker_chain" >/dev/null 2>&1; then
-        change "$cmd: flush and delete chain $docker_chain"
-        run "$cmd" -w 5 -F "$docker_chain"
-        run "$cmd" -w 5 -X "$docker_chain"
+    if ipt "$fam" -S "$name" >/dev/null 2>&1; then
+        change "$cmd: flush and delete chain $name"
+        run "$cmd" -w 5 -F "$name"
+        run "$cmd" -w 5 -X "$name"
+    elif [[ -z $quiet ]]; then
+        ok "$cmd: no chain $name"
     fi
 }
 
-remove_family() {
-    local fam=$1 cmd
-    cmd=$(ipt_name "$fam")
-    local n=0
-    while ipt "$fam" -C INPUT -j "$chain" >/dev/null 2>&1; do
-        change "$cmd: delete the jump INPUT -> $chain"
-        run "$cmd" -w 5 -D INPUT -j "$chain"
-        n=$((n + 1))
-        [[ $DRY_RUN == 0 && $n -lt 20 ]] || break
-    done
-    if ipt "$fam" -S "$chain" >/dev/null 2>&1; then
-        change "$cmd: flush and delete chain $chain"
-        run "$cmd" -w 5 -F "$chain"
-        run "$cmd" -w 5 -X "$chain"
-    else
-        ok "$cmd: no chain $chain"
-    fi
-}
+remove_docker_family() { remove_chain "$1" DOCKER-USER "$docker_chain" quiet; }
+
+remove_family() { remove_chain "$1" INPUT "$chain"; }
 
 persist_rules() {
     step "persist"

@@ -90,8 +90,7 @@ unit_env() { # unit -> KEY=VALUE lines with %d pointing at a fake credentials di
 mkdir -p "$work/creds"
 printf 'x\n' >"$work/creds/db-password"
 printf 'x\n' >"$work/creds/mqtt-password"
-bridge_bin=
-for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do [[ -n $b && -x $b ]] && { bridge_bin=$b; break; }; done
+bridge_bin=$(built_bin co2-bridge)
 if [[ -n $bridge_bin ]]; then
     mapfile -t envs < <(unit_env co2-bridge.service)
     sed -e 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/' \
@@ -103,8 +102,7 @@ if [[ -n $bridge_bin ]]; then
 else
     skip_check "co2-bridge not built: unit environment names not fed to check-config"
 fi
-pub_bin=
-for b in "${CO2_PUBLISHER_BIN:-}" "$repo/target/release/co2-publisher" "$repo/target/debug/co2-publisher"; do [[ -n $b && -x $b ]] && { pub_bin=$b; break; }; done
+pub_bin=$(built_bin co2-publisher)
 if [[ -n $pub_bin ]] && "$pub_bin" --help 2>/dev/null | grep -q check-config; then
     mapfile -t envs < <(unit_env co2-publisher.service)
     cat >"$work/publisher.toml" <<'EOF'

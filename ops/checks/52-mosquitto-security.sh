@@ -20,10 +20,7 @@ for c in mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd openssl python3;
     command -v "$c" >/dev/null || { fail "prerequisite $c (apt-get install mosquitto mosquitto-clients openssl)"; finish; }
 done
 # The broker's ACL is derived from the bridge's config by the bridge binary.
-bridge_bin=
-for b in "${CO2_BRIDGE_BIN:-}" "$ops/../target/release/co2-bridge" "$ops/../target/debug/co2-bridge"; do
-    if [[ -n $b && -x $b ]] && "$b" --help 2>/dev/null | grep -qw acl; then bridge_bin=$b; break; fi
-done
+bridge_bin=$(built_bin co2-bridge acl)
 [[ -n $bridge_bin ]] || { fail "prerequisite: a co2-bridge with the acl command (cargo build -p co2-bridge; CO2_BRIDGE_BIN)"; finish; }
 
 work=$(mktemp -d)

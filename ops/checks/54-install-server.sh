@@ -62,10 +62,7 @@ check "--dry-run changed nothing on this machine" diff -u "$work/before" <(snaps
 check "--dry-run printed no secret" bash -c '! grep -qiE "password *[:=] *[A-Za-z0-9]{20,}" "$1"' _ "$work/dry.out"
 
 # ---- real run into a temp root
-bridge_bin=
-for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do
-    if [[ -n $b && -x $b ]] && "$b" --help 2>/dev/null | grep -q migrate; then bridge_bin=$b; break; fi
-done
+bridge_bin=$(built_bin co2-bridge acl)
 if [[ -z $bridge_bin ]]; then
     bridge_bin=$work/stub-co2-bridge
     printf '#!/bin/sh\n[ "$1" != acl ] || echo "user co2-bridge"\nexit 0\n' >"$bridge_bin"

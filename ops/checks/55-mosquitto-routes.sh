@@ -28,14 +28,8 @@ echo "== 55-mosquitto-routes: the provisioned broker with the example routes, th
 for c in mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd mariadb openssl python3; do
     command -v "$c" >/dev/null || { fail "prerequisite $c (apt-get install mosquitto mosquitto-clients mariadb-client openssl)"; finish; }
 done
-bridge_bin=
-for b in "${CO2_BRIDGE_BIN:-}" "$repo/target/release/co2-bridge" "$repo/target/debug/co2-bridge"; do
-    if [[ -n $b && -x $b ]] && "$b" --help 2>/dev/null | grep -qw acl; then bridge_bin=$b; break; fi
-done
-pub_bin=
-for b in "${CO2_PUBLISHER_BIN:-}" "$repo/target/release/co2-publisher" "$repo/target/debug/co2-publisher"; do
-    if [[ -n $b && -x $b ]]; then pub_bin=$b; break; fi
-done
+bridge_bin=$(built_bin co2-bridge acl)
+pub_bin=$(built_bin co2-publisher)
 if [[ -z $bridge_bin || -z $pub_bin ]]; then
     fail "prerequisite: co2-bridge (with acl) and co2-publisher built (cargo build -p co2-bridge -p co2-publisher; CO2_BRIDGE_BIN, CO2_PUBLISHER_BIN)"
     finish
@@ -132,26 +126,19 @@ print(int(sum(float(m.group(1)) for m in re.finditer(r"^" + re.escape(sys.argv[2
 EOF
 }
 sql() { mariadb -NBe "$1" "$db"; }
-wait_rows() { # SQL EXPECTED: wait until the count query gives EXPECTED
-    local got=
+wait_for() { # EXPECTED WHAT COMMAND...: wait until COMMAND prints EXPECTED
+    local want=$1 what=$2 got=
+    shift 2
     for _ in $(seq 75); do
-        got=$(sql "$1" 2>/dev/null || echo "?")
-        [[ $got == "$2" ]] && return 0
+        got=$("$@" 2>/dev/null || echo "?")
+        [[ $got == "$want" ]] && return 0
         sleep 0.2
     done
-    echo "got $got rows, wanted $2 ($1)"
+    echo "$what is $got, wanted $want"
     return 1
 }
-wait_metric() { # NAME EXPECTED
-    local got=
-    for _ in $(seq 75); do
-        got=$(metric "$1" 2>/dev/null || echo "?")
-        [[ $got == "$2" ]] && return 0
-        sleep 0.2
-    done
-    echo "$1 is $got, wanted $2"
-    return 1
-}
+wait_rows() { wait_for "$2" "the row count of ($1)" sql "$1"; } # SQL EXPECTED
+wait_metric() { wait_for "$2" "$1" metric "$1"; }              # NAME EXPECTED
 
 start_bridge
 if ! wait_ready; then

@@ -72,3 +72,20 @@ wait_port() {
 
 # A short random suffix for test-owned names (databases, users, namespaces).
 rand_suffix() { od -An -N4 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# built_bin NAME [COMMAND]: the path of a built co2-bridge or co2-publisher:
+# $CO2_BRIDGE_BIN / $CO2_PUBLISHER_BIN (ops/test.sh exports them), else this
+# checkout's target/release, else target/debug; with COMMAND, only one whose
+# --help lists it. Prints nothing when there is none.
+built_bin() {
+    local name=$1 want=${2:-} var repo b
+    repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+    var=${name^^}
+    var=${var//-/_}_BIN
+    for b in "${!var:-}" "$repo/target/release/$name" "$repo/target/debug/$name"; do
+        [[ -n $b && -x $b ]] || continue
+        [[ -z $want ]] || "$b" --help 2>/dev/null | grep -qw -- "$want" || continue
+        printf '%s\n' "$b"
+        return 0
+    done
+}

@@ -278,14 +278,6 @@ def run_mosquitto_script(svc, script, env, log_path):
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def stop(proc):
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 def relocate(script, root, certs, acl_dir, ports):
     """The mosquitto start script with every container path and port moved for a test."""
@@ -377,7 +369,7 @@ def mosquitto_live(c, cfg):
                                input="", capture_output=True, text=True, check=False, timeout=15)
             c.check("CONNECTION ESTABLISHED" in (r.stdout + r.stderr) or "Protocol version" in (r.stdout + r.stderr),
                     "TLS listener answers a TLS handshake", (r.stdout + r.stderr)[-1500:])
-        stop(proc)
+        obslib.stop_process(proc)
         proc = None
         # No certificates and plain MQTT on every interface: both said loudly.
         for f in certs.iterdir():
@@ -394,7 +386,7 @@ def mosquitto_live(c, cfg):
         c.check("WARNING: plain MQTT (1883) is published on 0.0.0.0" in log_text,
                 "with MQTT_BIND=0.0.0.0 the broker warns that plain MQTT is on the network", log_text[-1500:])
     finally:
-        stop(proc)
+        obslib.stop_process(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

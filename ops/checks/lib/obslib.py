@@ -8,6 +8,7 @@ imported lazily by the functions that need it.
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,3 +137,13 @@ def load_metric_names(path=METRIC_NAMES_FILE):
 
 
 VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::\w+)?\]\]")
+
+
+def stop_process(proc, timeout=20):
+    """Terminates a child process a check started (if it still runs), killing it after TIMEOUT s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

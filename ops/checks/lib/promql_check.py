@@ -129,14 +129,6 @@ def start_prometheus(config_text, tsdb_dir, timeout_s=60):
     raise RuntimeError("prometheus did not become ready")
 
 
-def stop(proc):
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 def start_scraping(work, target, timeout_s=60):
     """Prometheus with the repository's config and rules, job co2-bridge -> target.
@@ -164,7 +156,7 @@ def start_scraping(work, target, timeout_s=60):
         if vals and all(float(v) >= 3 for v in vals):
             return proc, base
         time.sleep(0.5)
-    stop(proc)
+    obslib.stop_process(proc)
     raise RuntimeError(f"no successful scrape of {target} within {timeout_s}s")
 
 
@@ -235,7 +227,7 @@ def main():
         except RuntimeError as e:
             c.fail("prometheus scraping the bridge", e)
         finally:
-            stop(proc)
+            obslib.stop_process(proc)
             shutil.rmtree(work, ignore_errors=True)
         c.finish()
     try:
@@ -255,7 +247,7 @@ def main():
     except RuntimeError as e:
         c.fail("prometheus", e)
     finally:
-        stop(proc)
+        obslib.stop_process(proc)
         shutil.rmtree(work, ignore_errors=True)
     c.finish()
 
