@@ -321,6 +321,9 @@ def mosquitto_live(c, cfg):
         acl_dir.mkdir()
         mosquitto_acl_live(c, cfg, acl_dir)
         root = image_like_tree(tmp)
+        # A shared topic granted to one device, as docs/observability.md shows.
+        grant = "user old-pi\ntopic write co2/emissions\n"
+        (root / "data" / "co2-telemetry-devices.acl").write_text(grant)
         certs = tmp / "certs"
         certs.mkdir()
         r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -354,7 +357,8 @@ def mosquitto_live(c, cfg):
         c.check(by_port == {ports["bridge"]: False, ports["plain"]: True, ports["tls"]: True},
                 "rendered config: client id = user name on 1883 and 8883, ids kept on the bridge's 1884", by_port)
         acl_text = (root / "config" / "co2-telemetry.acl").read_text() if (root / "config" / "co2-telemetry.acl").exists() else ""
-        c.check(acl_text.startswith((acl_dir / "routes.acl").read_text()), "the broker's ACL is mosquitto-acl's")
+        c.check(acl_text.startswith((acl_dir / "routes.acl").read_text()) and acl_text.endswith(grant),
+                "the broker's ACL is mosquitto-acl's, then the devices' grants from the data volume", acl_text)
         log_text = log_path.read_text()
         c.check(ok, "Mosquitto runs the rendered config (root with only cap_add, no-new-privileges) "
                 "and the compose health check passes", log_text[-3000:])
