@@ -250,6 +250,9 @@ for c in "${route_creds[@]}"; do
         blockers+=("the bridge config reads $cred_dir/$c, but $secrets_dir/$c does not exist: put it there (0600 root) or pass --credential $c=FILE")
     fi
 done
+for c in "${!credentials[@]}"; do
+    [[ " ${route_creds[*]} " == *" $c "* ]] || warn "--credential $c: the bridge config does not read $cred_dir/$c (installed anyway)"
+done
 sed "s|$cred_dir/|$tmp/creds/|g" "$tmp/bridge.toml" >"$tmp/bridge-local.toml"
 # The routes decide the broker's ACL; deriving it also checks the whole config.
 acl_ready=0
@@ -403,9 +406,11 @@ if want mosquitto; then
         # A shared topic no route reads any more stays granted until revoked.
         for part in "$acl_file.d"/device-*.acl; do
             [[ -f $part ]] || continue
+            device=$(basename -- "$part" .acl)
+            device=${device#device-}
             while read -r _ _ topic; do
                 grep -qxF "#shared-topic $topic" "$tmp/00-routes.acl" ||
-                    warn "$(basename -- "$part" .acl | sed 's/^device-//') may still publish to '$topic', which no route reads now: ops/add-device.sh --no-shared-topics NAME revokes it"
+                    warn "device $device may still publish to '$topic', which no route reads now: ops/add-device.sh --no-shared-topics $device revokes it"
             done < <(grep '^topic write ' "$part")
         done
     else
@@ -475,10 +480,8 @@ if want bridge; then
     # service alone, which runs as a dynamic user and could not read it.
     if [[ ${#route_creds[@]} -gt 0 ]]; then
         {
-            printf '# Rendered by ops/install-server.sh: the credentials %s reads
-' "$bridge_conf"
-            printf '# from %s/. Re-running the installer rewrites this file.
-' "$cred_dir"
+            printf '# Rendered by ops/install-server.sh: the credentials %s reads\n' "$bridge_conf"
+            printf '# from %s/. Re-running the installer rewrites this file.\n' "$cred_dir"
             printf '[Service]\n'
             for c in "${route_creds[@]}"; do printf 'LoadCredential=%s:%s/%s\n' "$c" "$secrets_dir" "$c"; done
         } >"$tmp/credentials.conf"

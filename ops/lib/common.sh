@@ -196,8 +196,7 @@ render() {
 split_list() {
     local item
     for item in ${1//,/ }; do
-        printf '%s
-' "$item"
+        printf '%s\n' "$item"
     done
 }
 
@@ -230,7 +229,7 @@ assemble_mqtt_acl() {
     local acl=$1 group=$2 stage=$3 out part rc=1
     out=$(mktemp)
     {
-        printf '# The broker'"'"'s ACL, assembled by ops/install-server.sh and ops/add-device.sh\n'
+        printf '# The ACL of the broker, assembled by ops/install-server.sh and ops/add-device.sh\n'
         printf '# from the parts in the directory %s.d; edits here are overwritten.\n' "$(basename -- "$acl")"
         while IFS= read -r part; do
             printf '\n'
