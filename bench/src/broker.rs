@@ -77,22 +77,25 @@ impl TestBroker {
                 std::fs::create_dir_all(&conf_d)?;
                 let passwd = dir.join("passwd");
                 let acl = dir.join("acl");
+                // Every client of the bench uses the bridge's listener, where
+                // client ids are kept (several bridges, or one on several
+                // connections, need theirs); the device listener, where the
+                // id becomes the user name, is rendered on a spare port.
                 let port_s = port.to_string();
+                let device_port = free_port()?.to_string();
                 let rendered = render(
                     &read(repo, "provisioning/mosquitto/co2-telemetry.conf.in")?,
                     &[
                         ("PASSWORD_FILE", &passwd.display().to_string()),
                         ("ACL_FILE", &acl.display().to_string()),
-                        ("MQTT_PORT", &port_s),
+                        ("BRIDGE_PORT", &port_s),
+                        ("BRIDGE_BIND", "127.0.0.1"),
+                        ("MQTT_PORT", &device_port),
                         ("MQTT_BIND", "127.0.0.1"),
                     ],
                 )?;
                 std::fs::write(conf_d.join("10-co2-telemetry.conf"), rendered)?;
-                let acl_text = render(
-                    &read(repo, "provisioning/mosquitto/co2-telemetry.acl.in")?,
-                    &[("BRIDGE_USER", CONSUMER_USER)],
-                )?;
-                std::fs::write(&acl, acl_text)?;
+                std::fs::write(&acl, bridge_acl()?)?;
                 let mut plain = format!("{CONSUMER_USER}:{PASSWORD}\n");
                 for d in devices {
                     plain.push_str(&format!("{d}:{PASSWORD}\n"));
@@ -172,6 +175,26 @@ impl Drop for TestBroker {
         self.process.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The ACL the installer gives the broker: `co2-bridge acl` for the bridge's
+/// default routes, with [`CONSUMER_USER`] as its user.
+fn bridge_acl() -> anyhow::Result<String> {
+    let bin = crate::bridge::default_bridge_bin();
+    let out = Command::new(&bin)
+        .arg("acl")
+        .env_clear()
+        .env("CO2_BRIDGE__MQTT__USERNAME", CONSUMER_USER)
+        .output()
+        .with_context(|| format!("cannot run {} acl (set CO2_BRIDGE_BIN)", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} acl failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn read(repo: &Path, rel: &str) -> anyhow::Result<String> {
