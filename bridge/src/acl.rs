@@ -35,12 +35,12 @@ impl Acl {
             .username
             .as_deref()
             .ok_or(ConfigError::Invalid {
-                key: "mqtt.username",
+                key: "mqtt.username".to_owned(),
                 message: "is not set; the ACL grants the bridge's broker user by name".into(),
             })?;
         // The name is written into ACL lines and topics: keep it to one plain level.
         DeviceId::parse(user).map_err(|e| ConfigError::Invalid {
-            key: "mqtt.username",
+            key: "mqtt.username".to_owned(),
             message: format!("{user:?} cannot be written into a Mosquitto ACL: {e}"),
         })?;
         let mut acl = Self {

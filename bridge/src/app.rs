@@ -1,38 +1,39 @@
-//! Building and running the bridge: bind, prepare the schema, connect, and
-//! shut down in order (stop intake, flush, ack, disconnect).
+//! Building and running the bridge: check the configuration, build routes
+//! and sinks once, bind, ready the sinks, connect the sources, and shut down
+//! in order (stop intake, flush, ack, disconnect).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::MySqlPool;
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::acks::{Acker, ConnectionEpoch};
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Settings};
-use crate::db;
 use crate::fault::Faults;
 use crate::health::Health;
-use crate::http::{self, AppState, DataPaths};
-use crate::ingress::Delivery;
-use crate::ingress::Ingress;
+use crate::http::images::Images;
+use crate::http::{self, AppState};
 use crate::metrics::{Metrics, MetricsError};
-use crate::mqtt;
+use crate::pipeline::quarantine::Quarantine;
 use crate::pipeline::{InFlight, Pipeline};
-use crate::quarantine::Quarantine;
 use crate::route::Routes;
+use crate::sink::mysql::schema;
+use crate::sink::{self, PrepareError, Sinks};
+use crate::source::http::Ingest;
+use crate::source::mqtt::{self, ConnectionEpoch, Ingress};
+use crate::source::{Acker, Delivery};
 use crate::supervisor::{Ended, Supervisor};
-use crate::writer::Writer;
 
 /// How long a failed bridge keeps answering its probes before it exits.
 const FAILED_LINGER: Duration = Duration::from_secs(1);
 
-/// How often readiness re-checks the database when nothing is being written.
-const DB_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often readiness re-checks the sinks when nothing is being written.
+const SINK_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the bridge stopped with an error. Anything else is retried, not fatal.
 #[derive(Debug, thiserror::Error)]
@@ -51,22 +52,56 @@ pub enum RunError {
         /// Why binding failed.
         source: std::io::Error,
     },
-    /// The schema is behind and this account may not migrate it.
-    #[error(
-        "the database schema is behind ({pending} migration(s) pending) and this account may not \
-         change it; run `co2-bridge migrate` with an admin account"
-    )]
-    SchemaBehind {
-        /// How many migrations are pending.
-        pending: usize,
+    /// A sink is reachable but cannot be used as configured (e.g. the schema
+    /// is behind and this account may not migrate it).
+    #[error("sink {sink}: {message}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What is wrong and what to do.
+        message: String,
     },
-    /// A migration failed for a reason other than a missing privilege.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     /// A task the bridge cannot work without ended or panicked; the bridge
     /// exits so that its service manager restarts it.
     #[error("{0}; exiting so that the service manager restarts the bridge (unacknowledged messages are redelivered)")]
     TaskEnded(Ended),
+}
+
+/// Why `co2-bridge migrate` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database of sink `sink` could not be reached or migrated.
+    #[error("sink {sink}: {source}")]
+    Database {
+        /// The sink's name.
+        sink: String,
+        /// What the database said.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Applies pending migrations to every MySQL sink a route uses; returns how
+/// many were applied in all.
+pub async fn migrate(settings: &Settings) -> Result<usize, MigrateError> {
+    let routes = Routes::from_settings(settings)?;
+    let built = sink::from_settings(settings, &routes)?;
+    let mut applied = 0;
+    for (sink, pool) in &built.mysql_pools {
+        let database = |source| MigrateError::Database {
+            sink: sink.clone(),
+            source,
+        };
+        let pending = schema::pending_migrations(pool)
+            .await
+            .map_err(|e| database(e.into()))?;
+        schema::migrate(pool).await.map_err(database)?;
+        applied += pending.len();
+        pool.close().await;
+    }
+    Ok(applied)
 }
 
 /// A bridge with its listener bound, ready to run.
@@ -75,31 +110,48 @@ pub struct Bridge {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     listener: TcpListener,
-    pool: MySqlPool,
     routes: Arc<Routes>,
+    sinks: Arc<Sinks>,
+    images: Option<Images>,
     faults: Faults,
 }
 
 impl Bridge {
-    /// Validates the settings and binds the HTTP listener (port 0 picks a free port).
+    /// Validates the settings, builds routes and sinks, reads the files they
+    /// name, and binds the HTTP listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, RunError> {
         settings.validate()?;
         let faults = Faults::from_env();
-        let routes = Arc::new(Routes::from_settings(&settings)?.with_faults(faults.clone()));
+        let mut routes = Routes::from_settings(&settings)?;
+        routes.load_tokens()?;
+        let routes = Arc::new(routes.with_faults(faults.clone()));
+        let built = sink::from_settings(&settings, &routes)?;
+        let sinks = Arc::new(built.sinks);
+        let route_sinks: Vec<(&str, &str)> = routes.iter().map(|r| (r.name(), r.sink())).collect();
+        let sink_names: Vec<String> = (0..sinks.len()).map(|i| sinks.name(i).to_owned()).collect();
+        let sink_labels: Vec<&str> = sink_names.iter().map(String::as_str).collect();
+        let mut route_labels = route_sinks.clone();
+        route_labels.push((crate::route::UNROUTED, sinks.name(sinks.dead_letters())));
         let metrics = Arc::new(Metrics::new(
             settings.metrics.max_devices,
-            &routes.labels(),
+            &route_labels,
+            &sink_labels,
         )?);
         let health = Arc::new(Health::new(
             metrics.clone(),
             usize::from(settings.mqtt.connections),
+            sinks.describe(),
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
+        let images = routes
+            .iter()
+            .find(|r| r.is_binary())
+            .and_then(|r| built.mysql_pools.iter().find(|(n, _)| n == r.sink()))
+            .and_then(|(_, pool)| Images::new(&routes, pool.clone()));
         let addr = settings.http_listen()?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::Bind { addr, source })?;
-        let pool = db::pool(&settings)?;
         // Resolve secrets and TLS files now, so a typo fails at start.
         mqtt::connect(&settings, 0)?;
         Ok(Self {
@@ -107,8 +159,9 @@ impl Bridge {
             metrics,
             health,
             listener,
-            pool,
             routes,
+            sinks,
+            images,
             faults,
         })
     }
@@ -126,38 +179,42 @@ impl Bridge {
             metrics,
             health,
             listener,
-            pool,
             routes,
+            sinks,
+            images,
             faults,
         } = self;
         let (supervisor, mut ended) = Supervisor::new();
         // Cancelled by `stop`, or by the bridge itself when a task fails.
         let shutdown = stop.child_token();
         // Created here so HTTP ingest can queue from the start; the pipeline
-        // drains it once the schema is ready. Sized to the in-flight window: the
+        // drains it once the sinks are ready. Sized to the in-flight window: the
         // broker cannot send more than that unacknowledged, so this rarely fills
-        // (see ingress for when it does).
+        // (see the MQTT source for when it does).
         let window = usize::from(settings.mqtt.receive_maximum);
         let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
         let http_stop = CancellationToken::new();
+        let mut extra = crate::source::http::router(Arc::new(Ingest {
+            routes: routes.clone(),
+            tx: tx.clone(),
+            metrics: metrics.clone(),
+        }));
+        if let Some(images) = images {
+            extra = extra.merge(http::images::router(Arc::new(images)));
+        }
         let state = AppState {
             metrics: metrics.clone(),
             health: health.clone(),
-            data: Some(Arc::new(DataPaths {
-                routes: routes.clone(),
-                tx: tx.clone(),
-                pool: pool.clone(),
-            })),
         };
-        let http = spawn_http(&supervisor, listener, state, http_stop.clone());
+        let http = spawn_http(&supervisor, listener, state, extra, http_stop.clone());
         let probe = supervisor.spawn(
-            "database probe",
-            probe_database(pool.clone(), metrics.clone(), shutdown.clone()),
+            "sink probe",
+            probe_sinks(sinks.clone(), health.clone(), shutdown.clone()),
         );
 
         let ready = tokio::select! {
             biased;
-            ready = prepare_schema(&settings, &pool, &shutdown) => ready,
+            ready = prepare_sinks(&sinks, &shutdown) => ready,
             Some(e) = ended.recv() => match shutdown.is_cancelled() {
                 true => Ok(false),
                 false => Err(fail(&health, e)),
@@ -166,8 +223,8 @@ impl Bridge {
         let result = match ready {
             Ok(true) => {
                 let parts = PipelineParts {
-                    pool: pool.clone(),
                     routes,
+                    sinks,
                     channel: (tx, rx),
                     metrics,
                     health: health.clone(),
@@ -175,7 +232,7 @@ impl Bridge {
                 };
                 run_pipeline(&settings, parts, &supervisor, &mut ended, &shutdown).await
             }
-            Ok(false) => Ok(()), // stopped while waiting for the database
+            Ok(false) => Ok(()), // stopped while waiting for the sinks
             Err(e) => Err(e),
         };
 
@@ -188,7 +245,6 @@ impl Bridge {
         }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-        pool.close().await;
         result
     }
 }
@@ -209,9 +265,10 @@ fn spawn_http(
     supervisor: &Supervisor,
     listener: TcpListener,
     state: AppState,
+    extra: Router,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let app = http::app(state);
+    let app = http::app(state, extra);
     supervisor.spawn("http server", async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -222,82 +279,69 @@ fn spawn_http(
     })
 }
 
-/// Keeps `db_up` current while nothing is being written.
-async fn probe_database(pool: MySqlPool, metrics: Arc<Metrics>, stop: CancellationToken) {
-    let mut was_up: Option<bool> = None;
+/// Keeps each sink's readiness current while nothing is being written.
+async fn probe_sinks(sinks: Arc<Sinks>, health: Arc<Health>, stop: CancellationToken) {
+    let mut was_up: Vec<Option<bool>> = vec![None; sinks.len()];
     loop {
-        let up = db::ping(&pool, Duration::from_secs(2)).await;
-        metrics.db_up.set(i64::from(up));
-        if was_up != Some(up) {
-            if up {
-                tracing::info!("Database reachable");
-            } else {
-                tracing::warn!("Database unreachable; readings wait unacknowledged at the broker");
+        for (i, was) in was_up.iter_mut().enumerate() {
+            let Some(sink) = sinks.get(i) else { continue };
+            let up = sink.probe().await;
+            health.set_sink_up(i, up);
+            if *was != Some(up) {
+                let name = sinks.name(i);
+                if up {
+                    tracing::info!(sink = name, kind = sink.kind(), "Sink reachable");
+                } else {
+                    tracing::warn!(
+                        sink = name,
+                        kind = sink.kind(),
+                        "Sink unreachable; readings wait unacknowledged at their sources"
+                    );
+                }
+                *was = Some(up);
             }
-            was_up = Some(up);
         }
         tokio::select! {
-            _ = tokio::time::sleep(DB_PROBE_INTERVAL) => {}
+            _ = tokio::time::sleep(SINK_PROBE_INTERVAL) => {}
             _ = stop.cancelled() => return,
         }
     }
 }
 
-/// Waits for the database and brings the schema up to date (or checks it is).
-/// Returns false if stopped while waiting.
-async fn prepare_schema(
-    settings: &Settings,
-    pool: &MySqlPool,
-    stop: &CancellationToken,
-) -> Result<bool, RunError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        let pending = match db::pending_migrations(pool).await {
-            Ok(pending) => pending,
-            Err(e) => {
-                if backoff.attempts() == 0 {
-                    tracing::warn!(error = %e, "Waiting for the database before starting");
+/// Waits for every sink and readies it (migrations). Returns false if stopped while waiting.
+async fn prepare_sinks(sinks: &Sinks, stop: &CancellationToken) -> Result<bool, RunError> {
+    for i in 0..sinks.len() {
+        let Some(sink) = sinks.get(i) else { continue };
+        let name = sinks.name(i);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match sink.prepare().await {
+                Ok(()) => break,
+                Err(PrepareError::Fatal(message)) => {
+                    return Err(RunError::Sink {
+                        sink: name.to_owned(),
+                        message,
+                    })
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = stop.cancelled() => return Ok(false),
-                }
-            }
-        };
-        if pending.is_empty() {
-            return Ok(true);
-        }
-        if !settings.database.migrate_on_start {
-            return Err(RunError::SchemaBehind {
-                pending: pending.len(),
-            });
-        }
-        match db::migrate(pool).await {
-            Ok(()) => {
-                tracing::info!(applied = pending.len(), "Database schema migrated");
-                return Ok(true);
-            }
-            Err(e) if db::is_access_denied(&e) => {
-                return Err(RunError::SchemaBehind {
-                    pending: pending.len(),
-                })
-            }
-            Err(sqlx::migrate::MigrateError::Execute(e)) if crate::writer::is_transient(&e) => {
-                tracing::warn!(error = %e, "Migration interrupted; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = stop.cancelled() => return Ok(false),
+                Err(PrepareError::Unavailable(e)) => {
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(sink = name, error = %e, "Waiting for the sink before starting");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.cancelled() => return Ok(false),
+                    }
                 }
             }
-            Err(e) => return Err(e.into()),
         }
     }
+    Ok(true)
 }
 
 /// What the pipeline is built from.
 struct PipelineParts {
-    pool: MySqlPool,
     routes: Arc<Routes>,
+    sinks: Arc<Sinks>,
     channel: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -312,8 +356,8 @@ async fn run_pipeline(
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
     let PipelineParts {
-        pool,
         routes,
+        sinks,
         channel: (tx, rx),
         metrics,
         health,
@@ -347,17 +391,12 @@ async fn run_pipeline(
         links.push((client, epoch));
     }
     drop(tx);
-    let (acker, forwarders) = Acker::spawn(links.clone(), supervisor);
+    let (mqtt_acker, forwarders) = mqtt::Acker::spawn(links.clone(), supervisor);
     let pipeline = Pipeline {
         rx,
         routes,
-        writer: Writer::new(
-            pool,
-            Duration::from_millis(settings.database.retry_max_ms),
-            settings.wire.dead_letter_payload_bytes,
-            metrics.clone(),
-        ),
-        acker,
+        sinks,
+        acker: Acker::new(mqtt_acker),
         metrics,
         // A batch cannot outgrow the window: the broker sends nothing more until
         // it is acked, so waiting for max_delay would only add latency.

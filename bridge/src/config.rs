@@ -1,6 +1,7 @@
 //! Settings: a TOML file overridden by `CO2_BRIDGE__<SECTION>__<KEY>` environment
 //! variables, checked once at start so a bad value fails early and by name.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -19,8 +20,14 @@ pub const ENV_PREFIX: &str = "CO2_BRIDGE";
 pub struct Settings {
     /// The broker and what to subscribe to.
     pub mqtt: MqttSettings,
-    /// Where the readings go.
+    /// Where the readings go: the MySQL sink called `mysql`, every route's default.
     pub database: DatabaseSettings,
+    /// More sinks by name (`[sinks.<name>]`, `kind = "mysql"`, ...).
+    pub sinks: BTreeMap<String, SinkSettings>,
+    /// The built-in CO2 route.
+    pub co2: Co2Settings,
+    /// Where dead letters are kept.
+    pub dead_letters: DeadLetterSettings,
     /// The `/metrics`, `/healthz` and `/readyz` listener.
     pub http: HttpSettings,
     /// When a batch is written.
@@ -58,7 +65,7 @@ pub struct MqttSettings {
     /// File holding the broker password (e.g. a systemd credential).
     pub password_file: Option<PathBuf>,
     /// `v5` (default) or `v311` for brokers without MQTT 5.
-    pub protocol: crate::mqtt::Protocol,
+    pub protocol: crate::source::mqtt::Protocol,
     /// MQTT connections this bridge opens (1..=16). With more than one, they
     /// subscribe in a shared group named after `client_id` and use client ids
     /// `<client_id>-<n>`: a broker that serves each connection in turn (Mosquitto)
@@ -113,6 +120,40 @@ pub struct DatabaseSettings {
     pub connect_timeout_s: u64,
     /// Longest back-off between write retries, in milliseconds.
     pub retry_max_ms: u64,
+}
+
+/// `[sinks.<name>]`: a store, by kind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkSettings {
+    /// A MySQL-protocol database, with the keys of `[database]`.
+    Mysql(DatabaseSettings),
+}
+
+/// `[co2]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Co2Settings {
+    /// The sink the CO2 readings go to (default `mysql`, i.e. `[database]`).
+    pub sink: String,
+}
+
+impl Default for Co2Settings {
+    fn default() -> Self {
+        Self {
+            sink: crate::route::DEFAULT_SINK.to_owned(),
+        }
+    }
+}
+
+/// `[dead_letters]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterSettings {
+    /// The sink that keeps dead letters: default `mysql` when any route writes
+    /// there, else the first sink a route uses. Nothing is acknowledged before
+    /// its dead letter is stored there.
+    pub sink: Option<String>,
 }
 
 /// `[http]`
@@ -183,7 +224,7 @@ impl Default for MqttSettings {
             client_id: "co2-bridge".into(),
             topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
             default_device: "default".into(),
-            protocol: crate::mqtt::Protocol::V5,
+            protocol: crate::source::mqtt::Protocol::V5,
             connections: 1,
             username: None,
             password: None,
@@ -260,7 +301,7 @@ pub enum ConfigError {
     #[error("`{key}`: {message}")]
     Invalid {
         /// The offending key, as written in the TOML file.
-        key: &'static str,
+        key: String,
         /// What is wrong and what would be right.
         message: String,
     },
@@ -278,7 +319,7 @@ pub enum ConfigError {
     #[error("`{key}`: cannot read {path}: {source}")]
     SecretFile {
         /// The `*_file` key.
-        key: &'static str,
+        key: String,
         /// The path it names.
         path: PathBuf,
         /// Why reading failed.
@@ -286,9 +327,9 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -362,15 +403,16 @@ impl Settings {
                 "set password or password_file, not both",
             ));
         }
-        if self.database.password.is_some() && self.database.password_file.is_some() {
-            return Err(invalid(
-                "database.password",
-                "set password or password_file, not both",
-            ));
+        for (key, sink) in self.sink_settings() {
+            match sink {
+                SinkSettings::Mysql(db) => db.validate(&key)?,
+            }
         }
-        self.database_url()?;
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1"));
+        if self.sinks.contains_key(crate::route::DEFAULT_SINK) {
+            return Err(invalid(
+                "sinks.mysql",
+                "`mysql` is the name of the sink [database] configures; give this one another name",
+            ));
         }
         self.http_listen()?;
         // Each row binds 3 values and MySQL allows 65535 placeholders per statement.
@@ -395,7 +437,28 @@ impl Settings {
                 "must be smaller than wire.max_emissions",
             ));
         }
-        crate::route::Routes::from_settings(self)?;
+        let routes = crate::route::Routes::from_settings(self)?;
+        let known: Vec<String> = self.sink_settings().into_iter().map(|(k, _)| k).collect();
+        for route in routes.iter() {
+            if !known.iter().any(|k| sink_name(k) == route.sink()) {
+                return Err(invalid(
+                    if route.name() == crate::route::CO2_ROUTE {
+                        "co2.sink".to_owned()
+                    } else {
+                        format!("routes.{}.sink", route.name())
+                    },
+                    format!("no sink {:?}; sinks are {known:?}", route.sink()),
+                ));
+            }
+        }
+        if let Some(sink) = &self.dead_letters.sink {
+            if !known.iter().any(|k| sink_name(k) == sink) {
+                return Err(invalid(
+                    "dead_letters.sink",
+                    format!("no sink {sink:?}; sinks are {known:?}"),
+                ));
+            }
+        }
         if self.wire.dead_letter_payload_bytes > 1024 {
             return Err(invalid(
                 "wire.dead_letter_payload_bytes",
@@ -467,20 +530,24 @@ impl Settings {
             .map_err(|e| invalid("mqtt.default_device", e.to_string()))
     }
 
-    /// The database URL, parsed.
+    /// Every configured sink with its config key: `database` (the sink called
+    /// `mysql`) first, then `sinks.<name>` in name order.
+    pub fn sink_settings(&self) -> Vec<(String, SinkSettings)> {
+        let mut sinks = vec![(
+            "database".to_owned(),
+            SinkSettings::Mysql(self.database.clone()),
+        )];
+        sinks.extend(
+            self.sinks
+                .iter()
+                .map(|(name, s)| (format!("sinks.{name}"), s.clone())),
+        );
+        sinks
+    }
+
+    /// The database URL of `[database]`, parsed.
     pub fn database_url(&self) -> Result<url::Url, ConfigError> {
-        let url = url::Url::parse(&self.database.url)
-            .map_err(|e| invalid("database.url", format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "mysql" | "mariadb") {
-            return Err(invalid("database.url", "must start with mysql://"));
-        }
-        if url.path().trim_start_matches('/').is_empty() {
-            return Err(invalid(
-                "database.url",
-                "must name the database, e.g. mysql://co2_bridge@127.0.0.1:3306/co2",
-            ));
-        }
-        Ok(url)
+        self.database.url("database")
     }
 
     /// The HTTP listen address, parsed.
@@ -521,13 +588,9 @@ impl Settings {
         )
     }
 
-    /// The database password, from `password` or `password_file`.
+    /// The password of `[database]`, from `password` or `password_file`.
     pub fn database_password(&self) -> Result<Option<SecretString>, ConfigError> {
-        secret(
-            &self.database.password,
-            &self.database.password_file,
-            "database.password_file",
-        )
+        self.database.password("database")
     }
 
     /// The effective settings as TOML, secrets masked.
@@ -536,10 +599,62 @@ impl Settings {
     }
 }
 
+/// The sink name of a config key: `database` is the sink `mysql`, `sinks.x` is `x`.
+pub fn sink_name(key: &str) -> &str {
+    key.strip_prefix("sinks.")
+        .unwrap_or(crate::route::DEFAULT_SINK)
+}
+
+impl DatabaseSettings {
+    /// Checks what can be checked without a network; `key` is `database` or `sinks.<name>`.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(invalid(
+                format!("{key}.password"),
+                "set password or password_file, not both",
+            ));
+        }
+        self.url(key)?;
+        if self.max_connections == 0 {
+            return Err(invalid(
+                format!("{key}.max_connections"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL, parsed; `key` names the section in errors.
+    pub fn url(&self, key: &str) -> Result<url::Url, ConfigError> {
+        let name = format!("{key}.url");
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| invalid(name.clone(), format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "mysql" | "mariadb") {
+            return Err(invalid(name, "must start with mysql://"));
+        }
+        if url.path().trim_start_matches('/').is_empty() {
+            return Err(invalid(
+                name,
+                "must name the database, e.g. mysql://co2_bridge@127.0.0.1:3306/co2",
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The password, from `password` or `password_file`; `key` names the section in errors.
+    pub fn password(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
+        secret(
+            &self.password,
+            &self.password_file,
+            &format!("{key}.password_file"),
+        )
+    }
+}
+
 fn secret(
     value: &Option<SecretString>,
     file: &Option<PathBuf>,
-    key: &'static str,
+    key: &str,
 ) -> Result<Option<SecretString>, ConfigError> {
     if let Some(value) = value {
         return Ok(Some(value.clone()));
@@ -548,7 +663,7 @@ fn secret(
         return Ok(None);
     };
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-        key,
+        key: key.to_owned(),
         path: path.clone(),
         source,
     })?;

@@ -1,11 +1,10 @@
 //! Readiness: what `/readyz` reports, and `/healthz` once a task has died.
 //!
 //! Ready means readings are flowing, not only that sockets are open: every
-//! MQTT connection is up and subscribed, the database answers, no supervised
+//! MQTT connection is up and subscribed, every sink answers, no supervised
 //! task has ended, and no batch has waited longer than `batch.stall_timeout_s`
-//! to be written. The database state lives in the `db_up` gauge; the state of
-//! each MQTT connection lives here and drives the `mqtt_connected` gauge (1
-//! only while every connection is up).
+//! to be written. The state lives here and drives the `mqtt_connected`,
+//! `db_up` and `sink_up` gauges.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +17,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     connected: Vec<AtomicBool>,
     subscribed: Vec<AtomicBool>,
+    /// (name, kind, up) of every sink.
+    sinks: Vec<(String, &'static str, AtomicBool)>,
     failed: Mutex<Option<String>>,
     epoch: Instant,
     stall_timeout: Duration,
@@ -38,14 +39,24 @@ pub enum Stage {
 }
 
 impl Health {
-    /// Readiness for `connections` MQTT connections (at least one), calling
-    /// the pipeline stalled once a batch waits longer than `stall_timeout`.
-    pub fn new(metrics: Arc<Metrics>, connections: usize, stall_timeout: Duration) -> Self {
+    /// Readiness for `connections` MQTT connections (at least one) and the
+    /// `sinks` (name, kind), calling the pipeline stalled once a batch waits
+    /// longer than `stall_timeout`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        connections: usize,
+        sinks: Vec<(String, &'static str)>,
+        stall_timeout: Duration,
+    ) -> Self {
         let n = connections.max(1);
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            sinks: sinks
+                .into_iter()
+                .map(|(name, kind)| (name, kind, AtomicBool::new(false)))
+                .collect(),
             failed: Mutex::new(None),
             epoch: Instant::now(),
             stall_timeout,
@@ -68,6 +79,19 @@ impl Health {
         if let Some(flag) = self.subscribed.get(link) {
             flag.store(subscribed, Ordering::Release);
         }
+    }
+
+    /// Records whether sink `index` answered its last request.
+    pub fn set_sink_up(&self, index: usize, up: bool) {
+        if let Some((name, _, flag)) = self.sinks.get(index) {
+            flag.store(up, Ordering::Release);
+            self.metrics
+                .sink_up
+                .with_label_values(&[name.as_str()])
+                .set(i64::from(up));
+        }
+        let all = self.sinks.iter().all(|(_, _, f)| f.load(Ordering::Acquire));
+        self.metrics.db_up.set(i64::from(all));
     }
 
     /// Records that a task the bridge cannot work without has ended; from now
@@ -131,8 +155,13 @@ impl Health {
         } else if !self.subscribed.iter().all(|s| s.load(Ordering::Acquire)) {
             reasons.push("MQTT subscriptions not (yet) granted".to_owned());
         }
-        if self.metrics.db_up.get() != 1 {
-            reasons.push("database unreachable".to_owned());
+        for (name, kind, up) in &self.sinks {
+            if !up.load(Ordering::Acquire) {
+                reasons.push(match *kind {
+                    "mysql" => format!("database unreachable (sink {name})"),
+                    kind => format!("sink {name} ({kind}) unreachable"),
+                });
+            }
         }
         if let Some(age) = self.oldest_batch_age().filter(|a| *a > self.stall_timeout) {
             reasons.push(format!(
@@ -154,11 +183,11 @@ mod tests {
     use super::*;
 
     fn health(stall: Duration) -> Health {
-        let metrics = Arc::new(Metrics::new(10, &["co2"]).unwrap());
-        metrics.db_up.set(1);
-        let h = Health::new(metrics, 1, stall);
+        let metrics = Arc::new(Metrics::new(10, &[("co2", "mysql")], &["mysql"]).unwrap());
+        let h = Health::new(metrics, 1, vec![("mysql".into(), "mysql")], stall);
         h.set_connected(0, true);
         h.set_subscribed(0, true);
+        h.set_sink_up(0, true);
         h
     }
 

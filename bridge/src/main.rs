@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use co2_bridge::{db, Bridge, Settings};
+use co2_bridge::{Bridge, ConfigError, MigrateError, RunError, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -50,7 +50,7 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    co2_bridge::supervisor::install_panic_hook();
+    co2_bridge::install_panic_hook();
     // TLS to the broker uses rustls with ring (see the workspace Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -66,15 +66,23 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             // 2 = configuration problem: restarting will not help.
-            if e.downcast_ref::<co2_bridge::config::ConfigError>()
-                .is_some()
-            {
+            if is_config_error(&e) {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+/// True when `e` is the configuration's fault, found at load or at start.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ConfigError>().is_some()
+        || matches!(e.downcast_ref::<RunError>(), Some(RunError::Config(_)))
+        || matches!(
+            e.downcast_ref::<MigrateError>(),
+            Some(MigrateError::Config(_))
+        )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -92,15 +100,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let pool = db::pool(&settings)?;
-            let pending = db::pending_migrations(&pool)
-                .await
-                .context("cannot reach the database (database.url)")?;
-            db::migrate(&pool).await.context("migration failed")?;
-            println!(
-                "Applied {} migration(s); the schema is up to date.",
-                pending.len()
-            );
+            let applied = co2_bridge::migrate(&settings).await.context(
+                "migration failed; is the database reachable (database.url) and the account an admin?",
+            )?;
+            println!("Applied {applied} migration(s); the schema is up to date.");
             Ok(())
         }
         Command::Run => {

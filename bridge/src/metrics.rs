@@ -4,57 +4,41 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use co2_wire::{DeviceId, Rejection};
+use co2_wire::DeviceId;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Reasons a message is dead-lettered besides the CO2 payload's own [`Rejection`]s.
-pub const EXTRA_REJECT_REASONS: [&str; 16] = [
-    "bad_device",
-    "no_route",
-    "db_rejected",
-    "field_count",
-    "field_too_long",
-    "bad_json",
-    "not_an_object",
-    "no_numeric_fields",
-    "bad_field_name",
-    "not_an_image",
-    "bad_base64",
-    "no_data_field",
-    "unauthorized",
-    "too_many_fields",
-    "decoder_panic",
-    "crashed_bridge",
-];
+use crate::pipeline::Reason;
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {
     registry: Registry,
     /// Messages taken in (valid or not), by route.
     pub messages_received: IntCounterVec,
-    /// Rows newly stored, by route.
+    /// Rows newly stored, by route and sink.
     pub rows_written: IntCounterVec,
-    /// Rows that were already stored (redeliveries), by route.
+    /// Rows that were already stored (redeliveries), by route and sink.
     pub duplicates: IntCounterVec,
     /// Messages dead-lettered, by reason and route.
     pub rejected: IntCounterVec,
     /// Messages per written batch.
     pub batch_rows: Histogram,
-    /// Time to write and commit one batch.
-    pub db_write_seconds: Histogram,
+    /// Time to write one batch, by sink.
+    pub db_write_seconds: HistogramVec,
     /// Now minus the reading's own time, observed when it is committed.
     pub ingest_lag_seconds: Histogram,
     /// Messages received and not yet acknowledged.
     pub pending_messages: IntGauge,
     /// 1 while connected to the broker.
     pub mqtt_connected: IntGauge,
-    /// 1 while the last database round trip succeeded.
+    /// 1 while every sink answered its last request.
     pub db_up: IntGauge,
-    /// Write attempts that failed transiently and were retried.
-    pub db_retries: IntCounter,
+    /// 1 while this sink answered its last request, by sink.
+    pub sink_up: IntGaugeVec,
+    /// Write attempts that failed transiently and were retried, by sink.
+    pub db_retries: IntCounterVec,
     /// Connections established to the broker.
     pub mqtt_connections: IntCounter,
     devices: DeviceSeries,
@@ -76,8 +60,13 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
     /// Creates and registers every metric; `max_devices` caps per-device
-    /// series, `routes` are pre-created so rate() sees a 0 before the first event.
-    pub fn new(max_devices: usize, routes: &[&str]) -> Result<Self, MetricsError> {
+    /// series; `routes` (each with its sink) and `sinks` are pre-created so
+    /// rate() sees a 0 before the first event.
+    pub fn new(
+        max_devices: usize,
+        routes: &[(&str, &str)],
+        sinks: &[&str],
+    ) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
             let c = IntCounter::new(name, help)?;
@@ -99,8 +88,24 @@ impl Metrics {
         let by_route = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
             let c = IntCounterVec::new(Opts::new(name, help), &["route"])?;
             registry.register(Box::new(c.clone()))?;
-            for route in routes {
+            for (route, _) in routes {
                 c.with_label_values(&[route]);
+            }
+            Ok(c)
+        };
+        let by_route_and_sink = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["route", "sink"])?;
+            registry.register(Box::new(c.clone()))?;
+            for (route, sink) in routes {
+                c.with_label_values(&[route, sink]);
+            }
+            Ok(c)
+        };
+        let by_sink = |name: &str, help: &str| -> Result<IntCounterVec, MetricsError> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["sink"])?;
+            registry.register(Box::new(c.clone()))?;
+            for sink in sinks {
+                c.with_label_values(&[sink]);
             }
             Ok(c)
         };
@@ -112,14 +117,34 @@ impl Metrics {
             &["reason", "route"],
         )?;
         registry.register(Box::new(rejected.clone()))?;
-        let reasons = Rejection::ALL
-            .iter()
-            .map(Rejection::reason)
-            .chain(EXTRA_REJECT_REASONS);
-        for reason in reasons {
-            for route in routes {
-                rejected.with_label_values(&[reason, route]);
+        for reason in Reason::ALL {
+            for (route, _) in routes {
+                rejected.with_label_values(&[reason.as_str(), route]);
             }
+        }
+        let db_write_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "co2_bridge_db_write_seconds",
+                "Time to write one batch to a sink, retries excluded.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["sink"],
+        )?;
+        registry.register(Box::new(db_write_seconds.clone()))?;
+        let sink_up = IntGaugeVec::new(
+            Opts::new(
+                "co2_bridge_sink_up",
+                "1 while the sink answered its last request.",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(sink_up.clone()))?;
+        for sink in sinks {
+            db_write_seconds.with_label_values(&[sink]);
+            sink_up.with_label_values(&[sink]);
         }
 
         let latest = GaugeVec::new(
@@ -156,11 +181,11 @@ impl Metrics {
                 "co2_bridge_messages_received_total",
                 "Messages taken in (MQTT or HTTP), valid or not, by route.",
             )?,
-            rows_written: by_route(
+            rows_written: by_route_and_sink(
                 "co2_bridge_rows_written_total",
-                "Rows newly stored, by route.",
+                "Rows newly stored, by route and sink.",
             )?,
-            duplicates: by_route(
+            duplicates: by_route_and_sink(
                 "co2_bridge_duplicates_total",
                 "Rows received again after they were stored (redeliveries); not stored twice.",
             )?,
@@ -170,14 +195,7 @@ impl Metrics {
                 "Messages per written batch.",
                 vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0],
             )?,
-            db_write_seconds: histogram(
-                "co2_bridge_db_write_seconds",
-                "Time to write and commit one batch, retries excluded.",
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0,
-                ],
-            )?,
+            db_write_seconds,
             ingest_lag_seconds: histogram(
                 "co2_bridge_ingest_lag_seconds",
                 "Commit time minus the reading's own time.",
@@ -196,11 +214,12 @@ impl Metrics {
             )?,
             db_up: gauge(
                 "co2_bridge_db_up",
-                "1 while the database answered the last request.",
+                "1 while every sink answered its last request.",
             )?,
-            db_retries: counter(
+            sink_up,
+            db_retries: by_sink(
                 "co2_bridge_db_retries_total",
-                "Batch writes that failed transiently and were retried.",
+                "Batch writes that failed transiently and were retried, by sink.",
             )?,
             mqtt_connections: counter(
                 "co2_bridge_mqtt_connections_total",
@@ -244,8 +263,10 @@ impl Metrics {
     }
 
     /// Counts one dead-lettered message.
-    pub fn reject(&self, route: &str, reason: &str) {
-        self.rejected.with_label_values(&[reason, route]).inc();
+    pub fn reject(&self, route: &str, reason: Reason) {
+        self.rejected
+            .with_label_values(&[reason.as_str(), route])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -265,7 +286,7 @@ mod tests {
 
     #[test]
     fn every_designed_metric_is_exported_with_help() {
-        let m = Metrics::new(10, &["co2"]).unwrap();
+        let m = Metrics::new(10, &[("co2", "mysql")], &["mysql"]).unwrap();
         m.observe_device(&DeviceId::parse("pi").unwrap(), 420.0, 1.0);
         m.batch_rows.observe(1.0);
         let text = m.render();
@@ -289,12 +310,13 @@ mod tests {
         assert!(text.contains(
             r#"co2_bridge_messages_rejected_total{reason="out_of_range",route="co2"} 0"#
         ));
-        assert!(text.contains(r#"co2_bridge_rows_written_total{route="co2"} 0"#));
+        assert!(text.contains(r#"co2_bridge_rows_written_total{route="co2",sink="mysql"} 0"#));
+        assert!(text.contains(r#"co2_bridge_sink_up{sink="mysql"} 0"#));
     }
 
     #[test]
     fn device_series_are_capped_and_overflow_is_counted() {
-        let m = Metrics::new(2, &["co2"]).unwrap();
+        let m = Metrics::new(2, &[("co2", "mysql")], &["mysql"]).unwrap();
         for id in ["a", "b", "c", "d", "a"] {
             m.observe_device(&DeviceId::parse(id).unwrap(), 1.0, 1.0);
         }
@@ -307,7 +329,7 @@ mod tests {
 
     #[test]
     fn last_seen_never_goes_backwards() {
-        let m = Metrics::new(2, &["co2"]).unwrap();
+        let m = Metrics::new(2, &[("co2", "mysql")], &["mysql"]).unwrap();
         let pi = DeviceId::parse("pi").unwrap();
         m.observe_device(&pi, 1.0, 200.0);
         m.observe_device(&pi, 2.0, 100.0);

@@ -1,7 +1,7 @@
 //! The binary decoder: raw files and base64 inside JSON.
 #![no_main]
 
-use co2_bridge::route::{Record, Value};
+use co2_bridge::decode::{Record, Value};
 use co2_fuzz::{deliver, routes};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -15,13 +15,16 @@ max_payload_bytes = 65536
 "#;
 
 fuzz_target!(|data: &[u8]| {
-    static ROUTES: OnceLock<co2_bridge::route::Routes> = OnceLock::new();
+    static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
     for topic in [&b"camera/cam-1/snapshot"[..], b"camera/snapshot"] {
-        if let Record::Rows { rows, .. } = deliver(routes, topic, data) {
-            let [_, _, Value::Text(kind), Value::Int(size), Value::Bytes(bytes)] = rows[0].as_slice()
-            else {
-                panic!("unexpected image row {:?}", rows[0]);
+        if let Record::Decoded { message, .. } = deliver(routes, topic, data) {
+            let (Some(Value::Text(kind)), Some(Value::Int(size)), Some(Value::Bytes(bytes))) = (
+                message.field("content_type"),
+                message.field("size"),
+                message.field("data"),
+            ) else {
+                panic!("unexpected image message {message:?}");
             };
             assert!(kind.starts_with("image/"));
             assert_eq!(*size, bytes.len() as i64);

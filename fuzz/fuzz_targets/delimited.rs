@@ -35,7 +35,7 @@ fields = [
 "#;
 
 fuzz_target!(|data: &[u8]| {
-    static ROUTES: OnceLock<co2_bridge::route::Routes> = OnceLock::new();
+    static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
     deliver(routes, b"bins/level", data);
     deliver(routes, b"csv/dev-1", data);

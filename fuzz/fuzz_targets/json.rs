@@ -34,7 +34,7 @@ fields = { temp = "temperature", hum = "humidity" }
 "#;
 
 fuzz_target!(|data: &[u8]| {
-    static ROUTES: OnceLock<co2_bridge::route::Routes> = OnceLock::new();
+    static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
     deliver(routes, b"sensors/pi/dht11", data);
     deliver(routes, b"keyed", data);

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
 fuzz_target!(|data: &[u8]| {
-    static ROUTES: OnceLock<co2_bridge::route::Routes> = OnceLock::new();
+    static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(""));
     if let Ok(reading) = Decoder::default().decode(data, now()) {
         assert_eq!(Decoder::default().decode(&reading.to_payload(), now()), Ok(reading));

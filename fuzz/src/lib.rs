@@ -9,10 +9,9 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
-use co2_bridge::metrics::EXTRA_REJECT_REASONS;
-use co2_bridge::route::{Record, Routes, Source, Value};
+use co2_bridge::decode::{Origin, Reason, Record, Routes, Value};
 use co2_bridge::Settings;
-use co2_wire::{Decoder, Rejection, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
+use co2_wire::{Decoder, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
 
 /// The receiver's clock for every run, so that a crash reproduces.
 pub fn now() -> DateTime<Utc> {
@@ -30,7 +29,7 @@ pub fn routes(config: &str) -> Routes {
 /// Decodes one MQTT delivery and checks the record.
 pub fn deliver(routes: &Routes, topic: &[u8], payload: &[u8]) -> Record {
     let record = routes.record(
-        &Source::Mqtt(Bytes::copy_from_slice(topic)),
+        &Origin::Mqtt(Bytes::copy_from_slice(topic)),
         Bytes::copy_from_slice(payload),
         now(),
     );
@@ -40,40 +39,29 @@ pub fn deliver(routes: &Routes, topic: &[u8], payload: &[u8]) -> Record {
 
 /// Panics (which the fuzzer reports) when `record` breaks an invariant.
 pub fn check(record: &Record) {
+    let latest = now().timestamp_millis() + 300_000;
+    let fits = |t: &chrono::NaiveDateTime| {
+        let ms = t.and_utc().timestamp_millis();
+        (MIN_TIME_MILLIS..=MAX_TIME_MILLIS).contains(&ms) && ms <= latest
+    };
     match record {
         Record::Rejected { letter, .. } => {
-            let known = Rejection::ALL.iter().any(|r| r.reason() == letter.reason)
-                || EXTRA_REJECT_REASONS.contains(&letter.reason);
-            assert!(known, "reason {:?} is not a metric label", letter.reason);
+            assert!(Reason::ALL.contains(&letter.reason), "reason {:?} is not pre-registered", letter.reason);
             assert!(letter.topic.chars().count() <= 255, "dead-letter topic too long");
             assert!(letter.payload.len() <= 1024, "dead-letter payload too long");
             assert!(letter.payload_bytes as usize >= letter.payload.len());
         }
-        Record::Rows {
-            target,
-            rows,
-            reading,
-            ..
-        } => {
-            assert!(!rows.is_empty(), "a message became no rows and no rejection");
-            let latest = now().timestamp_millis() + 300_000;
-            for row in rows {
-                assert_eq!(row.len(), target.columns.len(), "row width");
-                for value in row {
-                    match value {
-                        Value::Time(t) => {
-                            let ms = t.and_utc().timestamp_millis();
-                            assert!(
-                                (MIN_TIME_MILLIS..=MAX_TIME_MILLIS).contains(&ms) && ms <= latest,
-                                "time {t} does not fit the column or is too far ahead"
-                            );
-                        }
-                        Value::Float(v) => assert!(v.is_finite(), "float {v} is not finite"),
-                        _ => {}
-                    }
+        Record::Decoded { message, .. } => {
+            assert!(!message.fields.is_empty(), "a message became no fields and no rejection");
+            assert!(fits(&message.time), "time {} does not fit the column or is too far ahead", message.time);
+            for field in &message.fields {
+                match &field.value {
+                    Value::Time(t) => assert!(fits(t), "field time {t} does not fit"),
+                    Value::Float(v) => assert!(v.is_finite(), "float {v} is not finite"),
+                    _ => {}
                 }
             }
-            if let Some(reading) = reading {
+            if let Some(reading) = &message.reading {
                 let again = Decoder::default().decode(&reading.to_payload(), now());
                 assert_eq!(again, Ok(*reading), "a reading does not round-trip");
             }

@@ -2,15 +2,22 @@
 //! (`{"m_id": 3, "datetime": "...", "photo": "<base64>"}`). The content type
 //! is sniffed from the bytes; anything that is not a known image is refused.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
 use co2_wire::Decoder;
 use serde_json::Value as Json;
 
 use super::json::{device, time};
+use super::layout::{Column, Layout};
+use super::message::{Field, Message, Value};
 use super::settings::BinarySettings;
-use super::target::Value;
-use super::{Context, Decoded};
+use super::Context;
+use crate::pipeline::Reason;
+
+/// The fields of an image message, which are also its columns.
+const FIELDS: [&str; 3] = ["content_type", "size", "data"];
 
 /// A configured binary decoder.
 #[derive(Debug, Clone)]
@@ -18,6 +25,7 @@ pub struct BinaryDecoder {
     settings: BinarySettings,
     max_bytes: usize,
     times: Decoder,
+    names: [Arc<str>; 3],
 }
 
 impl BinaryDecoder {
@@ -27,22 +35,24 @@ impl BinaryDecoder {
             settings: settings.clone(),
             max_bytes,
             times,
+            names: FIELDS.map(Arc::from),
         }
     }
 
-    /// Logical columns in row order.
-    pub fn columns() -> Vec<String> {
-        ["device", "time", "content_type", "size", "data"]
-            .map(String::from)
-            .into()
+    /// `(device, time, content_type, size, data)`.
+    pub fn layout() -> Layout {
+        let mut columns = vec![("device", Column::Device), ("time", Column::Time)];
+        columns.extend(FIELDS.map(|f| (f, Column::Field(Arc::from(f)))));
+        Layout::wide(columns)
     }
 
     /// Decodes one payload.
-    pub fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Decoded, &'static str> {
+    pub fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Message, Reason> {
         let (device, time, data) = if payload.first() == Some(&b'{') {
-            let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| "bad_json")?
+            let Json::Object(object) =
+                serde_json::from_slice(payload).map_err(|_| Reason::BadJson)?
             else {
-                return Err("not_an_object");
+                return Err(Reason::NotAnObject);
             };
             let device = device(&object, Some(&self.settings.device_field), ctx)?;
             let time = match object.get(&self.settings.time_field) {
@@ -52,29 +62,38 @@ impl BinaryDecoder {
             let text = object
                 .get(&self.settings.data_field)
                 .and_then(Json::as_str)
-                .ok_or("no_data_field")?;
+                .ok_or(Reason::NoDataField)?;
             let clean: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let data = base64::engine::general_purpose::STANDARD
                 .decode(clean.as_bytes())
-                .map_err(|_| "bad_base64")?;
+                .map_err(|_| Reason::BadBase64)?;
             (device, time, Bytes::from(data))
         } else {
             (ctx.device.clone(), ctx.now, payload.clone())
         };
         if data.len() > self.max_bytes {
-            return Err("oversized");
+            return Err(Reason::Oversized);
         }
-        let content_type = sniff(&data).ok_or("not_an_image")?;
-        let size = i64::try_from(data.len()).map_err(|_| "oversized")?;
-        Ok(Decoded {
-            rows: vec![vec![
-                Value::Text(device.as_str().to_owned()),
-                Value::Time(time.naive_utc()),
-                Value::Text(content_type.to_owned()),
-                Value::Int(size),
-                Value::Bytes(data),
-            ]],
+        let content_type = sniff(&data).ok_or(Reason::NotAnImage)?;
+        let size = i64::try_from(data.len()).map_err(|_| Reason::Oversized)?;
+        let [content_type_name, size_name, data_name] = self.names.clone();
+        Ok(Message {
             device,
+            time: time.naive_utc(),
+            fields: vec![
+                Field {
+                    name: content_type_name,
+                    value: Value::Text(content_type.to_owned()),
+                },
+                Field {
+                    name: size_name,
+                    value: Value::Int(size),
+                },
+                Field {
+                    name: data_name,
+                    value: Value::Bytes(data),
+                },
+            ],
             reading: None,
         })
     }
@@ -99,29 +118,35 @@ mod tests {
 
     const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
 
-    fn decode(payload: &[u8], max: usize) -> Result<Decoded, &'static str> {
+    fn decode(payload: &[u8], max: usize) -> Result<Message, &'static str> {
         let device = DeviceId::parse("cam").unwrap();
         let ctx = Context {
             device: &device,
             device_from_source: false,
-            topic: "camera/snapshot",
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())
             .decode(&Bytes::copy_from_slice(payload), &ctx)
+            .map_err(Reason::as_str)
     }
 
     #[test]
     fn raw_and_base64_json_store_the_same_bytes() {
         let raw = decode(JPEG, 100).unwrap();
-        assert_eq!(raw.rows[0][2], Value::Text("image/jpeg".into()));
-        assert_eq!(raw.rows[0][4], Value::Bytes(Bytes::from_static(JPEG)));
+        assert_eq!(
+            raw.field("content_type"),
+            Some(&Value::Text("image/jpeg".into()))
+        );
+        assert_eq!(
+            raw.field("data"),
+            Some(&Value::Bytes(Bytes::from_static(JPEG)))
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode(JPEG);
         let json = format!(r#"{{"m_id": 3, "datetime": "2024-05-01 10:00:00", "photo": "{b64}"}}"#);
         let d = decode(json.as_bytes(), 100).unwrap();
         assert_eq!(d.device.as_str(), "3");
-        assert_eq!(d.rows[0][4], raw.rows[0][4]);
-        assert_eq!(d.rows[0][3], Value::Int(JPEG.len() as i64));
+        assert_eq!(d.field("data"), raw.field("data"));
+        assert_eq!(d.field("size"), Some(&Value::Int(JPEG.len() as i64)));
     }
 
     #[test]

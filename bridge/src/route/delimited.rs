@@ -1,27 +1,34 @@
 //! Separated fields at fixed positions, e.g. a smart bin's
 //! `"<level> <bin id> <YYYY-MM-DD> <hh:mm:ss>"` where `<level>` may be `FULL`.
 
+use std::sync::Arc;
+
 use co2_wire::{Decoder, DeviceId};
 
+use super::layout::{Column, Layout};
+use super::message::{Field, Message, Value};
 use super::settings::{DelimitedSettings, FieldKind};
-use super::target::{Row, Value};
-use super::{Context, Decoded};
+use super::Context;
+use crate::pipeline::Reason;
 
 /// A configured delimited decoder.
 #[derive(Debug, Clone)]
 pub struct Delimited {
     separator: String,
-    fields: Vec<Field>,
+    fields: Vec<Part>,
     times: Decoder,
 }
 
+/// One field of the payload and where it goes.
 #[derive(Debug, Clone)]
-struct Field {
+struct Part {
     kind: FieldKind,
     span: usize,
     flag_word: Option<String>,
-    has_column: bool,
-    has_flag: bool,
+    /// The field the value is stored as (its column), if it is kept.
+    name: Option<Arc<str>>,
+    /// The 0/1 field that says the flag word was sent.
+    flag: Option<Arc<str>>,
 }
 
 impl Delimited {
@@ -32,33 +39,48 @@ impl Delimited {
             fields: settings
                 .fields
                 .iter()
-                .map(|f| Field {
+                .map(|f| Part {
                     kind: f.kind,
                     span: f.span.max(1),
                     flag_word: f.flag_word.clone(),
-                    has_column: f.column.is_some() && f.kind != FieldKind::Skip,
-                    has_flag: f.flag_column.is_some(),
+                    name: f
+                        .column
+                        .as_deref()
+                        .filter(|_| f.kind != FieldKind::Skip)
+                        .map(Arc::from),
+                    flag: f.flag_column.as_deref().map(Arc::from),
                 })
                 .collect(),
             times,
         }
     }
 
-    /// Columns filled, in row order (field columns, then flag columns).
-    pub fn columns(settings: &DelimitedSettings) -> Vec<String> {
-        let mut columns: Vec<String> = settings
+    /// One column per kept field, then the flag columns; each holds the field of its name.
+    pub fn layout(settings: &DelimitedSettings) -> Layout {
+        let mut columns: Vec<&str> = settings
             .fields
             .iter()
             .filter(|f| f.kind != FieldKind::Skip)
-            .filter_map(|f| f.column.clone())
+            .filter_map(|f| f.column.as_deref())
             .collect();
-        columns.extend(settings.fields.iter().filter_map(|f| f.flag_column.clone()));
-        columns
+        columns.extend(
+            settings
+                .fields
+                .iter()
+                .filter_map(|f| f.flag_column.as_deref()),
+        );
+        Layout::wide(
+            columns
+                .into_iter()
+                .map(|c| (c, Column::Field(Arc::from(c)))),
+        )
     }
 
     /// Decodes one payload.
-    pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Decoded, &'static str> {
-        let text = std::str::from_utf8(payload).map_err(|_| "not_utf8")?.trim();
+    pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Message, Reason> {
+        let text = std::str::from_utf8(payload)
+            .map_err(|_| Reason::NotUtf8)?
+            .trim();
         let parts: Vec<&str> = if self.separator == " " {
             text.split_whitespace().collect()
         } else {
@@ -66,63 +88,72 @@ impl Delimited {
         };
         let expected: usize = self.fields.iter().map(|f| f.span).sum();
         if parts.len() != expected {
-            return Err("field_count");
+            return Err(Reason::FieldCount);
         }
-        let mut row: Row = Vec::with_capacity(self.fields.len() + 1);
-        let mut flags: Row = Vec::new();
+        let mut fields = Vec::with_capacity(self.fields.len() + 1);
+        let mut flags = Vec::new();
         let mut device = None;
+        let mut time = None;
         let mut at = 0;
-        for field in &self.fields {
-            let text = parts[at..at + field.span].join(" ");
-            at += field.span;
-            let value = match field.kind {
+        for part in &self.fields {
+            let text = parts
+                .get(at..at + part.span)
+                .ok_or(Reason::FieldCount)?
+                .join(" ");
+            at += part.span;
+            let value = match part.kind {
                 FieldKind::Skip => continue,
                 FieldKind::Number => {
-                    let flagged = field
+                    let flagged = part
                         .flag_word
                         .as_deref()
                         .is_some_and(|w| w.eq_ignore_ascii_case(&text));
-                    if field.has_flag {
-                        flags.push(Value::Int(i64::from(flagged)));
+                    if let Some(flag) = &part.flag {
+                        flags.push(Field {
+                            name: flag.clone(),
+                            value: Value::Int(i64::from(flagged)),
+                        });
                     }
                     if flagged {
                         Value::Null
                     } else {
                         match text.parse::<f64>() {
                             Ok(v) if v.is_finite() => Value::Float(v),
-                            _ => return Err("bad_number"),
+                            _ => return Err(Reason::BadNumber),
                         }
                     }
                 }
-                FieldKind::Integer => Value::Int(text.parse().map_err(|_| "bad_number")?),
+                FieldKind::Integer => Value::Int(text.parse().map_err(|_| Reason::BadNumber)?),
                 FieldKind::Text => {
                     if text.chars().count() > 255 {
-                        return Err("field_too_long");
+                        return Err(Reason::FieldTooLong);
                     }
                     Value::Text(text)
                 }
                 FieldKind::Device => {
-                    let id = DeviceId::parse(&text).map_err(|_| "bad_device")?;
+                    let id = DeviceId::parse(&text).map_err(|_| Reason::BadDevice)?;
                     let value = Value::Text(id.as_str().to_owned());
                     device = Some(id);
                     value
                 }
                 FieldKind::Datetime => {
-                    let t = self
-                        .times
-                        .time_from_text(&text, ctx.now)
-                        .map_err(|r| r.reason())?;
-                    Value::Time(t.naive_utc())
+                    let t = self.times.time_from_text(&text, ctx.now)?.naive_utc();
+                    time.get_or_insert(t);
+                    Value::Time(t)
                 }
             };
-            if field.has_column {
-                row.push(value);
+            if let Some(name) = &part.name {
+                fields.push(Field {
+                    name: name.clone(),
+                    value,
+                });
             }
         }
-        row.extend(flags);
-        Ok(Decoded {
-            rows: vec![row],
+        fields.extend(flags);
+        Ok(Message {
             device: device.unwrap_or_else(|| ctx.device.clone()),
+            time: time.unwrap_or_else(|| ctx.now.naive_utc()),
+            fields,
             reading: None,
         })
     }
@@ -155,12 +186,11 @@ mod tests {
         }
     }
 
-    fn decode(payload: &str) -> Result<Decoded, &'static str> {
+    fn decode(payload: &str) -> Result<Message, Reason> {
         let device = DeviceId::parse("fallback").unwrap();
         let ctx = Context {
             device: &device,
             device_from_source: false,
-            topic: "bins/level",
             now: Utc::now(),
         };
         Delimited::new(&bins(), Decoder::default()).decode(payload.as_bytes(), &ctx)
@@ -168,44 +198,48 @@ mod tests {
 
     #[test]
     fn a_bin_level_and_a_full_bin() {
-        assert_eq!(
-            Delimited::columns(&bins()),
-            ["level", "bin_id", "measured_at", "full"]
-        );
+        let layout = Delimited::layout(&bins());
+        let columns: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(columns, ["level", "bin_id", "measured_at", "full"]);
         let t = NaiveDate::from_ymd_opt(2020, 7, 13)
             .unwrap()
             .and_hms_opt(22, 43, 23)
             .unwrap();
         let d = decode("37.5 bin-7 2020-07-13 22:43:23").unwrap();
         assert_eq!(d.device.as_str(), "bin-7");
+        assert_eq!(d.time, t);
+        let values: Vec<(&str, &Value)> = d.fields.iter().map(|f| (&*f.name, &f.value)).collect();
         assert_eq!(
-            d.rows,
-            [vec![
-                Value::Float(37.5),
-                Value::Text("bin-7".into()),
-                Value::Time(t),
-                Value::Int(0)
-            ]]
+            values,
+            [
+                ("level", &Value::Float(37.5)),
+                ("bin_id", &Value::Text("bin-7".into())),
+                ("measured_at", &Value::Time(t)),
+                ("full", &Value::Int(0))
+            ]
         );
         let d = decode("FULL  bin-7   2020-07-13 22:43:23\n").unwrap();
-        assert_eq!(d.rows[0][0], Value::Null);
-        assert_eq!(d.rows[0][3], Value::Int(1));
+        assert_eq!(d.field("level"), Some(&Value::Null));
+        assert_eq!(d.field("full"), Some(&Value::Int(1)));
     }
 
     #[test]
     fn malformed_lines_say_why() {
-        assert_eq!(decode("37.5 bin-7 2020-07-13").unwrap_err(), "field_count");
+        assert_eq!(
+            decode("37.5 bin-7 2020-07-13").unwrap_err(),
+            Reason::FieldCount
+        );
         assert_eq!(
             decode("lots bin-7 2020-07-13 22:43:23").unwrap_err(),
-            "bad_number"
+            Reason::BadNumber
         );
         assert_eq!(
             decode("1 bin;7 2020-07-13 22:43:23").unwrap_err(),
-            "bad_device"
+            Reason::BadDevice
         );
         assert_eq!(
             decode("1 b 2020-13-13 22:43:23").unwrap_err(),
-            "bad_datetime"
+            Reason::BadDatetime
         );
     }
 }

@@ -4,13 +4,17 @@
 //! booleans, nulls, arrays and nested objects are ignored (the time and device
 //! keys aside); a message with no number at all is refused (`no_numeric_fields`).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use co2_wire::{Decoder, DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
+use super::layout::{Column, Layout};
+use super::message::{Field, Message, Value};
 use super::settings::{JsonMode, JsonSettings};
-use super::target::{Row, Value};
-use super::{Context, Decoded};
+use super::Context;
+use crate::pipeline::Reason;
 
 /// Longest field name kept (the `field` column).
 const MAX_FIELD_NAME: usize = 64;
@@ -24,8 +28,8 @@ pub struct JsonDecoder {
     mode: JsonMode,
     time_field: String,
     device_field: Option<String>,
-    /// For `columns` mode: (JSON key, column), in column order.
-    fields: Vec<(String, String)>,
+    /// For `columns` mode: the JSON keys, in column order.
+    keys: Vec<Arc<str>>,
     time_unit: UnixUnit,
     max_fields: usize,
     times: Decoder,
@@ -38,10 +42,10 @@ impl JsonDecoder {
             mode: settings.mode,
             time_field: settings.time_field.clone().unwrap_or_else(|| "time".into()),
             device_field: settings.device_field.clone(),
-            fields: settings
+            keys: settings
                 .fields
-                .iter()
-                .map(|(k, c)| (k.clone(), c.clone()))
+                .keys()
+                .map(|k| Arc::from(k.as_str()))
                 .collect(),
             time_unit: settings.time_unit.into(),
             max_fields: settings.max_fields.unwrap_or(DEFAULT_MAX_FIELDS),
@@ -49,24 +53,41 @@ impl JsonDecoder {
         }
     }
 
-    /// Logical columns in row order, before the route's `columns` renames them.
-    pub fn columns(settings: &JsonSettings) -> Vec<String> {
+    /// `long`: a row per field of `(device, topic, time, field, value)`;
+    /// `columns`: one row of `(device, time, <a column per mapped key>)`.
+    pub fn layout(settings: &JsonSettings) -> Layout {
         match settings.mode {
-            JsonMode::Long => ["device", "topic", "time", "field", "value"]
-                .map(String::from)
+            JsonMode::Long => Layout::Long(
+                [
+                    ("device", Column::Device),
+                    ("topic", Column::Topic),
+                    ("time", Column::Time),
+                    ("field", Column::FieldName),
+                    ("value", Column::FieldValue),
+                ]
+                .map(|(n, c)| (n.to_owned(), c))
                 .into(),
+            ),
             JsonMode::Columns => {
-                let mut c = vec!["device".to_owned(), "time".to_owned()];
-                c.extend(settings.fields.values().cloned());
-                c
+                let mut columns = vec![
+                    ("device".to_owned(), Column::Device),
+                    ("time".to_owned(), Column::Time),
+                ];
+                columns.extend(
+                    settings.fields.iter().map(|(key, column)| {
+                        (column.clone(), Column::Field(Arc::from(key.as_str())))
+                    }),
+                );
+                Layout::Wide(columns)
             }
         }
     }
 
     /// Decodes one payload.
-    pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Decoded, &'static str> {
-        let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| "bad_json")? else {
-            return Err("not_an_object");
+    pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Message, Reason> {
+        let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| Reason::BadJson)?
+        else {
+            return Err(Reason::NotAnObject);
         };
         let device = device(&object, self.device_field.as_deref(), ctx)?;
         let time = match object.get(&self.time_field) {
@@ -74,9 +95,9 @@ impl JsonDecoder {
             None => ctx.now,
         }
         .naive_utc();
-        let rows: Vec<Row> = match self.mode {
+        let fields = match self.mode {
             JsonMode::Long => {
-                let mut rows = Vec::new();
+                let mut fields = Vec::new();
                 for (key, value) in &object {
                     if key == &self.time_field || Some(key) == self.device_field.as_ref() {
                         continue;
@@ -85,45 +106,43 @@ impl JsonDecoder {
                         continue;
                     };
                     if key.is_empty() || key.chars().count() > MAX_FIELD_NAME {
-                        return Err("bad_field_name");
+                        return Err(Reason::BadFieldName);
                     }
-                    if rows.len() >= self.max_fields {
-                        return Err("too_many_fields");
+                    if fields.len() >= self.max_fields {
+                        return Err(Reason::TooManyFields);
                     }
-                    rows.push(vec![
-                        Value::Text(device.as_str().to_owned()),
-                        Value::Text(ctx.topic.to_owned()),
-                        Value::Time(time),
-                        Value::Text(key.clone()),
-                        Value::Float(number),
-                    ]);
-                }
-                if rows.is_empty() {
-                    return Err("no_numeric_fields");
-                }
-                rows
-            }
-            JsonMode::Columns => {
-                let mut row = vec![Value::Text(device.as_str().to_owned()), Value::Time(time)];
-                let mut any = false;
-                for (key, _) in &self.fields {
-                    row.push(match object.get(key).and_then(Json::as_f64) {
-                        Some(v) => {
-                            any = true;
-                            Value::Float(v)
-                        }
-                        None => Value::Null,
+                    fields.push(Field {
+                        name: Arc::from(key.as_str()),
+                        value: Value::Float(number),
                     });
                 }
-                if !any {
-                    return Err("no_numeric_fields");
+                if fields.is_empty() {
+                    return Err(Reason::NoNumericFields);
                 }
-                vec![row]
+                fields
+            }
+            JsonMode::Columns => {
+                let fields: Vec<Field> = self
+                    .keys
+                    .iter()
+                    .map(|key| Field {
+                        name: key.clone(),
+                        value: object
+                            .get(&**key)
+                            .and_then(Json::as_f64)
+                            .map_or(Value::Null, Value::Float),
+                    })
+                    .collect();
+                if fields.iter().all(|f| f.value == Value::Null) {
+                    return Err(Reason::NoNumericFields);
+                }
+                fields
             }
         };
-        Ok(Decoded {
-            rows,
+        Ok(Message {
             device,
+            time,
+            fields,
             reading: None,
         })
     }
@@ -134,14 +153,14 @@ pub(super) fn device(
     object: &Map<String, Json>,
     field: Option<&str>,
     ctx: &Context<'_>,
-) -> Result<DeviceId, &'static str> {
+) -> Result<DeviceId, Reason> {
     if ctx.device_from_source {
         return Ok(ctx.device.clone());
     }
     match field.and_then(|f| object.get(f)) {
-        Some(Json::String(s)) => DeviceId::parse(s).map_err(|_| "bad_device"),
-        Some(Json::Number(n)) => DeviceId::parse(&n.to_string()).map_err(|_| "bad_device"),
-        Some(_) => Err("bad_device"),
+        Some(Json::String(s)) => DeviceId::parse(s).map_err(|_| Reason::BadDevice),
+        Some(Json::Number(n)) => DeviceId::parse(&n.to_string()).map_err(|_| Reason::BadDevice),
+        Some(_) => Err(Reason::BadDevice),
         None => Ok(ctx.device.clone()),
     }
 }
@@ -153,16 +172,16 @@ pub(super) fn time(
     times: &Decoder,
     unit: UnixUnit,
     now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, &'static str> {
+) -> Result<DateTime<Utc>, Reason> {
     let checked = match value {
         Json::String(s) => times.time_from_text(s.trim(), now),
         Json::Number(n) => {
-            let n = n.as_f64().ok_or("bad_datetime")?;
+            let n = n.as_f64().ok_or(Reason::BadDatetime)?;
             times.time_from_unix(n, unit, now)
         }
-        _ => return Err("bad_datetime"),
+        _ => return Err(Reason::BadDatetime),
     };
-    checked.map_err(|r| r.reason())
+    Ok(checked?)
 }
 
 #[cfg(test)]
@@ -173,15 +192,16 @@ mod tests {
         settings: &JsonSettings,
         payload: &str,
         topic_device: bool,
-    ) -> Result<Decoded, &'static str> {
+    ) -> Result<Message, &'static str> {
         let device = DeviceId::parse("from-topic").unwrap();
         let ctx = Context {
             device: &device,
             device_from_source: topic_device,
-            topic: "sensors/from-topic/dht11",
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
-        JsonDecoder::new(settings, Decoder::default()).decode(payload.as_bytes(), &ctx)
+        JsonDecoder::new(settings, Decoder::default())
+            .decode(payload.as_bytes(), &ctx)
+            .map_err(Reason::as_str)
     }
 
     #[test]
@@ -193,22 +213,18 @@ mod tests {
             true,
         )
         .unwrap();
-        let fields: Vec<_> = d
-            .rows
-            .iter()
-            .map(|r| (r[3].clone(), r[4].clone()))
-            .collect();
+        let fields: Vec<_> = d.fields.iter().map(|f| (&*f.name, &f.value)).collect();
         assert_eq!(
             fields,
             [
-                (Value::Text("humidity".into()), Value::Float(40.0)),
-                (Value::Text("temp".into()), Value::Float(21.5)),
+                ("humidity", &Value::Float(40.0)),
+                ("temp", &Value::Float(21.5)),
             ]
         );
         let t = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
             .unwrap()
             .naive_utc();
-        assert!(d.rows.iter().all(|r| r[2] == Value::Time(t)));
+        assert_eq!(d.time, t);
     }
 
     #[test]
@@ -220,14 +236,12 @@ mod tests {
         let d = decode(&s, r#"{"id": 42, "temp": 20}"#, false).unwrap();
         assert_eq!(d.device.as_str(), "42");
         assert_eq!(
-            d.rows[0][2],
-            Value::Time(
-                DateTime::from_timestamp(1_800_000_000, 0)
-                    .unwrap()
-                    .naive_utc()
-            )
+            d.time,
+            DateTime::from_timestamp(1_800_000_000, 0)
+                .unwrap()
+                .naive_utc()
         );
-        assert_eq!(d.rows.len(), 1, "the device key is not a reading");
+        assert_eq!(d.fields.len(), 1, "the device key is not a reading");
     }
 
     #[test]
@@ -289,7 +303,7 @@ mod tests {
         assert_eq!(
             decode(&s, &format!("{{{}}}", few.join(",")), true)
                 .unwrap()
-                .rows
+                .fields
                 .len(),
             64
         );
@@ -306,11 +320,11 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        assert_eq!(
-            JsonDecoder::columns(&s),
-            ["device", "time", "humidity", "temperature"]
-        );
+        let layout = JsonDecoder::layout(&s);
+        let columns: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(columns, ["device", "time", "humidity", "temperature"]);
         let d = decode(&s, r#"{"temp": 21.5}"#, true).unwrap();
-        assert_eq!(d.rows[0][2..], [Value::Null, Value::Float(21.5)]);
+        assert_eq!(d.field("hum"), Some(&Value::Null));
+        assert_eq!(d.field("temp"), Some(&Value::Float(21.5)));
     }
 }

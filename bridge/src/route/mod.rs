@@ -1,31 +1,35 @@
 //! Routes: which messages go where. A route is topic filters, a decoder, a
-//! target table and its columns. The CO2 route (`[mqtt] topics`, the `|`
-//! payload, `co2_emissions`) is built in and needs no configuration; more come
-//! from `[[routes]]`. Every route shares the same durable pipeline: batches,
-//! dead letters, acks after commit.
+//! sink and, for table sinks, a table and its columns. The CO2 route (`[mqtt]
+//! topics`, the `|` payload, `co2_emissions`) is built in and needs no
+//! configuration; more come from `[[routes]]`. Every route shares the same
+//! durable pipeline: batches, dead letters, acks after the sink has the data.
 
 mod binary;
 mod delimited;
 mod json;
-pub mod settings;
-pub mod target;
+mod layout;
+mod message;
+pub(crate) mod settings;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use co2_wire::{Decoder, DeviceId, Reading, TopicFilter, TopicMatch};
+use co2_wire::{Decoder, DeviceId, TopicFilter, TopicMatch};
 
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
+use crate::pipeline::{DeadLetter, Reason, Record};
+use crate::source::Origin;
 use binary::BinaryDecoder;
 use delimited::Delimited;
 use json::JsonDecoder;
+pub use layout::{Column, Layout};
+pub use message::{Field, Message, Value};
 use settings::{DecoderKind, FieldKind, RouteSettings};
-pub use target::{Row, Target, Value};
 
 /// Name of the built-in CO2 route.
 pub const CO2_ROUTE: &str = "co2";
@@ -33,78 +37,11 @@ pub const CO2_ROUTE: &str = "co2";
 /// The `route` label of messages no route matched.
 pub const UNROUTED: &str = "unrouted";
 
-/// What one message becomes in the database.
-#[derive(Debug, Clone)]
-pub enum Record {
-    /// Rows for a route's table; topic and payload are kept in case the
-    /// database refuses them and the message must be dead-lettered after all.
-    Rows {
-        /// The route's name.
-        route: Arc<str>,
-        /// Where the rows go.
-        target: Arc<Target>,
-        /// The rows (JSON `long` makes several of one message).
-        rows: Vec<Row>,
-        /// The device the message is about.
-        device: DeviceId,
-        /// The CO2 reading, for the CO2-specific metrics.
-        reading: Option<Reading>,
-        /// Where it came from.
-        topic: String,
-        /// The raw payload.
-        payload: Bytes,
-    },
-    /// A message that cannot be stored as rows.
-    Rejected {
-        /// The route's name ([`UNROUTED`] when none matched).
-        route: Arc<str>,
-        /// The dead letter.
-        letter: DeadLetter,
-    },
-}
+/// The name of the sink `[database]` configures, and the default of every route.
+pub const DEFAULT_SINK: &str = "mysql";
 
-/// A row for `rejected_messages`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The topic, truncated to the column.
-    pub topic: String,
-    /// The first bytes of the payload.
-    pub payload: Vec<u8>,
-    /// The payload's real length.
-    pub payload_bytes: u32,
-    /// A snake_case reason (a metric label too).
-    pub reason: &'static str,
-}
-
-/// Characters of topic kept in a dead letter (`rejected_messages.topic` is VARCHAR(255)).
-const DEAD_LETTER_TOPIC_CHARS: usize = 255;
-
-impl DeadLetter {
-    /// A dead letter keeping at most `max_payload` bytes of the payload.
-    pub fn new(topic: &str, payload: &[u8], reason: &'static str, max_payload: usize) -> Self {
-        Self {
-            topic: topic.chars().take(DEAD_LETTER_TOPIC_CHARS).collect(),
-            payload: payload[..payload.len().min(max_payload)].to_vec(),
-            payload_bytes: u32::try_from(payload.len()).unwrap_or(u32::MAX),
-            reason,
-        }
-    }
-}
-
-/// Where a delivery came from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// An MQTT topic, as the broker sent it: kept as bytes that share the
-    /// packet's buffer, since deliveries wait in the pipeline by the thousand.
-    Mqtt(Bytes),
-    /// `POST /ingest/<route>` by an authenticated device.
-    Http {
-        /// Index of the route in [`Routes`].
-        route: usize,
-        /// The device the bearer token belongs to.
-        device: DeviceId,
-    },
-}
+/// A route's position in [`Routes`].
+pub type RouteId = usize;
 
 /// What a decoder sees besides the payload.
 pub struct Context<'a> {
@@ -112,26 +49,13 @@ pub struct Context<'a> {
     pub device: &'a DeviceId,
     /// True when `device` came from the topic or token rather than the default.
     pub device_from_source: bool,
-    /// The topic (for HTTP, the route's topic with the device filled in).
-    pub topic: &'a str,
     /// When the bridge received the message.
     pub now: DateTime<Utc>,
 }
 
-/// A decoder's output.
-#[derive(Debug)]
-pub struct Decoded {
-    /// Rows in the target's column order.
-    pub rows: Vec<Row>,
-    /// The device the rows are about.
-    pub device: DeviceId,
-    /// The CO2 reading, for the pipe decoder.
-    pub reading: Option<Reading>,
-}
-
 #[derive(Debug, Clone)]
 enum Decode {
-    Pipe(Decoder),
+    Pipe(Decoder, Arc<str>),
     Delimited(Delimited),
     Json(JsonDecoder),
     Binary(BinaryDecoder),
@@ -144,8 +68,13 @@ pub struct Route {
     filters: Vec<TopicFilter>,
     default_device: DeviceId,
     decode: Decode,
-    target: Arc<Target>,
+    table: String,
+    layout: Layout,
+    /// The layout's columns as named in the table (after `columns` renames).
+    column_names: Vec<String>,
     max_payload: usize,
+    sink: String,
+    tokens_file: Option<PathBuf>,
     tokens: Option<Tokens>,
 }
 
@@ -155,9 +84,29 @@ impl Route {
         &self.name
     }
 
-    /// The target table.
-    pub fn target(&self) -> &Target {
-        &self.target
+    /// The name of the sink its messages go to.
+    pub fn sink(&self) -> &str {
+        &self.sink
+    }
+
+    /// Its table, for table sinks.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// How its messages become rows, for table sinks.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The layout's columns as the table names them.
+    pub fn column_names(&self) -> &[String] {
+        &self.column_names
+    }
+
+    /// Its topic filters.
+    pub fn filters(&self) -> &[TopicFilter] {
+        &self.filters
     }
 
     /// Longest accepted payload.
@@ -177,23 +126,23 @@ impl Route {
 
     /// True when `POST /ingest/<name>` is enabled.
     pub fn accepts_http(&self) -> bool {
-        self.tokens.is_some()
+        self.tokens_file.is_some()
     }
 
-    fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Decoded, &'static str> {
+    fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Message, Reason> {
         if payload.len() > self.max_payload {
-            return Err("oversized");
+            return Err(Reason::Oversized);
         }
         match &self.decode {
-            Decode::Pipe(decoder) => {
-                let reading = decoder.decode(payload, ctx.now).map_err(|r| r.reason())?;
-                Ok(Decoded {
-                    rows: vec![vec![
-                        Value::Text(ctx.device.as_str().to_owned()),
-                        Value::Time(reading.time().naive_utc()),
-                        Value::Float(reading.emissions()),
-                    ]],
+            Decode::Pipe(decoder, field) => {
+                let reading = decoder.decode(payload, ctx.now)?;
+                Ok(Message {
                     device: ctx.device.clone(),
+                    time: reading.time().naive_utc(),
+                    fields: vec![Field {
+                        name: field.clone(),
+                        value: Value::Float(reading.emissions()),
+                    }],
                     reading: Some(reading),
                 })
             }
@@ -212,42 +161,53 @@ pub struct Routes {
     faults: Faults,
 }
 
-/// A delivery no route can take: the label to count it under, and why.
-struct Unresolved<'a> {
-    route: &'a str,
+/// A delivery no route can take: the route it matched (if any), and why.
+struct Unresolved {
+    route: Option<RouteId>,
     topic: String,
-    reason: &'static str,
+    reason: Reason,
 }
 
 /// A delivery matched to its route, before decoding.
 struct Resolved<'r> {
+    id: RouteId,
     route: &'r Route,
     device: DeviceId,
     device_from_source: bool,
     topic: String,
 }
 
+/// The CO2 route's layout: `co2_emissions (device, date_time, emissions)`.
+fn pipe_layout() -> Layout {
+    Layout::wide([
+        ("device", Column::Device),
+        ("date_time", Column::Time),
+        ("emissions", Column::Field(Arc::from("emissions"))),
+    ])
+}
+
 impl Routes {
-    /// Builds and checks the CO2 route plus every `[[routes]]` entry. Errors
-    /// name the route and the key.
+    /// Builds and checks the CO2 route plus every `[[routes]]` entry, without
+    /// I/O: token files are read by [`Routes::load_tokens`]. Errors name the
+    /// route and the key.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let zone = settings.time_zone()?;
         let times = Decoder::new(zone, settings.limits());
         let default_device = settings.default_device()?;
         let mut routes = Vec::new();
         if !settings.mqtt.topics.is_empty() {
+            let layout = pipe_layout();
             routes.push(Route {
                 name: Arc::from(CO2_ROUTE),
                 filters: settings.topic_filters()?,
                 default_device: default_device.clone(),
-                decode: Decode::Pipe(times.clone()),
-                target: Arc::new(Target::new(
-                    "co2_emissions",
-                    ["device", "date_time", "emissions"]
-                        .map(String::from)
-                        .into(),
-                )),
+                decode: Decode::Pipe(times.clone(), Arc::from("emissions")),
+                table: "co2_emissions".to_owned(),
+                column_names: layout.columns().iter().map(|(c, _)| c.clone()).collect(),
+                layout,
                 max_payload: settings.wire.max_payload_bytes,
+                sink: settings.co2.sink.clone(),
+                tokens_file: None,
                 tokens: None,
             });
         }
@@ -262,14 +222,37 @@ impl Routes {
         })
     }
 
+    /// Reads every route's HTTP tokens file (at start, so a typo fails then).
+    pub fn load_tokens(&mut self) -> Result<(), ConfigError> {
+        for route in &mut self.routes {
+            if let Some(path) = &route.tokens_file {
+                let tokens =
+                    Tokens::load(path).map_err(|e| invalid(&route.name, "http.tokens_file", e))?;
+                route.tokens = Some(tokens);
+            }
+        }
+        Ok(())
+    }
+
     /// The same routes with `faults` armed (test builds; see [`crate::fault`]).
     pub fn with_faults(self, faults: Faults) -> Self {
         Self { faults, ..self }
     }
 
-    /// The routes, in order.
+    /// The routes, in order; a route's position is its [`RouteId`].
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
+    }
+
+    /// The route `id`.
+    pub fn get(&self, id: RouteId) -> Option<&Route> {
+        self.routes.get(id)
+    }
+
+    /// The `route` label of `id`: its name, or [`UNROUTED`].
+    pub fn label(&self, id: Option<RouteId>) -> &str {
+        id.and_then(|id| self.routes.get(id))
+            .map_or(UNROUTED, |r| &*r.name)
     }
 
     /// Every `route` label value: the routes' names plus [`UNROUTED`].
@@ -281,8 +264,8 @@ impl Routes {
             .collect()
     }
 
-    /// The route called `name`, with its index.
-    pub fn by_name(&self, name: &str) -> Option<(usize, &Route)> {
+    /// The route called `name`, with its id.
+    pub fn by_name(&self, name: &str) -> Option<(RouteId, &Route)> {
         self.routes
             .iter()
             .enumerate()
@@ -302,12 +285,13 @@ impl Routes {
 
     /// Turns one delivery into a record. Never panics: a decoder that panics
     /// anyway costs this one message a dead letter (`decoder_panic`).
-    pub fn record(&self, source: &Source, payload: Bytes, now: DateTime<Utc>) -> Record {
-        let resolved = match self.resolve(source) {
+    pub fn record(&self, origin: &Origin, payload: Bytes, now: DateTime<Utc>) -> Record {
+        let resolved = match self.resolve(origin) {
             Ok(resolved) => resolved,
             Err(u) => return self.reject(u.route, &u.topic, &payload, u.reason),
         };
         let Resolved {
+            id,
             route,
             device,
             device_from_source,
@@ -316,7 +300,6 @@ impl Routes {
         let ctx = Context {
             device: &device,
             device_from_source,
-            topic: &topic,
             now,
         };
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -324,16 +307,13 @@ impl Routes {
             route.decode(&payload, &ctx)
         }));
         match decoded {
-            Ok(Ok(decoded)) => Record::Rows {
-                route: route.name.clone(),
-                target: route.target.clone(),
-                rows: decoded.rows,
-                device: decoded.device,
-                reading: decoded.reading,
+            Ok(Ok(message)) => Record::Decoded {
+                route: id,
+                message,
                 topic,
                 payload,
             },
-            Ok(Err(reason)) => self.reject(&route.name, &topic, &payload, reason),
+            Ok(Err(reason)) => self.reject(Some(id), &topic, &payload, reason),
             Err(panic) => {
                 tracing::error!(
                     route = %route.name,
@@ -342,61 +322,80 @@ impl Routes {
                     "A decoder panicked on this message; it is dead-lettered as decoder_panic \
                      and the other messages go on (please report this as a bug)"
                 );
-                self.reject(&route.name, &topic, &payload, "decoder_panic")
+                self.reject(Some(id), &topic, &payload, Reason::DecoderPanic)
             }
         }
     }
 
     /// A dead letter for a delivery, labelled with its route (if any matches)
-    /// but not decoded: for messages that must not be handled (see `quarantine`).
-    pub fn refuse(&self, source: &Source, payload: &[u8], reason: &'static str) -> Record {
-        match self.resolve(source) {
-            Ok(r) => self.reject(&r.route.name, &r.topic, payload, reason),
+    /// but not decoded: for messages that must not be handled (see the quarantine).
+    pub fn refuse(&self, origin: &Origin, payload: &[u8], reason: Reason) -> Record {
+        match self.resolve(origin) {
+            Ok(r) => self.reject(Some(r.id), &r.topic, payload, reason),
             Err(u) => self.reject(u.route, &u.topic, payload, reason),
         }
     }
 
-    /// Finds the route and device of a delivery, or the dead letter saying why there is none.
-    fn resolve(&self, source: &Source) -> Result<Resolved<'_>, Unresolved<'_>> {
-        match source {
-            Source::Mqtt(raw) => {
+    /// The dead letter for `payload`.
+    pub fn dead_letter(&self, topic: &str, payload: &[u8], reason: Reason) -> DeadLetter {
+        DeadLetter::new(topic, payload, reason, self.dead_letter_bytes)
+    }
+
+    fn reject(
+        &self,
+        route: Option<RouteId>,
+        topic: &str,
+        payload: &[u8],
+        reason: Reason,
+    ) -> Record {
+        Record::Rejected {
+            route,
+            letter: self.dead_letter(topic, payload, reason),
+        }
+    }
+
+    /// Finds the route and device of a delivery, or says why there is none.
+    fn resolve(&self, origin: &Origin) -> Result<Resolved<'_>, Unresolved> {
+        match origin {
+            Origin::Mqtt(raw) => {
                 // UTF-8 by the MQTT spec; a broker that breaks it gets the
                 // replacement character in the dead letter, not a panic.
                 let topic = String::from_utf8_lossy(raw);
-                let found = self.routes.iter().find_map(|r| {
+                let found = self.routes.iter().enumerate().find_map(|(id, r)| {
                     r.filters
                         .iter()
                         .find_map(|f| f.matches(&topic))
-                        .map(|m| (r, m))
+                        .map(|m| (id, r, m))
                 });
                 let unresolved = |route, reason| Unresolved {
                     route,
                     topic: topic.clone().into_owned(),
                     reason,
                 };
-                let Some((route, matched)) = found else {
-                    return Err(unresolved(UNROUTED, "no_route"));
+                let Some((id, route, matched)) = found else {
+                    return Err(unresolved(None, Reason::NoRoute));
                 };
                 let (device, device_from_source) = match matched {
-                    TopicMatch::Device(id) => match DeviceId::parse(id) {
+                    TopicMatch::Device(text) => match DeviceId::parse(text) {
                         Ok(device) => (device, true),
-                        Err(_) => return Err(unresolved(&route.name, "bad_device")),
+                        Err(_) => return Err(unresolved(Some(id), Reason::BadDevice)),
                     },
                     TopicMatch::NoDevice => (route.default_device.clone(), false),
                 };
                 Ok(Resolved {
+                    id,
                     route,
                     device,
                     device_from_source,
                     topic: topic.into_owned(),
                 })
             }
-            Source::Http { route, device } => {
-                let Some(route) = self.routes.get(*route) else {
+            Origin::Http { route: id, device } => {
+                let Some(route) = self.routes.get(*id) else {
                     return Err(Unresolved {
-                        route: UNROUTED,
+                        route: None,
                         topic: "http".to_owned(),
-                        reason: "no_route",
+                        reason: Reason::NoRoute,
                     });
                 };
                 let topic = route
@@ -405,24 +404,13 @@ impl Routes {
                     .and_then(|f| f.topic_for(device))
                     .unwrap_or_else(|| format!("http/ingest/{}", route.name));
                 Ok(Resolved {
+                    id: *id,
                     route,
                     device: device.clone(),
                     device_from_source: true,
                     topic,
                 })
             }
-        }
-    }
-
-    /// The dead letter for `payload`.
-    pub fn dead_letter(&self, topic: &str, payload: &[u8], reason: &'static str) -> DeadLetter {
-        DeadLetter::new(topic, payload, reason, self.dead_letter_bytes)
-    }
-
-    fn reject(&self, route: &str, topic: &str, payload: &[u8], reason: &'static str) -> Record {
-        Record::Rejected {
-            route: Arc::from(route),
-            letter: self.dead_letter(topic, payload, reason),
         }
     }
 }
@@ -464,51 +452,11 @@ fn build(
             format!("decoder = {:?} needs [routes.{key}]", s.decoder),
         )
     };
-    let (decode, logical, default_table, default_max): (Decode, Vec<String>, Option<&str>, usize) =
-        match s.decoder {
-            DecoderKind::Pipe => (
-                Decode::Pipe(times.clone()),
-                ["device", "date_time", "emissions"]
-                    .map(String::from)
-                    .into(),
-                Some("co2_emissions"),
-                settings.wire.max_payload_bytes,
-            ),
-            DecoderKind::Delimited => {
-                let d = s.delimited.as_ref().ok_or_else(|| missing("delimited"))?;
-                check_delimited(name, d)?;
-                (
-                    Decode::Delimited(Delimited::new(d, times.clone())),
-                    Delimited::columns(d),
-                    None,
-                    64 * 1024,
-                )
-            }
-            DecoderKind::Json => {
-                let j = s.json.clone().unwrap_or_default();
-                if j.mode == settings::JsonMode::Columns && j.fields.is_empty() {
-                    return Err(invalid(
-                        name,
-                        "json.fields",
-                        "mode = \"columns\" needs fields",
-                    ));
-                }
-                (
-                    Decode::Json(JsonDecoder::new(&j, times.clone())),
-                    JsonDecoder::columns(&j),
-                    Some("readings"),
-                    64 * 1024,
-                )
-            }
-            DecoderKind::Binary => (
-                // Replaced below once the size limit is known.
-                Decode::Pipe(times.clone()),
-                BinaryDecoder::columns(),
-                Some("images"),
-                4 * 1024 * 1024,
-            ),
-        };
-    let max_payload = s.max_payload_bytes.unwrap_or(default_max);
+    let max_payload = s.max_payload_bytes.unwrap_or(match s.decoder {
+        DecoderKind::Pipe => settings.wire.max_payload_bytes,
+        DecoderKind::Delimited | DecoderKind::Json => 64 * 1024,
+        DecoderKind::Binary => 4 * 1024 * 1024,
+    });
     if max_payload == 0 || max_payload > 16 * 1024 * 1024 {
         return Err(invalid(
             name,
@@ -516,28 +464,61 @@ fn build(
             "must be 1..=16777216 (a MEDIUMBLOB holds 16 MiB)",
         ));
     }
-    let decode = match s.decoder {
-        DecoderKind::Binary => Decode::Binary(BinaryDecoder::new(
-            &s.binary.clone().unwrap_or_default(),
-            max_payload,
-            times.clone(),
-        )),
-        _ => decode,
+    let (decode, layout, default_table): (Decode, Layout, Option<&str>) = match s.decoder {
+        DecoderKind::Pipe => (
+            Decode::Pipe(times.clone(), Arc::from("emissions")),
+            pipe_layout(),
+            Some("co2_emissions"),
+        ),
+        DecoderKind::Delimited => {
+            let d = s.delimited.as_ref().ok_or_else(|| missing("delimited"))?;
+            check_delimited(name, d)?;
+            (
+                Decode::Delimited(Delimited::new(d, times.clone())),
+                Delimited::layout(d),
+                None,
+            )
+        }
+        DecoderKind::Json => {
+            let j = s.json.clone().unwrap_or_default();
+            if j.mode == settings::JsonMode::Columns && j.fields.is_empty() {
+                return Err(invalid(
+                    name,
+                    "json.fields",
+                    "mode = \"columns\" needs fields",
+                ));
+            }
+            (
+                Decode::Json(JsonDecoder::new(&j, times.clone())),
+                JsonDecoder::layout(&j),
+                Some("readings"),
+            )
+        }
+        DecoderKind::Binary => (
+            Decode::Binary(BinaryDecoder::new(
+                &s.binary.clone().unwrap_or_default(),
+                max_payload,
+                times.clone(),
+            )),
+            BinaryDecoder::layout(),
+            Some("images"),
+        ),
     };
     let table = match (&s.table, default_table) {
         (Some(t), _) => t.clone(),
         (None, Some(t)) => t.to_owned(),
         (None, None) => return Err(invalid(name, "table", "is required for this decoder")),
     };
-    if !target::is_identifier(&table) {
+    if !is_identifier(&table) {
         return Err(invalid(
             name,
             "table",
             "must be a plain SQL name ([A-Za-z_][A-Za-z0-9_]*)",
         ));
     }
+    let logical: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
     for key in s.columns.keys() {
-        if !logical.contains(key) {
+        if !logical.contains(&key.as_str()) {
             return Err(invalid(
                 name,
                 &format!("columns.{key}"),
@@ -545,12 +526,17 @@ fn build(
             ));
         }
     }
-    let columns: Vec<String> = logical
+    let column_names: Vec<String> = logical
         .iter()
-        .map(|c| s.columns.get(c).cloned().unwrap_or_else(|| c.clone()))
+        .map(|c| {
+            s.columns
+                .get(*c)
+                .cloned()
+                .unwrap_or_else(|| (*c).to_owned())
+        })
         .collect();
-    for c in &columns {
-        if !target::is_identifier(c) {
+    for c in &column_names {
+        if !is_identifier(c) {
             return Err(invalid(
                 name,
                 "columns",
@@ -558,21 +544,27 @@ fn build(
             ));
         }
     }
-    let tokens = match &s.http {
-        Some(http) => Some(
-            Tokens::load(&http.tokens_file).map_err(|e| invalid(name, "http.tokens_file", e))?,
-        ),
-        None => None,
-    };
     Ok(Route {
         name: Arc::from(name.as_str()),
         filters,
         default_device,
         decode,
-        target: Arc::new(Target::new(&table, columns)),
+        table,
+        layout,
+        column_names,
         max_payload,
-        tokens,
+        sink: s.sink.clone().unwrap_or_else(|| DEFAULT_SINK.to_owned()),
+        tokens_file: s.http.as_ref().map(|h| h.tokens_file.clone()),
+        tokens: None,
     })
+}
+
+/// True for a plain SQL identifier, safe to quote with backticks.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn check_delimited(name: &str, d: &settings::DelimitedSettings) -> Result<(), ConfigError> {
@@ -730,31 +722,31 @@ fields = [
         let routes = Routes::from_settings(&settings("").unwrap()).unwrap();
         assert_eq!(routes.subscriptions(), ["co2/+/emissions", "co2/emissions"]);
         match routes.record(
-            &Source::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
+            &Origin::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
             Bytes::from_static(b"2020-07-13 22:43:23|3500"),
             now(),
         ) {
-            Record::Rows {
-                route,
-                target,
-                device,
-                reading,
-                ..
-            } => {
+            Record::Decoded { route, message, .. } => {
+                let r = routes.get(route).unwrap();
                 assert_eq!(
-                    (&*route, target.table.as_str(), device.as_str()),
-                    ("co2", "co2_emissions", "pi")
+                    (r.name(), r.table(), r.sink(), message.device.as_str()),
+                    ("co2", "co2_emissions", DEFAULT_SINK, "pi")
                 );
-                assert!(reading.is_some());
+                assert!(message.reading.is_some());
             }
             other => panic!("{other:?}"),
         }
         match routes.record(
-            &Source::Mqtt(Bytes::from_static(b"elsewhere")),
+            &Origin::Mqtt(Bytes::from_static(b"elsewhere")),
             Bytes::new(),
             now(),
         ) {
-            Record::Rejected { letter, .. } => assert_eq!(letter.reason, "no_route"),
+            Record::Rejected { letter, route } => {
+                assert_eq!(
+                    (letter.reason, routes.label(route)),
+                    (Reason::NoRoute, UNROUTED)
+                )
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -767,21 +759,16 @@ fields = [
             ["co2/+/emissions", "co2/emissions", "bins/level"]
         );
         match routes.record(
-            &Source::Mqtt(Bytes::from_static(b"bins/level")),
+            &Origin::Mqtt(Bytes::from_static(b"bins/level")),
             Bytes::from_static(b"FULL bin-3 2020-07-13 22:43:23"),
             now(),
         ) {
-            Record::Rows {
-                route,
-                target,
-                device,
-                rows,
-                ..
-            } => {
-                assert_eq!(&*route, "bins");
-                assert_eq!(target.columns, ["level", "bin_id", "measured_at", "full"]);
-                assert_eq!(device.as_str(), "bin-3");
-                assert_eq!(rows[0][3], Value::Int(1));
+            Record::Decoded { route, message, .. } => {
+                let r = routes.get(route).unwrap();
+                assert_eq!(r.name(), "bins");
+                assert_eq!(r.column_names(), ["level", "bin_id", "measured_at", "full"]);
+                assert_eq!(message.device.as_str(), "bin-3");
+                assert_eq!(message.field("full"), Some(&Value::Int(1)));
             }
             other => panic!("{other:?}"),
         }
@@ -837,21 +824,24 @@ fields = [
             .with_faults(Faults::parse("decode-panic=BOOM"));
         let record = |payload: &'static [u8]| {
             routes.record(
-                &Source::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
+                &Origin::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
                 Bytes::from_static(payload),
                 now(),
             )
         };
         match record(b"2020-07-13 22:43:23|BOOM") {
             Record::Rejected { route, letter } => {
-                assert_eq!((&*route, letter.reason), ("co2", "decoder_panic"));
+                assert_eq!(
+                    (routes.label(route), letter.reason),
+                    ("co2", Reason::DecoderPanic)
+                );
                 assert_eq!(letter.payload, b"2020-07-13 22:43:23|BOOM");
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             record(b"2020-07-13 22:43:23|1"),
-            Record::Rows { .. }
+            Record::Decoded { .. }
         ));
     }
 
@@ -859,15 +849,31 @@ fields = [
     fn refused_messages_keep_their_route_label() {
         let routes = Routes::from_settings(&settings(BINS).unwrap()).unwrap();
         let refused = |topic: &'static [u8]| match routes.refuse(
-            &Source::Mqtt(Bytes::from_static(topic)),
+            &Origin::Mqtt(Bytes::from_static(topic)),
             b"x",
-            "crashed_bridge",
+            Reason::CrashedBridge,
         ) {
-            Record::Rejected { route, letter } => (route.to_string(), letter.reason),
+            Record::Rejected { route, letter } => (routes.label(route).to_owned(), letter.reason),
             other => panic!("{other:?}"),
         };
-        assert_eq!(refused(b"bins/level"), ("bins".into(), "crashed_bridge"));
-        assert_eq!(refused(b"nowhere"), ("unrouted".into(), "crashed_bridge"));
+        assert_eq!(
+            refused(b"bins/level"),
+            ("bins".into(), Reason::CrashedBridge)
+        );
+        assert_eq!(
+            refused(b"nowhere"),
+            ("unrouted".into(), Reason::CrashedBridge)
+        );
+    }
+
+    #[test]
+    fn identifiers() {
+        for ok in ["bin_levels", "_x", "A1"] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in ["", "1a", "a-b", "a b", "a`b", "x;DROP", &"a".repeat(65)] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct RouteSettings {
     pub topics: Vec<String>,
     /// How payloads are read.
     pub decoder: DecoderKind,
+    /// The sink its messages go to (default `mysql`, the one `[database]` configures).
+    pub sink: Option<String>,
     /// Target table (default: `co2_emissions`, `readings` or `images` by decoder;
     /// required for `delimited`).
     pub table: Option<String>,

@@ -43,7 +43,7 @@ async fn ten_thousand_readings_are_stored_once_and_a_replay_only_counts_duplicat
     let counted = co2_testkit::wait_until(Duration::from_secs(60), || async {
         metric_value(
             &bridge.scrape().await,
-            "co2_bridge_duplicates_total{route=\"co2\"}",
+            "co2_bridge_duplicates_total{route=\"co2\",sink=\"mysql\"}",
         ) == Some(10_000.0)
     })
     .await;
@@ -51,7 +51,10 @@ async fn ten_thousand_readings_are_stored_once_and_a_replay_only_counts_duplicat
     assert!(counted, "duplicates not counted:\n{scrape}");
     assert_eq!(db.count("co2_emissions").await.unwrap(), 10_000);
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"co2\"}"),
+        metric_value(
+            &scrape,
+            "co2_bridge_rows_written_total{route=\"co2\",sink=\"mysql\"}"
+        ),
         Some(10_000.0)
     );
     assert_eq!(

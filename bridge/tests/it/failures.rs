@@ -100,7 +100,7 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
     bridge.wait_ready().await;
     let scrape = http_get(http, "/metrics").await.unwrap().1;
     assert!(
-        metric_value(&scrape, "co2_bridge_db_retries_total").unwrap_or(0.0) >= 1.0,
+        metric_value(&scrape, "co2_bridge_db_retries_total{sink=\"mysql\"}").unwrap_or(0.0) >= 1.0,
         "{scrape}"
     );
     assert!(bridge.process.is_running());

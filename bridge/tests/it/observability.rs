@@ -28,7 +28,10 @@ async fn metrics_agree_with_the_table_and_pass_promtool() {
     let rows = db.count("co2_emissions").await.unwrap() as f64;
     let rejected = db.count("rejected_messages").await.unwrap() as f64;
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"co2\"}"),
+        metric_value(
+            &scrape,
+            "co2_bridge_rows_written_total{route=\"co2\",sink=\"mysql\"}"
+        ),
         Some(rows)
     );
     assert_eq!(

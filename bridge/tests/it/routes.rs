@@ -96,7 +96,10 @@ async fn bin_levels_from_the_shipped_example_including_full_and_bad_lines() {
     assert_eq!(reasons, ["bad_device", "bad_number", "field_count"]);
     let scrape = bridge.scrape().await;
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_rows_written_total{route=\"bins\"}"),
+        metric_value(
+            &scrape,
+            "co2_bridge_rows_written_total{route=\"bins\",sink=\"mysql\"}"
+        ),
         Some(4.0)
     );
     assert_eq!(
@@ -179,7 +182,10 @@ async fn json_readings_keep_numbers_ignore_the_rest_and_a_replay_is_a_noop() {
     assert_eq!(reasons, ["bad_json", "no_numeric_fields"]);
     let scrape = bridge.scrape().await;
     assert_eq!(
-        metric_value(&scrape, "co2_bridge_duplicates_total{route=\"dht11\"}"),
+        metric_value(
+            &scrape,
+            "co2_bridge_duplicates_total{route=\"dht11\",sink=\"mysql\"}"
+        ),
         Some(2.0)
     );
     publisher.disconnect().await;

@@ -147,7 +147,7 @@ async fn bridges_started_together_on_a_fresh_database_migrate_one_at_a_time() {
             .fetch_one(db.pool())
             .await
             .unwrap();
-    assert_eq!(applied, 4);
+    assert_eq!(applied, 5);
 }
 
 /// Runs futures concurrently (each spawns a process, so they overlap for real).

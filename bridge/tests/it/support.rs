@@ -340,7 +340,7 @@ pub fn routes_config(tokens: &[(&str, &str)]) -> PathBuf {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.example.toml"))
             .unwrap();
     let config = example.replace(
-        "# [routes.http]\n# tokens_file = \"/etc/co2-bridge/camera.tokens\"",
+        "# [routes.http]\n# tokens_file = \"/run/credentials/co2-bridge.service/camera-tokens\"",
         &format!(
             "[routes.http]\ntokens_file = {:?}",
             tokens_file.display().to_string()

@@ -64,15 +64,6 @@ pub fn fingerprint(source: &[u8], payload: &[u8]) -> u64 {
 }
 
 impl Quarantine {
-    /// An empty quarantine that remembers nothing across restarts (tests, or no state dir).
-    pub fn in_memory() -> Self {
-        Self {
-            path: None,
-            strikes: Mutex::new(HashMap::new()),
-            len: AtomicUsize::new(0),
-        }
-    }
-
     /// The quarantine kept in `path` (created on the first crash). A file that
     /// cannot be read is set aside with a warning and the quarantine starts empty.
     pub fn load(path: PathBuf) -> Self {

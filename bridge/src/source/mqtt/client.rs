@@ -61,13 +61,6 @@ pub struct AckHandle {
     needs_ack: bool,
 }
 
-impl AckHandle {
-    /// The packet id the broker assigned.
-    pub fn pkid(&self) -> u16 {
-        self.pkid
-    }
-}
-
 /// A connection error, with a hint for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -169,7 +162,7 @@ fn tls_transport(settings: &Settings) -> Result<Option<rumqttc::Transport>, Conf
     };
     let read = |key: &'static str, path: &std::path::Path| {
         std::fs::read(path).map_err(|source| ConfigError::SecretFile {
-            key,
+            key: key.to_owned(),
             path: path.to_owned(),
             source,
         })
@@ -183,7 +176,7 @@ fn tls_transport(settings: &Settings) -> Result<Option<rumqttc::Transport>, Conf
         (None, None) => None,
         _ => {
             return Err(ConfigError::Invalid {
-                key: "mqtt.tls.client_cert_file",
+                key: "mqtt.tls.client_cert_file".to_owned(),
                 message: "client_cert_file and client_key_file go together".into(),
             })
         }

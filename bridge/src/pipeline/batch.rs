@@ -40,11 +40,6 @@ impl<T> Batcher<T> {
         self.opened_at.map(|t| t + self.max_delay)
     }
 
-    /// Items waiting.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

@@ -1,41 +1,50 @@
-//! Deliveries in, batches written, acknowledgements out, in arrival order.
+//! The pipeline core, the only place that knows about ordering: deliveries
+//! in from every source, batched and decoded ([`Intake`]), written through
+//! the sinks with retries, splitting and dead letters ([`commit`]), and
+//! acknowledged in arrival order once stored.
 
-use std::collections::HashMap;
+mod batch;
+mod commit;
+pub(crate) mod quarantine;
+mod record;
+mod reject;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use co2_wire::DeviceId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::acks::{AckToken, Acker};
-use crate::batch::Batcher;
 use crate::fault::Faults;
 use crate::health::{Health, Stage};
-use crate::ingress::Delivery;
 use crate::metrics::Metrics;
-use crate::quarantine::{fingerprint, Quarantine, Verdict};
-use crate::route::{Record, Routes, Source};
+use crate::route::{RouteId, Routes};
+use crate::sink::Sinks;
+use crate::source::{Ack, Acker, Delivery, Origin};
 use crate::supervisor::Supervisor;
-use crate::writer::{lag_seconds, WriteError, Writer};
+use batch::Batcher;
+use commit::Committer;
+use quarantine::{fingerprint, Quarantine, Verdict};
+pub use record::{DeadLetter, Record};
+pub use reject::Reason;
 
 /// Supervisor name of the batching and decoding task.
 pub const INTAKE_TASK: &str = "intake";
 /// Supervisor name of the writing and acknowledging task.
 pub const COMMIT_TASK: &str = "commit";
 
-/// The task between ingress and the database.
+/// The tasks between the sources and the sinks.
 pub struct Pipeline {
-    /// Deliveries from the ingress task.
+    /// Deliveries from every source.
     pub rx: mpsc::Receiver<Delivery>,
     /// Decodes each delivery.
     pub routes: Arc<Routes>,
-    /// Writes batches.
-    pub writer: Writer,
-    /// Acknowledges written batches.
+    /// Where batches are written.
+    pub sinks: Arc<Sinks>,
+    /// Acknowledges stored batches.
     pub acker: Acker,
     /// Where per-batch figures go.
     pub metrics: Arc<Metrics>,
@@ -43,7 +52,7 @@ pub struct Pipeline {
     pub max_rows: usize,
     /// ...or when the oldest has waited this long.
     pub max_delay: Duration,
-    /// How long a shutdown may keep retrying a failing database.
+    /// How long a shutdown may keep retrying a failing sink.
     pub shutdown_timeout: Duration,
     /// Where each stage says which batch it holds, for readiness.
     pub health: Arc<Health>,
@@ -91,11 +100,11 @@ pub struct PipelineTasks {
     pub commit: JoinHandle<()>,
 }
 
-/// A decoded batch on its way to the database: records, the acks they
-/// release and the messages' fingerprints, in arrival order.
+/// A decoded batch on its way to the sinks: records, the acks they release
+/// and the messages' fingerprints, in arrival order.
 struct Decoded {
     records: Vec<Record>,
-    tokens: Vec<AckToken>,
+    tokens: Vec<Ack>,
     fingerprints: Arc<[u64]>,
     /// When its first message arrived.
     opened: Instant,
@@ -103,20 +112,20 @@ struct Decoded {
 
 impl Pipeline {
     /// Starts intake and commit under `supervisor`. They run until `stop`
-    /// fires and everything already received is written and acknowledged (or
+    /// fires and everything already received is stored and acknowledged (or
     /// the shutdown timeout passes; unacked messages are then delivered again
     /// to the next session).
     ///
     /// Decoding runs in intake while the commit task writes and acks the
-    /// previous batch, so the database does not wait for the decoder
+    /// previous batch, so the store does not wait for the decoder
     /// (BENCHMARKS.md: the drain went from 72k–99k to 100k–109k rows/s). One
-    /// batch at most waits between the two: batches still reach the database,
-    /// and their acks the broker, in arrival order.
+    /// batch at most waits between the two: batches still reach the sinks,
+    /// and their acks the sources, in arrival order.
     pub fn spawn(self, supervisor: &Supervisor, stop: CancellationToken) -> PipelineTasks {
         let Pipeline {
             rx,
             routes,
-            writer,
+            sinks,
             acker,
             metrics,
             max_rows,
@@ -130,7 +139,8 @@ impl Pipeline {
         let give_up = CancellationToken::new();
         let (to_commit, decoded) = mpsc::channel(1);
         let committer = Committer {
-            writer,
+            routes: routes.clone(),
+            sinks,
             acker,
             metrics: metrics.clone(),
             health: health.clone(),
@@ -231,7 +241,7 @@ impl Intake {
         let opened = Instant::now();
         let fingerprints: Vec<u64> = deliveries
             .iter()
-            .map(|d| fingerprint(&source_key(&d.source), &d.payload))
+            .map(|d| fingerprint(&source_key(&d.origin), &d.payload))
             .collect();
         if self.quarantine.is_empty() {
             self.decode_and_send(deliveries, fingerprints.into(), opened, to_commit)
@@ -275,9 +285,11 @@ impl Intake {
                         fingerprint = format_args!("{fp:016x}"),
                         "A message crashed the bridge twice; dead-lettering it as crashed_bridge without handling it"
                     );
-                    let record =
-                        self.routes
-                            .refuse(&delivery.source, &delivery.payload, "crashed_bridge");
+                    let record = self.routes.refuse(
+                        &delivery.origin,
+                        &delivery.payload,
+                        Reason::CrashedBridge,
+                    );
                     let before = std::mem::take(&mut run);
                     let before_fps = std::mem::take(&mut run_fps);
                     self.decode_and_send(before, before_fps.into(), opened, to_commit)
@@ -312,7 +324,7 @@ impl Intake {
         let mut records = Vec::with_capacity(deliveries.len());
         let mut tokens = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            records.push(self.routes.record(&d.source, d.payload, received));
+            records.push(self.routes.record(&d.origin, d.payload, received));
             tokens.push(d.ack);
         }
         self.send(records, tokens, fingerprints, opened, to_commit)
@@ -322,7 +334,7 @@ impl Intake {
     async fn send(
         &self,
         records: Vec<Record>,
-        tokens: Vec<AckToken>,
+        tokens: Vec<Ack>,
         fingerprints: Arc<[u64]>,
         opened: Instant,
         to_commit: &mpsc::Sender<Decoded>,
@@ -344,10 +356,11 @@ impl Intake {
 
     /// Messages per route, counted once per batch.
     fn count_received(&self, records: &[Record]) {
-        let mut counts: Vec<(&str, u64)> = Vec::new();
+        let mut counts: Vec<(Option<RouteId>, u64)> = Vec::new();
         for record in records {
             let route = match record {
-                Record::Rows { route, .. } | Record::Rejected { route, .. } => &**route,
+                Record::Decoded { route, .. } => Some(*route),
+                Record::Rejected { route, .. } => *route,
             };
             match counts.iter_mut().find(|(r, _)| *r == route) {
                 Some((_, n)) => *n += 1,
@@ -357,139 +370,24 @@ impl Intake {
         for (route, n) in counts {
             self.metrics
                 .messages_received
-                .with_label_values(&[route])
+                .with_label_values(&[self.routes.label(route)])
                 .inc_by(n);
         }
     }
 }
 
-/// Writes decoded batches one at a time, in order, and acks each once committed.
-struct Committer {
-    writer: Writer,
-    acker: Acker,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    quarantine: Arc<Quarantine>,
-    in_flight: Arc<InFlight>,
-    faults: Faults,
-}
-
-impl Committer {
-    async fn run(self, mut decoded: mpsc::Receiver<Decoded>, give_up: CancellationToken) {
-        while let Some(batch) = decoded.recv().await {
-            self.health.busy(Stage::Commit, batch.opened.into_std());
-            self.in_flight
-                .set(Stage::Commit, batch.fingerprints.clone());
-            let fingerprints = batch.fingerprints.clone();
-            if self.commit(batch, &give_up).await && !self.quarantine.is_empty() {
-                self.quarantine.release(&fingerprints);
-            }
-            self.in_flight.set(Stage::Commit, Arc::from([]));
-            self.health.idle(Stage::Commit);
-        }
-    }
-
-    /// Writes and acks one batch; false if it was given up (not written).
-    async fn commit(&self, batch: Decoded, give_up: &CancellationToken) -> bool {
-        let Decoded {
-            records, tokens, ..
-        } = batch;
-        self.faults
-            .at_commit(records.iter().filter_map(|r| match r {
-                Record::Rows { payload, .. } => Some(payload.as_ref()),
-                Record::Rejected { .. } => None,
-            }));
-        let count = records.len();
-        match self.writer.write(&records, give_up).await {
-            Ok(outcome) => {
-                let m = &self.metrics;
-                m.batch_rows.observe(count as f64);
-                for (route, n) in &outcome.inserted {
-                    m.rows_written.with_label_values(&[route]).inc_by(*n);
-                }
-                for (route, n) in &outcome.duplicates {
-                    m.duplicates.with_label_values(&[route]).inc_by(*n);
-                }
-                for (route, reason) in &outcome.rejected {
-                    m.reject(route, reason);
-                }
-                self.observe_readings(&records, &outcome.refused);
-                let reasons: Vec<Option<&'static str>> = records
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| match r {
-                        Record::Rejected { letter, .. } => Some(letter.reason),
-                        Record::Rows { .. } if outcome.refused.contains(&i) => Some("db_rejected"),
-                        Record::Rows { .. } => None,
-                    })
-                    .collect();
-                let report = self.acker.ack(tokens.into_iter().zip(reasons));
-                m.pending_messages.sub(count as i64);
-                tracing::debug!(
-                    messages = count,
-                    inserted = outcome.total_inserted(),
-                    duplicates = outcome.total_duplicates(),
-                    rejected = outcome.rejected.len(),
-                    acked = report.sent,
-                    not_acked = report.dropped,
-                    "Batch committed"
-                );
-                true
-            }
-            Err(WriteError::Abandoned) => {
-                abandon(&self.metrics, tokens);
-                tracing::warn!(
-                    messages = count,
-                    "Shutting down while the database is failing; the broker will redeliver these messages"
-                );
-                false
-            }
-        }
-    }
-
-    /// Lag per reading; latest value per device once per batch.
-    fn observe_readings(&self, records: &[Record], refused: &[usize]) {
-        let now = Utc::now();
-        let mut newest: HashMap<&DeviceId, (f64, f64)> = HashMap::new();
-        for (i, record) in records.iter().enumerate() {
-            let Record::Rows {
-                device,
-                reading: Some(reading),
-                ..
-            } = record
-            else {
-                continue;
-            };
-            if refused.contains(&i) {
-                continue;
-            }
-            self.metrics
-                .ingest_lag_seconds
-                .observe(lag_seconds(reading, now));
-            let t = reading.time().timestamp_millis() as f64 / 1000.0;
-            let entry = newest.entry(device).or_insert((t, reading.emissions()));
-            if t >= entry.0 {
-                *entry = (t, reading.emissions());
-            }
-        }
-        for (device, (t, value)) in newest {
-            self.metrics.observe_device(device, value, t);
-        }
-    }
-}
-
 /// What identifies where a delivery came from, for its fingerprint.
-fn source_key(source: &Source) -> std::borrow::Cow<'_, [u8]> {
-    match source {
-        Source::Mqtt(topic) => std::borrow::Cow::Borrowed(topic.as_ref()),
-        Source::Http { route, device } => {
+fn source_key(origin: &Origin) -> std::borrow::Cow<'_, [u8]> {
+    match origin {
+        Origin::Mqtt(topic) => std::borrow::Cow::Borrowed(topic.as_ref()),
+        Origin::Http { route, device } => {
             std::borrow::Cow::Owned(format!("http/{route}/{device}").into_bytes())
         }
     }
 }
 
 /// Gives up on a batch without acking it (HTTP callers are told to retry).
-fn abandon(metrics: &Metrics, tokens: Vec<AckToken>) {
+fn abandon(metrics: &Metrics, tokens: Vec<Ack>) {
     metrics.pending_messages.sub(tokens.len() as i64);
-    tokens.into_iter().for_each(AckToken::abandon);
+    tokens.into_iter().for_each(Ack::abandon);
 }

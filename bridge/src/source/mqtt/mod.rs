@@ -21,27 +21,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) mod acks;
+pub(crate) mod client;
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::acks::{AckToken, ConnectionEpoch};
+pub use acks::{AckToken, Acker, ConnectionEpoch};
+pub use client::{connect, Client, EventLoop, Protocol};
+
+use super::{Ack, Delivery, Origin};
 use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::mqtt::{AckHandle, Client, EventLoop, MqttError, MqttEvent};
-use crate::route::Source;
-
-/// One message taken in (from the broker or over HTTP), not yet acknowledged.
-#[derive(Debug)]
-pub struct Delivery {
-    /// Where it came from.
-    pub source: Source,
-    /// The payload as received.
-    pub payload: Bytes,
-    /// What acknowledges it once it is stored.
-    pub ack: AckToken,
-}
+use client::{AckHandle, MqttError, MqttEvent};
 
 /// The task that owns the event loop.
 pub struct Ingress {
@@ -164,7 +158,8 @@ impl Ingress {
             // connection; the queued copies from the old one are redundant.
             let current = self.epoch.current();
             let before = self.overflow.len();
-            self.overflow.retain(|d| d.ack.epoch() == Some(current));
+            self.overflow
+                .retain(|d| matches!(&d.ack, Ack::Mqtt(t) if t.epoch() == current));
             let dropped = before - self.overflow.len();
             self.metrics.pending_messages.sub(dropped as i64);
         } else {
@@ -202,9 +197,9 @@ impl Ingress {
     fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
         self.metrics.pending_messages.inc();
         let delivery = Delivery {
-            source: Source::Mqtt(topic),
+            origin: Origin::Mqtt(topic),
             payload,
-            ack: AckToken::mqtt(self.link, ack, self.epoch.current()),
+            ack: Ack::Mqtt(AckToken::new(self.link, ack, self.epoch.current())),
         };
         if self.overflow.is_empty() {
             match self.tx.try_send(delivery) {

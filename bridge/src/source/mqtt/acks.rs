@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::mqtt::{AckHandle, Client};
+use super::client::{AckHandle, Client};
 use crate::supervisor::Supervisor;
 
 /// Counts connections; bumped by the ingress task whenever one is lost.
@@ -37,56 +37,31 @@ impl ConnectionEpoch {
     }
 }
 
-/// What is needed to acknowledge one message later.
-#[derive(Debug)]
-pub enum AckToken {
-    /// A PUBACK, valid only on the connection the message came in on.
-    Mqtt {
-        /// Which of the bridge's MQTT connections.
-        link: usize,
-        /// Packet id and QoS.
-        handle: AckHandle,
-        /// The connection it arrived on.
-        epoch: u64,
-    },
-    /// An HTTP request waiting for its answer.
-    Http(oneshot::Sender<HttpOutcome>),
-}
-
-/// The answer to an HTTP ingest request, sent once the batch is settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpOutcome {
-    /// Committed as rows.
-    Stored,
-    /// Committed as a dead letter, for this reason.
-    Rejected(&'static str),
-    /// Not written (shutdown while the database failed); try again.
-    NotStored,
+/// What is needed to acknowledge one message later: a PUBACK, valid only on
+/// the connection the message came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct AckToken {
+    /// Which of the bridge's MQTT connections.
+    link: usize,
+    /// Packet id and QoS.
+    handle: AckHandle,
+    /// The connection it arrived on.
+    epoch: u64,
 }
 
 impl AckToken {
     /// A token for a message received on connection `link` during `epoch`.
-    pub fn mqtt(link: usize, handle: AckHandle, epoch: u64) -> Self {
-        Self::Mqtt {
+    pub fn new(link: usize, handle: AckHandle, epoch: u64) -> Self {
+        Self {
             link,
             handle,
             epoch,
         }
     }
 
-    /// The connection the message arrived on (`None` for HTTP).
-    pub fn epoch(&self) -> Option<u64> {
-        match self {
-            Self::Mqtt { epoch, .. } => Some(*epoch),
-            Self::Http(_) => None,
-        }
-    }
-
-    /// Tells an HTTP caller that its message was not written.
-    pub fn abandon(self) {
-        if let Self::Http(reply) = self {
-            let _ = reply.send(HttpOutcome::NotStored);
-        }
+    /// The connection the message arrived on.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 
@@ -100,16 +75,6 @@ impl AckToken {
 /// broker has in flight to the bridge.
 pub struct Acker {
     links: Vec<mpsc::UnboundedSender<(AckHandle, u64)>>,
-}
-
-/// How a run of acknowledgements was handed over.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AckReport {
-    /// Queued for the broker (MQTT) or answered (HTTP).
-    pub sent: usize,
-    /// Not queued: the connection's forwarder has ended (at exit); the broker
-    /// redelivers those messages to the next session.
-    pub dropped: usize,
 }
 
 /// The forwarding tasks; they end once every [`Acker`] is dropped and their
@@ -136,34 +101,13 @@ impl Acker {
         (Self { links: senders }, AckForwarders(tasks))
     }
 
-    /// Acknowledges committed messages in order; each comes with the reason it
-    /// was dead-lettered, if it was (HTTP callers are told).
-    pub fn ack(
-        &self,
-        tokens: impl IntoIterator<Item = (AckToken, Option<&'static str>)>,
-    ) -> AckReport {
-        let mut report = AckReport::default();
-        for (token, rejected) in tokens {
-            match token {
-                AckToken::Mqtt {
-                    link,
-                    handle,
-                    epoch,
-                } => match self.links.get(link) {
-                    // A closed queue means the forwarder is gone (exit); the
-                    // broker re-delivers the message to the next session.
-                    Some(queue) if queue.send((handle, epoch)).is_ok() => report.sent += 1,
-                    _ => report.dropped += 1,
-                },
-                AckToken::Http(reply) => {
-                    let outcome = rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected);
-                    // The caller may have hung up; the data is stored either way.
-                    let _ = reply.send(outcome);
-                    report.sent += 1;
-                }
-            }
-        }
-        report
+    /// Queues the PUBACK of a stored message; false when its connection's
+    /// forwarder has ended (at exit), and the broker redelivers the message
+    /// to the next session.
+    pub fn ack(&self, token: AckToken) -> bool {
+        self.links
+            .get(token.link)
+            .is_some_and(|queue| queue.send((token.handle, token.epoch)).is_ok())
     }
 }
 

@@ -1,4 +1,4 @@
-//! The connection pool and the schema.
+//! The MySQL sink's connection pool and schema (migrations, readiness).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,20 +8,24 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, DatabaseSettings};
 
 /// The embedded migrations of `bridge/migrations`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Connection options: URL, password, UTC session time zone.
-pub fn connect_options(settings: &Settings) -> Result<MySqlConnectOptions, ConfigError> {
-    let url = settings.database_url()?;
+/// Connection options: URL, password, UTC session time zone; `key` (`database`
+/// or `sinks.<name>`) names the section in errors.
+pub fn connect_options(
+    db: &DatabaseSettings,
+    key: &str,
+) -> Result<MySqlConnectOptions, ConfigError> {
+    let url = db.url(key)?;
     let mut options =
         MySqlConnectOptions::from_str(url.as_str()).map_err(|e| ConfigError::Invalid {
-            key: "database.url",
+            key: format!("{key}.url"),
             message: e.to_string(),
         })?;
-    if let Some(password) = settings.database_password()? {
+    if let Some(password) = db.password(key)? {
         options = options.password(password.expose_secret());
     }
     Ok(options
@@ -35,11 +39,11 @@ pub fn connect_options(settings: &Settings) -> Result<MySqlConnectOptions, Confi
 
 /// A pool that connects lazily, so the bridge starts (and reports not ready)
 /// while the database is down.
-pub fn pool(settings: &Settings) -> Result<MySqlPool, ConfigError> {
-    let options = connect_options(settings)?;
+pub fn pool(db: &DatabaseSettings, key: &str) -> Result<MySqlPool, ConfigError> {
+    let options = connect_options(db, key)?;
     Ok(MySqlPoolOptions::new()
-        .max_connections(settings.database.max_connections)
-        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_s))
+        .max_connections(db.max_connections)
+        .acquire_timeout(Duration::from_secs(db.connect_timeout_s))
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 // Strict mode turns an out-of-range value into an error the writer

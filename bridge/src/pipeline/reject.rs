@@ -1,0 +1,166 @@
+//! Why a message was dead-lettered: one typed list, which the metrics
+//! pre-register and the fuzz targets check every rejection against.
+
+use co2_wire::Rejection;
+
+/// A reason a message is stored in the dead letters instead of its target.
+///
+/// [`Reason::as_str`] is the `reason` metric label and column value: stable
+/// snake_case names that dashboards and alerts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The payload is larger than the route allows.
+    Oversized,
+    /// The payload is not valid UTF-8.
+    NotUtf8,
+    /// A CO2 payload without `|`.
+    MissingSeparator,
+    /// A datetime that is not one.
+    BadDatetime,
+    /// A number that is not one.
+    BadNumber,
+    /// NaN or infinity.
+    NotFinite,
+    /// A CO2 value outside the configured range (the column's, by default).
+    OutOfRange,
+    /// Stamped further ahead than `wire.max_future_s`.
+    TooFarInFuture,
+    /// A time a `DATETIME` column cannot hold (years 1000–9999).
+    TimeOutOfRange,
+    /// The device id in the topic, payload or token is not a valid id.
+    BadDevice,
+    /// No route matches the topic.
+    NoRoute,
+    /// The store refused the message as it is (found by splitting the batch).
+    DbRejected,
+    /// A delimited payload with the wrong number of fields.
+    FieldCount,
+    /// A delimited text field longer than its column.
+    FieldTooLong,
+    /// Not JSON.
+    BadJson,
+    /// JSON, but not an object.
+    NotAnObject,
+    /// A JSON object without a value the route can store.
+    NoNumericFields,
+    /// A JSON key that cannot be a field name.
+    BadFieldName,
+    /// A JSON message that would become more rows than the route allows.
+    TooManyFields,
+    /// A binary payload that is not an image.
+    NotAnImage,
+    /// Base64 that does not decode.
+    BadBase64,
+    /// A JSON image message without its data field.
+    NoDataField,
+    /// An HTTP ingest request without a valid token.
+    Unauthorized,
+    /// The decoder panicked on the message (a bug); it did not stop the others.
+    DecoderPanic,
+    /// The message crashed the bridge twice and is not handled again.
+    CrashedBridge,
+}
+
+impl Reason {
+    /// Every reason, for pre-registering metric label values.
+    pub const ALL: [Reason; 25] = [
+        Reason::Oversized,
+        Reason::NotUtf8,
+        Reason::MissingSeparator,
+        Reason::BadDatetime,
+        Reason::BadNumber,
+        Reason::NotFinite,
+        Reason::OutOfRange,
+        Reason::TooFarInFuture,
+        Reason::TimeOutOfRange,
+        Reason::BadDevice,
+        Reason::NoRoute,
+        Reason::DbRejected,
+        Reason::FieldCount,
+        Reason::FieldTooLong,
+        Reason::BadJson,
+        Reason::NotAnObject,
+        Reason::NoNumericFields,
+        Reason::BadFieldName,
+        Reason::TooManyFields,
+        Reason::NotAnImage,
+        Reason::BadBase64,
+        Reason::NoDataField,
+        Reason::Unauthorized,
+        Reason::DecoderPanic,
+        Reason::CrashedBridge,
+    ];
+
+    /// The stable snake_case name: metric label, `rejected_messages.reason`, HTTP answer.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Oversized => "oversized",
+            Reason::NotUtf8 => "not_utf8",
+            Reason::MissingSeparator => "missing_separator",
+            Reason::BadDatetime => "bad_datetime",
+            Reason::BadNumber => "bad_number",
+            Reason::NotFinite => "not_finite",
+            Reason::OutOfRange => "out_of_range",
+            Reason::TooFarInFuture => "too_far_in_future",
+            Reason::TimeOutOfRange => "time_out_of_range",
+            Reason::BadDevice => "bad_device",
+            Reason::NoRoute => "no_route",
+            Reason::DbRejected => "db_rejected",
+            Reason::FieldCount => "field_count",
+            Reason::FieldTooLong => "field_too_long",
+            Reason::BadJson => "bad_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::NoNumericFields => "no_numeric_fields",
+            Reason::BadFieldName => "bad_field_name",
+            Reason::TooManyFields => "too_many_fields",
+            Reason::NotAnImage => "not_an_image",
+            Reason::BadBase64 => "bad_base64",
+            Reason::NoDataField => "no_data_field",
+            Reason::Unauthorized => "unauthorized",
+            Reason::DecoderPanic => "decoder_panic",
+            Reason::CrashedBridge => "crashed_bridge",
+        }
+    }
+}
+
+impl From<Rejection> for Reason {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Oversized => Reason::Oversized,
+            Rejection::NotUtf8 => Reason::NotUtf8,
+            Rejection::MissingSeparator => Reason::MissingSeparator,
+            Rejection::BadDatetime => Reason::BadDatetime,
+            Rejection::BadNumber => Reason::BadNumber,
+            Rejection::NotFinite => Reason::NotFinite,
+            Rejection::OutOfRange => Reason::OutOfRange,
+            Rejection::TooFarInFuture => Reason::TooFarInFuture,
+            Rejection::TimeOutOfRange => Reason::TimeOutOfRange,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_distinct_snake_case_and_cover_the_wire_reasons() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            let name = r.as_str();
+            assert!(name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert!(seen.insert(name), "{name} twice");
+        }
+        for r in Rejection::ALL {
+            assert_eq!(Reason::from(r).as_str(), r.reason());
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! What a decoder makes of one message, whatever the store: a device, a
+//! time, and named fields with typed values. Every sink maps from this
+//! (MySQL columns or the long `readings` table; InfluxDB measurement, tags,
+//! fields and time), so a decoder knows nothing about where its output goes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::NaiveDateTime;
+use co2_wire::{DeviceId, Reading};
+
+/// One decoded message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// The device the message is about.
+    pub device: DeviceId,
+    /// When it was measured (UTC): the payload's time, or when it arrived.
+    pub time: NaiveDateTime,
+    /// Named values, in the order the decoder found them.
+    pub fields: Vec<Field>,
+    /// The CO2 reading, for the CO2-specific metrics.
+    pub reading: Option<Reading>,
+}
+
+/// A named value of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// Its name: a column name for fixed layouts, the JSON key for JSON.
+    pub name: Arc<str>,
+    /// Its value.
+    pub value: Value,
+}
+
+impl Message {
+    /// The value of field `name`, if the message has one.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields
+            .iter()
+            .find(|f| &*f.name == name)
+            .map(|f| &f.value)
+    }
+
+    /// Roughly how many bytes the message adds to a write.
+    pub fn weight(&self) -> usize {
+        32 + self.fields.iter().map(|f| f.value.weight()).sum::<usize>()
+    }
+}
+
+/// A typed value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// No value (SQL NULL; skipped where a store has no null).
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A finite floating-point number.
+    Float(f64),
+    /// Text.
+    Text(String),
+    /// Binary data (an image).
+    Bytes(Bytes),
+    /// A UTC date and time that fits a `DATETIME(3)` column.
+    Time(NaiveDateTime),
+}
+
+impl Value {
+    /// Roughly how many bytes the value adds to a statement.
+    pub fn weight(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 8,
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The MySQL sink: each route's messages go into its table with one
+//! idempotent multi-row `INSERT ... ON DUPLICATE KEY UPDATE` per statement,
+//! the dead letters into `rejected_messages`, all in one transaction.
+
+pub(crate) mod schema;
+mod target;
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use sqlx::mysql::MySqlArguments;
+use sqlx::query::Query;
+use sqlx::{MySql, MySqlPool, Transaction};
+
+use super::{Batch, Item, PrepareError, Sink, SinkError, Written};
+use crate::config::DatabaseSettings;
+use crate::pipeline::DeadLetter;
+use crate::route::{RouteId, Routes};
+use target::{Cell, Target};
+
+/// Rows per statement at most; a statement also stays under MySQL's 65535
+/// placeholders (see [`statement_chunks`]).
+const ROWS_PER_STATEMENT: usize = 10_000;
+
+/// Bytes of values per statement: images can be megabytes each, and a
+/// statement must stay under the server's max_allowed_packet (16 MiB by default
+/// on MariaDB, 64 MiB on MySQL 8).
+const BYTES_PER_STATEMENT: usize = 8 * 1024 * 1024;
+
+/// Writes batches to one MySQL (or MariaDB, or any MySQL-protocol) database.
+pub struct MysqlSink {
+    pool: MySqlPool,
+    /// The table target of each route that writes here, by route id.
+    targets: Vec<Option<Target>>,
+    migrate_on_start: bool,
+    retry_max: Duration,
+}
+
+impl MysqlSink {
+    /// A sink over `pool` for the routes of `routes` that name sink `name`,
+    /// configured by `db` (migrations at start, retry back-off).
+    pub fn new(pool: MySqlPool, routes: &Routes, name: &str, db: &DatabaseSettings) -> Self {
+        let targets = routes
+            .iter()
+            .map(|r| (r.sink() == name).then(|| Target::new(r)))
+            .collect();
+        Self {
+            pool,
+            targets,
+            migrate_on_start: db.migrate_on_start,
+            retry_max: Duration::from_millis(db.retry_max_ms),
+        }
+    }
+
+    /// Brings the schema up to date, or checks that it is.
+    async fn prepare_schema(&self) -> Result<(), PrepareError> {
+        let pending = schema::pending_migrations(&self.pool)
+            .await
+            .map_err(|e| PrepareError::Unavailable(e.to_string()))?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let behind = || {
+            PrepareError::Fatal(format!(
+                "the database schema is behind ({} migration(s) pending) and this account may not \
+                 change it; run `co2-bridge migrate` with an admin account",
+                pending.len()
+            ))
+        };
+        if !self.migrate_on_start {
+            return Err(behind());
+        }
+        match schema::migrate(&self.pool).await {
+            Ok(()) => {
+                tracing::info!(applied = pending.len(), "Database schema migrated");
+                Ok(())
+            }
+            Err(e) if schema::is_access_denied(&e) => Err(behind()),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_transient(&e) => Err(
+                PrepareError::Unavailable(format!("migration interrupted: {e}")),
+            ),
+            Err(e) => Err(PrepareError::Fatal(format!("migration failed: {e}"))),
+        }
+    }
+
+    async fn commit(&self, batch: &Batch<'_>) -> Result<Written, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = Written::default();
+        // Items grouped by route, in arrival order within each.
+        let mut groups: Vec<(RouteId, Vec<&Item<'_>>)> = Vec::new();
+        for item in &batch.items {
+            match groups.iter_mut().find(|(r, _)| *r == item.route) {
+                Some((_, items)) => items.push(item),
+                None => groups.push((item.route, vec![item])),
+            }
+        }
+        for (route, items) in groups {
+            let Some(target) = self.targets.get(route).and_then(Option::as_ref) else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "route {route} has no table in this sink (a bug: routes are checked at start)"
+                )));
+            };
+            let (mut inserted, mut duplicates) = (0, 0);
+            for chunk in statement_chunks(target, &items) {
+                let (i, d) = insert_rows(&mut tx, target, chunk).await?;
+                inserted += i;
+                duplicates += d;
+            }
+            written.inserted.push((route, inserted));
+            written.duplicates.push((route, duplicates));
+        }
+        for chunk in batch.letters.chunks(ROWS_PER_STATEMENT) {
+            insert_dead_letters(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+}
+
+impl Sink for MysqlSink {
+    fn prepare(&self) -> BoxFuture<'_, Result<(), PrepareError>> {
+        self.prepare_schema().boxed()
+    }
+
+    fn write<'a>(&'a self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<Written, SinkError>> {
+        async move {
+            self.commit(batch).await.map_err(|e| {
+                if is_transient(&e) {
+                    SinkError::Transient(e.to_string())
+                } else {
+                    SinkError::Refused(e.to_string())
+                }
+            })
+        }
+        .boxed()
+    }
+
+    fn probe(&self) -> BoxFuture<'_, bool> {
+        schema::ping(&self.pool, Duration::from_secs(2)).boxed()
+    }
+
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn retry_max(&self) -> Duration {
+        self.retry_max
+    }
+}
+
+/// Splits items into statements under the placeholder limit and the byte budget.
+fn statement_chunks<'a, 'i>(target: &Target, items: &'a [&'i Item<'i>]) -> Vec<&'a [&'i Item<'i>]> {
+    let columns = target.width().max(1);
+    let max_rows = (usize::from(u16::MAX) / columns).min(ROWS_PER_STATEMENT);
+    let mut chunks = Vec::new();
+    let (mut start, mut rows, mut bytes) = (0, 0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let (n, weight) = (target.rows(item.message), item.message.weight());
+        if i > start && (rows + n > max_rows || bytes + weight > BYTES_PER_STATEMENT) {
+            chunks.push(&items[start..i]);
+            (start, rows, bytes) = (i, 0, 0);
+        }
+        rows += n;
+        bytes += weight;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
+/// `INSERT ... VALUES (?, ?), (?, ?) ...` for `rows` rows of `columns` values.
+///
+/// Written out here rather than with sqlx's `QueryBuilder`, whose `push_bind`
+/// panics when a value cannot be encoded: a value from a device must cost a
+/// dead letter, never the pipeline.
+fn values_sql(prefix: &str, rows: usize, columns: usize, suffix: &str) -> String {
+    let group_len = 2 + columns.max(1) * 3;
+    let mut sql = String::with_capacity(prefix.len() + 7 + rows * group_len + suffix.len());
+    sql.push_str(prefix);
+    sql.push_str("VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('?');
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+/// Binds one value; an encoding failure is an error of this statement (and,
+/// once the batch is split down to it, of this message), not a panic.
+fn bind<'q>(
+    query: &mut Query<'q, MySql, MySqlArguments>,
+    cell: Cell<'q>,
+) -> Result<(), sqlx::Error> {
+    use crate::route::Value;
+    match cell {
+        Cell::Str(s) => query.try_bind(s),
+        Cell::Time(t) => query.try_bind(t),
+        Cell::Value(value) => match value {
+            Value::Null => query.try_bind(None::<i64>),
+            Value::Bool(v) => query.try_bind(i8::from(*v)),
+            Value::Int(v) => query.try_bind(*v),
+            Value::Float(v) => query.try_bind(*v),
+            Value::Text(v) => query.try_bind(v.as_str()),
+            Value::Bytes(v) => query.try_bind(v.as_ref()),
+            Value::Time(v) => query.try_bind(*v),
+        },
+    }
+    .map_err(sqlx::Error::Encode)
+}
+
+/// A duplicate changes only its redelivery counter, so it reports two affected
+/// rows and an insert one (sqlx sets CLIENT_FOUND_ROWS, under which a no-op
+/// update would also report one): duplicates = affected - rows.
+const ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE `redeliveries` = `redeliveries` + 1";
+
+/// Inserts the rows of `items`; returns (newly inserted, duplicates).
+async fn insert_rows(
+    tx: &mut Transaction<'_, MySql>,
+    target: &Target,
+    items: &[&Item<'_>],
+) -> Result<(u64, u64), sqlx::Error> {
+    let rows: usize = items.iter().map(|i| target.rows(i.message)).sum();
+    let sql = values_sql(target.insert_prefix(), rows, target.width(), ON_DUPLICATE);
+    let mut query = sqlx::query(&sql);
+    for item in items {
+        for cell in target.cells(item.message, item.topic) {
+            bind(&mut query, cell)?;
+        }
+    }
+    let affected = query.execute(&mut **tx).await?.rows_affected();
+    let rows = rows as u64;
+    let duplicates = affected.saturating_sub(rows).min(rows);
+    Ok((rows - duplicates, duplicates))
+}
+
+async fn insert_dead_letters(
+    tx: &mut Transaction<'_, MySql>,
+    letters: &[&DeadLetter],
+) -> Result<(), sqlx::Error> {
+    let sql = values_sql(
+        "INSERT INTO rejected_messages (topic, payload, payload_bytes, reason, detail) ",
+        letters.len(),
+        5,
+        "",
+    );
+    let mut query = sqlx::query(&sql);
+    for letter in letters {
+        query
+            .try_bind(letter.topic.as_str())
+            .and_then(|()| query.try_bind(letter.payload.as_slice()))
+            .and_then(|()| query.try_bind(letter.payload_bytes))
+            .and_then(|()| query.try_bind(letter.reason.as_str()))
+            .and_then(|()| query.try_bind(letter.detail.as_deref()))
+            .map_err(sqlx::Error::Encode)?;
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// MySQL/MariaDB error numbers that mean "this row can never be stored as it is".
+/// Everything else is retried: a missing table or a revoked grant is fixed by an
+/// operator, and until then the messages wait unacknowledged instead of being lost.
+const PERMANENT_ROW_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1264, // out of range value for column
+    1265, // data truncated for column
+    1292, // incorrect datetime value
+    1366, // incorrect value for column
+    1406, // data too long for column
+    1451, 1452, // foreign key constraint
+    1690, // value out of range
+    1153, // packet bigger than max_allowed_packet
+    3819, // check constraint violated (MySQL)
+    4025, // check constraint violated (MariaDB)
+];
+
+/// True when retrying the same statement later can succeed.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        // A value that cannot be encoded never will be.
+        sqlx::Error::Encode(_) => false,
+        _ => schema::mysql_error_number(error).is_none_or(|n| !PERMANENT_ROW_ERRORS.contains(&n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{Field, Message, Value};
+    use co2_wire::DeviceId;
+
+    fn message(fields: Vec<Field>) -> Message {
+        Message {
+            device: DeviceId::parse("d").unwrap(),
+            time: chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc(),
+            fields,
+            reading: None,
+        }
+    }
+
+    #[test]
+    fn statements_stay_under_the_placeholder_limit_and_byte_budget() {
+        let target = Target::test_wide(3);
+        let small = message(vec![]);
+        let items: Vec<Item<'_>> = (0..50_000)
+            .map(|_| Item {
+                route: 0,
+                message: &small,
+                topic: "t",
+            })
+            .collect();
+        let refs: Vec<&Item<'_>> = items.iter().collect();
+        let chunks = statement_chunks(&target, &refs);
+        assert!(chunks.iter().all(|c| c.len() * 3 <= u16::MAX as usize));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 50_000);
+
+        let image = message(vec![Field {
+            name: "data".into(),
+            value: Value::Bytes(bytes::Bytes::from(vec![0u8; 3 * 1024 * 1024])),
+        }]);
+        let items: Vec<Item<'_>> = (0..5)
+            .map(|_| Item {
+                route: 0,
+                message: &image,
+                topic: "t",
+            })
+            .collect();
+        let refs: Vec<&Item<'_>> = items.iter().collect();
+        let sizes: Vec<usize> = statement_chunks(&Target::test_wide(1), &refs)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [2, 2, 1]);
+    }
+
+    #[test]
+    fn values_sql_has_one_placeholder_per_value() {
+        assert_eq!(
+            values_sql("INSERT INTO `t` (`a`, `b`) ", 2, 2, " X"),
+            "INSERT INTO `t` (`a`, `b`) VALUES (?, ?), (?, ?) X"
+        );
+        let sql = values_sql("", 1000, 5, "");
+        assert_eq!(sql.matches('?').count(), 5000);
+    }
+
+    /// Regression (issue 11): a time before the year 0 made sqlx's
+    /// `QueryBuilder::push_bind` panic inside the commit task. Binding now
+    /// fails with an encode error, which is permanent (dead letter, no retry).
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_an_error_not_a_panic() {
+        let ancient = chrono::NaiveDate::from_ymd_opt(-1200, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .unwrap();
+        let value = Value::Time(ancient);
+        let mut query = sqlx::query("SELECT ?");
+        let err = bind(&mut query, Cell::Value(&value)).unwrap_err();
+        assert!(matches!(err, sqlx::Error::Encode(_)), "{err}");
+        assert!(!is_transient(&err));
+    }
+
+    #[test]
+    fn io_and_pool_errors_are_transient() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_transient(&io));
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+    }
+}
