@@ -80,6 +80,7 @@ impl BinaryDecoder {
         Ok(Message {
             device,
             time: time.naive_utc(),
+            tags: Vec::new(),
             fields: vec![
                 Field {
                     name: content_type_name,

@@ -153,6 +153,7 @@ impl Delimited {
         Ok(Message {
             device: device.unwrap_or_else(|| ctx.device.clone()),
             time: time.unwrap_or_else(|| ctx.now.naive_utc()),
+            tags: Vec::new(),
             fields,
             reading: None,
         })

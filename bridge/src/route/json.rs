@@ -142,6 +142,7 @@ impl JsonDecoder {
         Ok(Message {
             device,
             time,
+            tags: Vec::new(),
             fields,
             reading: None,
         })

@@ -16,6 +16,8 @@ pub struct Message {
     pub device: DeviceId,
     /// When it was measured (UTC): the payload's time, or when it arrived.
     pub time: NaiveDateTime,
+    /// Named levels of the topic and other labels (InfluxDB tags), in order.
+    pub tags: Vec<(Arc<str>, String)>,
     /// Named values, in the order the decoder found them.
     pub fields: Vec<Field>,
     /// The CO2 reading, for the CO2-specific metrics.

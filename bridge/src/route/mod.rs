@@ -139,6 +139,7 @@ impl Route {
                 Ok(Message {
                     device: ctx.device.clone(),
                     time: reading.time().naive_utc(),
+                    tags: Vec::new(),
                     fields: vec![Field {
                         name: field.clone(),
                         value: Value::Float(reading.emissions()),

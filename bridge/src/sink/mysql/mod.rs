@@ -305,6 +305,7 @@ mod tests {
         Message {
             device: DeviceId::parse("d").unwrap(),
             time: chrono::DateTime::from_timestamp(0, 0).unwrap().naive_utc(),
+            tags: Vec::new(),
             fields,
             reading: None,
         }
