@@ -44,6 +44,7 @@ check "a second apply.sh changes nothing" grep -qx "  database changes: 0" "$wor
 # Tables to work on: the schema is the admin's job (co2-bridge migrate); here a stand-in.
 "${admin[@]}" -e "
 CREATE TABLE \`$db\`.readings (id INT PRIMARY KEY, v INT NOT NULL, n INT NOT NULL DEFAULT 0);
+CREATE TABLE \`$db\`.rejected_messages (id INT PRIMARY KEY, reason VARCHAR(64) NOT NULL);
 CREATE DATABASE \`$other\`; CREATE TABLE \`$other\`.secret (x INT); INSERT INTO \`$other\`.secret VALUES (42);
 CREATE DATABASE \`$lookalike\`; CREATE TABLE \`$lookalike\`.t (x INT); INSERT INTO \`$lookalike\`.t VALUES (1);"
 
@@ -63,6 +64,12 @@ check "bridge: INSERT ... ON DUPLICATE KEY UPDATE (needs UPDATE)" \
     B "INSERT INTO \`$db\`.readings (id, v) VALUES (1, 99) ON DUPLICATE KEY UPDATE n = n + 1"
 check "... and it counted the duplicate without touching the value" test "$(B "SELECT CONCAT(v, '/', n) FROM \`$db\`.readings WHERE id = 1")" == "11/1"
 check_not "bridge: DELETE is denied" B "DELETE FROM \`$db\`.readings WHERE id = 2"
+check_not "bridge: no DELETE on rejected_messages before the migrations made the table and apply.sh ran again" \
+    B "DELETE FROM \`$db\`.rejected_messages WHERE id = 0"
+"${apply[@]}" >"$work/after-tables.out" 2>&1
+check "apply.sh after the migrations grants the table" grep -qx "  database changes: 1" "$work/after-tables.out"
+check "bridge: DELETE on rejected_messages (dead-letter retention)" B "DELETE FROM \`$db\`.rejected_messages WHERE id = 0"
+check_not "bridge: still no DELETE on another table" B "DELETE FROM \`$db\`.readings WHERE id = 2"
 check_not "bridge: DROP TABLE is denied" B "DROP TABLE \`$db\`.readings"
 check_not "bridge: CREATE TABLE is denied" B "CREATE TABLE \`$db\`.evil (x INT)"
 check_not "bridge: ALTER TABLE is denied" B "ALTER TABLE \`$db\`.readings ADD COLUMN evil INT"
@@ -84,8 +91,9 @@ check_not "grafana: CREATE TABLE is denied" G "CREATE TABLE \`$db\`.evil (x INT)
 check_not "grafana: reading another database is denied" G "SELECT * FROM \`$other\`.secret"
 
 grants() { "${admin[@]}" -NBe "SHOW GRANTS FOR '$1'@'127.0.0.1'" | grep -v 'GRANT USAGE ON \*\.\*' | sed 's/`//g' | sort; }
-want_b="GRANT SELECT, INSERT, UPDATE ON ${db//_/\\\\_}.* TO $bu@127.0.0.1"
-check "SHOW GRANTS for the bridge: exactly SELECT, INSERT, UPDATE on its database" test "$(grants "$bu")" == "$want_b"
+want_b="GRANT DELETE ON $db.rejected_messages TO $bu@127.0.0.1
+GRANT SELECT, INSERT, UPDATE ON ${db//_/\\\\_}.* TO $bu@127.0.0.1"
+check "SHOW GRANTS for the bridge: exactly SELECT, INSERT, UPDATE on its database, DELETE on rejected_messages" test "$(grants "$bu")" == "$want_b"
 check "SHOW GRANTS for grafana: exactly SELECT on the database" test "$(grants "$gu")" == "GRANT SELECT ON ${db//_/\\\\_}.* TO $gu@127.0.0.1"
 
 # Drift: a hand-made setup gave the bridge too much, and a password changed.
@@ -97,7 +105,7 @@ check "SHOW GRANTS for grafana: exactly SELECT on the database" test "$(grants "
 check "apply.sh --dry-run lists the REVOKEs it would run" grep -q "would   REVOKE PROCESS ON \*\.\* FROM '$gu'@'127.0.0.1'" "$work/dry.out"
 check "apply.sh --dry-run changes nothing" test "$(grants "$gu" | grep -c PROCESS)" == 1
 check "apply.sh repairs the drift" "${apply[@]}"
-check "after repair the bridge has exactly SELECT, INSERT, UPDATE again" test "$(grants "$bu")" == "$want_b"
+check "after repair the bridge has exactly its grants again" test "$(grants "$bu")" == "$want_b"
 check "after repair grafana has exactly SELECT again" test "$(grants "$gu")" == "GRANT SELECT ON ${db//_/\\\\_}.* TO $gu@127.0.0.1"
 check "after repair grafana logs in with the password from its file" G "SELECT 1"
 check_not "after repair the bridge cannot DROP again" B "DROP TABLE \`$db\`.readings"

@@ -43,10 +43,14 @@ SELECT DISTINCT CONCAT('REVOKE GRANT OPTION ON `', REPLACE(p.TABLE_SCHEMA, '`', 
   FROM information_schema.SCHEMA_PRIVILEGES p JOIN accounts a ON a.grantee = p.GRANTEE
  WHERE p.IS_GRANTABLE = 'YES'
 UNION ALL
--- Table and column privileges: none are wanted (the database grant covers it).
+-- Table and column privileges: only the bridge's DELETE on this database's
+-- rejected_messages (dead-letter retention); the database grant covers the rest.
 SELECT CONCAT('REVOKE ', p.PRIVILEGE_TYPE, ' ON `', REPLACE(p.TABLE_SCHEMA, '`', '``'), '`.`',
               REPLACE(p.TABLE_NAME, '`', '``'), '` FROM ', a.account, ';')
   FROM information_schema.TABLE_PRIVILEGES p JOIN accounts a ON a.grantee = p.GRANTEE
+ WHERE NOT (p.GRANTEE = CONCAT('''', @bridge_user, '''@''', @bridge_host, '''')
+            AND p.TABLE_SCHEMA = @co2_db AND p.TABLE_NAME = 'rejected_messages'
+            AND p.PRIVILEGE_TYPE = 'DELETE')
 UNION ALL
 SELECT DISTINCT CONCAT('REVOKE ', p.PRIVILEGE_TYPE, ' (`', REPLACE(p.COLUMN_NAME, '`', '``'), '`) ON `',
               REPLACE(p.TABLE_SCHEMA, '`', '``'), '`.`', REPLACE(p.TABLE_NAME, '`', '``'), '` FROM ',

@@ -13,6 +13,9 @@
 --   bridge : SELECT, INSERT, UPDATE on @co2_db only. INSERT ... ON DUPLICATE KEY
 --            UPDATE needs UPDATE. No DDL: schema changes run through
 --            `co2-bridge migrate` with an admin account at install/upgrade time.
+--            And DELETE on rejected_messages alone, for the dead letters'
+--            retention; a table grant needs the table, so it is given once the
+--            migrations have created it (installers run this again after them).
 --   grafana: SELECT on @co2_db only.
 -- Anything beyond that (left over from a hand-made setup) is listed by
 -- excess-grants.sql and revoked by apply.sh.
@@ -38,6 +41,11 @@ SET @stmt = IF(@bridge_set_password = 1,
                'DO 0');
 PREPARE s FROM @stmt; EXECUTE s; DEALLOCATE PREPARE s;
 SET @stmt = CONCAT('GRANT SELECT, INSERT, UPDATE ON ', @db_grant_ident, '.* TO ', @bridge_account);
+PREPARE s FROM @stmt; EXECUTE s; DEALLOCATE PREPARE s;
+SET @stmt = IF((SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = @co2_db AND table_name = 'rejected_messages') = 1,
+               CONCAT('GRANT DELETE ON ', @db_ident, '.`rejected_messages` TO ', @bridge_account),
+               'DO 0');
 PREPARE s FROM @stmt; EXECUTE s; DEALLOCATE PREPARE s;
 
 -- Grafana account (read-only).

@@ -48,7 +48,7 @@ import yaml
 import obslib
 
 REPO = obslib.REPO
-EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "bridge", "prometheus",
+EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "mysql-grants", "bridge", "prometheus",
                      "grafana"}
 # Published on every interface by default: MQTT over TLS and Grafana, nothing else.
 PUBLIC_PORTS = {8883, 3000}
@@ -136,7 +136,8 @@ def static_checks(c, cfg, env):
     dep("mosquitto", "mosquitto-acl", "service_completed_successfully")
     dep("mysql-users", "mysql", "service_healthy")
     dep("bridge-migrate", "mysql-users", "service_completed_successfully")
-    dep("bridge", "bridge-migrate", "service_completed_successfully")
+    dep("mysql-grants", "bridge-migrate", "service_completed_successfully")
+    dep("bridge", "mysql-grants", "service_completed_successfully")
     dep("bridge", "mosquitto", "service_healthy")
     dep("grafana", "mysql-users", "service_completed_successfully")
 
