@@ -15,6 +15,8 @@
 #   --mqtt-bind ADDR        its bind address (default 127.0.0.1; "0.0.0.0" or "" = all)
 #   --mqtts-port PORT       MQTT over TLS port for devices (default 8883, all interfaces)
 #   --bridge-port PORT      the bridge's own listener, always on 127.0.0.1 (default 1884)
+#   --device-listen ADDR    turn on the bridge's device listener (HTTP ingest, /images)
+#                           at ADDR, e.g. 127.0.0.1:9465 behind a TLS reverse proxy (default off)
 #   --mqtt-user NAME        the bridge's broker user (default co2-bridge)
 #   --routes FILE           [[routes]] for the bridge (e.g. bridge/routes.example.toml),
 #                           kept as /etc/co2-bridge/routes.toml and appended to
@@ -82,6 +84,8 @@ db_admin_defaults=${CO2_DB_ADMIN_DEFAULTS_FILE:-}
 db_admin_url_file=
 grafana=1
 migrate=1
+db_apply_args=()
+device_listen=
 all_steps=packages,grafana,secrets,database,mosquitto,tls,bridge,prometheus,services
 only=$all_steps
 skip_steps=
@@ -95,6 +99,7 @@ while [[ $# -gt 0 ]]; do
         --mqtt-bind) mqtt_bind=${2?}; shift 2 ;;
         --mqtts-port) mqtts_port=${2:?}; shift 2 ;;
         --bridge-port) bridge_port=${2:?}; shift 2 ;;
+        --device-listen) device_listen=${2:?}; shift 2 ;;
         --routes) routes_file=${2:?}; shift 2 ;;
         --no-routes) no_routes=1; shift ;;
         --credential)
@@ -218,9 +223,14 @@ if [[ -n $routes_file ]]; then
 elif [[ $no_routes == 0 && -f $(r "$routes_conf") ]]; then
     routes_src=$(r "$routes_conf")
 fi
+if [[ -n $device_listen ]]; then
+    device_listen_line="device_listen = \"$device_listen\""
+else
+    device_listen_line='# device_listen = "127.0.0.1:9465"   (off: set with --device-listen)'
+fi
 render "$here/config/bridge.toml.in" "$tmp/bridge.toml" \
     "BRIDGE_PORT=$bridge_port" "MQTT_USER=$mqtt_user" "DB_USER=$db_bridge_user" \
-    "DB_HOST=127.0.0.1" "DB_PORT=$db_port" "DB_NAME=$db_name"
+    "DB_HOST=127.0.0.1" "DB_PORT=$db_port" "DB_NAME=$db_name" "DEVICE_LISTEN_LINE=$device_listen_line"
 if [[ -n $routes_src ]]; then
     {
         printf '\n# ---- Routes: from %s (edit that file, then re-run ops/install-server.sh)\n\n' "$routes_conf"
@@ -345,6 +355,7 @@ if want database; then
             --bridge-password-file "$(r "$sec_bridge_db")" --grafana-password-file "$(r "$sec_grafana_db")")
         [[ -z $db_admin_defaults ]] || args+=(--admin-defaults-file "$db_admin_defaults")
         [[ $DRY_RUN == 0 ]] || args+=(--dry-run)
+        db_apply_args=("${args[@]}")
         "$repo/provisioning/mysql/apply.sh" "${args[@]}" | tee "$tmp/db.out"
         absorb_changes "$tmp/db.out" || true
     fi
@@ -523,6 +534,12 @@ if want bridge; then
             else
                 change "applied $((after - before)) schema migration(s) ($after in all)"
                 restart_bridge=1
+                # Grants on single tables (the bridge's DELETE on rejected_messages)
+                # need the tables the migrations just made.
+                if ((${#db_apply_args[@]})); then
+                    "$repo/provisioning/mysql/apply.sh" "${db_apply_args[@]}" | tee "$tmp/db-after.out"
+                    absorb_changes "$tmp/db-after.out" || true
+                fi
             fi
         fi
     fi

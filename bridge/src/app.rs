@@ -16,7 +16,8 @@ use crate::backoff::Backoff;
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
 use crate::health::Health;
-use crate::http::images::Images;
+use crate::http::images::{Access, Images};
+use crate::http::server::{self, Limits};
 use crate::http::{self, AppState};
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::quarantine::Quarantine;
@@ -24,6 +25,7 @@ use crate::pipeline::{InFlight, Pipeline};
 use crate::route::Routes;
 use crate::sink::mysql::schema;
 use crate::sink::{self, PrepareError, Sinks};
+use crate::source::budget::ByteBudget;
 use crate::source::http::Ingest;
 use crate::source::mqtt::{self, ConnectionEpoch, Ingress};
 use crate::source::{Acker, Delivery};
@@ -44,9 +46,11 @@ pub enum RunError {
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    /// The HTTP listener could not be bound.
-    #[error("cannot listen on {addr} (http.listen): {source}; is another bridge running?")]
+    /// An HTTP listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}; is another bridge running?")]
     Bind {
+        /// The setting that names it.
+        key: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// Why binding failed.
@@ -110,6 +114,7 @@ pub struct Bridge {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     listener: TcpListener,
+    device_listener: Option<TcpListener>,
     routes: Arc<Routes>,
     sinks: Arc<Sinks>,
     images: Option<Images>,
@@ -143,15 +148,12 @@ impl Bridge {
             sinks.describe(),
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
-        let images = routes
-            .iter()
-            .find(|r| r.is_binary())
-            .and_then(|r| built.mysql_pools.iter().find(|(n, _)| n == r.sink()))
-            .and_then(|(_, pool)| Images::new(&routes, pool.clone()));
-        let addr = settings.http_listen()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Bind { addr, source })?;
+        let images = images(&settings, &routes, &built.mysql_pools)?;
+        let listener = bind("http.listen", settings.http_listen()?).await?;
+        let device_listener = match settings.device_listen()? {
+            Some(addr) => Some(bind("http.device_listen", addr).await?),
+            None => None,
+        };
         // Resolve secrets and TLS files now, so a typo fails at start.
         mqtt::connect(&settings, 0)?;
         Ok(Self {
@@ -159,6 +161,7 @@ impl Bridge {
             metrics,
             health,
             listener,
+            device_listener,
             routes,
             sinks,
             images,
@@ -171,6 +174,11 @@ impl Bridge {
         self.listener.local_addr().ok()
     }
 
+    /// The address HTTP ingest and `/images` are served on, if that listener is on.
+    pub fn device_addr(&self) -> Option<SocketAddr> {
+        self.device_listener.as_ref()?.local_addr().ok()
+    }
+
     /// Runs until `stop` fires, then shuts down in order. Returns
     /// [`RunError::TaskEnded`] if a task it cannot work without ends first.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<(), RunError> {
@@ -179,6 +187,7 @@ impl Bridge {
             metrics,
             health,
             listener,
+            device_listener,
             routes,
             sinks,
             images,
@@ -193,20 +202,54 @@ impl Bridge {
         // (see the MQTT source for when it does).
         let window = usize::from(settings.mqtt.receive_maximum);
         let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
+        let budget = ByteBudget::new(settings.batch.max_inflight_bytes, metrics.clone());
         let http_stop = CancellationToken::new();
-        let mut extra = crate::source::http::router(Arc::new(Ingest {
-            routes: routes.clone(),
-            tx: tx.clone(),
-            metrics: metrics.clone(),
-        }));
-        if let Some(images) = images {
-            extra = extra.merge(http::images::router(Arc::new(images)));
-        }
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_s),
+            max_connections: settings.http.max_connections,
+            drain_timeout: Duration::from_secs(5),
+        };
+        let request_timeout = Duration::from_secs(settings.http.request_timeout_s);
         let state = AppState {
             metrics: metrics.clone(),
             health: health.clone(),
         };
-        let http = spawn_http(&supervisor, listener, state, extra, http_stop.clone());
+        let operator = server::with_deadline(http::app(state, Router::new()), request_timeout);
+        let mut http_tasks = vec![spawn_http(
+            &supervisor,
+            listener,
+            operator,
+            limits,
+            "operator",
+            &metrics,
+            &http_stop,
+        )];
+        if let Some(device_listener) = device_listener {
+            let mut devices = crate::source::http::router(Arc::new(Ingest {
+                routes: routes.clone(),
+                tx: tx.clone(),
+                metrics: metrics.clone(),
+                in_flight: tokio::sync::Semaphore::new(settings.http.max_ingest_requests),
+                body_timeout: Duration::from_secs(settings.http.body_timeout_s),
+                request_timeout,
+                budget: budget.clone(),
+            }));
+            if let Some(images) = images {
+                devices = devices.merge(server::with_deadline(
+                    http::images::router(Arc::new(images)),
+                    request_timeout,
+                ));
+            }
+            http_tasks.push(spawn_http(
+                &supervisor,
+                device_listener,
+                devices,
+                limits,
+                "device",
+                &metrics,
+                &http_stop,
+            ));
+        }
         let probe = supervisor.spawn(
             "sink probe",
             probe_sinks(sinks.clone(), health.clone(), shutdown.clone()),
@@ -226,6 +269,7 @@ impl Bridge {
                     routes,
                     sinks,
                     channel: (tx, rx),
+                    budget,
                     metrics,
                     health: health.clone(),
                     faults,
@@ -244,7 +288,10 @@ impl Bridge {
             tokio::time::sleep(FAILED_LINGER).await;
         }
         http_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        for http in http_tasks {
+            // The server drains requests in flight for up to limits.drain_timeout.
+            let _ = tokio::time::timeout(Duration::from_secs(10), http).await;
+        }
         result
     }
 }
@@ -264,19 +311,59 @@ fn fail(health: &Health, ended: Ended) -> RunError {
 fn spawn_http(
     supervisor: &Supervisor,
     listener: TcpListener,
-    state: AppState,
-    extra: Router,
-    stop: CancellationToken,
+    app: Router,
+    limits: Limits,
+    name: &'static str,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
 ) -> JoinHandle<()> {
-    let app = http::app(state, extra);
-    supervisor.spawn("http server", async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
+    let (metrics, stop) = (metrics.clone(), stop.clone());
+    supervisor.spawn(
+        format!("http server ({name})"),
+        server::serve(listener, app, limits, name, metrics, stop),
+    )
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { key, addr, source })
+}
+
+/// The images page of the binary route, if one writes to a MySQL sink and
+/// viewers are configured (a token file, or `http.images_public`).
+fn images(
+    settings: &Settings,
+    routes: &Routes,
+    pools: &[(String, sqlx::MySqlPool)],
+) -> Result<Option<Images>, ConfigError> {
+    let Some(route) = routes.iter().find(|r| r.is_binary()) else {
+        return Ok(None);
+    };
+    let Some((_, pool)) = pools.iter().find(|(n, _)| n == route.sink()) else {
+        return Ok(None);
+    };
+    let access = match (
+        &settings.http.viewer_tokens_file,
+        settings.http.images_public,
+    ) {
+        (Some(path), _) => {
+            Access::Viewers(crate::tokens::Tokens::load(path).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "http.viewer_tokens_file".to_owned(),
+                    message,
+                }
+            })?)
         }
-    })
+        (None, true) => Access::Public,
+        (None, false) => {
+            tracing::info!(
+                "The images page is off: set http.viewer_tokens_file (or http.images_public = true)"
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Images::new(routes, pool.clone(), access))
 }
 
 /// Keeps each sink's readiness current while nothing is being written.
@@ -303,6 +390,47 @@ async fn probe_sinks(sinks: Arc<Sinks>, health: Arc<Health>, stop: CancellationT
         }
         tokio::select! {
             _ = tokio::time::sleep(SINK_PROBE_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes old dead letters every `interval`, a little at a time, until `stop`.
+async fn prune_dead_letters(
+    sinks: Arc<Sinks>,
+    days: u32,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let Some(sink) = sinks.get(sinks.dead_letters()) else {
+        return stop.cancelled().await;
+    };
+    let mut warned = false;
+    loop {
+        if days > 0 {
+            match sink.prune_dead_letters(days).await {
+                Ok(pruned) => {
+                    metrics.dead_letters_pruned.inc_by(pruned.deleted);
+                    if let Some(n) = pruned.remaining {
+                        metrics
+                            .dead_letters_stored
+                            .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                    if pruned.deleted > 0 {
+                        tracing::info!(deleted = pruned.deleted, days, "Deleted old dead letters");
+                    }
+                    warned = false;
+                }
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "Cannot delete old dead letters; they are kept");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
         }
     }
@@ -343,6 +471,7 @@ struct PipelineParts {
     routes: Arc<Routes>,
     sinks: Arc<Sinks>,
     channel: (mpsc::Sender<Delivery>, mpsc::Receiver<Delivery>),
+    budget: Arc<ByteBudget>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     faults: Faults,
@@ -359,6 +488,7 @@ async fn run_pipeline(
         routes,
         sinks,
         channel: (tx, rx),
+        budget,
         metrics,
         health,
         faults,
@@ -383,6 +513,7 @@ async fn run_pipeline(
             health.clone(),
             Duration::from_millis(settings.mqtt.reconnect_max_ms),
             link,
+            budget.clone(),
         );
         let stop = CancellationToken::new();
         ingress_tasks
@@ -392,6 +523,7 @@ async fn run_pipeline(
     }
     drop(tx);
     let (mqtt_acker, forwarders) = mqtt::Acker::spawn(links.clone(), supervisor);
+    let (sinks_for_retention, metrics_for_retention) = (sinks.clone(), metrics.clone());
     let pipeline = Pipeline {
         rx,
         routes,
@@ -401,6 +533,7 @@ async fn run_pipeline(
         // A batch cannot outgrow the window: the broker sends nothing more until
         // it is acked, so waiting for max_delay would only add latency.
         max_rows: settings.batch.max_rows.min(window),
+        max_bytes: settings.batch.max_bytes,
         max_delay: Duration::from_millis(settings.batch.max_delay_ms),
         shutdown_timeout: Duration::from_secs(settings.batch.shutdown_timeout_s),
         health: health.clone(),
@@ -409,6 +542,16 @@ async fn run_pipeline(
         faults,
     };
     let tasks = pipeline.spawn(supervisor, shutdown.clone());
+    let retention = supervisor.spawn(
+        "dead-letter retention",
+        prune_dead_letters(
+            sinks_for_retention,
+            settings.dead_letters.retention_days,
+            Duration::from_secs(settings.dead_letters.prune_interval_s),
+            metrics_for_retention,
+            shutdown.clone(),
+        ),
+    );
 
     // Until a stop is asked for, any supervised task that ends is a failure.
     // Tasks end *because* of a stop too, so a stop seen first (or meanwhile) wins.
@@ -456,6 +599,7 @@ async fn run_pipeline(
         // Bounded: a dead event loop never makes room.
         let _ = tokio::time::timeout(Duration::from_secs(5), client.disconnect()).await;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), retention).await;
     for mut task in ingress_tasks {
         if tokio::time::timeout(Duration::from_secs(5), &mut task)
             .await

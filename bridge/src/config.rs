@@ -147,21 +147,53 @@ impl Default for Co2Settings {
 }
 
 /// `[dead_letters]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterSettings {
     /// The sink that keeps dead letters: default `mysql` when any route writes
     /// there, else the first sink a route uses. Nothing is acknowledged before
     /// its dead letter is stored there.
     pub sink: Option<String>,
+    /// Days dead letters are kept (0: forever).
+    pub retention_days: u32,
+    /// Seconds between retention passes.
+    pub prune_interval_s: u64,
+}
+
+impl Default for DeadLetterSettings {
+    fn default() -> Self {
+        Self {
+            sink: None,
+            retention_days: 30,
+            prune_interval_s: 3600,
+        }
+    }
 }
 
 /// `[http]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    /// Listen address; keep it on loopback or an internal network.
+    /// The operator listener (`/metrics`, `/healthz`, `/readyz`); keep it on
+    /// loopback or an internal network.
     pub listen: String,
+    /// The device listener (`POST /ingest/<route>`, `/images`); off unless set.
+    pub device_listen: Option<String>,
+    /// Seconds a client has to send a request head (and, on a kept-alive
+    /// connection, to start the next one) before it is disconnected.
+    pub header_read_timeout_s: u64,
+    /// Seconds a client has to send a whole request body.
+    pub body_timeout_s: u64,
+    /// Seconds a request may take to be answered (ingest: to be stored).
+    pub request_timeout_s: u64,
+    /// Connections each listener serves at once; more are answered 503.
+    pub max_connections: usize,
+    /// Ingest requests in flight at once; more are answered 503 with Retry-After.
+    pub max_ingest_requests: usize,
+    /// File of viewer tokens (a line each) that may open `/images`.
+    pub viewer_tokens_file: Option<PathBuf>,
+    /// Serve `/images` without a token (only on a trusted network).
+    pub images_public: bool,
 }
 
 /// `[batch]`
@@ -178,6 +210,11 @@ pub struct BatchSettings {
     /// Seconds a batch may wait to be written before `/readyz` calls the pipeline
     /// stalled (a database that is down or too slow, or a wedged stage).
     pub stall_timeout_s: u64,
+    /// ...or when the waiting messages' payloads add up to this many bytes.
+    pub max_bytes: usize,
+    /// Payload bytes in flight (received, not yet acknowledged) at most; beyond
+    /// it MQTT stops reading the broker and HTTP ingest answers 503.
+    pub max_inflight_bytes: usize,
 }
 
 /// `[wire]`
@@ -256,6 +293,14 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".into(),
+            device_listen: None,
+            header_read_timeout_s: 10,
+            body_timeout_s: 30,
+            request_timeout_s: 30,
+            max_connections: 256,
+            max_ingest_requests: 64,
+            viewer_tokens_file: None,
+            images_public: false,
         }
     }
 }
@@ -267,6 +312,8 @@ impl Default for BatchSettings {
             max_delay_ms: 50,
             shutdown_timeout_s: 10,
             stall_timeout_s: 30,
+            max_bytes: 8 * 1024 * 1024,
+            max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -415,9 +462,49 @@ impl Settings {
             ));
         }
         self.http_listen()?;
+        let device_listen = self.device_listen()?;
+        for (key, value) in [
+            (
+                "http.header_read_timeout_s",
+                self.http.header_read_timeout_s,
+            ),
+            ("http.body_timeout_s", self.http.body_timeout_s),
+            ("http.request_timeout_s", self.http.request_timeout_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1 second"));
+            }
+        }
+        if self.http.max_connections == 0 || self.http.max_ingest_requests == 0 {
+            return Err(invalid(
+                "http.max_connections",
+                "http.max_connections and http.max_ingest_requests must be at least 1",
+            ));
+        }
+        if device_listen.is_none() {
+            if let Some(route) = self.routes.iter().find(|r| r.http.is_some()) {
+                return Err(invalid(
+                    format!("routes.{}.http", route.name),
+                    "HTTP ingest is served on the device listener: set http.device_listen \
+                     (e.g. \"0.0.0.0:9465\" behind a TLS proxy)",
+                ));
+            }
+        }
+        if self.http.images_public && self.http.viewer_tokens_file.is_some() {
+            return Err(invalid(
+                "http.images_public",
+                "set images_public or viewer_tokens_file, not both",
+            ));
+        }
         // Each row binds 3 values and MySQL allows 65535 placeholders per statement.
         if !(1..=20_000).contains(&self.batch.max_rows) {
             return Err(invalid("batch.max_rows", "must be 1..=20000"));
+        }
+        if self.batch.max_bytes == 0 || self.batch.max_inflight_bytes == 0 {
+            return Err(invalid(
+                "batch.max_inflight_bytes",
+                "batch.max_bytes and batch.max_inflight_bytes must be at least 1",
+            ));
         }
         if self.batch.stall_timeout_s == 0 {
             return Err(invalid(
@@ -450,6 +537,12 @@ impl Settings {
                     format!("no sink {:?}; sinks are {known:?}", route.sink()),
                 ));
             }
+        }
+        if self.dead_letters.prune_interval_s == 0 {
+            return Err(invalid(
+                "dead_letters.prune_interval_s",
+                "must be at least 1 second",
+            ));
         }
         if let Some(sink) = &self.dead_letters.sink {
             if !known.iter().any(|k| sink_name(k) == sink) {
@@ -554,6 +647,19 @@ impl Settings {
     pub fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
         SocketAddr::from_str(&self.http.listen)
             .map_err(|e| invalid("http.listen", format!("{:?}: {e}", self.http.listen)))
+    }
+
+    /// The device listener's address, if it is on.
+    pub fn device_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.http
+            .device_listen
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                SocketAddr::from_str(a)
+                    .map_err(|e| invalid("http.device_listen", format!("{a:?}: {e}")))
+            })
+            .transpose()
     }
 
     /// The zone for offset-less datetimes.

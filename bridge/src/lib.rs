@@ -27,6 +27,7 @@ mod route;
 mod sink;
 mod source;
 mod supervisor;
+mod tokens;
 
 pub use app::{migrate, Bridge, MigrateError, RunError};
 pub use config::{ConfigError, Settings};

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     co2_bridge::install_panic_hook();
+    raise_file_limit();
     // TLS to the broker uses rustls with ring (see the workspace Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -140,6 +141,26 @@ async fn wait_for_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one: systemd gives
+/// services 1024 by default, and HTTP connections, the database pool and the
+/// MQTT connections share them (the HTTP listeners cap their connections too).
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(max)) = (limit.current, limit.maximum) else {
+        return;
+    };
+    if current < max {
+        limit.current = Some(max);
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => tracing::debug!(from = current, to = max, "Raised the open-file limit"),
+            Err(e) => {
+                tracing::warn!(error = %e, limit = current, "Cannot raise the open-file limit")
+            }
         }
     }
 }

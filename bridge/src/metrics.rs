@@ -31,6 +31,8 @@ pub struct Metrics {
     pub ingest_lag_seconds: Histogram,
     /// Messages received and not yet acknowledged.
     pub pending_messages: IntGauge,
+    /// Payload bytes received and not yet acknowledged.
+    pub inflight_bytes: IntGauge,
     /// 1 while connected to the broker.
     pub mqtt_connected: IntGauge,
     /// 1 while every sink answered its last request.
@@ -41,6 +43,12 @@ pub struct Metrics {
     pub db_retries: IntCounterVec,
     /// Connections established to the broker.
     pub mqtt_connections: IntCounter,
+    /// HTTP connections and requests refused by a limit, by listener and why.
+    pub http_refused: IntCounterVec,
+    /// Dead letters deleted by retention.
+    pub dead_letters_pruned: IntCounter,
+    /// Dead letters kept (the store's estimate, after the last retention pass).
+    pub dead_letters_stored: IntGauge,
     devices: DeviceSeries,
 }
 
@@ -208,6 +216,10 @@ impl Metrics {
                 "co2_bridge_pending_messages",
                 "Messages received and not yet acknowledged to the broker.",
             )?,
+            inflight_bytes: gauge(
+                "co2_bridge_inflight_bytes",
+                "Payload bytes received and not yet acknowledged (against batch.max_inflight_bytes).",
+            )?,
             mqtt_connected: gauge(
                 "co2_bridge_mqtt_connected",
                 "1 while the bridge is connected to the broker.",
@@ -220,6 +232,30 @@ impl Metrics {
             db_retries: by_sink(
                 "co2_bridge_db_retries_total",
                 "Batch writes that failed transiently and were retried, by sink.",
+            )?,
+            http_refused: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "co2_bridge_http_refused_total",
+                        "HTTP connections and requests refused by a limit (connections, ingest_busy, body_timeout), by listener.",
+                    ),
+                    &["listener", "why"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                for listener in ["operator", "device"] {
+                    for why in ["connections", "ingest_busy", "body_timeout"] {
+                        c.with_label_values(&[listener, why]);
+                    }
+                }
+                c
+            },
+            dead_letters_pruned: counter(
+                "co2_bridge_dead_letters_pruned_total",
+                "Dead letters deleted because they were older than dead_letters.retention_days.",
+            )?,
+            dead_letters_stored: gauge(
+                "co2_bridge_dead_letters_stored",
+                "Dead letters kept in the dead-letter sink (its estimate, after the last retention pass).",
             )?,
             mqtt_connections: counter(
                 "co2_bridge_mqtt_connections_total",
@@ -260,6 +296,11 @@ impl Metrics {
             seen.set(unix_time);
             d.latest.with_label_values(&label).set(emissions);
         }
+    }
+
+    /// Counts one refusal by an HTTP limit.
+    pub fn http_refused(&self, listener: &str, why: &str) {
+        self.http_refused.with_label_values(&[listener, why]).inc();
     }
 
     /// Counts one dead-lettered message.

@@ -94,7 +94,7 @@ bridge_bin=$(built_bin co2-bridge)
 if [[ -n $bridge_bin ]]; then
     mapfile -t envs < <(unit_env co2-bridge.service)
     sed -e 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/' \
-        -e 's/@DB_PORT@/3306/; s/@DB_NAME@/co2/' "$ops/config/bridge.toml.in" >"$work/bridge.toml"
+        -e 's/@DB_PORT@/3306/; s/@DB_NAME@/co2/; s/@DEVICE_LISTEN_LINE@/device_listen = "127.0.0.1:9465"/' "$ops/config/bridge.toml.in" >"$work/bridge.toml"
     env "${envs[@]}" "$bridge_bin" check-config --config "$work/bridge.toml" >"$work/cc.out" 2>&1 || true
     check "co2-bridge check-config accepts the installed bridge.toml" grep -q '^\[database\]' "$work/cc.out"
     check "co2-bridge reads the unit's CO2_BRIDGE__DATABASE__PASSWORD_FILE" grep -q "password_file = \"$work/creds/db-password\"" "$work/cc.out"

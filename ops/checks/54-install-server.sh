@@ -150,7 +150,7 @@ sed -e 's|^# \[routes.http\]|[routes.http]|' -e "s|^# tokens_file = .*|tokens_fi
     "$repo/bridge/routes.example.toml" >"$work/routes-http.toml"
 printf 'cam-1 %s\n' "$(openssl rand -hex 24)" >"$work/camera.tokens"
 inst3=("$ops/install-server.sh" --root "$root3" --bridge-bin "$bridge_bin" --only "secrets,mosquitto,bridge"
-    --bridge-port "$bport" --routes "$work/routes-http.toml")
+    --bridge-port "$bport" --routes "$work/routes-http.toml" --device-listen 127.0.0.1:9465)
 check_not "a route reading a credential that does not exist blocks the run" "${inst3[@]}"
 check "--credential camera-tokens=FILE installs it for the route" "${inst3[@]}" --credential "camera-tokens=$work/camera.tokens"
 "${inst3[@]}" >"$work/run3.out" 2>&1 || true

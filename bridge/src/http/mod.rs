@@ -1,8 +1,11 @@
-//! The bridge's HTTP listener (loopback by default): `/metrics`, `/healthz`,
-//! `/readyz`, plus what other modules mount on it: HTTP ingest
-//! ([`crate::source::http`]) and the `/images` page ([`images`]).
+//! The bridge's HTTP listeners. The operator listener (`http.listen`,
+//! loopback by default) serves `/metrics`, `/healthz` and `/readyz`; the
+//! device listener (`http.device_listen`, off unless set) serves HTTP ingest
+//! ([`crate::source::http`]) and the `/images` page ([`images`]). Both run
+//! the accept loop of [`server`], with its timeouts and connection cap.
 
 pub(crate) mod images;
+pub(crate) mod server;
 
 use std::sync::Arc;
 

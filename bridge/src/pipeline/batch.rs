@@ -5,34 +5,41 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Collects items until `max_rows` are waiting or the first has waited `max_delay`.
+/// Collects items until `max_rows` are waiting, or they weigh `max_bytes`,
+/// or the first has waited `max_delay`.
 #[derive(Debug)]
 pub struct Batcher<T> {
     items: Vec<T>,
+    bytes: usize,
     max_rows: usize,
+    max_bytes: usize,
     max_delay: Duration,
     opened_at: Option<Instant>,
 }
 
 impl<T> Batcher<T> {
-    /// A batcher that emits at `max_rows` items (at least 1) or `max_delay` after the first.
-    pub fn new(max_rows: usize, max_delay: Duration) -> Self {
+    /// A batcher that emits at `max_rows` items (at least 1), at `max_bytes`
+    /// (a single heavier item still makes a batch) or `max_delay` after the first.
+    pub fn new(max_rows: usize, max_bytes: usize, max_delay: Duration) -> Self {
         let max_rows = max_rows.max(1);
         Self {
             items: Vec::with_capacity(max_rows),
+            bytes: 0,
             max_rows,
+            max_bytes,
             max_delay,
             opened_at: None,
         }
     }
 
-    /// Adds an item received at `now`; returns true when the batch is full.
-    pub fn push(&mut self, item: T, now: Instant) -> bool {
+    /// Adds an item of `bytes` received at `now`; returns true when the batch is full.
+    pub fn push(&mut self, item: T, bytes: usize, now: Instant) -> bool {
         if self.items.is_empty() {
             self.opened_at = Some(now);
         }
         self.items.push(item);
-        self.items.len() >= self.max_rows
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.items.len() >= self.max_rows || self.bytes >= self.max_bytes
     }
 
     /// When the current batch is due by age, if anything is waiting.
@@ -48,6 +55,7 @@ impl<T> Batcher<T> {
     /// Takes everything waiting and starts a new batch.
     pub fn take(&mut self) -> Vec<T> {
         self.opened_at = None;
+        self.bytes = 0;
         std::mem::replace(&mut self.items, Vec::with_capacity(self.max_rows))
     }
 }
@@ -59,10 +67,10 @@ mod tests {
     #[test]
     fn full_at_max_rows() {
         let t = Instant::now();
-        let mut b = Batcher::new(3, Duration::from_millis(50));
-        assert!(!b.push(1, t));
-        assert!(!b.push(2, t));
-        assert!(b.push(3, t));
+        let mut b = Batcher::new(3, usize::MAX, Duration::from_millis(50));
+        assert!(!b.push(1, 10, t));
+        assert!(!b.push(2, 10, t));
+        assert!(b.push(3, 10, t));
         assert_eq!(b.take(), vec![1, 2, 3]);
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
@@ -71,19 +79,29 @@ mod tests {
     #[test]
     fn deadline_runs_from_the_first_item() {
         let t = Instant::now();
-        let mut b = Batcher::new(10, Duration::from_millis(50));
+        let mut b = Batcher::new(10, usize::MAX, Duration::from_millis(50));
         assert_eq!(b.deadline(), None);
-        b.push('a', t);
-        b.push('b', t + Duration::from_millis(40));
+        b.push('a', 1, t);
+        b.push('b', 1, t + Duration::from_millis(40));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(50)));
         b.take();
-        b.push('c', t + Duration::from_millis(70));
+        b.push('c', 1, t + Duration::from_millis(70));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(120)));
     }
 
     #[test]
     fn zero_max_rows_still_makes_progress() {
-        let mut b = Batcher::new(0, Duration::ZERO);
-        assert!(b.push((), Instant::now()));
+        let mut b = Batcher::new(0, usize::MAX, Duration::ZERO);
+        assert!(b.push((), 0, Instant::now()));
+    }
+
+    #[test]
+    fn full_at_max_bytes_and_a_heavy_item_is_a_batch_alone() {
+        let t = Instant::now();
+        let mut b = Batcher::new(1000, 100, Duration::from_millis(50));
+        assert!(!b.push(1, 60, t));
+        assert!(b.push(2, 60, t));
+        assert_eq!(b.take(), vec![1, 2]);
+        assert!(b.push(3, 500, t));
     }
 }

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::quarantine::Quarantine;
 use crate::route::Routes;
 use crate::sink::{Batch, Item, SinkError, Sinks, Written};
-use crate::source::Acker;
+use crate::source::{Ack, Acker};
 
 /// Writes decoded batches one at a time, in order, and acks each once stored.
 pub(super) struct Committer {
@@ -65,11 +65,14 @@ impl Committer {
 
     /// Writes and acks one batch; false if it was given up (not written).
     async fn commit(&self, batch: Decoded, give_up: &CancellationToken) -> bool {
+        // `_held` releases the batch's bytes when this returns: after the acks.
         let Decoded {
-            mut records,
+            records,
             tokens,
+            held: _held,
             ..
         } = batch;
+        let (mut records, tokens) = self.claim(records, tokens);
         self.faults
             .at_commit(records.iter().filter_map(|r| match r {
                 Record::Decoded { payload, .. } => Some(payload.as_ref()),
@@ -129,6 +132,24 @@ impl Committer {
             "Batch stored"
         );
         true
+    }
+
+    /// Claims every message for writing, and drops those whose HTTP request
+    /// gave up waiting (they were told "not stored" and must not be written).
+    fn claim(&self, records: Vec<Record>, tokens: Vec<Ack>) -> (Vec<Record>, Vec<Ack>) {
+        if tokens.iter().all(Ack::claim) {
+            return (records, tokens);
+        }
+        let (mut kept_records, mut kept_tokens) = (Vec::new(), Vec::new());
+        for (record, token) in records.into_iter().zip(tokens) {
+            if token.claim() {
+                kept_records.push(record);
+                kept_tokens.push(token);
+            } else {
+                self.metrics.pending_messages.dec();
+            }
+        }
+        (kept_records, kept_tokens)
     }
 
     /// Writes every record durably, each through its sink; returns what each sink stored.

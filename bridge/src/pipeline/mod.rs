@@ -23,6 +23,7 @@ use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
 use crate::route::{RouteId, Routes};
 use crate::sink::Sinks;
+use crate::source::budget::Held;
 use crate::source::{Ack, Acker, Delivery, Origin};
 use crate::supervisor::Supervisor;
 use batch::Batcher;
@@ -50,6 +51,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// Flush at this many deliveries...
     pub max_rows: usize,
+    /// ...or this many payload bytes...
+    pub max_bytes: usize,
     /// ...or when the oldest has waited this long.
     pub max_delay: Duration,
     /// How long a shutdown may keep retrying a failing sink.
@@ -105,6 +108,8 @@ pub struct PipelineTasks {
 struct Decoded {
     records: Vec<Record>,
     tokens: Vec<Ack>,
+    /// The deliveries' bytes, released once they are acknowledged.
+    held: Vec<Held>,
     fingerprints: Arc<[u64]>,
     /// When its first message arrived.
     opened: Instant,
@@ -129,6 +134,7 @@ impl Pipeline {
             acker,
             metrics,
             max_rows,
+            max_bytes,
             max_delay,
             shutdown_timeout,
             health,
@@ -154,6 +160,7 @@ impl Pipeline {
             routes,
             metrics,
             max_rows,
+            max_bytes,
             max_delay,
             shutdown_timeout,
             health,
@@ -173,6 +180,7 @@ struct Intake {
     routes: Arc<Routes>,
     metrics: Arc<Metrics>,
     max_rows: usize,
+    max_bytes: usize,
     max_delay: Duration,
     shutdown_timeout: Duration,
     health: Arc<Health>,
@@ -188,7 +196,7 @@ impl Intake {
         give_up: &CancellationToken,
         to_commit: &mpsc::Sender<Decoded>,
     ) {
-        let mut batcher = Batcher::new(self.max_rows, self.max_delay);
+        let mut batcher = Batcher::new(self.max_rows, self.max_bytes, self.max_delay);
         let mut stopping = false;
         loop {
             let deadline = batcher.deadline();
@@ -213,7 +221,8 @@ impl Intake {
                         if batcher.is_empty() {
                             self.health.busy(Stage::Intake, now.into_std());
                         }
-                        if !batcher.push(delivery, now) {
+                        let bytes = delivery.payload.len();
+                        if !batcher.push(delivery, bytes, now) {
                             continue;
                         }
                         batcher.take()
@@ -297,6 +306,7 @@ impl Intake {
                     self.send(
                         vec![record],
                         vec![delivery.ack],
+                        vec![delivery.held],
                         Arc::from([fp]),
                         opened,
                         to_commit,
@@ -323,18 +333,22 @@ impl Intake {
         let received = Utc::now();
         let mut records = Vec::with_capacity(deliveries.len());
         let mut tokens = Vec::with_capacity(deliveries.len());
+        let mut held = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             records.push(self.routes.record(&d.origin, d.payload, received));
             tokens.push(d.ack);
+            held.push(d.held);
         }
-        self.send(records, tokens, fingerprints, opened, to_commit)
+        self.send(records, tokens, held, fingerprints, opened, to_commit)
             .await;
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         records: Vec<Record>,
         tokens: Vec<Ack>,
+        held: Vec<Held>,
         fingerprints: Arc<[u64]>,
         opened: Instant,
         to_commit: &mpsc::Sender<Decoded>,
@@ -343,6 +357,7 @@ impl Intake {
         let batch = Decoded {
             records,
             tokens,
+            held,
             fingerprints,
             opened,
         };

@@ -29,6 +29,11 @@ pub enum Reason {
     TimeOutOfRange,
     /// The device id in the topic, payload or token is not a valid id.
     BadDevice,
+    /// The payload names another device than its topic or HTTP token does.
+    DeviceMismatch,
+    /// The payload names a device on a topic that names none, and the route
+    /// does not trust payloads to (`trust_payload_device`).
+    UntrustedDevice,
     /// No route matches the topic.
     NoRoute,
     /// The store refused the message as it is (found by splitting the batch).
@@ -63,7 +68,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -74,6 +79,8 @@ impl Reason {
         Reason::TooFarInFuture,
         Reason::TimeOutOfRange,
         Reason::BadDevice,
+        Reason::DeviceMismatch,
+        Reason::UntrustedDevice,
         Reason::NoRoute,
         Reason::DbRejected,
         Reason::FieldCount,
@@ -104,6 +111,8 @@ impl Reason {
             Reason::TooFarInFuture => "too_far_in_future",
             Reason::TimeOutOfRange => "time_out_of_range",
             Reason::BadDevice => "bad_device",
+            Reason::DeviceMismatch => "device_mismatch",
+            Reason::UntrustedDevice => "untrusted_device",
             Reason::NoRoute => "no_route",
             Reason::DbRejected => "db_rejected",
             Reason::FieldCount => "field_count",

@@ -124,6 +124,7 @@ mod tests {
         let ctx = Context {
             device: &device,
             device_from_source: false,
+            trust_payload_device: true,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())

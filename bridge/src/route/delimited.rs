@@ -151,7 +151,7 @@ impl Delimited {
         }
         fields.extend(flags);
         Ok(Message {
-            device: device.unwrap_or_else(|| ctx.device.clone()),
+            device: ctx.device_named(device)?,
             time: time.unwrap_or_else(|| ctx.now.naive_utc()),
             tags: Vec::new(),
             fields,
@@ -192,6 +192,7 @@ mod tests {
         let ctx = Context {
             device: &device,
             device_from_source: false,
+            trust_payload_device: true,
             now: Utc::now(),
         };
         Delimited::new(&bins(), Decoder::default()).decode(payload.as_bytes(), &ctx)

@@ -149,21 +149,21 @@ impl JsonDecoder {
     }
 }
 
-/// The device: from the topic if it names one, else from `field`, else the default.
+/// The device, given the one `field` names (see [`Context::device_named`]).
 pub(super) fn device(
     object: &Map<String, Json>,
     field: Option<&str>,
     ctx: &Context<'_>,
 ) -> Result<DeviceId, Reason> {
-    if ctx.device_from_source {
-        return Ok(ctx.device.clone());
-    }
-    match field.and_then(|f| object.get(f)) {
-        Some(Json::String(s)) => DeviceId::parse(s).map_err(|_| Reason::BadDevice),
-        Some(Json::Number(n)) => DeviceId::parse(&n.to_string()).map_err(|_| Reason::BadDevice),
-        Some(_) => Err(Reason::BadDevice),
-        None => Ok(ctx.device.clone()),
-    }
+    let named = match field.and_then(|f| object.get(f)) {
+        Some(Json::String(s)) => Some(DeviceId::parse(s).map_err(|_| Reason::BadDevice)?),
+        Some(Json::Number(n)) => {
+            Some(DeviceId::parse(&n.to_string()).map_err(|_| Reason::BadDevice)?)
+        }
+        Some(_) => return Err(Reason::BadDevice),
+        None => None,
+    };
+    ctx.device_named(named)
 }
 
 /// A time: a datetime string (read like the CO2 payload's) or a Unix time in
@@ -198,6 +198,7 @@ mod tests {
         let ctx = Context {
             device: &device,
             device_from_source: topic_device,
+            trust_payload_device: true,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         JsonDecoder::new(settings, Decoder::default())

@@ -13,7 +13,7 @@ pub(crate) mod settings;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
 use crate::pipeline::{DeadLetter, Reason, Record};
 use crate::source::Origin;
+use crate::tokens::Tokens;
 use binary::BinaryDecoder;
 use delimited::Delimited;
 use json::JsonDecoder;
@@ -44,13 +45,37 @@ pub const DEFAULT_SINK: &str = "mysql";
 pub type RouteId = usize;
 
 /// What a decoder sees besides the payload.
+#[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     /// The device named by the topic or token, or the route's default.
     pub device: &'a DeviceId,
     /// True when `device` came from the topic or token rather than the default.
     pub device_from_source: bool,
+    /// The route lets the payload name the device when the topic names none.
+    pub trust_payload_device: bool,
     /// When the bridge received the message.
     pub now: DateTime<Utc>,
+}
+
+impl Context<'_> {
+    /// The message's device, given the one its payload names (if any): a
+    /// payload may not name another device than its topic or token does
+    /// (`device_mismatch`), and on a topic that names none it is believed
+    /// only where the route trusts payloads (`untrusted_device` otherwise).
+    pub fn device_named(&self, in_payload: Option<DeviceId>) -> Result<DeviceId, Reason> {
+        match in_payload {
+            None => Ok(self.device.clone()),
+            Some(named) if self.device_from_source => {
+                if named == *self.device {
+                    Ok(named)
+                } else {
+                    Err(Reason::DeviceMismatch)
+                }
+            }
+            Some(named) if self.trust_payload_device => Ok(named),
+            Some(_) => Err(Reason::UntrustedDevice),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +99,7 @@ pub struct Route {
     column_names: Vec<String>,
     max_payload: usize,
     sink: String,
+    trust_payload_device: bool,
     tokens_file: Option<PathBuf>,
     tokens: Option<Tokens>,
 }
@@ -208,6 +234,7 @@ impl Routes {
                 layout,
                 max_payload: settings.wire.max_payload_bytes,
                 sink: settings.co2.sink.clone(),
+                trust_payload_device: false,
                 tokens_file: None,
                 tokens: None,
             });
@@ -301,6 +328,7 @@ impl Routes {
         let ctx = Context {
             device: &device,
             device_from_source,
+            trust_payload_device: route.trust_payload_device,
             now,
         };
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -555,6 +583,7 @@ fn build(
         column_names,
         max_payload,
         sink: s.sink.clone().unwrap_or_else(|| DEFAULT_SINK.to_owned()),
+        trust_payload_device: s.trust_payload_device,
         tokens_file: s.http.as_ref().map(|h| h.tokens_file.clone()),
         tokens: None,
     })
@@ -635,53 +664,6 @@ fn check_names_and_overlaps(
     Ok(())
 }
 
-/// Bearer tokens of one route: `<device> <token>` lines.
-#[derive(Debug)]
-struct Tokens(Vec<(Vec<u8>, DeviceId)>);
-
-impl Tokens {
-    fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut tokens = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (device, token) = line
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| format!("line {}: expected '<device> <token>'", n + 1))?;
-            let device = DeviceId::parse(device).map_err(|e| format!("line {}: {e}", n + 1))?;
-            let token = token.trim();
-            if token.len() < 16 {
-                return Err(format!(
-                    "line {}: tokens must be at least 16 characters",
-                    n + 1
-                ));
-            }
-            tokens.push((token.as_bytes().to_vec(), device));
-        }
-        Ok(Self(tokens))
-    }
-
-    /// Compares against every token in constant time per token, so timing does
-    /// not reveal how much of a guess was right.
-    fn device_for(&self, token: &str) -> Option<&DeviceId> {
-        let mut found = None;
-        for (candidate, device) in &self.0 {
-            if constant_time_eq(candidate, token.as_bytes()) {
-                found = Some(device);
-            }
-        }
-        found
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,6 +692,7 @@ name = "bins"
 topics = ["bins/level"]
 decoder = "delimited"
 table = "bin_levels"
+trust_payload_device = true
 [routes.delimited]
 fields = [
   { column = "level", type = "number", flag_word = "FULL", flag_column = "full" },
@@ -868,6 +851,40 @@ fields = [
     }
 
     #[test]
+    fn a_payload_cannot_speak_for_another_device() {
+        let pi = DeviceId::parse("pi").unwrap();
+        let other = DeviceId::parse("other").unwrap();
+        let ctx = |from_source, trust| Context {
+            device: &pi,
+            device_from_source: from_source,
+            trust_payload_device: trust,
+            now: now(),
+        };
+        // The topic or token names `pi`.
+        for trust in [false, true] {
+            assert_eq!(ctx(true, trust).device_named(None), Ok(pi.clone()));
+            assert_eq!(
+                ctx(true, trust).device_named(Some(pi.clone())),
+                Ok(pi.clone())
+            );
+            assert_eq!(
+                ctx(true, trust).device_named(Some(other.clone())),
+                Err(Reason::DeviceMismatch)
+            );
+        }
+        // A topic without a device level: the default, or the payload's if trusted.
+        assert_eq!(ctx(false, false).device_named(None), Ok(pi.clone()));
+        assert_eq!(
+            ctx(false, false).device_named(Some(other.clone())),
+            Err(Reason::UntrustedDevice)
+        );
+        assert_eq!(
+            ctx(false, true).device_named(Some(other.clone())),
+            Ok(other)
+        );
+    }
+
+    #[test]
     fn identifiers() {
         for ok in ["bin_levels", "_x", "A1"] {
             assert!(is_identifier(ok), "{ok}");
@@ -875,12 +892,5 @@ fields = [
         for bad in ["", "1a", "a-b", "a b", "a`b", "x;DROP", &"a".repeat(65)] {
             assert!(!is_identifier(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn tokens_are_matched_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

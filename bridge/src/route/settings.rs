@@ -25,6 +25,12 @@ pub struct RouteSettings {
     /// Allow this route's topics to overlap an earlier route's (the earlier wins).
     #[serde(default)]
     pub allow_overlap: bool,
+    /// Let the payload name the device (a JSON key, a delimited `device` field)
+    /// on a topic that names none. A payload never overrides the device its
+    /// topic or HTTP token names. What it gives up: any device allowed to
+    /// publish on the topic can write in every device's name.
+    #[serde(default)]
+    pub trust_payload_device: bool,
     /// Longest accepted payload (default 256 B for `pipe`, 64 KiB for `delimited`
     /// and `json`, 4 MiB for `binary`).
     pub max_payload_bytes: Option<usize>,

@@ -97,6 +97,23 @@ pub trait Sink: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The longest back-off between retries of a failing write.
     fn retry_max(&self) -> std::time::Duration;
+    /// Deletes the dead letters older than `days`, a little at a time so no
+    /// table is locked for long; returns how many went and how many are left
+    /// (`None` when the store cannot tell). A store that keeps time-limited
+    /// data by itself (InfluxDB's retention policies) deletes nothing here.
+    fn prune_dead_letters(&self, days: u32) -> BoxFuture<'_, Result<Pruned, String>> {
+        let _ = days;
+        Box::pin(async { Ok(Pruned::default()) })
+    }
+}
+
+/// What one pass of dead-letter retention did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Dead letters deleted.
+    pub deleted: u64,
+    /// Dead letters kept, if the store can tell.
+    pub remaining: Option<u64>,
 }
 
 /// The sinks of a configuration, and what else needs their connections.

@@ -3,7 +3,7 @@
 //! (decoder, batch, sink) and the answer comes once it is stored.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -11,15 +11,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, Semaphore};
 
-use super::{Ack, Delivery, HttpOutcome, Origin};
+use super::budget::ByteBudget;
+use super::{Ack, Delivery, HttpOutcome, HttpReply, Origin};
 use crate::metrics::Metrics;
 use crate::pipeline::Reason;
 use crate::route::Routes;
-
-/// How long an ingest request waits for its batch to be stored.
-const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the ingest endpoint needs.
 pub struct Ingest {
@@ -27,8 +25,25 @@ pub struct Ingest {
     pub routes: Arc<Routes>,
     /// The pipeline's input, shared with MQTT.
     pub tx: mpsc::Sender<Delivery>,
-    /// For the `unauthorized` count.
+    /// For the `unauthorized` and refusal counts.
     pub metrics: Arc<Metrics>,
+    /// Requests in flight at once (`http.max_ingest_requests`).
+    pub in_flight: Semaphore,
+    /// Time to receive the body (`http.body_timeout_s`).
+    pub body_timeout: Duration,
+    /// Time to answer, body included (`http.request_timeout_s`).
+    pub request_timeout: Duration,
+    /// Payload bytes in flight, shared with every source.
+    pub budget: Arc<ByteBudget>,
+}
+
+fn busy(why: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        format!("{why}; retry\n"),
+    )
+        .into_response()
 }
 
 /// `POST /ingest/{route}`.
@@ -48,14 +63,18 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 /// `POST /ingest/<route>` with `Authorization: Bearer <token>`: the body goes
 /// through the route's decoder and the same durable path as MQTT; the answer
-/// comes after the commit: 201 stored, 400 refused (and dead-lettered, with
-/// the reason), 401 bad token, 413 too large, 503 not stored (retry).
+/// comes once it is stored: 201 stored, 400 refused (and dead-lettered, with
+/// the reason), 401 bad token, 408 body too slow, 413 too large, 503 not
+/// stored (retry; `Retry-After`), or 503 "not confirmed" when the deadline
+/// passed while the write was under way (it may be stored: a retry is a
+/// no-op when the payload carries its own time).
 async fn ingest(
     State(state): State<Arc<Ingest>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = Instant::now();
     let Some((index, route)) = state
         .routes
         .by_name(&name)
@@ -80,6 +99,10 @@ async fn ingest(
         )
             .into_response();
     };
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        state.metrics.http_refused("device", "ingest_busy");
+        return busy("too many ingest requests in flight");
+    };
     let limit = route.max_payload();
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -91,13 +114,28 @@ async fn ingest(
             format!("at most {limit} bytes\n"),
         );
     }
-    let Ok(payload) = axum::body::to_bytes(body, limit).await else {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {limit} bytes\n"),
-        );
+    let payload =
+        match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(payload)) => payload,
+            Ok(Err(_)) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("at most {limit} bytes\n"),
+                )
+            }
+            Err(_) => {
+                state.metrics.http_refused("device", "body_timeout");
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time; nothing was stored\n",
+                );
+            }
+        };
+    let Some(held) = state.budget.try_hold(payload.len()) else {
+        state.metrics.http_refused("device", "ingest_busy");
+        return busy("too many bytes in flight, not stored");
     };
-    let (reply, answer) = oneshot::channel();
+    let (reply, mut wait) = HttpReply::new();
     let delivery = Delivery {
         origin: Origin::Http {
             route: index,
@@ -105,18 +143,36 @@ async fn ingest(
         },
         payload,
         ack: Ack::Http(reply),
+        held,
     };
     state.metrics.pending_messages.inc();
-    if state.tx.send(delivery).await.is_err() {
-        state.metrics.pending_messages.dec();
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down; retry\n");
+    let remaining = state.request_timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(remaining, state.tx.send(delivery)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            state.metrics.pending_messages.dec();
+            return busy("shutting down, not stored");
+        }
+        Err(_) => {
+            state.metrics.pending_messages.dec();
+            state.metrics.http_refused("device", "ingest_busy");
+            return busy("the pipeline is full, not stored");
+        }
     }
-    match tokio::time::timeout(INGEST_TIMEOUT, answer).await {
+    let remaining = state.request_timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(remaining, &mut wait.answer).await {
         Ok(Ok(HttpOutcome::Stored)) => text(StatusCode::CREATED, "stored\n"),
         Ok(Ok(HttpOutcome::Rejected(reason))) => {
             text(StatusCode::BAD_REQUEST, format!("rejected: {reason}\n"))
         }
-        // Not committed (yet): the caller must retry; a duplicate is harmless.
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "not stored; retry\n"),
+        Ok(Ok(HttpOutcome::NotStored) | Err(_)) => busy("not stored"),
+        Err(_) if wait.give_up() => busy("not stored in time, and now it will not be"),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "not confirmed in time: it may have been stored; a retry is a no-op when the \
+             payload carries its own time\n",
+        )
+            .into_response(),
     }
 }

@@ -4,8 +4,12 @@
 //! [`Delivery`]s; the pipeline hands back their [`Ack`]s, in arrival order,
 //! once the batch is stored.
 
+pub(crate) mod budget;
 pub(crate) mod http;
 pub(crate) mod mqtt;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use co2_wire::DeviceId;
@@ -38,6 +42,8 @@ pub struct Delivery {
     pub payload: Bytes,
     /// What acknowledges it once it is stored.
     pub ack: Ack,
+    /// Its bytes, held against the budget until it is acknowledged.
+    pub held: budget::Held,
 }
 
 /// What acknowledges one delivery, by source.
@@ -46,7 +52,73 @@ pub enum Ack {
     /// A PUBACK.
     Mqtt(mqtt::AckToken),
     /// An HTTP request waiting for its answer.
-    Http(oneshot::Sender<HttpOutcome>),
+    Http(HttpReply),
+}
+
+/// Where the answer to a waiting HTTP ingest request goes.
+///
+/// The request and the commit task race for the message: the commit task
+/// claims it just before writing; a request that gives up first (its
+/// deadline passed) takes it back, and it is not written at all. So a 503
+/// saying "not stored" is never followed by a commit of that message.
+#[derive(Debug)]
+pub struct HttpReply {
+    answer: oneshot::Sender<HttpOutcome>,
+    state: Arc<AtomicU8>,
+}
+
+/// The waiting request's side of an [`HttpReply`].
+#[derive(Debug)]
+pub struct HttpWait {
+    /// The answer, once the batch is settled.
+    pub answer: oneshot::Receiver<HttpOutcome>,
+    state: Arc<AtomicU8>,
+}
+
+const WAITING: u8 = 0;
+const CLAIMED: u8 = 1;
+const GIVEN_UP: u8 = 2;
+
+impl HttpReply {
+    /// A reply and the request's side of it.
+    pub fn new() -> (Self, HttpWait) {
+        let (tx, rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
+        (
+            Self {
+                answer: tx,
+                state: state.clone(),
+            },
+            HttpWait { answer: rx, state },
+        )
+    }
+
+    /// Claims the message for writing; false if its request gave up, in which
+    /// case it must not be written.
+    pub fn claim(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == CLAIMED,
+        }
+    }
+
+    fn send(self, outcome: HttpOutcome) {
+        // The caller may have hung up; the data is stored either way.
+        let _ = self.answer.send(outcome);
+    }
+}
+
+impl HttpWait {
+    /// Gives up waiting: true if the message was not claimed yet and now never
+    /// will be; false if it is being (or was) written.
+    pub fn give_up(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 /// The answer to an HTTP ingest request, sent once its batch is settled.
@@ -65,7 +137,16 @@ impl Ack {
     /// unacknowledged (the broker redelivers), HTTP answers "retry".
     pub fn abandon(self) {
         if let Self::Http(reply) = self {
-            let _ = reply.send(HttpOutcome::NotStored);
+            reply.send(HttpOutcome::NotStored);
+        }
+    }
+
+    /// False for an HTTP request that has given up waiting: its message must
+    /// not be written (see [`HttpReply`]). Claims the others for writing.
+    pub fn claim(&self) -> bool {
+        match self {
+            Self::Mqtt(_) => true,
+            Self::Http(reply) => reply.claim(),
         }
     }
 }
@@ -98,9 +179,7 @@ impl Acker {
             let sent = match ack {
                 Ack::Mqtt(token) => self.mqtt.ack(token),
                 Ack::Http(reply) => {
-                    let outcome = rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected);
-                    // The caller may have hung up; the data is stored either way.
-                    let _ = reply.send(outcome);
+                    reply.send(rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected));
                     true
                 }
             };

@@ -413,6 +413,7 @@ async fn rig(name: &str, faults: Option<&str>) -> Rig {
         "CO2_BRIDGE_CONFIG".into(),
         config(dir.path()).display().to_string(),
     ));
+    env.push(device_listener());
     env.push((
         "CO2_BRIDGE__STATE__DIR".into(),
         dir.path().join("state").display().to_string(),
@@ -490,7 +491,7 @@ async fn run_suite(rig: &Rig, bridge: &mut Binary, publisher: &Publisher) {
             Via::Http(route, status) => {
                 let auth = format!("Bearer {TOKEN}");
                 let (got, body) = http_request(
-                    bridge.http,
+                    bridge.device.expect("the device listener is on"),
                     "POST",
                     &format!("/ingest/{route}"),
                     &[("Authorization", &auth)],

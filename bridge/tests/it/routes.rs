@@ -27,6 +27,7 @@ async fn setup(name: &str) -> Setup {
     let config = routes_config(&[("cam-1", CAMERA_TOKEN)]);
     let mut env = bridge_env(&db.url(), broker.port(), &unique(name), http_port());
     env.push(("CO2_BRIDGE_CONFIG".into(), config.display().to_string()));
+    env.push(device_listener());
     Setup {
         db,
         broker,
@@ -274,7 +275,7 @@ async fn http_ingest_answers_after_commit_and_refuses_bad_requests() {
     let bridge = start(&s).await;
     let auth = format!("Bearer {CAMERA_TOKEN}");
     let post = |path: &'static str, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
-        let http = bridge.http;
+        let http = bridge.device.expect("the device listener is on");
         async move {
             let headers: Vec<(&str, &str)> =
                 headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -347,8 +348,11 @@ async fn http_ingest_answers_after_commit_and_refuses_bad_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
-    let s = setup("page").await;
+    let mut s = setup("page").await;
+    s.env
+        .push(("CO2_BRIDGE__HTTP__IMAGES_PUBLIC".into(), "true".into()));
     let bridge = start(&s).await;
+    let devices = bridge.device.expect("the device listener is on");
     let publisher = Publisher::connect(s.broker.port(), &unique("cam"));
     let colours = [
         ("cam-a", [220, 40, 40]),
@@ -374,13 +378,18 @@ async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
         .await
     );
 
-    let (status, html) = http_get(bridge.http, "/images").await.unwrap();
+    let (status, html) = http_get(devices, "/images").await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(html.matches("<img ").count(), 3, "{html}");
+    assert_eq!(
+        http_get(bridge.http, "/images").await.unwrap().0,
+        404,
+        "the images page is on the device listener, not the operator one"
+    );
 
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-page");
     std::fs::create_dir_all(&out).unwrap();
-    let url = format!("http://{}/images", bridge.http);
+    let url = format!("http://{devices}/images");
     let dom = chromium(&out, &["--dump-dom", &url]).await;
     for (i, (device, _)) in colours.iter().enumerate() {
         let width = 160 + i * 40;

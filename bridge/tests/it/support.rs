@@ -39,6 +39,8 @@ pub fn bridge_env(
 /// A bridge running inside the test process.
 pub struct InProcess {
     pub http: SocketAddr,
+    /// The device listener (ingest, images), when the environment turns it on.
+    pub device: Option<SocketAddr>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), co2_bridge::RunError>>,
 }
@@ -51,8 +53,19 @@ impl InProcess {
     /// As `start`, with a TOML config file under the environment.
     pub async fn start_with(env: Vec<(String, String)>, config: Option<&std::path::Path>) -> Self {
         let mut env = env;
-        env.retain(|(k, _)| k != "CO2_BRIDGE__HTTP__LISTEN");
+        let devices = env
+            .iter()
+            .any(|(k, _)| k == "CO2_BRIDGE__HTTP__DEVICE_LISTEN");
+        env.retain(|(k, _)| {
+            k != "CO2_BRIDGE__HTTP__LISTEN" && k != "CO2_BRIDGE__HTTP__DEVICE_LISTEN"
+        });
         env.push(("CO2_BRIDGE__HTTP__LISTEN".into(), "127.0.0.1:0".into()));
+        if devices {
+            env.push((
+                "CO2_BRIDGE__HTTP__DEVICE_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            ));
+        }
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("info,co2_bridge=debug")
@@ -60,9 +73,15 @@ impl InProcess {
         let settings = Settings::load_from(config, env).unwrap();
         let bridge = Bridge::build(settings).await.unwrap();
         let http = bridge.http_addr().unwrap();
+        let device = bridge.device_addr();
         let stop = CancellationToken::new();
         let task = tokio::spawn(bridge.run_until_stopped(stop.clone()));
-        let me = Self { http, stop, task };
+        let me = Self {
+            http,
+            device,
+            stop,
+            task,
+        };
         me.wait_ready().await;
         me
     }
@@ -93,16 +112,23 @@ impl InProcess {
 pub struct Binary {
     pub process: ChildProcess,
     pub http: SocketAddr,
+    /// The device listener (ingest, images), when the environment turns it on.
+    pub device: Option<SocketAddr>,
     pub log: PathBuf,
+}
+
+/// The port of the listener `key` names in `env`, if it is there.
+fn port_of(env: &[(String, String)], key: &str) -> Option<u16> {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
 }
 
 impl Binary {
     pub fn spawn(env: &[(String, String)], log_name: &str) -> Self {
-        let http_port = env
-            .iter()
-            .find(|(k, _)| k == "CO2_BRIDGE__HTTP__LISTEN")
-            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
-            .unwrap();
+        let http_port = port_of(env, "CO2_BRIDGE__HTTP__LISTEN").unwrap();
+        let device = port_of(env, "CO2_BRIDGE__HTTP__DEVICE_LISTEN")
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_co2-bridge"));
         command.arg("run").env("RUST_LOG", "info,co2_bridge=debug");
         for (k, v) in env {
@@ -113,6 +139,7 @@ impl Binary {
         Self {
             process,
             http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            device,
             log,
         }
     }
@@ -134,6 +161,14 @@ impl Binary {
 /// A free port for a bridge's HTTP listener.
 pub fn http_port() -> u16 {
     free_port().unwrap()
+}
+
+/// The environment that turns on a bridge's device listener, on a free port.
+pub fn device_listener() -> (String, String) {
+    (
+        "CO2_BRIDGE__HTTP__DEVICE_LISTEN".into(),
+        format!("127.0.0.1:{}", http_port()),
+    )
 }
 
 /// Reading `i` of device `d`: a distinct millisecond time and a value derived

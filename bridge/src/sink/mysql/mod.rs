@@ -13,7 +13,7 @@ use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
 use sqlx::{MySql, MySqlPool, Transaction};
 
-use super::{Batch, Item, PrepareError, Sink, SinkError, Written};
+use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, Written};
 use crate::config::DatabaseSettings;
 use crate::pipeline::DeadLetter;
 use crate::route::{RouteId, Routes};
@@ -147,6 +147,21 @@ impl Sink for MysqlSink {
     fn retry_max(&self) -> Duration {
         self.retry_max
     }
+
+    fn prune_dead_letters(&self, days: u32) -> BoxFuture<'_, Result<Pruned, String>> {
+        async move {
+            prune(&self.pool, days).await.map_err(|e| {
+                if schema::mysql_error_number(&e) == Some(1142) {
+                    "the bridge's account may not DELETE FROM rejected_messages; grant it \
+                     (provisioning/mysql/apply.sh does) or set dead_letters.retention_days = 0"
+                        .to_owned()
+                } else {
+                    e.to_string()
+                }
+            })
+        }
+        .boxed()
+    }
 }
 
 /// Splits items into statements under the placeholder limit and the byte budget.
@@ -267,6 +282,40 @@ async fn insert_dead_letters(
     }
     query.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// Dead letters deleted per statement: small enough that no statement holds
+/// the table's locks long enough for the writer to notice.
+const PRUNE_CHUNK: u64 = 1000;
+
+/// Deletes dead letters older than `days` in chunks, with a pause between them.
+async fn prune(pool: &MySqlPool, days: u32) -> Result<Pruned, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM rejected_messages \
+             WHERE received_at < UTC_TIMESTAMP(3) - INTERVAL ? DAY ORDER BY id LIMIT ?",
+        )
+        .bind(days)
+        .bind(PRUNE_CHUNK)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += done;
+        if done < PRUNE_CHUNK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An estimate from the table's statistics: counting the rows would read them all.
+    let remaining: Option<u64> = sqlx::query_scalar(
+        "SELECT TABLE_ROWS FROM information_schema.tables \
+         WHERE table_schema = DATABASE() AND table_name = 'rejected_messages'",
+    )
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    Ok(Pruned { deleted, remaining })
 }
 
 /// MySQL/MariaDB error numbers that mean "this row can never be stored as it is".

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use acks::{AckToken, Acker, ConnectionEpoch};
 pub use client::{connect, Client, EventLoop, Protocol};
 
+use super::budget::ByteBudget;
 use super::{Ack, Delivery, Origin};
 use crate::backoff::Backoff;
 use crate::health::Health;
@@ -51,6 +52,7 @@ pub struct Ingress {
     broker: String,
     link: usize,
     max_pause: Duration,
+    budget: Arc<ByteBudget>,
 }
 
 /// Free room in the pipeline channel that ends a pause, so that the task wakes
@@ -70,6 +72,7 @@ impl Ingress {
         health: Arc<Health>,
         reconnect_max: Duration,
         link: usize,
+        budget: Arc<ByteBudget>,
     ) -> Self {
         let broker = eventloop.broker();
         // Often enough that a ping goes out within the keep-alive even when
@@ -88,6 +91,7 @@ impl Ingress {
             broker,
             link,
             max_pause,
+            budget,
         }
     }
 
@@ -99,6 +103,9 @@ impl Ingress {
         loop {
             if !self.overflow.is_empty() {
                 self.wait_for_room().await;
+            }
+            if self.budget.spent() {
+                self.wait_for_bytes().await;
             }
             match self.eventloop.poll().await {
                 Ok(MqttEvent::Connected { session_present }) => {
@@ -197,6 +204,7 @@ impl Ingress {
     fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
         self.metrics.pending_messages.inc();
         let delivery = Delivery {
+            held: self.budget.hold(payload.len()),
             origin: Origin::Mqtt(topic),
             payload,
             ack: Ack::Mqtt(AckToken::new(self.link, ack, self.epoch.current())),
@@ -244,6 +252,26 @@ impl Ingress {
         });
         if sent.is_err() {
             self.let_overflow_go();
+        }
+    }
+
+    /// Holds off reading while the byte budget is spent: up to `max_pause`
+    /// (polling then keeps the session alive and reads at most a message or
+    /// two more), and without end once twice the budget is held. The broker
+    /// may then drop the connection for want of pings; it keeps the session
+    /// and the messages, and the bridge resumes it once bytes are released.
+    async fn wait_for_bytes(&mut self) {
+        if self.budget.overspent() {
+            tracing::warn!(
+                held_bytes = self.budget.used(),
+                "Twice the in-flight byte budget is held; not reading the broker until the sinks catch up"
+            );
+            self.budget.wait_until_available().await;
+            return;
+        }
+        tokio::select! {
+            _ = self.budget.wait_until_available() => {}
+            _ = tokio::time::sleep(self.max_pause) => {}
         }
     }
 
