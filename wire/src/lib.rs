@@ -5,10 +5,17 @@
 //! its canonical bytes. Both programs use it, so what one writes the other reads.
 
 mod datetime;
+mod event;
 mod reading;
+mod sequence;
 mod topic;
 mod unix_time;
 
+pub use event::{
+    DeviceEvent, DropCause, EventError, EventId, EventKind, EVENTS_TOPIC_LEVEL, EVENT_VERSION,
+    MAX_EVENT_BYTES, MAX_RANGES,
+};
 pub use reading::{Decoder, Limits, Reading, Rejection, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
+pub use sequence::{ranges_of, Epoch, Seq, SeqError, SeqRange, MAX_SEQ_LEN, SEQ_PROPERTY};
 pub use topic::{DeviceId, DeviceIdError, TopicFilter, TopicFilterError, TopicMatch};
 pub use unix_time::UnixUnit;
