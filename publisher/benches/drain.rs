@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use co2_publisher::app::timing;
 use co2_publisher::config::Settings;
 use co2_publisher::link::{mqtt_options, RumqttLink};
-use co2_publisher::spool::{Bounds, NewEntry, Spool, SpoolHandle};
+use co2_publisher::queue::{Queue, QueueHandle};
+use co2_publisher::spool::{Bounds, NewEntry, Options, Spool};
 use co2_publisher::uplink::{Signals, Stats, Uplink};
 use co2_testkit::Broker;
 
@@ -29,10 +30,10 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 fn backlog(path: &std::path::Path, n: usize) -> Spool {
     let mut spool = Spool::open(
         path,
-        Bounds {
+        Options::new(Bounds {
             max_rows: 10_000_000,
             max_age: None,
-        },
+        }),
     )
     .unwrap();
     let start = chrono::Utc::now() - chrono::Duration::hours(2);
@@ -41,16 +42,16 @@ fn backlog(path: &std::path::Path, n: usize) -> Spool {
             .iter()
             .map(|i| {
                 let t = start + chrono::Duration::milliseconds(*i as i64);
-                NewEntry {
-                    topic: "bench/pi-bench/emissions".into(),
-                    payload: format!(
+                NewEntry::reading(
+                    "bench/pi-bench/emissions",
+                    format!(
                         "{}|{:.2}",
                         t.format("%Y-%m-%d %H:%M:%S%.3f"),
                         400.0 + (*i % 500) as f64
                     )
                     .into_bytes(),
-                    stamped_ms: t.timestamp_millis(),
-                }
+                    t.timestamp_millis(),
+                )
             })
             .collect();
         spool
@@ -70,7 +71,7 @@ async fn drain_once(broker: &Broker, n: usize, window: u16) -> (Duration, u64) {
         broker.port()
     ))
     .unwrap();
-    let spool = SpoolHandle::new(spool);
+    let spool = QueueHandle::new(Queue::for_tests(spool));
     let stats = Arc::new(Stats::default());
     let signals = Signals::default();
     // Nothing more will be sampled: deliver the backlog, then stop.

@@ -1,19 +1,23 @@
-//! Wiring: sensor -> sampler -> spool -> uplink, and the `read-once` command.
+//! Wiring: sensor -> sampler -> queue -> uplink, the housekeeper (disk
+//! retries, age bound, drop announcements, the status file), and the
+//! `read-once` command.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use co2_wire::{Limits, Reading};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::ClockGate;
-use crate::config::{ConfigError, SensorKind, Settings};
+use crate::clock::{ClockGate, CommandProbe, Phase, SyncState, SystemClock, Timekeeper, WallClock};
+use crate::config::{ConfigError, Protocol, SensorKind, Settings};
 use crate::link::{mqtt_options, LinkError, RumqttLink};
+use crate::queue::{Queue, QueueConfig, QueueHandle, Store};
 use crate::sensor::{self, Sensor, SensorError};
-use crate::spool::{Bounds, NewEntry, Spool, SpoolError, SpoolHandle};
+use crate::spool::SpoolError;
+use crate::status::{self, Status};
 use crate::uplink::{Signals, Stats, Timing, Uplink};
 
 /// Why the publisher could not start or stopped.
@@ -43,12 +47,14 @@ pub struct Summary {
     pub queued: u64,
     /// Failed sensor reads.
     pub sensor_errors: u64,
-    /// Readings dropped by the queue bounds (full or too old).
+    /// Readings dropped by the queue bounds (full, too old, memory full).
     pub dropped: u64,
     /// PUBACKs received.
     pub acked: u64,
-    /// Readings still queued at exit.
+    /// Readings and announcements still queued at exit.
     pub left_in_queue: u64,
+    /// Readings salvaged from damaged queue files.
+    pub salvaged: u64,
 }
 
 /// The configured sensor kind; unset means simulated, except on a Pi, where
@@ -138,30 +144,32 @@ impl Stamper {
 }
 
 struct Sampler {
-    spool: SpoolHandle,
+    queue: QueueHandle,
     stats: Arc<Stats>,
     signals: Signals,
-    topic: String,
+    clock: Arc<Timekeeper>,
     interval: Duration,
     max_readings: Option<u64>,
 }
 
 impl Sampler {
-    async fn run(self, sensor: Box<dyn Sensor>, gate: ClockGate<crate::clock::CommandProbe>) {
+    async fn run(self, sensor: Box<dyn Sensor>, gate: ClockGate<CommandProbe>) {
         if gate.wait(&self.signals.shutdown).await {
-            self.sample(sensor).await;
+            self.clock.start();
+            self.sample(sensor, &gate).await;
         }
         self.signals.input_done.store(true, Ordering::Release);
         self.signals.spool_grew.notify_one();
     }
 
-    async fn sample(&self, mut sensor: Box<dyn Sensor>) {
+    async fn sample(&self, mut sensor: Box<dyn Sensor>, gate: &ClockGate<CommandProbe>) {
         let limits = Limits::default();
         let mut stamper = Stamper::default();
         let mut ticks = tokio::time::interval(self.interval);
         // After a slow read, keep the spacing rather than bursting to catch up.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut taken = 0u64;
+        let mut last_probe: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = self.signals.shutdown.cancelled() => return,
@@ -169,8 +177,22 @@ impl Sampler {
             }
             let (back, value) = read_blocking(sensor).await;
             sensor = back;
+            // In holdover, ask the system (at most every poll) whether its clock is synchronised now.
+            let synced = if self.clock.phase() == Phase::Holdover
+                && gate.require_sync()
+                && last_probe.is_none_or(|t| t.elapsed() >= gate.poll())
+            {
+                last_probe = Some(Instant::now());
+                Some(gate.probe().await == SyncState::Synced)
+            } else {
+                None
+            };
+            let (now, clock_event) = self.clock.reading_time(synced, gate.floor());
+            if let Some(event) = clock_event {
+                self.announce_clock(event).await;
+            }
             let reading = match value {
-                Ok(v) => Reading::new(stamper.stamp(Utc::now()), v, &limits)
+                Ok(v) => Reading::new(stamper.stamp(now), v, &limits)
                     .map_err(|e| SensorError::Frame(format!("value {v}: {e}"))),
                 Err(e) => Err(e),
             };
@@ -191,32 +213,52 @@ impl Sampler {
         }
     }
 
+    async fn announce_clock(&self, event: co2_wire::EventKind) {
+        match &event {
+            co2_wire::EventKind::ClockJump {
+                by_ms,
+                wall,
+                expected,
+            } => {
+                Stats::add(&self.stats.clock_jumps, 1);
+                self.stats.note_error(format!(
+                    "clock jumped {by_ms:+} ms (said {wall}, expected {expected})"
+                ));
+                tracing::error!(by_ms, %wall, %expected, "Clock jumped; stamping readings from the last trusted time plus elapsed time until it is trustworthy again");
+            }
+            co2_wire::EventKind::ClockResync { offset_ms } => {
+                tracing::warn!(
+                    offset_ms,
+                    "Clock trusted again; stamping readings from the system clock"
+                );
+            }
+            _ => {}
+        }
+        if let Err(e) = self.queue.with(move |q| q.push_event(event)).await {
+            tracing::error!(error = %e, "Cannot queue the clock announcement");
+        }
+        self.signals.spool_grew.notify_one();
+    }
+
     async fn queue(&self, reading: Reading) {
-        let entry = NewEntry {
-            topic: self.topic.clone(),
-            payload: reading.to_payload(),
-            stamped_ms: reading.time().timestamp_millis(),
-        };
-        let now_ms = Utc::now().timestamp_millis();
-        match self.spool.with(move |s| s.append(&[entry], now_ms)).await {
-            Ok((ids, dropped)) => {
+        let payload = reading.to_payload();
+        let stamped_ms = reading.time().timestamp_millis();
+        match self
+            .queue
+            .with(move |q| q.push_reading(payload, stamped_ms))
+            .await
+        {
+            Ok(queued) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(queue_id = ids.first().copied().unwrap_or_default(), reading = %reading, "Reading queued");
-                if dropped.total() > 0 {
-                    self.stats
-                        .dropped_over_rows
-                        .fetch_add(dropped.over_rows, Ordering::Relaxed);
-                    self.stats
-                        .dropped_too_old
-                        .fetch_add(dropped.too_old, Ordering::Relaxed);
-                    tracing::warn!(
-                        over_rows = dropped.over_rows,
-                        too_old = dropped.too_old,
-                        dropped_total = Stats::get(&self.stats.dropped_over_rows)
-                            + Stats::get(&self.stats.dropped_too_old),
-                        "Queue bound reached; dropped the oldest readings"
-                    );
-                }
+                // What tests (and a person with RUST_LOG=debug) count as "queued":
+                // written after the commit to disk (or the append to memory).
+                let seq = queued.seq.map(|s| s.to_string()).unwrap_or_default();
+                let store = match queued.store {
+                    Store::Disk => "disk",
+                    Store::Memory => "memory",
+                };
+                // `reading` stays the last field: tests read the line up to its end.
+                tracing::debug!(queue_id = queued.id, store = %store, seq = %seq, reading = %reading, "Reading queued");
                 self.signals.spool_grew.notify_one();
             }
             Err(e) => {
@@ -227,16 +269,13 @@ impl Sampler {
     }
 }
 
-/// Opens the queue `[queue]` describes.
-pub fn open_spool(settings: &Settings) -> Result<Spool, SpoolError> {
-    Spool::open(
-        &settings.queue.path,
-        Bounds {
-            max_rows: settings.queue.max_rows,
-            max_age: (settings.queue.max_age_s > 0)
-                .then(|| Duration::from_secs(settings.queue.max_age_s)),
-        },
-    )
+/// Opens the queue `[queue]` describes (salvaging, or in memory, as needed).
+pub fn open_queue(
+    settings: &Settings,
+    stats: Arc<Stats>,
+    clock: Arc<Timekeeper>,
+) -> Result<Queue, SpoolError> {
+    Queue::open(QueueConfig::from_settings(settings), stats, clock)
 }
 
 /// The uplink timing `[mqtt]` describes.
@@ -262,15 +301,35 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> Result<Summary, AppError> {
+    run_with(settings, shutdown, stats, Arc::new(SystemClock)).await
+}
+
+/// [`run_with_stats`], reading the time from `wall` (tests make it jump).
+pub async fn run_with(
+    settings: Settings,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+    wall: Arc<dyn WallClock>,
+) -> Result<Summary, AppError> {
     // rustls needs one crypto provider per process; ring cross-compiles to the Pi
     // without cmake. An error means one is installed already, which is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let device = settings.device_id()?;
     let options = mqtt_options(&settings)?;
     let sensor = open_sensor(&settings)?;
-    let spool = open_spool(&settings)?;
-    let queued_at_start = spool.len();
-    let spool = SpoolHandle::new(spool);
+    let clock = Arc::new(Timekeeper::new(
+        Arc::clone(&wall),
+        Duration::from_millis(settings.clock.max_jump_ms),
+    ));
+    let queue = {
+        let (settings, stats, clock) = (settings.clone(), Arc::clone(&stats), Arc::clone(&clock));
+        tokio::task::spawn_blocking(move || open_queue(&settings, stats, clock))
+            .await
+            .map_err(|e| SpoolError::Worker(e.to_string()))??
+    };
+    let queued_at_start = queue.len();
+    let store = queue.store();
+    let queue = QueueHandle::new(queue);
     let signals = Signals {
         shutdown: shutdown.clone(),
         ..Signals::default()
@@ -279,32 +338,47 @@ pub async fn run_with_stats(
         %device,
         sensor = %sensor.describe(),
         broker = %format!("{}:{}", settings.mqtt.host, settings.mqtt.port),
+        protocol = ?settings.mqtt.protocol,
         tls = settings.mqtt.tls.is_some(),
         topic = %settings.topic(),
+        events_topic = %settings.events_topic(),
         queue = %settings.queue.path.display(),
+        store = ?store,
         queued = queued_at_start,
         interval_ms = settings.interval_ms,
         "Publisher starting"
     );
+    if settings.mqtt.protocol == Protocol::V311 {
+        tracing::info!(
+            "MQTT 3.1.1 has no message properties: readings are sent without their sequence number"
+        );
+    }
 
     let sampler = Sampler {
-        spool: spool.clone(),
+        queue: queue.clone(),
         stats: Arc::clone(&stats),
         signals: signals.clone(),
-        topic: settings.topic(),
+        clock: Arc::clone(&clock),
         interval: settings.interval(),
         max_readings: settings.max_readings,
     };
-    let sampling = tokio::spawn(sampler.run(sensor, ClockGate::from_settings(&settings.clock)));
-    let reporter = tokio::spawn(report_periodically(
-        Arc::clone(&stats),
-        spool.clone(),
-        shutdown.clone(),
-    ));
+    let gate = ClockGate::from_settings(&settings.clock).with_clock(wall);
+    let sampling = tokio::spawn(sampler.run(sensor, gate));
+    let started_at = Utc::now();
+    let keeper = Housekeeper {
+        queue: queue.clone(),
+        stats: Arc::clone(&stats),
+        clock: Arc::clone(&clock),
+        signals: signals.clone(),
+        settings: settings.clone(),
+        device: device.as_str().to_owned(),
+        started_at,
+    };
+    let housekeeping = tokio::spawn(keeper.clone().run());
 
     let uplink = Uplink::new(
         RumqttLink::start(options),
-        spool.clone(),
+        queue.clone(),
         Arc::clone(&stats),
         signals.clone(),
         timing(&settings),
@@ -313,20 +387,24 @@ pub async fn run_with_stats(
     // The uplink may finish first (max_readings delivered): stop the rest too.
     shutdown.cancel();
     let _ = sampling.await;
-    let _ = reporter.await;
+    let _ = housekeeping.await;
+    let _ = queue.with(|q| q.shutdown()).await;
+    keeper.write_status(false).await;
     result?;
 
     let summary = Summary {
         queued: Stats::get(&stats.queued),
         sensor_errors: Stats::get(&stats.sensor_errors),
-        dropped: Stats::get(&stats.dropped_over_rows) + Stats::get(&stats.dropped_too_old),
+        dropped: stats.dropped(),
         acked: Stats::get(&stats.acked),
-        left_in_queue: spool.len(),
+        left_in_queue: queue.len(),
+        salvaged: Stats::get(&stats.salvaged),
     };
     tracing::info!(
         queued = summary.queued,
         acked = summary.acked,
         dropped = summary.dropped,
+        salvaged = summary.salvaged,
         sensor_errors = summary.sensor_errors,
         left_in_queue = summary.left_in_queue,
         "Publisher stopped"
@@ -334,27 +412,133 @@ pub async fn run_with_stats(
     Ok(summary)
 }
 
-/// One line of counters a minute, so a journal shows health without metrics.
-async fn report_periodically(stats: Arc<Stats>, spool: SpoolHandle, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(Duration::from_secs(60));
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
+/// Periodic work beside sampling and publishing: the queue's housekeeping
+/// (disk retries, age bound, drop announcements) every second, the status
+/// file every `status.interval_ms`, and one line of counters a minute so a
+/// journal shows health without metrics.
+#[derive(Clone)]
+struct Housekeeper {
+    queue: QueueHandle,
+    stats: Arc<Stats>,
+    clock: Arc<Timekeeper>,
+    signals: Signals,
+    settings: Settings,
+    device: String,
+    started_at: DateTime<Utc>,
+}
+
+impl Housekeeper {
+    async fn run(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let status_every = Duration::from_millis(self.settings.status.interval_ms);
+        let mut last_status: Option<Instant> = None;
+        let mut last_stats = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.signals.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let connected = self.stats.connected.load(Ordering::Relaxed);
+            match self.queue.with(move |q| q.housekeeping(connected)).await {
+                Ok(true) => self.signals.spool_grew.notify_one(),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "Queue housekeeping failed"),
+            }
+            if last_status.is_none_or(|t| t.elapsed() >= status_every) {
+                last_status = Some(Instant::now());
+                self.write_status(true).await;
+            }
+            if last_stats.elapsed() >= Duration::from_secs(60) {
+                last_stats = Instant::now();
+                self.log_stats();
+            }
         }
+    }
+
+    fn log_stats(&self) {
+        let s = &self.stats;
         tracing::info!(
-            queued_total = Stats::get(&stats.queued),
-            published_total = Stats::get(&stats.published),
-            acked_total = Stats::get(&stats.acked),
-            dropped_total =
-                Stats::get(&stats.dropped_over_rows) + Stats::get(&stats.dropped_too_old),
-            sensor_errors_total = Stats::get(&stats.sensor_errors),
-            queue_errors_total = Stats::get(&stats.queue_errors),
-            connects_total = Stats::get(&stats.connects),
-            in_queue = spool.len(),
+            queued_total = Stats::get(&s.queued),
+            published_total = Stats::get(&s.published),
+            acked_total = Stats::get(&s.acked),
+            dropped_total = s.dropped(),
+            sensor_errors_total = Stats::get(&s.sensor_errors),
+            queue_errors_total = Stats::get(&s.queue_errors),
+            connects_total = Stats::get(&s.connects),
+            in_queue = self.queue.len(),
             "Stats"
         );
+    }
+
+    /// Rewrites the status file; says so once if it cannot.
+    async fn write_status(&self, running: bool) {
+        let snapshot = match self.queue.with(|q| q.snapshot()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the queue for the status file");
+                return;
+            }
+        };
+        let s = &self.stats;
+        let notes = s.notes();
+        let status = Status {
+            version: status::STATUS_VERSION,
+            pid: std::process::id(),
+            device: self.device.clone(),
+            started_at: self.started_at,
+            written_at: Utc::now(),
+            interval_ms: self.settings.status.interval_ms,
+            running,
+            broker: status::BrokerStatus {
+                address: format!("{}:{}", self.settings.mqtt.host, self.settings.mqtt.port),
+                protocol: match self.settings.mqtt.protocol {
+                    Protocol::V5 => "v5",
+                    Protocol::V311 => "v311",
+                }
+                .to_owned(),
+                connected: running && s.connected.load(Ordering::Relaxed),
+                last_puback: notes.last_puback,
+            },
+            queue: snapshot,
+            dropped: status::DroppedStatus {
+                max_rows: Stats::get(&s.dropped_over_rows),
+                max_age: Stats::get(&s.dropped_too_old),
+                memory_bound: Stats::get(&s.dropped_memory),
+            },
+            salvage: status::SalvageStatus {
+                corrupt_files: Stats::get(&s.corrupt_files),
+                salvaged: Stats::get(&s.salvaged),
+                last: notes.last_recovery,
+            },
+            memory_mode_entries: Stats::get(&s.memory_mode_entries),
+            clock: self.clock.snapshot(),
+            counters: status::Counters {
+                queued: Stats::get(&s.queued),
+                published: Stats::get(&s.published),
+                acked: Stats::get(&s.acked),
+                refused: Stats::get(&s.refused),
+                sensor_errors: Stats::get(&s.sensor_errors),
+                connects: Stats::get(&s.connects),
+                events_queued: Stats::get(&s.events_queued),
+                events_dropped: Stats::get(&s.events_dropped),
+            },
+            last_error: notes
+                .last_error
+                .map(|(at, message)| status::ErrorNote { at, message }),
+        };
+        let path = self.settings.status.path.clone();
+        let written = tokio::task::spawn_blocking(move || status::write(&path, &status)).await;
+        let failed = match written {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(e) = failed {
+            if !self.stats.status_write_failed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(path = %self.settings.status.path.display(), error = %e, "Cannot write the status file; `co2-publisher status` will not see this run (set status.path)");
+            }
+        }
     }
 }
 

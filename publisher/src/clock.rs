@@ -1,14 +1,45 @@
-//! Clock sanity: a Pi has no RTC and can boot with a clock in the past, so
-//! nothing is stamped until the time is plausible (not before a floor) and,
-//! if required, the system says it is synchronised.
+//! Clock sanity for the whole run.
+//!
+//! At start ([`ClockGate`]): a Pi has no RTC and can boot with a clock in the
+//! past, so nothing is stamped until the time is plausible (not before a
+//! floor) and, if required, the system says it is synchronised.
+//!
+//! Then ([`Timekeeper`]): between two readings the wall clock must advance
+//! like the monotonic clock (within `clock.max_jump_ms`). A clock that steps
+//! backwards, or forwards further than time passed (a wrong manual set, an
+//! NTP step the gate did not wait for), is a jump: it is logged and
+//! announced, and readings are stamped in *holdover*, from the last trusted
+//! time plus the monotonic time elapsed, never with the jumped time. Holdover
+//! ends when the wall clock agrees with the held-over time again, or, with
+//! `clock.require_sync`, when the system reports its clock synchronised
+//! (then the wall clock is the better one, and it is believed).
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use co2_wire::EventKind;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClockSettings;
+
+/// The wall clock; tests inject one that jumps.
+pub trait WallClock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
 
 /// When this program was built (Unix seconds, from build.rs): no real reading is older.
 pub fn build_time() -> DateTime<Utc> {
@@ -107,7 +138,7 @@ pub struct ClockGate<P> {
     require_sync: bool,
     poll: Duration,
     probe: P,
-    now: fn() -> DateTime<Utc>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl ClockGate<CommandProbe> {
@@ -130,20 +161,40 @@ impl<P: SyncProbe> ClockGate<P> {
             require_sync,
             poll,
             probe,
-            now: Utc::now,
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// Replaces the clock (tests).
-    pub fn with_now(mut self, now: fn() -> DateTime<Utc>) -> Self {
-        self.now = now;
+    /// Reads `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.clock = clock;
         self
+    }
+
+    /// The floor: no plausible time is earlier.
+    pub fn floor(&self) -> DateTime<Utc> {
+        self.floor
+    }
+
+    /// Between checks while waiting.
+    pub fn poll(&self) -> Duration {
+        self.poll
+    }
+
+    /// Whether the probe's word is needed to trust the clock.
+    pub fn require_sync(&self) -> bool {
+        self.require_sync
+    }
+
+    /// Asks the probe (see [`SyncProbe`]).
+    pub async fn probe(&self) -> SyncState {
+        self.probe.probe().await
     }
 
     /// One check. A probe that cannot tell does not block: the floor still
     /// applies, and [`ClockGate::wait`] logs that sync could not be checked.
     pub async fn check(&self) -> (Verdict, Option<String>) {
-        let now = (self.now)();
+        let now = self.clock.now();
         if now < self.floor {
             return (
                 Verdict::BeforeFloor {
@@ -178,7 +229,7 @@ impl<P: SyncProbe> ClockGate<P> {
             match verdict {
                 Verdict::Plausible => {
                     if told {
-                        tracing::info!(now = %(self.now)(), "Clock is plausible now; stamping readings");
+                        tracing::info!(now = %self.clock.now(), "Clock is plausible now; stamping readings");
                     }
                     return true;
                 }
@@ -196,6 +247,190 @@ impl<P: SyncProbe> ClockGate<P> {
                 _ = cancel.cancelled() => return false,
                 _ = tokio::time::sleep(self.poll) => {}
             }
+        }
+    }
+}
+
+/// Where the [`Timekeeper`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The start gate has not passed: nothing is stamped.
+    Waiting,
+    /// Stamping from the wall clock.
+    Trusted,
+    /// Stamping from the last trusted time plus monotonic time, after a jump.
+    Holdover,
+}
+
+/// The last jump seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jump {
+    /// Wall clock minus the expected time, in ms (positive: forward).
+    pub by_ms: i64,
+    /// What the wall clock said.
+    pub wall: DateTime<Utc>,
+    /// What it should have said.
+    pub expected: DateTime<Utc>,
+}
+
+/// The clock's state, for the status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSnapshot {
+    /// Waiting, trusted or holdover.
+    pub phase: Phase,
+    /// Jumps detected in this run.
+    pub jumps: u64,
+    /// The last one.
+    pub last_jump: Option<Jump>,
+    /// Wall clock minus the time readings get now, in ms (0 unless in holdover).
+    pub offset_ms: i64,
+}
+
+#[derive(Debug)]
+struct Keeper {
+    phase: Phase,
+    /// The last trusted wall time and the monotonic instant it was read at.
+    anchor: Option<(DateTime<Utc>, Instant)>,
+    jumps: u64,
+    last_jump: Option<Jump>,
+}
+
+/// The time readings are stamped with, checked against the monotonic clock
+/// at every reading (see the module docs).
+pub struct Timekeeper {
+    wall: Arc<dyn WallClock>,
+    max_jump: chrono::Duration,
+    state: Mutex<Keeper>,
+}
+
+impl Timekeeper {
+    /// A keeper reading `wall`, allowing `max_jump` between wall and monotonic time.
+    pub fn new(wall: Arc<dyn WallClock>, max_jump: Duration) -> Self {
+        Self {
+            wall,
+            max_jump: chrono::Duration::from_std(max_jump).unwrap_or(chrono::Duration::MAX),
+            state: Mutex::new(Keeper {
+                phase: Phase::Waiting,
+                anchor: None,
+                jumps: 0,
+                last_jump: None,
+            }),
+        }
+    }
+
+    /// The wall clock it reads.
+    pub fn wall(&self) -> Arc<dyn WallClock> {
+        Arc::clone(&self.wall)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keeper> {
+        // A panic elsewhere while holding the lock leaves consistent data: keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The start gate passed: trust the wall clock from now on.
+    pub fn start(&self) {
+        let mut k = self.lock();
+        k.phase = Phase::Trusted;
+        k.anchor = Some((self.wall.now(), Instant::now()));
+    }
+
+    /// Where it stands.
+    pub fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    fn expected(k: &Keeper, mono: Instant) -> Option<DateTime<Utc>> {
+        let (wall, at) = k.anchor?;
+        let elapsed = chrono::Duration::from_std(mono.saturating_duration_since(at)).ok()?;
+        wall.checked_add_signed(elapsed)
+    }
+
+    /// The best time now (for events and the age bound): the wall clock
+    /// when it agrees with the monotonic clock, the held-over time when not,
+    /// `None` before the start gate passed. Changes nothing: only a reading
+    /// ([`Timekeeper::reading_time`]) declares a jump.
+    pub fn now(&self) -> Option<DateTime<Utc>> {
+        let k = self.lock();
+        let wall = self.wall.now();
+        let expected = Self::expected(&k, Instant::now());
+        match (k.phase, expected) {
+            (Phase::Waiting, _) | (_, None) => None,
+            (Phase::Trusted, Some(e)) if (wall - e).abs() <= self.max_jump => Some(wall),
+            (_, Some(e)) => Some(e),
+        }
+    }
+
+    /// The time for a reading taken now, and the event to announce if the
+    /// clock jumped or came back. `synced`: the system's word on its clock,
+    /// when asked (only needed in holdover). `floor`: no trusted time is earlier.
+    pub fn reading_time(
+        &self,
+        synced: Option<bool>,
+        floor: DateTime<Utc>,
+    ) -> (DateTime<Utc>, Option<EventKind>) {
+        let mut k = self.lock();
+        let wall = self.wall.now();
+        let mono = Instant::now();
+        let Some(expected) = Self::expected(&k, mono) else {
+            // Not started (cannot happen once the gate passed): trust, anchor.
+            k.phase = Phase::Trusted;
+            k.anchor = Some((wall, mono));
+            return (wall, None);
+        };
+        let off = wall - expected;
+        let agrees = off.abs() <= self.max_jump && wall >= floor;
+        match k.phase {
+            Phase::Trusted | Phase::Waiting if agrees => {
+                k.phase = Phase::Trusted;
+                k.anchor = Some((wall, mono));
+                (wall, None)
+            }
+            Phase::Trusted | Phase::Waiting => {
+                k.phase = Phase::Holdover;
+                k.jumps += 1;
+                let jump = Jump {
+                    by_ms: off.num_milliseconds(),
+                    wall,
+                    expected,
+                };
+                k.last_jump = Some(jump.clone());
+                (
+                    expected,
+                    Some(EventKind::ClockJump {
+                        by_ms: jump.by_ms,
+                        wall,
+                        expected,
+                    }),
+                )
+            }
+            Phase::Holdover if agrees || (synced == Some(true) && wall >= floor) => {
+                k.phase = Phase::Trusted;
+                k.anchor = Some((wall, mono));
+                (
+                    wall,
+                    Some(EventKind::ClockResync {
+                        offset_ms: off.num_milliseconds(),
+                    }),
+                )
+            }
+            Phase::Holdover => (expected, None),
+        }
+    }
+
+    /// The state, for the status file.
+    pub fn snapshot(&self) -> ClockSnapshot {
+        let k = self.lock();
+        let offset_ms = match (k.phase, Self::expected(&k, Instant::now())) {
+            (Phase::Holdover, Some(e)) => (self.wall.now() - e).num_milliseconds(),
+            _ => 0,
+        };
+        ClockSnapshot {
+            phase: k.phase,
+            jumps: k.jumps,
+            last_jump: k.last_jump.clone(),
+            offset_ms,
         }
     }
 }
@@ -254,8 +489,8 @@ mod tests {
     #[tokio::test]
     async fn a_clock_before_the_floor_is_refused_without_asking_the_probe() {
         let (probe, calls) = scripted(vec![SyncState::Synced]);
-        let gate =
-            ClockGate::new(y2026(), true, Duration::from_millis(1), probe).with_now(boot_in_1970);
+        let gate = ClockGate::new(y2026(), true, Duration::from_millis(1), probe)
+            .with_clock(Arc::new(Fixed(boot_in_1970())));
         assert!(matches!(gate.check().await.0, Verdict::BeforeFloor { .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
@@ -292,6 +527,88 @@ mod tests {
         let cancel = CancellationToken::new();
         cancel.cancel();
         assert!(!gate.wait(&cancel).await);
+    }
+
+    /// A wall clock at a fixed time.
+    struct Fixed(DateTime<Utc>);
+
+    impl WallClock for Fixed {
+        fn now(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    /// The system clock plus an offset the test moves.
+    #[derive(Default)]
+    struct Jumpy(std::sync::atomic::AtomicI64);
+
+    impl WallClock for Jumpy {
+        fn now(&self) -> DateTime<Utc> {
+            Utc::now() + chrono::Duration::milliseconds(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    fn keeper() -> (Arc<Jumpy>, Timekeeper) {
+        let wall = Arc::new(Jumpy::default());
+        let tk = Timekeeper::new(wall.clone(), Duration::from_millis(500));
+        (wall, tk)
+    }
+
+    fn near(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+        (a - b).abs() < chrono::Duration::milliseconds(200)
+    }
+
+    #[test]
+    fn a_jump_either_way_is_held_over_and_announced_once() {
+        for by in [86_400_000i64, -3_600_000] {
+            let (wall, tk) = keeper();
+            assert_eq!(tk.now(), None, "nothing before the gate");
+            tk.start();
+            let (t, event) = tk.reading_time(None, DateTime::UNIX_EPOCH);
+            assert!(near(t, Utc::now()) && event.is_none());
+            wall.0.store(by, Ordering::SeqCst);
+            let (t, event) = tk.reading_time(None, DateTime::UNIX_EPOCH);
+            assert!(near(t, Utc::now()), "stamped {t}, not the jumped time");
+            assert!(
+                matches!(event, Some(EventKind::ClockJump { by_ms, .. }) if (by_ms - by).abs() < 200),
+                "{event:?}"
+            );
+            assert_eq!(tk.phase(), Phase::Holdover);
+            assert!(near(tk.now().unwrap(), Utc::now()));
+            // Still off: held over, not announced again.
+            let (t, event) = tk.reading_time(Some(false), DateTime::UNIX_EPOCH);
+            assert!(near(t, Utc::now()) && event.is_none());
+            assert_eq!(tk.snapshot().jumps, 1);
+            assert!((tk.snapshot().offset_ms - by).abs() < 200);
+            // The clock comes back: trusted again, announced.
+            wall.0.store(0, Ordering::SeqCst);
+            let (t, event) = tk.reading_time(None, DateTime::UNIX_EPOCH);
+            assert!(near(t, Utc::now()));
+            assert!(
+                matches!(event, Some(EventKind::ClockResync { .. })),
+                "{event:?}"
+            );
+            assert_eq!(tk.phase(), Phase::Trusted);
+        }
+    }
+
+    #[test]
+    fn a_synchronised_system_clock_ends_holdover_at_its_time() {
+        let (wall, tk) = keeper();
+        tk.start();
+        wall.0.store(60_000, Ordering::SeqCst);
+        assert!(tk.reading_time(None, DateTime::UNIX_EPOCH).1.is_some());
+        let (t, event) = tk.reading_time(Some(true), DateTime::UNIX_EPOCH);
+        assert!(near(t, Utc::now() + chrono::Duration::seconds(60)));
+        assert!(matches!(event, Some(EventKind::ClockResync { offset_ms }) if offset_ms > 59_000));
+        // ... but never below the floor.
+        let (wall, tk) = keeper();
+        tk.start();
+        wall.0.store(-86_400_000 * 365, Ordering::SeqCst);
+        tk.reading_time(None, DateTime::UNIX_EPOCH);
+        let floor = Utc::now() - chrono::Duration::days(30);
+        let (t, event) = tk.reading_time(Some(true), floor);
+        assert!(near(t, Utc::now()) && event.is_none());
     }
 
     #[tokio::test]

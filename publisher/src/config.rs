@@ -61,6 +61,9 @@ pub struct Settings {
     /// When the clock may be trusted.
     #[serde(default)]
     pub clock: ClockSettings,
+    /// The state file `co2-publisher status` reads.
+    #[serde(default)]
+    pub status: StatusSettings,
 }
 
 /// Kinds of CO2 source.
@@ -190,6 +193,9 @@ pub struct MqttSettings {
     /// File holding the password (trailing newline ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// MQTT version: `v5` (default; readings carry their sequence number as a
+    /// user property) or `v311` for brokers without v5 (readings go unnumbered).
+    pub protocol: Protocol,
     /// Only 1 is supported: QoS 0 loses readings, QoS 2 buys nothing the bridge's dedup does not.
     pub qos: u8,
     /// MQTT keep-alive in seconds.
@@ -217,6 +223,7 @@ impl Default for MqttSettings {
             username: None,
             password: None,
             password_file: None,
+            protocol: Protocol::V5,
             qos: 1,
             keep_alive_s: 30,
             max_inflight: 100,
@@ -226,6 +233,17 @@ impl Default for MqttSettings {
             tls: None,
         }
     }
+}
+
+/// Which MQTT version to speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// MQTT 5: each reading carries its number in the `co2-seq` user property.
+    #[default]
+    V5,
+    /// MQTT 3.1.1 (e.g. NATS): no properties, so readings go unnumbered.
+    V311,
 }
 
 /// `[mqtt.tls]`.
@@ -252,6 +270,30 @@ pub struct QueueSettings {
     pub max_rows: u64,
     /// Readings older than this many seconds are dropped (and counted); 0 keeps all.
     pub max_age_s: u64,
+    /// When a commit reaches the card: `full` (each appended reading is on
+    /// the card before it is published) or `normal` (fewer syncs; a power
+    /// cut may lose the last appends).
+    pub synchronous: Synchronous,
+    /// Readings held in memory while the disk cannot be written; beyond it
+    /// the oldest are dropped (and announced).
+    pub memory_max_rows: u64,
+    /// Seconds between attempts to get back to the disk while in memory mode.
+    pub retry_s: u64,
+    /// Damaged queue files (`<path>.corrupt-<time>`) kept for a post-mortem, newest first.
+    pub keep_corrupt_files: u32,
+    /// ... and at most this many bytes of them (the newest is always kept).
+    pub keep_corrupt_bytes: u64,
+}
+
+/// SQLite's `synchronous` for appends (deletes after PUBACK always use `normal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync at each append's commit.
+    #[default]
+    Full,
+    /// fsync only at checkpoints.
+    Normal,
 }
 
 impl Default for QueueSettings {
@@ -261,6 +303,32 @@ impl Default for QueueSettings {
             // ~115 days at one reading per 10 s, ~60 MB on disk.
             max_rows: 1_000_000,
             max_age_s: 30 * 24 * 3600,
+            synchronous: Synchronous::Full,
+            // ~55 hours at one reading per 10 s, a few MB of memory.
+            memory_max_rows: 20_000,
+            retry_s: 30,
+            keep_corrupt_files: 3,
+            keep_corrupt_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[status]`: the state file the running publisher rewrites for `co2-publisher status`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSettings {
+    /// Where; in RAM (`/run`) by default, so that it costs the SD card
+    /// nothing and still works when the card is full or read-only.
+    pub path: PathBuf,
+    /// Milliseconds between rewrites.
+    pub interval_ms: u64,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/run/co2-publisher/status.json"),
+            interval_ms: 2_000,
         }
     }
 }
@@ -278,6 +346,10 @@ pub struct ClockSettings {
     pub sync_command: Vec<String>,
     /// Seconds between checks while waiting.
     pub poll_s: u64,
+    /// Between two readings the wall clock may drift from the monotonic
+    /// clock by this many milliseconds; more is a jump: readings are then
+    /// stamped from the last trusted time plus monotonic time elapsed.
+    pub max_jump_ms: u64,
 }
 
 impl Default for ClockSettings {
@@ -289,6 +361,7 @@ impl Default for ClockSettings {
                 .map(String::from)
                 .to_vec(),
             poll_s: 5,
+            max_jump_ms: 2_000,
         }
     }
 }
@@ -333,6 +406,21 @@ impl Settings {
             .build()?
             .try_deserialize()?;
         settings.validated()
+    }
+
+    /// Every default, device `test` (tests and benchmarks).
+    pub fn default_for_tests() -> Self {
+        // Defaults alone always validate.
+        Self::from_toml("device = \"test\"").unwrap_or_else(|_| Self {
+            device: Some("test".into()),
+            interval_ms: defaults::interval_ms(),
+            max_readings: None,
+            sensor: SensorSettings::default(),
+            mqtt: MqttSettings::default(),
+            queue: QueueSettings::default(),
+            clock: ClockSettings::default(),
+            status: StatusSettings::default(),
+        })
     }
 
     /// Checks every value and resolves `password_file`.
@@ -417,6 +505,18 @@ impl Settings {
         if self.queue.max_rows == 0 {
             return Err(invalid("queue.max_rows", "must be at least 1"));
         }
+        if self.queue.memory_max_rows == 0 {
+            return Err(invalid("queue.memory_max_rows", "must be at least 1"));
+        }
+        if self.queue.retry_s == 0 {
+            return Err(invalid("queue.retry_s", "must be at least 1"));
+        }
+        if self.status.interval_ms < 100 {
+            return Err(invalid("status.interval_ms", "must be at least 100"));
+        }
+        if self.clock.max_jump_ms < 100 {
+            return Err(invalid("clock.max_jump_ms", "must be at least 100"));
+        }
         if self.clock.require_sync && self.clock.sync_command.is_empty() {
             return Err(invalid(
                 "clock.sync_command",
@@ -449,6 +549,16 @@ impl Settings {
             "{}/{}/emissions",
             self.mqtt.topic_prefix,
             self.device_or_default()
+        )
+    }
+
+    /// `<topic_prefix>/<device>/events`: where the publisher announces what it lost.
+    pub fn events_topic(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.mqtt.topic_prefix,
+            self.device_or_default(),
+            co2_wire::EVENTS_TOPIC_LEVEL
         )
     }
 
@@ -487,6 +597,9 @@ mod tests {
         assert_eq!(s.topic(), "co2/kitchen/emissions");
         assert_eq!(s.client_id(), "co2-publisher-kitchen");
         assert_eq!(s.mqtt.qos, 1);
+        assert_eq!(s.mqtt.protocol, Protocol::V5);
+        assert_eq!(s.events_topic(), "co2/kitchen/events");
+        assert_eq!(s.queue.synchronous, Synchronous::Full);
         assert!(s.clock.require_sync);
     }
 
@@ -512,6 +625,19 @@ mod tests {
             ("device = \"a\"\n[mqtt]\nqos = 0", "mqtt.qos"),
             ("device = \"a\"\n[mqtt]\nport = \"x\"", "mqtt.port"),
             ("device = \"a\"\n[queue]\nmax_rows = 0", "queue.max_rows"),
+            (
+                "device = \"a\"\n[queue]\nmemory_max_rows = 0",
+                "queue.memory_max_rows",
+            ),
+            (
+                "device = \"a\"\n[queue]\nsynchronous = \"off\"",
+                "queue.synchronous",
+            ),
+            ("device = \"a\"\n[mqtt]\nprotocol = \"v4\"", "mqtt.protocol"),
+            (
+                "device = \"a\"\n[clock]\nmax_jump_ms = 0",
+                "clock.max_jump_ms",
+            ),
             (
                 "device = \"a\"\n[sensor]\nkind = \"command\"",
                 "sensor.command.program",

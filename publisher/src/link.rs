@@ -8,18 +8,26 @@
 //!   requested for an old connection can be sent on the new one and be
 //!   mistaken for a new publish when its packet id comes back;
 //! - the uplink's queue I/O never holds up pings.
+//!
+//! MQTT v5 (the default) carries a reading's number in the `co2-seq` user
+//! property, so the payload stays the two-field `datetime|emissions` that old
+//! bridges and third-party subscribers parse; v3.1.1 (`mqtt.protocol =
+//! "v311"`, for brokers such as NATS) has no properties, so readings go
+//! unnumbered there.
 
 use std::future::Future;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS, Transport};
+use co2_wire::{Seq, SEQ_PROPERTY};
+use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
+use rumqttc::{Event, Incoming, MqttOptions, Outgoing, QoS, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::Settings;
+use crate::config::{Protocol, Settings};
 
 /// What happened on the connection, reduced to what the uplink needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     /// The broker accepted the connection (CONNACK).
     Connected,
@@ -27,10 +35,22 @@ pub enum LinkEvent {
     Sent(u16),
     /// The broker acknowledged this packet id (PUBACK).
     Acked(u16),
+    /// The broker answered this packet id with a PUBACK that refuses the
+    /// message (MQTT v5 reason code >= 0x80), for the reason given.
+    Refused(u16, String),
     /// The DISCONNECT packet went out.
     Disconnected,
     /// Anything else (pings...).
     Other,
+}
+
+/// What travels with a payload besides its topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The reading's number: the `co2-seq` user property (MQTT v5 only).
+    pub seq: Option<Seq>,
+    /// The payload is JSON (device events): content type `application/json` (v5 only).
+    pub json: bool,
 }
 
 /// The connection failed or could not be made.
@@ -43,7 +63,7 @@ pub trait Link: Send {
     /// The next event. Cancel-safe: dropping the future loses nothing.
     fn poll(&mut self) -> impl Future<Output = Result<LinkEvent, LinkError>> + Send;
     /// Queues a QoS 1 publish without waiting; a [`LinkEvent::Sent`] follows.
-    fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), LinkError>;
+    fn publish(&mut self, topic: &str, payload: Vec<u8>, meta: Meta) -> Result<(), LinkError>;
     /// Drops the current connection and starts a new attempt; events of the
     /// old one are never reported again.
     fn reconnect(&mut self);
@@ -51,47 +71,107 @@ pub trait Link: Send {
     fn disconnect(&mut self) -> Result<(), LinkError>;
 }
 
-/// Builds the rumqttc options for `settings` (reads TLS files, so call it at start).
-pub fn mqtt_options(settings: &Settings) -> Result<MqttOptions, LinkError> {
+/// Largest packet sent: a reading is ~40 bytes, an event at most
+/// `co2_wire::MAX_EVENT_BYTES`, plus topic and properties.
+const MAX_PACKET: usize = co2_wire::MAX_EVENT_BYTES + 4096;
+
+/// The client options of either MQTT version.
+#[derive(Clone)]
+pub struct LinkOptions {
+    /// Publishes awaiting PUBACK at most (sizes the request channel).
+    window: u16,
+    inner: Versioned,
+}
+
+#[derive(Clone)]
+enum Versioned {
+    V5(Box<rumqttc::v5::MqttOptions>),
+    V311(Box<MqttOptions>),
+}
+
+/// Builds the client options for `settings` (reads TLS files, so call it at start).
+pub fn mqtt_options(settings: &Settings) -> Result<LinkOptions, LinkError> {
     let m = &settings.mqtt;
-    let mut options = MqttOptions::new(settings.client_id(), m.host.clone(), m.port);
-    options
-        .set_keep_alive(Duration::from_secs(m.keep_alive_s))
-        // A clean session: whatever was in flight is republished from the queue.
-        .set_clean_session(true)
-        .set_inflight(m.max_inflight)
-        .set_max_packet_size(4096, 4096);
-    if let Some(user) = &m.username {
-        options.set_credentials(user.clone(), settings.password().unwrap_or_default());
-    }
-    if let Some(tls) = &m.tls {
-        let read = |key: &str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| LinkError(format!("{key}: {}: {e}", path.display())))
-        };
-        let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
-        let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-            (Some(cert), Some(key)) => Some((
-                read("mqtt.tls.client_cert_file", cert)?,
-                read("mqtt.tls.client_key_file", key)?,
-            )),
-            _ => None,
-        };
-        options.set_transport(Transport::tls(ca, client_auth, None));
-    }
-    Ok(options)
+    let transport = match &m.tls {
+        Some(tls) => {
+            let read = |key: &str, path: &std::path::Path| {
+                std::fs::read(path)
+                    .map_err(|e| LinkError(format!("{key}: {}: {e}", path.display())))
+            };
+            let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
+            let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(cert), Some(key)) => Some((
+                    read("mqtt.tls.client_cert_file", cert)?,
+                    read("mqtt.tls.client_key_file", key)?,
+                )),
+                _ => None,
+            };
+            Some(Transport::tls(ca, client_auth, None))
+        }
+        None => None,
+    };
+    let credentials = m.username.as_ref().map(|user| {
+        (
+            user.clone(),
+            settings.password().unwrap_or_default().to_owned(),
+        )
+    });
+    let keep_alive = Duration::from_secs(m.keep_alive_s);
+    let inner = match m.protocol {
+        Protocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(settings.client_id(), m.host.clone(), m.port);
+            // A clean start: whatever was in flight is republished from the queue.
+            o.set_clean_start(true)
+                .set_keep_alive(keep_alive)
+                .set_outgoing_inflight_upper_limit(m.max_inflight)
+                .set_max_packet_size(Some(MAX_PACKET as u32));
+            if let Some((user, password)) = credentials {
+                o.set_credentials(user, password);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            Versioned::V5(Box::new(o))
+        }
+        Protocol::V311 => {
+            let mut o = MqttOptions::new(settings.client_id(), m.host.clone(), m.port);
+            o.set_keep_alive(keep_alive)
+                // A clean session: whatever was in flight is republished from the queue.
+                .set_clean_session(true)
+                .set_inflight(m.max_inflight)
+                .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+            if let Some((user, password)) = credentials {
+                o.set_credentials(user, password);
+            }
+            if let Some(t) = transport {
+                o.set_transport(t);
+            }
+            Versioned::V311(Box::new(o))
+        }
+    };
+    Ok(LinkOptions {
+        window: m.max_inflight,
+        inner,
+    })
+}
+
+/// The request side of either client.
+enum Client {
+    V5(rumqttc::v5::AsyncClient),
+    V311(rumqttc::AsyncClient),
 }
 
 /// [`Link`] over rumqttc.
 pub struct RumqttLink {
-    options: MqttOptions,
-    client: AsyncClient,
+    options: LinkOptions,
+    client: Client,
     events: mpsc::Receiver<Result<LinkEvent, LinkError>>,
     pump: JoinHandle<()>,
 }
 
 impl RumqttLink {
     /// Starts the first connection attempt. Needs a Tokio runtime.
-    pub fn start(options: MqttOptions) -> Self {
+    pub fn start(options: LinkOptions) -> Self {
         let (client, events, pump) = Self::spawn(options.clone());
         Self {
             options,
@@ -102,24 +182,47 @@ impl RumqttLink {
     }
 
     fn spawn(
-        options: MqttOptions,
+        options: LinkOptions,
     ) -> (
-        AsyncClient,
+        Client,
         mpsc::Receiver<Result<LinkEvent, LinkError>>,
         JoinHandle<()>,
     ) {
         // Request channel: the window plus room for a DISCONNECT, so
         // `try_publish` within the window never finds it full.
-        let cap = usize::from(options.inflight()) + 8;
-        let (client, eventloop) = AsyncClient::new(options, cap);
+        let cap = usize::from(options.window) + 8;
         let (tx, rx) = mpsc::channel(1024);
-        let pump = tokio::spawn(pump(eventloop, tx));
-        (client, rx, pump)
+        match options.inner {
+            Versioned::V5(o) => {
+                let (client, eventloop) = rumqttc::v5::AsyncClient::new(*o, cap);
+                (Client::V5(client), rx, tokio::spawn(pump_v5(eventloop, tx)))
+            }
+            Versioned::V311(o) => {
+                let (client, eventloop) = rumqttc::AsyncClient::new(*o, cap);
+                (
+                    Client::V311(client),
+                    rx,
+                    tokio::spawn(pump_v311(eventloop, tx)),
+                )
+            }
+        }
     }
 }
 
-/// Polls one connection until it fails, forwarding events.
-async fn pump(mut eventloop: EventLoop, tx: mpsc::Sender<Result<LinkEvent, LinkError>>) {
+/// Forwards `event`; false when this connection is over (failed, or the uplink is gone).
+async fn forward(
+    tx: &mpsc::Sender<Result<LinkEvent, LinkError>>,
+    event: Result<LinkEvent, LinkError>,
+) -> bool {
+    let failed = event.is_err();
+    tx.send(event).await.is_ok() && !failed
+}
+
+/// Polls one v3.1.1 connection until it fails, forwarding events.
+async fn pump_v311(
+    mut eventloop: rumqttc::EventLoop,
+    tx: mpsc::Sender<Result<LinkEvent, LinkError>>,
+) {
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => Ok(LinkEvent::Connected),
@@ -129,9 +232,41 @@ async fn pump(mut eventloop: EventLoop, tx: mpsc::Sender<Result<LinkEvent, LinkE
             Ok(_) => continue,
             Err(e) => Err(LinkError(e.to_string())),
         };
-        let failed = event.is_err();
-        if tx.send(event).await.is_err() || failed {
-            // The uplink is gone, or this connection is: a new one gets a new pump.
+        if !forward(&tx, event).await {
+            return;
+        }
+    }
+}
+
+/// Polls one v5 connection until it fails, forwarding events.
+async fn pump_v5(
+    mut eventloop: rumqttc::v5::EventLoop,
+    tx: mpsc::Sender<Result<LinkEvent, LinkError>>,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::Event as Event5;
+    let mut connected = false;
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event5::Incoming(Packet::ConnAck(_))) => {
+                connected = true;
+                Ok(LinkEvent::Connected)
+            }
+            Ok(Event5::Incoming(Packet::PubAck(ack))) => Ok(match ack.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                    LinkEvent::Acked(ack.pkid)
+                }
+                reason => LinkEvent::Refused(ack.pkid, format!("{reason:?}")),
+            }),
+            Ok(Event5::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
+            Ok(Event5::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
+            Ok(_) => continue,
+            Err(e) if !connected => Err(LinkError(format!(
+                "{e} (if the broker speaks only MQTT 3.1.1, e.g. NATS, set mqtt.protocol = \"v311\")"
+            ))),
+            Err(e) => Err(LinkError(e.to_string())),
+        };
+        if !forward(&tx, event).await {
             return;
         }
     }
@@ -145,10 +280,31 @@ impl Link for RumqttLink {
         }
     }
 
-    fn publish(&mut self, topic: &str, payload: Vec<u8>) -> Result<(), LinkError> {
-        self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .map_err(|e| LinkError(e.to_string()))
+    fn publish(&mut self, topic: &str, payload: Vec<u8>, meta: Meta) -> Result<(), LinkError> {
+        let err = |e: &dyn std::fmt::Display| LinkError(e.to_string());
+        match &self.client {
+            Client::V5(c) => {
+                let properties = PublishProperties {
+                    user_properties: meta
+                        .seq
+                        .map(|s| vec![(SEQ_PROPERTY.to_owned(), s.to_string())])
+                        .unwrap_or_default(),
+                    content_type: meta.json.then(|| "application/json".to_owned()),
+                    ..PublishProperties::default()
+                };
+                c.try_publish_with_properties(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload,
+                    properties,
+                )
+                .map_err(|e| err(&e))
+            }
+            Client::V311(c) => c
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .map_err(|e| err(&e)),
+        }
     }
 
     fn reconnect(&mut self) {
@@ -160,9 +316,10 @@ impl Link for RumqttLink {
     }
 
     fn disconnect(&mut self) -> Result<(), LinkError> {
-        self.client
-            .try_disconnect()
-            .map_err(|e| LinkError(e.to_string()))
+        match &self.client {
+            Client::V5(c) => c.try_disconnect().map_err(|e| LinkError(e.to_string())),
+            Client::V311(c) => c.try_disconnect().map_err(|e| LinkError(e.to_string())),
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use co2_publisher::{app, clock, config::Settings};
+use co2_publisher::{app, clock, config::Settings, status};
 use tokio_util::sync::CancellationToken;
 
 /// Used when --config is not given and the file exists (where the installer puts it).
@@ -36,6 +36,13 @@ enum Command {
     ReadOnce,
     /// Print the effective settings (secrets masked) and exit.
     CheckConfig,
+    /// Print what the running publisher reports (queue, broker, drops, clock)
+    /// from its status file; exits 1 when it is not running or not responding.
+    Status {
+        /// Print the status file as it is (JSON).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +76,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Some(p) => format!("bad configuration ({} + environment)", p.display()),
             None => "bad configuration (environment only; no --config file)".into(),
         })?;
+    if let Some(Command::Status { json }) = cli.command {
+        return print_status(&settings, json);
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command.unwrap_or(Command::Run { count: None }) {
         Command::Run { count } => {
@@ -99,9 +109,35 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("# sensor kind in effect: {kind:?}");
             println!("# topic: {}", settings.topic());
             println!("# client id: {}", settings.client_id());
+            println!("# events topic: {}", settings.events_topic());
         }
+        Command::Status { .. } => {}
     }
     Ok(())
+}
+
+/// `status`: reads the state file the running service rewrites.
+fn print_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let path = &settings.status.path;
+    let state = status::read(path)?;
+    let alive = status::process_alive(state.pid);
+    let now = chrono::Utc::now();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&state)?);
+    } else {
+        print!("{}", status::render(&state, now, alive));
+    }
+    match status::liveness(&state, now, alive) {
+        status::Liveness::Running => Ok(()),
+        status::Liveness::Stale => anyhow::bail!(
+            "the publisher (pid {}) has not updated {} for a while: is it hung?",
+            state.pid,
+            path.display()
+        ),
+        status::Liveness::Stopped => {
+            anyhow::bail!("the publisher is not running (last status above)")
+        }
+    }
 }
 
 /// Cancels `shutdown` on SIGTERM (systemd stop) or SIGINT (Ctrl-C).

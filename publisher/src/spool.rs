@@ -1,16 +1,37 @@
-//! The durable queue: SQLite in WAL mode, oldest first, bounded by rows and age.
+//! The on-disk queue: SQLite in WAL mode, oldest first, bounded by rows and age.
 //!
-//! A reading is appended before it is published and deleted only on its
-//! PUBACK, so a crash, a reboot or an outage replays it. An SD card is slow
-//! and wears, so callers batch: many appends or acks per transaction, and
-//! `synchronous = NORMAL` (in WAL mode a commit then costs no fsync; a power
-//! cut can lose the last commits, a process crash loses nothing).
+//! A reading is appended (with its sequence number) before it is published
+//! and deleted only on its PUBACK, so a crash, a reboot or an outage replays
+//! it. Device events ride in the same table (`kind = 1`) so that they are as
+//! durable as readings, but the bounds never drop them.
+//!
+//! Durability against SD wear: an append commits with `synchronous = FULL`
+//! (by default, `queue.synchronous`): the WAL is fsynced before the reading
+//! is handed to MQTT, so a power cut cannot lose a reading that was
+//! published or reported queued. Deletes after PUBACK commit with `NORMAL`
+//! (no fsync; the next append's fsync covers them): a power cut may undo the
+//! last deletes, which only means those readings are sent again and the
+//! bridge's unique key absorbs them. In WAL mode neither setting can corrupt
+//! the file on power loss. At one reading per 10 s that is one fsync per
+//! reading, and the uplink batches deletes (see `uplink`).
+//!
+//! The `meta` table keeps what must survive with the queue: the numbering
+//! (epoch, next number), the row count (so a damaged file still tells how
+//! many readings it held) and the drops not yet announced.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use co2_wire::{DropCause, Epoch, Seq};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::config::Synchronous;
+use crate::ledger::{DropLedger, Numbering};
+
+/// Most device events kept in the queue; beyond it the oldest go (counted).
+pub const MAX_EVENTS: u64 = 10_000;
+/// WAL pages between checkpoints (SQLite's default is 1000).
+const WAL_PAGES: i64 = 256;
 
 /// Why the queue failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +44,22 @@ pub enum SpoolError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The file failed SQLite's integrity check.
+    #[error("queue {path} is damaged: {reason}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What the check said.
+        reason: String,
+    },
+    /// A file operation next to the queue failed (creating its directory, moving it aside).
+    #[error("queue {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// Another process holds the queue (two publishers on one file would
     /// publish each reading twice and miscount).
     #[error("queue {0} is in use by another process")]
@@ -32,26 +69,137 @@ pub enum SpoolError {
     Worker(String),
 }
 
-/// One queued reading.
+/// What a failure means for the queue's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The file is damaged: move it aside and start a fresh one.
+    Corrupt,
+    /// The disk cannot take writes now (full, read-only, I/O error): hold readings in memory.
+    Unwritable,
+    /// Another process has the file.
+    Locked,
+}
+
+impl SpoolError {
+    /// What to do about it.
+    pub fn failure(&self) -> Failure {
+        match self {
+            SpoolError::Corrupt { .. } => Failure::Corrupt,
+            SpoolError::Locked(_) => Failure::Locked,
+            SpoolError::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Failure::Corrupt,
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Failure::Locked,
+                _ => Failure::Unwritable,
+            },
+            SpoolError::Io { .. } | SpoolError::Worker(_) => Failure::Unwritable,
+        }
+    }
+
+    /// A short reason for logs, events and the status file.
+    pub fn reason(&self) -> String {
+        match self {
+            SpoolError::Sqlite { source, .. } => source.to_string(),
+            SpoolError::Corrupt { reason, .. } => reason.clone(),
+            SpoolError::Io { source, .. } => source.to_string(),
+            SpoolError::Locked(_) => "in use by another process".into(),
+            SpoolError::Worker(why) => why.clone(),
+        }
+    }
+}
+
+/// What a queued message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A reading (`<prefix>/<device>/emissions`).
+    Reading,
+    /// A device event (`<prefix>/<device>/events`).
+    Event,
+}
+
+impl Kind {
+    fn code(self) -> i64 {
+        match self {
+            Kind::Reading => 0,
+            Kind::Event => 1,
+        }
+    }
+
+    fn from_code(code: i64) -> Self {
+        if code == 1 {
+            Kind::Event
+        } else {
+            Kind::Reading
+        }
+    }
+}
+
+/// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Queue position: larger is newer; never reused.
+    /// Queue position: larger is newer; never reused within one store.
     pub id: i64,
+    /// Reading or event.
+    pub kind: Kind,
     /// MQTT topic it goes to.
     pub topic: String,
     /// Payload bytes.
     pub payload: Vec<u8>,
+    /// The reading's number (`None` for events and readings queued before numbering).
+    pub seq: Option<Seq>,
+    /// When it was stamped, in Unix milliseconds.
+    pub stamped_ms: i64,
 }
 
-/// A reading to append.
-#[derive(Debug, Clone)]
+/// A message to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
+    /// Reading or event.
+    pub kind: Kind,
     /// MQTT topic.
     pub topic: String,
     /// Payload bytes.
     pub payload: Vec<u8>,
     /// When it was stamped, in Unix milliseconds (for the age bound).
     pub stamped_ms: i64,
+    /// A number it already has (moved from memory, salvaged); a reading
+    /// without one is numbered by the queue.
+    pub seq: Option<Seq>,
+}
+
+impl NewEntry {
+    /// A new reading, to be numbered by the queue.
+    pub fn reading(topic: impl Into<String>, payload: Vec<u8>, stamped_ms: i64) -> Self {
+        Self {
+            kind: Kind::Reading,
+            topic: topic.into(),
+            payload,
+            stamped_ms,
+            seq: None,
+        }
+    }
+
+    /// A device event.
+    pub fn event(topic: impl Into<String>, payload: Vec<u8>, stamped_ms: i64) -> Self {
+        Self {
+            kind: Kind::Event,
+            topic: topic.into(),
+            payload,
+            stamped_ms,
+            seq: None,
+        }
+    }
+}
+
+impl From<Entry> for NewEntry {
+    fn from(e: Entry) -> Self {
+        Self {
+            kind: e.kind,
+            topic: e.topic,
+            payload: e.payload,
+            stamped_ms: e.stamped_ms,
+            seq: e.seq,
+        }
+    }
 }
 
 /// What the bounds dropped.
@@ -61,31 +209,83 @@ pub struct Dropped {
     pub over_rows: u64,
     /// Readings dropped because they were older than `max_age`.
     pub too_old: u64,
+    /// Oldest events dropped because the queue held more than [`MAX_EVENTS`].
+    pub events: u64,
 }
 
 impl Dropped {
-    /// Both causes together.
+    /// Readings dropped, both causes together.
     pub fn total(&self) -> u64 {
         self.over_rows + self.too_old
     }
 }
 
+/// What an append did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// The new ids, in order.
+    pub ids: Vec<i64>,
+    /// The number each entry has now.
+    pub seqs: Vec<Option<Seq>>,
+    /// What the bounds dropped to make room.
+    pub dropped: Dropped,
+}
+
 /// Size and age bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// Most rows kept.
+    /// Most readings kept.
     pub max_rows: u64,
     /// Oldest reading kept; `None` keeps any age.
     pub max_age: Option<Duration>,
+}
+
+/// How the queue file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Size and age bounds.
+    pub bounds: Bounds,
+    /// `synchronous` for appends.
+    pub synchronous: Synchronous,
+}
+
+impl Options {
+    /// `bounds`, with the default `synchronous = FULL`.
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            bounds,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+/// Extra work an append does in its transaction.
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    /// Number from here on (memory's numbering continued on disk).
+    pub numbering: Option<Numbering>,
+    /// Drops to add to the ledger (memory's, when it moves to disk).
+    pub drops: Option<&'a DropLedger>,
+    /// Start from an empty ledger (its drops were just announced).
+    pub clear_drops: bool,
 }
 
 /// The queue. One process at a time: the file is locked exclusively.
 pub struct Spool {
     conn: Connection,
     path: PathBuf,
-    bounds: Bounds,
-    /// Row count, kept in memory: `COUNT(*)` scans the table, too slow per append.
+    options: Options,
+    /// Readings queued, kept in memory: `COUNT(*)` scans the table, too slow per append.
     rows: u64,
+    /// Events queued.
+    events: u64,
+    numbering: Numbering,
+    /// Whether this open started the numbering (a new or pre-numbering file).
+    fresh_numbering: bool,
+    ledger: DropLedger,
+    events_dropped: u64,
+    /// The `synchronous` value last set, so it is set only when it changes.
+    sync_now: Option<&'static str>,
 }
 
 const SCHEMA: &str = "
@@ -93,18 +293,32 @@ CREATE TABLE IF NOT EXISTS readings (
     id         INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: ids are never reused
     stamped_ms INTEGER NOT NULL,
     topic      TEXT    NOT NULL,
-    payload    BLOB    NOT NULL
+    payload    BLOB    NOT NULL,
+    kind       INTEGER NOT NULL DEFAULT 0,        -- 0 reading, 1 device event
+    epoch      INTEGER,                           -- the reading's number: epoch (u64 bits) ...
+    seq        INTEGER                            -- ... and n; NULL for events and old readings
 );
 CREATE INDEX IF NOT EXISTS readings_stamped_ms ON readings (stamped_ms);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value
+);
 ";
 
+/// Columns added since the first release, for queue files it wrote.
+const ADDED_COLUMNS: [(&str, &str); 3] = [
+    ("kind", "INTEGER NOT NULL DEFAULT 0"),
+    ("epoch", "INTEGER"),
+    ("seq", "INTEGER"),
+];
+
 impl Spool {
-    /// Opens (or creates) the queue at `path`.
-    pub fn open(path: &Path, bounds: Bounds) -> Result<Self, SpoolError> {
+    /// Opens (or creates) the queue at `path`, checking its integrity first.
+    pub fn open(path: &Path, options: Options) -> Result<Self, SpoolError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| SpoolError::Sqlite {
-                path: path.to_owned(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::Io {
+                path: dir.to_owned(),
+                source,
             })?;
         }
         let conn = Connection::open_with_flags(
@@ -114,18 +328,23 @@ impl Spool {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sqlite(path, e))?;
-        Self::init(conn, path.to_owned(), bounds)
+        Self::init(conn, path.to_owned(), options, true)
     }
 
     /// An in-memory queue (tests).
     pub fn open_in_memory(bounds: Bounds) -> Result<Self, SpoolError> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(|e| sqlite(&path, e))?;
-        Self::init(conn, path, bounds)
+        Self::init(conn, path, Options::new(bounds), false)
     }
 
-    fn init(conn: Connection, path: PathBuf, bounds: Bounds) -> Result<Self, SpoolError> {
-        let err = |e| sqlite(&path, e);
+    fn init(
+        conn: Connection,
+        path: PathBuf,
+        options: Options,
+        check: bool,
+    ) -> Result<Self, SpoolError> {
+        let err = |e| classify(&path, e);
         // Exclusive locking: no shared-memory file, and a second publisher on the
         // same file fails at start instead of double-publishing.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
@@ -133,136 +352,279 @@ impl Spool {
         conn.busy_timeout(Duration::from_millis(200)).map_err(err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::DatabaseBusy =>
-                {
-                    SpoolError::Locked(path.clone())
-                }
-                e => sqlite(&path, e),
-            })?;
+            .map_err(err)?;
         if path.as_os_str() != ":memory:" && !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(journal_mode = %mode, "Queue could not switch to WAL mode");
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        // A small WAL: a nearly full card still has room for it, and a
+        // checkpoint every ~1 MiB costs a few more page writes than SQLite's
+        // 4 MiB default (see the README on SD wear).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
-                SpoolError::Locked(path.clone())
-            }
-            e => sqlite(&path, e),
-        })?;
-        let rows: i64 = conn
-            .query_row("SELECT COUNT(*) FROM readings", [], |r| r.get(0))
+        conn.pragma_update(None, "journal_size_limit", WAL_PAGES * 4096)
             .map_err(err)?;
-        Ok(Self {
+        if check {
+            quick_check(&conn, &path)?;
+        }
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        add_missing_columns(&conn).map_err(err)?;
+        let count = |kind: i64| -> Result<u64, SpoolError> {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM readings WHERE kind = ?1",
+                    [kind],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let rows = count(Kind::Reading.code())?;
+        let events = count(Kind::Event.code())?;
+        let stored = read_numbering(&conn).map_err(err)?;
+        let fresh_numbering = stored.is_none();
+        let numbering = stored.unwrap_or_else(Numbering::fresh);
+        let ledger = meta_text(&conn, "pending_drops")
+            .map_err(err)?
+            .and_then(|t| DropLedger::from_json(&t))
+            .unwrap_or_default();
+        let events_dropped = meta_int(&conn, "events_dropped")
+            .map_err(err)?
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        let mut spool = Self {
             conn,
             path,
-            bounds,
-            rows: u64::try_from(rows).unwrap_or(0),
-        })
+            options,
+            rows,
+            events,
+            numbering,
+            fresh_numbering,
+            ledger,
+            events_dropped,
+            sync_now: None,
+        };
+        if fresh_numbering {
+            // Persist the new epoch now: a restart must continue it, not start another.
+            spool.write(&[], 0, Extras::default())?;
+        }
+        Ok(spool)
     }
 
-    /// Rows queued.
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Readings and events queued.
     pub fn len(&self) -> u64 {
-        self.rows
+        self.rows + self.events
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.len() == 0
     }
 
-    /// Appends `entries` in one transaction, then applies the bounds (`now_ms`
-    /// for age). Returns the new ids, in order, and what the bounds dropped.
-    pub fn append(
+    /// Readings queued.
+    pub fn readings(&self) -> u64 {
+        self.rows
+    }
+
+    /// Events queued.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Events dropped by [`MAX_EVENTS`] over the queue's life.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    /// The numbering: the next reading gets `numbering().next`.
+    pub fn numbering(&self) -> Numbering {
+        self.numbering
+    }
+
+    /// Whether this open started a new epoch (a new file, or one from before numbering).
+    pub fn fresh_numbering(&self) -> bool {
+        self.fresh_numbering
+    }
+
+    /// Drops not yet announced.
+    pub fn pending_drops(&self) -> &DropLedger {
+        &self.ledger
+    }
+
+    /// Appends `entries` in one transaction, numbering readings that have
+    /// no number, then applies the bounds (`now_ms` for age; `None` skips
+    /// the age bound, e.g. while the clock is not trusted).
+    pub fn append(&mut self, entries: &[NewEntry], now_ms: i64) -> Result<Appended, SpoolError> {
+        self.write(entries, now_ms, Extras::default())
+    }
+
+    /// [`Spool::append`] with extra work in the same transaction.
+    pub fn write(
         &mut self,
         entries: &[NewEntry],
         now_ms: i64,
-    ) -> Result<(Vec<i64>, Dropped), SpoolError> {
+        extras: Extras<'_>,
+    ) -> Result<Appended, SpoolError> {
+        let sync = match self.options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        self.set_synchronous(sync)?;
         let path = self.path.clone();
-        let err = |e| sqlite(&path, e);
+        let err = |e| classify(&path, e);
+        // Work on copies: a failed transaction must leave the in-memory state as it was.
+        let mut numbering = extras.numbering.unwrap_or(self.numbering);
+        let mut ledger = if extras.clear_drops {
+            DropLedger::default()
+        } else {
+            self.ledger.clone()
+        };
+        if let Some(drops) = extras.drops {
+            ledger.merge(drops);
+        }
+        let mut rows = self.rows;
+        let mut events = self.events;
+        let mut events_dropped = self.events_dropped;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        let mut ids = Vec::with_capacity(entries.len());
+        let mut out = Appended::default();
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO readings (stamped_ms, topic, payload) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO readings (stamped_ms, topic, payload, kind, epoch, seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(err)?;
             for e in entries {
+                let seq = match (e.kind, e.seq) {
+                    (_, Some(seq)) => Some(seq),
+                    (Kind::Reading, None) => Some(numbering.take()),
+                    (Kind::Event, None) => None,
+                };
                 insert
-                    .execute(params![e.stamped_ms, e.topic, e.payload])
+                    .execute(params![
+                        e.stamped_ms,
+                        e.topic,
+                        e.payload,
+                        e.kind.code(),
+                        seq.map(|s| s.epoch().get() as i64),
+                        seq.map(|s| i64::try_from(s.n()).unwrap_or(i64::MAX)),
+                    ])
                     .map_err(err)?;
-                ids.push(tx.last_insert_rowid());
+                out.ids.push(tx.last_insert_rowid());
+                out.seqs.push(seq);
+                match e.kind {
+                    Kind::Reading => rows += 1,
+                    Kind::Event => events += 1,
+                }
             }
         }
-        self.rows += entries.len() as u64;
-        let dropped = Self::apply_bounds(&tx, self.bounds, &mut self.rows, now_ms).map_err(err)?;
+        let bounds = self.options.bounds;
+        out.dropped = apply_bounds(&tx, bounds, &mut rows, now_ms, &mut ledger).map_err(err)?;
+        if events > MAX_EVENTS {
+            let n = tx
+                .execute(
+                    "DELETE FROM readings WHERE id IN \
+                     (SELECT id FROM readings WHERE kind = 1 ORDER BY id LIMIT ?1)",
+                    [i64::try_from(events - MAX_EVENTS).unwrap_or(i64::MAX)],
+                )
+                .map_err(err)? as u64;
+            events -= n;
+            events_dropped += n;
+            out.dropped.events = n;
+        }
+        set_meta(&tx, "epoch", numbering.epoch.get() as i64).map_err(err)?;
+        set_meta(
+            &tx,
+            "next_seq",
+            i64::try_from(numbering.next).unwrap_or(i64::MAX),
+        )
+        .map_err(err)?;
+        set_meta(&tx, "rows", rows as i64).map_err(err)?;
+        set_meta(&tx, "events_dropped", events_dropped as i64).map_err(err)?;
+        if ledger != self.ledger {
+            set_meta(&tx, "pending_drops", ledger.to_json()).map_err(err)?;
+        }
         tx.commit().map_err(err)?;
-        Ok((ids, dropped))
+        self.numbering = numbering;
+        self.ledger = ledger;
+        self.rows = rows;
+        self.events = events;
+        self.events_dropped = events_dropped;
+        Ok(out)
     }
 
     /// Applies only the age bound (an idle publisher still ages out readings).
     pub fn trim(&mut self, now_ms: i64) -> Result<Dropped, SpoolError> {
+        self.set_synchronous("NORMAL")?;
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sqlite(&path, e))?;
-        let dropped = Self::apply_bounds(&tx, self.bounds, &mut self.rows, now_ms)
-            .map_err(|e| sqlite(&path, e))?;
-        tx.commit().map_err(|e| sqlite(&path, e))?;
+        let err = |e| classify(&path, e);
+        let mut rows = self.rows;
+        let mut ledger = self.ledger.clone();
+        let tx = self.conn.transaction().map_err(err)?;
+        let dropped =
+            apply_bounds(&tx, self.options.bounds, &mut rows, now_ms, &mut ledger).map_err(err)?;
+        if dropped.total() > 0 {
+            set_meta(&tx, "rows", rows as i64).map_err(err)?;
+            set_meta(&tx, "pending_drops", ledger.to_json()).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        self.rows = rows;
+        self.ledger = ledger;
         Ok(dropped)
     }
 
-    fn apply_bounds(
-        tx: &rusqlite::Transaction<'_>,
-        bounds: Bounds,
-        rows: &mut u64,
+    /// Turns the pending drops into events (`make` builds them from the
+    /// ledger) and clears the ledger, in one transaction. Returns how many
+    /// events were queued.
+    pub fn announce_drops(
+        &mut self,
         now_ms: i64,
-    ) -> Result<Dropped, rusqlite::Error> {
-        let mut dropped = Dropped::default();
-        if let Some(max_age) = bounds.max_age {
-            let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = now_ms.saturating_sub(age_ms);
-            let n = tx.execute("DELETE FROM readings WHERE stamped_ms < ?1", [cutoff])?;
-            dropped.too_old = n as u64;
-            *rows = rows.saturating_sub(n as u64);
+        make: impl FnOnce(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<usize, SpoolError> {
+        if self.ledger.is_empty() {
+            return Ok(0);
         }
-        if *rows > bounds.max_rows {
-            let excess = i64::try_from(*rows - bounds.max_rows).unwrap_or(i64::MAX);
-            // Ids grow with time, so the smallest ids are the oldest readings.
-            let n = tx.execute(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT ?1)",
-                [excess],
-            )?;
-            dropped.over_rows = n as u64;
-            *rows = rows.saturating_sub(n as u64);
-        }
-        Ok(dropped)
+        let entries = make(&self.ledger);
+        let extras = Extras {
+            clear_drops: true,
+            ..Extras::default()
+        };
+        Ok(self.write(&entries, now_ms, extras)?.ids.len())
     }
 
     /// Up to `limit` entries with an id greater than `after`, oldest first.
     pub fn next_after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
-        let err = |e| sqlite(&self.path, e);
+        let err = |e| classify(&self.path, e);
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, topic, payload FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, kind, topic, payload, epoch, seq, stamped_ms FROM readings \
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
             )
             .map_err(err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![after, limit], |r| {
-                Ok(Entry {
-                    id: r.get(0)?,
-                    topic: r.get(1)?,
-                    payload: r.get(2)?,
-                })
-            })
+            .query_map(params![after, limit], row_entry)
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// When the oldest queued reading was stamped (Unix ms).
+    pub fn oldest_reading_ms(&self) -> Result<Option<i64>, SpoolError> {
+        self.conn
+            .query_row(
+                "SELECT MIN(stamped_ms) FROM readings WHERE kind = 0",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| classify(&self.path, e))
     }
 
     /// Deletes acknowledged entries in one transaction; returns how many existed
@@ -271,22 +633,203 @@ impl Spool {
         if ids.is_empty() {
             return Ok(0);
         }
+        self.set_synchronous("NORMAL")?;
         let path = self.path.clone();
-        let err = |e| sqlite(&path, e);
+        let err = |e| classify(&path, e);
+        let (mut rows, mut events) = (self.rows, self.events);
         let tx = self.conn.transaction().map_err(err)?;
-        let mut deleted = 0u64;
         {
             let mut delete = tx
-                .prepare_cached("DELETE FROM readings WHERE id = ?1")
+                .prepare_cached("DELETE FROM readings WHERE id = ?1 RETURNING kind")
                 .map_err(err)?;
             for id in ids {
-                deleted += delete.execute([id]).map_err(err)? as u64;
+                let kind: Option<i64> = delete
+                    .query_row([id], |r| r.get(0))
+                    .optional()
+                    .map_err(err)?;
+                match kind.map(Kind::from_code) {
+                    Some(Kind::Reading) => rows = rows.saturating_sub(1),
+                    Some(Kind::Event) => events = events.saturating_sub(1),
+                    None => {}
+                }
             }
         }
+        set_meta(&tx, "rows", rows as i64).map_err(err)?;
         tx.commit().map_err(err)?;
-        self.rows = self.rows.saturating_sub(deleted);
+        let deleted = (self.rows - rows) + (self.events - events);
+        self.rows = rows;
+        self.events = events;
         Ok(deleted)
     }
+
+    /// Copies the WAL into the file and truncates it: frees the WAL's space
+    /// on a full disk when the file itself has room (freed pages) for it.
+    pub fn checkpoint(&mut self) -> Result<(), SpoolError> {
+        let path = self.path.clone();
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| classify(&path, e))?;
+        if busy != 0 {
+            return Err(SpoolError::Worker("checkpoint could not complete".into()));
+        }
+        Ok(())
+    }
+
+    fn set_synchronous(&mut self, value: &'static str) -> Result<(), SpoolError> {
+        if self.sync_now != Some(value) {
+            self.conn
+                .pragma_update(None, "synchronous", value)
+                .map_err(|e| classify(&self.path, e))?;
+            self.sync_now = Some(value);
+        }
+        Ok(())
+    }
+}
+
+fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let epoch: Option<i64> = r.get(4)?;
+    let n: Option<i64> = r.get(5)?;
+    let seq = match (epoch, n) {
+        (Some(e), Some(n)) => u64::try_from(n)
+            .ok()
+            .and_then(|n| Seq::new(Epoch::new(e as u64), n)),
+        _ => None,
+    };
+    Ok(Entry {
+        id: r.get(0)?,
+        kind: Kind::from_code(r.get(1)?),
+        topic: r.get(2)?,
+        payload: r.get(3)?,
+        seq,
+        stamped_ms: r.get(6)?,
+    })
+}
+
+fn apply_bounds(
+    tx: &rusqlite::Transaction<'_>,
+    bounds: Bounds,
+    rows: &mut u64,
+    now_ms: i64,
+    ledger: &mut DropLedger,
+) -> Result<Dropped, rusqlite::Error> {
+    let mut dropped = Dropped::default();
+    let returned =
+        |stmt: &mut rusqlite::Statement<'_>, arg: i64| -> rusqlite::Result<Vec<Option<Seq>>> {
+            stmt.query_map([arg], |r| {
+                let epoch: Option<i64> = r.get(0)?;
+                let n: Option<i64> = r.get(1)?;
+                Ok(match (epoch, n) {
+                    (Some(e), Some(n)) => u64::try_from(n)
+                        .ok()
+                        .and_then(|n| Seq::new(Epoch::new(e as u64), n)),
+                    _ => None,
+                })
+            })?
+            .collect()
+        };
+    if let Some(max_age) = bounds.max_age {
+        if now_ms > 0 {
+            let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = now_ms.saturating_sub(age_ms);
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM readings WHERE kind = 0 AND stamped_ms < ?1 RETURNING epoch, seq",
+            )?;
+            let seqs = returned(&mut stmt, cutoff)?;
+            dropped.too_old = seqs.len() as u64;
+            *rows = rows.saturating_sub(dropped.too_old);
+            ledger.add(DropCause::MaxAge, seqs);
+        }
+    }
+    if *rows > bounds.max_rows {
+        let excess = i64::try_from(*rows - bounds.max_rows).unwrap_or(i64::MAX);
+        // Ids grow with time, so the smallest ids are the oldest readings.
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM readings WHERE id IN \
+             (SELECT id FROM readings WHERE kind = 0 ORDER BY id LIMIT ?1) RETURNING epoch, seq",
+        )?;
+        let seqs = returned(&mut stmt, excess)?;
+        dropped.over_rows = seqs.len() as u64;
+        *rows = rows.saturating_sub(dropped.over_rows);
+        ledger.add(DropCause::MaxRows, seqs);
+    }
+    Ok(dropped)
+}
+
+/// `PRAGMA quick_check`: every page readable and well formed (not the
+/// indexes' content: that costs a full `integrity_check`).
+fn quick_check(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(5)")
+        .map_err(|e| classify(path, e))?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| classify(path, e))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        return Ok(());
+    }
+    Err(SpoolError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("integrity check failed: {}", lines.join("; ")),
+    })
+}
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("PRAGMA table_info(readings)")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    for (name, decl) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE readings ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The stored numbering, if the file has one.
+pub(crate) fn read_numbering(conn: &Connection) -> rusqlite::Result<Option<Numbering>> {
+    let epoch = meta_int(conn, "epoch")?;
+    let next = meta_int(conn, "next_seq")?;
+    Ok(match (epoch, next) {
+        (Some(e), Some(n)) => Some(Numbering {
+            epoch: Epoch::new(e as u64),
+            next: u64::try_from(n).unwrap_or(1).max(1),
+        }),
+        _ => None,
+    })
+}
+
+pub(crate) fn meta_int(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
+fn meta_text(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get::<_, Option<String>>(0)
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
+fn set_meta(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    value: impl rusqlite::ToSql,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok(())
 }
 
 fn sqlite(path: &Path, source: rusqlite::Error) -> SpoolError {
@@ -296,41 +839,11 @@ fn sqlite(path: &Path, source: rusqlite::Error) -> SpoolError {
     }
 }
 
-/// A [`Spool`] shared by async tasks; every call runs on a blocking thread.
-#[derive(Clone)]
-pub struct SpoolHandle(Arc<Mutex<Spool>>);
-
-impl SpoolHandle {
-    /// Shares `spool`.
-    pub fn new(spool: Spool) -> Self {
-        Self(Arc::new(Mutex::new(spool)))
-    }
-
-    /// Runs `f` with the spool on a blocking thread.
-    pub async fn with<T, F>(&self, f: F) -> Result<T, SpoolError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            let mut spool = inner
-                .lock()
-                .map_err(|_| SpoolError::Worker("queue lock poisoned".into()))?;
-            f(&mut spool)
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))?
-    }
-
-    /// Rows queued (cheap: no disk access).
-    pub fn len(&self) -> u64 {
-        self.0.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Like [`sqlite`], but "busy" means another process holds the file.
+fn classify(path: &Path, source: rusqlite::Error) -> SpoolError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) => SpoolError::Locked(path.to_owned()),
+        _ => sqlite(path, source),
     }
 }
 
@@ -341,11 +854,7 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     fn entry(n: i64) -> NewEntry {
-        NewEntry {
-            topic: "co2/a/emissions".into(),
-            payload: format!("p{n}").into_bytes(),
-            stamped_ms: n * 1000,
-        }
+        NewEntry::reading("co2/a/emissions", format!("p{n}").into_bytes(), n * 1000)
     }
 
     fn payloads(entries: &[Entry]) -> Vec<String> {
@@ -365,10 +874,11 @@ mod tests {
     #[test]
     fn append_ack_and_replay_in_order() {
         let mut s = Spool::open_in_memory(unbounded()).unwrap();
-        let (ids, dropped) = s
+        let out = s
             .append(&(1..=5).map(entry).collect::<Vec<_>>(), 0)
             .unwrap();
-        assert_eq!(dropped, Dropped::default());
+        assert_eq!(out.dropped, Dropped::default());
+        let ids = out.ids;
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         let first = s.next_after(0, 3).unwrap();
         assert_eq!(payloads(&first), ["p1", "p2", "p3"]);
@@ -382,37 +892,107 @@ mod tests {
     }
 
     #[test]
+    fn readings_are_numbered_from_one_and_events_are_not() {
+        let mut s = Spool::open_in_memory(unbounded()).unwrap();
+        let epoch = s.numbering().epoch;
+        assert!(s.fresh_numbering());
+        let out = s
+            .append(
+                &[
+                    entry(1),
+                    NewEntry::event("co2/a/events", b"{}".to_vec(), 0),
+                    entry(2),
+                ],
+                0,
+            )
+            .unwrap();
+        let ns: Vec<Option<u64>> = out.seqs.iter().map(|s| s.map(|s| s.n())).collect();
+        assert_eq!(ns, [Some(1), None, Some(2)]);
+        assert!(out.seqs.iter().flatten().all(|s| s.epoch() == epoch));
+        let stored = s.next_after(0, 10).unwrap();
+        assert_eq!(stored[0].seq, out.seqs[0]);
+        assert_eq!(stored[1].kind, Kind::Event);
+        assert_eq!((s.readings(), s.events()), (2, 1));
+        // A number it already has is kept (moved from memory, salvaged).
+        let moved = NewEntry {
+            seq: Seq::new(Epoch::new(5), 77),
+            ..entry(3)
+        };
+        let out = s.append(&[moved], 0).unwrap();
+        assert_eq!(out.seqs[0], Seq::new(Epoch::new(5), 77));
+        assert_eq!(
+            s.numbering().next,
+            3,
+            "the queue's own numbering did not move"
+        );
+    }
+
+    #[test]
     fn ids_are_not_reused_after_everything_is_acked() {
         let mut s = Spool::open_in_memory(unbounded()).unwrap();
-        let (ids, _) = s.append(&[entry(1)], 0).unwrap();
+        let ids = s.append(&[entry(1)], 0).unwrap().ids;
         s.ack(&ids).unwrap();
-        let (again, _) = s.append(&[entry(2)], 0).unwrap();
+        let again = s.append(&[entry(2)], 0).unwrap().ids;
         assert!(again[0] > ids[0]);
     }
 
     #[test]
-    fn row_bound_drops_the_oldest_and_counts_them() {
+    fn row_bound_drops_the_oldest_counts_them_and_keeps_their_numbers_for_announcing() {
         let mut s = Spool::open_in_memory(Bounds {
             max_rows: 3,
             max_age: None,
         })
         .unwrap();
+        let epoch = s.numbering().epoch;
         let mut dropped = 0;
         for n in 1..=10 {
-            dropped += s.append(&[entry(n)], 0).unwrap().1.over_rows;
+            dropped += s.append(&[entry(n)], 0).unwrap().dropped.over_rows;
         }
         assert_eq!(dropped, 7);
         assert_eq!(s.len(), 3);
         assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p8", "p9", "p10"]);
-        // A batch larger than the bound keeps its newest part.
-        let (_, d) = s
+        let pending = s.pending_drops().causes();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].cause, DropCause::MaxRows);
+        assert_eq!(
+            pending[0].ranges,
+            [co2_wire::SeqRange::new(epoch, 1, 7).unwrap()]
+        );
+        // Events are never dropped by the reading bounds.
+        s.append(&[NewEntry::event("e", b"{}".to_vec(), 0)], 0)
+            .unwrap();
+        let out = s
             .append(&(11..=15).map(entry).collect::<Vec<_>>(), 0)
             .unwrap();
-        assert_eq!(d.over_rows, 5);
-        assert_eq!(
-            payloads(&s.next_after(0, 10).unwrap()),
-            ["p13", "p14", "p15"]
-        );
+        assert_eq!(out.dropped.over_rows, 5);
+        let left = s.next_after(0, 10).unwrap();
+        assert_eq!(payloads(&left), ["{}", "p13", "p14", "p15"]);
+        assert_eq!(s.pending_drops().total(), 12);
+    }
+
+    #[test]
+    fn announcing_drops_queues_events_and_clears_the_ledger() {
+        let mut s = Spool::open_in_memory(Bounds {
+            max_rows: 1,
+            max_age: None,
+        })
+        .unwrap();
+        s.append(&(1..=4).map(entry).collect::<Vec<_>>(), 0)
+            .unwrap();
+        assert_eq!(s.pending_drops().total(), 3);
+        let n = s
+            .announce_drops(0, |ledger| {
+                ledger
+                    .announcements()
+                    .into_iter()
+                    .map(|_| NewEntry::event("e", b"drop".to_vec(), 0))
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        assert!(s.pending_drops().is_empty());
+        assert_eq!(s.events(), 1);
+        assert_eq!(s.announce_drops(0, |_| unreachable!()).unwrap(), 0);
     }
 
     #[test]
@@ -423,7 +1003,7 @@ mod tests {
         })
         .unwrap();
         let old = NewEntry {
-            stamped_ms: 0,
+            stamped_ms: 1,
             ..entry(1)
         };
         let fresh = NewEntry {
@@ -435,25 +1015,76 @@ mod tests {
         let d = s.trim(2 * HOUR_MS).unwrap();
         assert_eq!(d.too_old, 1);
         assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p2"]);
+        assert_eq!(s.pending_drops().causes()[0].cause, DropCause::MaxAge);
     }
 
     #[test]
-    fn survives_reopen_and_locks_out_a_second_process() {
+    fn survives_reopen_with_its_numbering_and_locks_out_a_second_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/queue.sqlite3");
-        {
-            let mut s = Spool::open(&path, unbounded()).unwrap();
-            s.append(&(1..=3).map(entry).collect::<Vec<_>>(), 0)
+        let (epoch, ledger) = {
+            let mut s = Spool::open(
+                &path,
+                Options::new(Bounds {
+                    max_rows: 3,
+                    max_age: None,
+                }),
+            )
+            .unwrap();
+            s.append(&(1..=5).map(entry).collect::<Vec<_>>(), 0)
                 .unwrap();
-            let second = Spool::open(&path, unbounded());
+            let second = Spool::open(&path, Options::new(unbounded()));
             assert!(
                 matches!(second, Err(SpoolError::Locked(_))),
                 "{:?}",
                 second.err()
             );
-        }
-        let s = Spool::open(&path, unbounded()).unwrap();
+            (s.numbering().epoch, s.pending_drops().clone())
+        };
+        let mut s = Spool::open(&path, Options::new(unbounded())).unwrap();
+        assert!(!s.fresh_numbering());
         assert_eq!(s.len(), 3);
-        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p1", "p2", "p3"]);
+        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p3", "p4", "p5"]);
+        assert_eq!(s.numbering(), Numbering { epoch, next: 6 });
+        assert_eq!(
+            s.pending_drops(),
+            &ledger,
+            "unannounced drops survive a restart"
+        );
+        let out = s.append(&[entry(6)], 0).unwrap();
+        assert_eq!(out.seqs[0], Seq::new(epoch, 6));
+    }
+
+    #[test]
+    fn a_queue_from_before_numbering_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    stamped_ms INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
+                 INSERT INTO readings (stamped_ms, topic, payload) VALUES (1, 't', x'6f6c64');",
+            )
+            .unwrap();
+        }
+        let mut s = Spool::open(&path, Options::new(unbounded())).unwrap();
+        assert!(s.fresh_numbering());
+        let old = s.next_after(0, 10).unwrap();
+        assert_eq!(
+            (old.len(), old[0].seq, old[0].kind),
+            (1, None, Kind::Reading)
+        );
+        let out = s.append(&[entry(1)], 0).unwrap();
+        assert_eq!(out.seqs[0].map(|s| s.n()), Some(1));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queue.sqlite3");
+        std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
+        let err = Spool::open(&path, Options::new(unbounded())).err().unwrap();
+        assert_eq!(err.failure(), Failure::Corrupt, "{err}");
     }
 }

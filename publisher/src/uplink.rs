@@ -6,7 +6,10 @@
 //!   PUBACK; delete each from the queue on its PUBACK (deletes are batched).
 //!   On a connection error, forget the in-flight mapping: the next session
 //!   republishes from the queue, and the bridge deduplicates on
-//!   (device, date_time).
+//!   (device, date_time). When the queue switches store (disk to memory and
+//!   back, a damaged file replaced) its ids change meaning: the uplink starts
+//!   over from the new store's oldest entry, and acks for publishes of the
+//!   old store are dropped (those readings are simply sent again).
 //! - **Draining** (shutdown, or `max_readings` delivered): publish nothing
 //!   new, wait (bounded) for outstanding PUBACKs, flush deletes, DISCONNECT.
 //!   Disconnecting with PUBACKs outstanding is how "publish then disconnect"
@@ -15,7 +18,7 @@
 //! Each state is an `async fn` returning the next one, so each can be tested alone.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +27,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{Link, LinkEvent};
-use crate::spool::{Entry, SpoolError, SpoolHandle};
+use crate::link::{Link, LinkEvent, Meta};
+use crate::queue::QueueHandle;
+use crate::spool::{Entry, Kind, SpoolError};
 
 /// Queue rows fetched per read: large enough to keep a big window full
 /// while draining a backlog, small enough to bound memory.
@@ -37,37 +41,7 @@ const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long to wait for the DISCONNECT to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Counters shared by the sampler and the uplink (logged; tests read them).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Readings stamped and queued.
-    pub queued: AtomicU64,
-    /// Sensor reads that failed (or gave an unusable value).
-    pub sensor_errors: AtomicU64,
-    /// Queue writes that failed (the reading is lost).
-    pub queue_errors: AtomicU64,
-    /// Oldest readings dropped because the queue was full.
-    pub dropped_over_rows: AtomicU64,
-    /// Readings dropped for being older than `queue.max_age_s`.
-    pub dropped_too_old: AtomicU64,
-    /// Publishes sent (republished ones count again).
-    pub published: AtomicU64,
-    /// PUBACKs received for queued readings.
-    pub acked: AtomicU64,
-    /// Connections made.
-    pub connects: AtomicU64,
-}
-
-impl Stats {
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
+pub use crate::stats::Stats;
 
 /// Signals from the rest of the program.
 #[derive(Debug, Clone, Default)]
@@ -110,13 +84,18 @@ pub enum State {
     Done,
 }
 
+/// A queue entry as the uplink tracks it: the queue generation it belongs to, and its id there.
+type Tracked = (u64, i64);
+
 /// The MQTT task.
 pub struct Uplink<L> {
     link: L,
-    spool: SpoolHandle,
+    spool: QueueHandle,
     stats: Arc<Stats>,
     signals: Signals,
     timing: Timing,
+    /// The queue generation `cursor` and `unsent` belong to.
+    generation: u64,
     /// Fetched from the queue, not yet handed to the link.
     unsent: VecDeque<Entry>,
     /// Highest queue id fetched so far in this session.
@@ -124,12 +103,14 @@ pub struct Uplink<L> {
     /// No queue rows beyond `cursor` as of the last fetch.
     caught_up: bool,
     /// Handed to the link, waiting for their packet id, in order.
-    requested: VecDeque<i64>,
-    /// Packet id -> queue id, waiting for PUBACK.
-    inflight: HashMap<u16, i64>,
+    requested: VecDeque<Tracked>,
+    /// Packet id -> queue entry, waiting for PUBACK.
+    inflight: HashMap<u16, Tracked>,
     /// Acknowledged, not yet deleted from the queue.
-    acked: Vec<i64>,
+    acked: Vec<Tracked>,
     last_flush: Instant,
+    /// A refusal was logged this session (one error line per session, not per message).
+    refusal_logged: bool,
 }
 
 /// Delay before reconnect attempt `failures` (1-based): doubling from `min`,
@@ -147,7 +128,7 @@ impl<L: Link> Uplink<L> {
     /// An uplink over `link`, publishing from `spool`.
     pub fn new(
         link: L,
-        spool: SpoolHandle,
+        spool: QueueHandle,
         stats: Arc<Stats>,
         signals: Signals,
         timing: Timing,
@@ -158,6 +139,7 @@ impl<L: Link> Uplink<L> {
             stats,
             signals,
             timing,
+            generation: 0,
             unsent: VecDeque::new(),
             cursor: 0,
             caught_up: false,
@@ -165,6 +147,7 @@ impl<L: Link> Uplink<L> {
             inflight: HashMap::new(),
             acked: Vec::new(),
             last_flush: Instant::now(),
+            refusal_logged: false,
         }
     }
 
@@ -212,6 +195,7 @@ impl<L: Link> Uplink<L> {
                 event = self.link.poll() => match event {
                     Ok(LinkEvent::Connected) => {
                         Stats::add(&self.stats.connects, 1);
+                        self.stats.connected.store(true, Ordering::Relaxed);
                         tracing::info!(queued = self.spool.len(), "Connected to the broker");
                         self.new_session();
                         return Ok(State::Online);
@@ -220,6 +204,7 @@ impl<L: Link> Uplink<L> {
                     Err(e) => {
                         // First failure of a series at warn, the repeats at debug.
                         if failures == 0 {
+                            self.stats.note_error(format!("broker: {e}"));
                             tracing::warn!(error = %e, queued = self.spool.len(), "Cannot connect to the broker; readings stay queued");
                         } else {
                             tracing::debug!(error = %e, failures = failures + 1, "Still cannot connect to the broker");
@@ -246,6 +231,8 @@ impl<L: Link> Uplink<L> {
                 event = self.link.poll() => match event {
                     Ok(event) => self.on_event(event),
                     Err(e) => {
+                        self.stats.connected.store(false, Ordering::Relaxed);
+                        self.stats.note_error(format!("broker: {e}"));
                         tracing::warn!(error = %e, in_flight = self.outstanding(), queued = self.spool.len(), "Connection to the broker lost; unacknowledged readings will be republished");
                         self.flush_acks().await?;
                         self.forget_in_flight();
@@ -294,6 +281,7 @@ impl<L: Link> Uplink<L> {
         }
         self.flush_acks().await?;
         self.forget_in_flight();
+        self.stats.connected.store(false, Ordering::Relaxed);
         if connected && self.link.disconnect().is_ok() {
             let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
                 loop {
@@ -320,7 +308,7 @@ impl<L: Link> Uplink<L> {
                     if let Some(old) = self.inflight.insert(pkid, id) {
                         // The client reused a packet id still awaiting PUBACK: cannot
                         // happen with a compliant client; the old reading is republished later.
-                        tracing::warn!(pkid, queue_id = old, "Packet id reused while in flight");
+                        tracing::warn!(pkid, queue_id = old.1, "Packet id reused while in flight");
                     }
                 }
                 None => tracing::warn!(pkid, "Publish sent that this session did not request"),
@@ -329,6 +317,20 @@ impl<L: Link> Uplink<L> {
                 if let Some(id) = self.inflight.remove(&pkid) {
                     Stats::add(&self.stats.acked, 1);
                     self.acked.push(id);
+                    self.stats
+                        .note(|n| n.last_puback = Some(chrono::Utc::now()));
+                }
+            }
+            LinkEvent::Refused(pkid, reason) => {
+                // Not delivered: it stays queued and goes again next session.
+                if let Some((_, id)) = self.inflight.remove(&pkid) {
+                    Stats::add(&self.stats.refused, 1);
+                    if !self.refusal_logged {
+                        self.refusal_logged = true;
+                        self.stats
+                            .note_error(format!("broker refused a publish: {reason}"));
+                        tracing::error!(queue_id = id, %reason, refused_total = Stats::get(&self.stats.refused), "The broker refused a publish; it stays queued (check the broker's ACL allows <prefix>/<device>/#)");
+                    }
                 }
             }
             LinkEvent::Connected => {
@@ -347,16 +349,22 @@ impl<L: Link> Uplink<L> {
                 if self.caught_up {
                     return Ok(());
                 }
-                let after = self.cursor;
-                let batch = self
+                let (generation, after) = (self.generation, self.cursor);
+                let fetched = self
                     .spool
-                    .with(move |s| s.next_after(after, FETCH_BATCH))
+                    .with(move |q| q.fetch(generation, after, FETCH_BATCH))
                     .await?;
-                self.caught_up = batch.len() < FETCH_BATCH;
-                if let Some(last) = batch.last() {
+                if fetched.stale {
+                    // The queue changed store: start over from its oldest entry.
+                    self.generation = fetched.generation;
+                    self.new_session();
+                    continue;
+                }
+                self.caught_up = fetched.entries.len() < FETCH_BATCH;
+                if let Some(last) = fetched.entries.last() {
                     self.cursor = last.id;
                 }
-                self.unsent.extend(batch);
+                self.unsent.extend(fetched.entries);
                 if self.unsent.is_empty() {
                     return Ok(());
                 }
@@ -365,7 +373,11 @@ impl<L: Link> Uplink<L> {
                 return Ok(());
             };
             let id = entry.id;
-            if let Err(e) = self.link.publish(&entry.topic, entry.payload) {
+            let meta = Meta {
+                seq: entry.seq,
+                json: entry.kind == Kind::Event,
+            };
+            if let Err(e) = self.link.publish(&entry.topic, entry.payload, meta) {
                 // The link is failing; its error event follows and the reading stays queued.
                 tracing::debug!(error = %e, "Publish not accepted by the client");
                 self.caught_up = false;
@@ -373,7 +385,7 @@ impl<L: Link> Uplink<L> {
                 self.unsent.clear();
                 return Ok(());
             }
-            self.requested.push_back(id);
+            self.requested.push_back((self.generation, id));
         }
         Ok(())
     }
@@ -400,8 +412,22 @@ impl<L: Link> Uplink<L> {
         if self.acked.is_empty() {
             return Ok(());
         }
-        let ids = std::mem::take(&mut self.acked);
-        self.spool.with(move |s| s.ack(&ids)).await?;
+        let acked = std::mem::take(&mut self.acked);
+        self.spool
+            .with(move |q| {
+                // Acks of an older generation are dropped by the queue itself.
+                let mut by_generation: Vec<(u64, Vec<i64>)> = Vec::new();
+                for (generation, id) in acked {
+                    match by_generation.last_mut() {
+                        Some((g, ids)) if *g == generation => ids.push(id),
+                        _ => by_generation.push((generation, vec![id])),
+                    }
+                }
+                for (generation, ids) in by_generation {
+                    q.ack(generation, &ids);
+                }
+            })
+            .await?;
         Ok(())
     }
 
@@ -414,6 +440,7 @@ impl<L: Link> Uplink<L> {
         self.unsent.clear();
         self.cursor = 0;
         self.caught_up = false;
+        self.refusal_logged = false;
     }
 }
 
@@ -421,6 +448,7 @@ impl<L: Link> Uplink<L> {
 mod tests {
     use super::*;
     use crate::link::LinkError;
+    use crate::queue::Queue;
     use crate::spool::{Bounds, NewEntry, Spool};
     use std::sync::Mutex;
 
@@ -472,7 +500,12 @@ mod tests {
             }
         }
 
-        fn publish(&mut self, _topic: &str, payload: Vec<u8>) -> Result<(), LinkError> {
+        fn publish(
+            &mut self,
+            _topic: &str,
+            payload: Vec<u8>,
+            _meta: Meta,
+        ) -> Result<(), LinkError> {
             let mut sent = self.sent.lock().unwrap();
             if self.drop_after == Some(sent.len()) {
                 self.drop_after = None;
@@ -514,21 +547,17 @@ mod tests {
         }
     }
 
-    fn spool_with(n: usize) -> SpoolHandle {
+    fn spool_with(n: usize) -> QueueHandle {
         let mut s = Spool::open_in_memory(Bounds {
             max_rows: 1_000_000,
             max_age: None,
         })
         .unwrap();
         let entries: Vec<_> = (1..=n)
-            .map(|i| NewEntry {
-                topic: "co2/a/emissions".into(),
-                payload: format!("r{i}").into_bytes(),
-                stamped_ms: i as i64,
-            })
+            .map(|i| NewEntry::reading("co2/a/emissions", format!("r{i}").into_bytes(), i as i64))
             .collect();
         s.append(&entries, 0).unwrap();
-        SpoolHandle::new(s)
+        QueueHandle::new(Queue::for_tests(s))
     }
 
     fn done_signals() -> Signals {
@@ -539,7 +568,7 @@ mod tests {
 
     fn uplink(
         link: FakeLink,
-        spool: &SpoolHandle,
+        spool: &QueueHandle,
         signals: Signals,
         window: usize,
     ) -> Uplink<FakeLink> {

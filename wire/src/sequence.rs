@@ -12,6 +12,7 @@
 //! [`SEQ_PROPERTY`], leaving the `datetime|emissions` payload untouched.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::str::FromStr;
 
 /// The MQTT v5 user property that carries a reading's [`Seq`].
@@ -73,6 +74,11 @@ impl Seq {
         } else {
             Some(Self { epoch, n })
         }
+    }
+
+    /// Number `n` of `epoch`, infallibly.
+    pub const fn from_nonzero(epoch: Epoch, n: NonZeroU64) -> Self {
+        Self { epoch, n: n.get() }
     }
 
     /// The numbering it belongs to.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use co2_publisher::app;
 use co2_publisher::config::Settings;
-use co2_publisher::spool::{Bounds, Spool};
+use co2_publisher::spool::{Bounds, Options, Spool};
 use co2_publisher::uplink::Stats;
 use co2_testkit::{free_port, wait_until};
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,10 @@ async fn full_queue_drops_the_oldest_and_keeps_the_newest() {
     let settings = Settings::from_toml(&format!(
         "device = \"bound-test\"\ninterval_ms = 5\nmax_readings = 40\n\
          [mqtt]\nport = {dead_port}\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n\
-         [queue]\npath = {:?}\nmax_rows = 5\n[clock]\nrequire_sync = false\n",
-        queue.display().to_string()
+         [queue]\npath = {:?}\nmax_rows = 5\n[clock]\nrequire_sync = false\n\
+         [status]\npath = {:?}\n",
+        queue.display().to_string(),
+        dir.path().join("status.json").display().to_string()
     ))
     .unwrap();
     let stats = Arc::new(Stats::default());
@@ -51,10 +53,10 @@ async fn full_queue_drops_the_oldest_and_keeps_the_newest() {
     // The five kept are the five newest: queue ids 36..=40 of a fresh queue.
     let spool = Spool::open(
         &queue,
-        Bounds {
+        Options::new(Bounds {
             max_rows: 5,
             max_age: None,
-        },
+        }),
     )
     .unwrap();
     let kept = spool.next_after(0, 100).unwrap();

@@ -100,11 +100,16 @@ fn settings(dir: &Path, port: u16, password_file: &str) -> Settings {
          [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"pi-tls\"\n\
          password_file = {pw:?}\nreconnect_min_ms = 50\nreconnect_max_ms = 200\n\
          [mqtt.tls]\nca_file = {ca:?}\n\
-         [queue]\npath = {queue:?}\n[clock]\nrequire_sync = false\n",
+         [queue]\npath = {queue:?}\n[clock]\nrequire_sync = false\n\
+         [status]\npath = {status:?}\n",
         pw = dir.join(password_file).display().to_string(),
         ca = dir.join("ca.crt").display().to_string(),
         queue = dir
             .join(format!("{password_file}.sqlite3"))
+            .display()
+            .to_string(),
+        status = dir
+            .join(format!("{password_file}.status.json"))
             .display()
             .to_string(),
     ))
