@@ -4,90 +4,31 @@
 //! exactly once, in time order per device.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use co2_testkit::{free_port, http_get, unique, wait_until, Broker, ChildProcess, Database};
+use co2_testkit::{unique, wait_until, Broker, ChildProcess, Database};
 
-use crate::support::{publisher_bin, publisher_env, queued_readings};
-
-/// The bridge binary: `CO2_BRIDGE_BIN`, else `co2-bridge` in the same target
-/// directory as this test (`<target>/<profile>/deps/it-*` -> `<target>/<profile>/`),
-/// whatever CARGO_TARGET_DIR is (`cargo build -p co2-bridge`; ops/test.sh builds
-/// every binary first).
-fn bridge_bin() -> PathBuf {
-    let path = std::env::var_os("CO2_BRIDGE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.join("co2-bridge"))
-        })
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/co2-bridge")
-        });
-    assert!(
-        path.is_file(),
-        "bridge binary not found at {}: run `cargo build -p co2-bridge` or set CO2_BRIDGE_BIN",
-        path.display()
-    );
-    path
-}
+use crate::support::{queued_readings, spawn_publisher as spawn, start_bridge, stored};
 
 fn spawn_publisher(dir: &Path, device: &str, port: u16, prefix: &str, count: u64) -> ChildProcess {
-    let mut cmd = Command::new(publisher_bin());
-    cmd.args(["run", "--count", &count.to_string()]);
-    for (k, v) in publisher_env(device, port, prefix, &dir.join(format!("{device}.sqlite3"))) {
-        cmd.env(k, v);
-    }
-    ChildProcess::spawn(cmd, &dir.join(format!("{device}.log"))).unwrap()
-}
-
-async fn stored(db: &Database, device: &str) -> Vec<(i64, i64)> {
-    let rows: Vec<(DateTime<Utc>, f64)> = sqlx::query_as(
-        "SELECT date_time, emissions FROM co2_emissions WHERE device = ? ORDER BY id",
+    spawn(
+        dir,
+        device,
+        port,
+        prefix,
+        &["run", "--count", &count.to_string()],
+        &[],
     )
-    .bind(device)
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|(t, v)| (t.timestamp_millis(), (v * 100.0).round() as i64))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_and_kill_lose_nothing_and_duplicate_nothing() {
-    let bridge = bridge_bin();
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("pube2e");
     let mut broker = Broker::start("").await.unwrap();
     let db = Database::create("pub_e2e").await.unwrap();
-
-    let http_port = free_port().unwrap();
-    let mut cmd = Command::new(&bridge);
-    cmd.arg("run")
-        .env("RUST_LOG", "info")
-        .env("CO2_BRIDGE__DATABASE__URL", db.url())
-        .env("CO2_BRIDGE__MQTT__PORT", broker.port().to_string())
-        .env("CO2_BRIDGE__MQTT__CLIENT_ID", format!("{prefix}-bridge"))
-        .env("CO2_BRIDGE__MQTT__TOPICS", format!("{prefix}/+/emissions"))
-        .env("CO2_BRIDGE__MQTT__RECONNECT_MAX_MS", "500")
-        .env("CO2_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"));
-    let bridge_log = dir.path().join("bridge.log");
-    let _bridge = ChildProcess::spawn(cmd, &bridge_log).unwrap();
-    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
-    let ready = wait_until(Duration::from_secs(30), || async move {
-        matches!(http_get(http, "/readyz").await, Ok((200, _)))
-    })
-    .await;
-    assert!(
-        ready,
-        "bridge not ready: {}",
-        std::fs::read_to_string(&bridge_log).unwrap_or_default()
-    );
+    let _bridge = start_bridge(dir.path(), broker.port(), &prefix, &db).await;
 
     // 3 devices at 20 ms: 1000 readings each is ~20 s of sampling.
     let devices = ["e2e-a", "e2e-b", "e2e-c"];

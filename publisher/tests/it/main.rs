@@ -3,7 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod clock_jump;
+mod corrupt_queue;
+mod disk_full;
 mod end_to_end;
+mod power_loss;
 mod queue_bound;
 mod support;
 mod tls_auth;
