@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p co2-publisher --bench drain` (release profile).
 //! Env: DRAIN_READINGS (default 100000), DRAIN_WINDOWS (max_inflight values
-//! to try, default "100,1000"), DRAIN_RUNS (per window, default 3).
+//! to try, default "100,1000"), DRAIN_RUNS (per window, default 3),
+//! DRAIN_PROTOCOL (`v5`, the default, or `v311`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::Ordering;
@@ -66,8 +67,10 @@ async fn drain_once(broker: &Broker, n: usize, window: u16) -> (Duration, u64) {
     let path = dir.path().join("queue.sqlite3");
     let spool = backlog(&path, n);
     assert_eq!(spool.len(), n as u64);
+    let protocol = std::env::var("DRAIN_PROTOCOL").unwrap_or_else(|_| "v5".into());
     let settings = Settings::from_toml(&format!(
-        "device = \"pi-bench\"\n[mqtt]\nport = {}\nmax_inflight = {window}\n[clock]\nrequire_sync = false\n",
+        "device = \"pi-bench\"\n[mqtt]\nport = {}\nmax_inflight = {window}\nprotocol = \"{protocol}\"\n\
+         [clock]\nrequire_sync = false\n",
         broker.port()
     ))
     .unwrap();

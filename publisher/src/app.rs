@@ -527,7 +527,7 @@ impl Housekeeper {
                 .last_error
                 .map(|(at, message)| status::ErrorNote { at, message }),
         };
-        let path = self.settings.status.path.clone();
+        let path = self.settings.status_path();
         let written = tokio::task::spawn_blocking(move || status::write(&path, &status)).await;
         let failed = match written {
             Ok(Ok(())) => None,
@@ -536,7 +536,7 @@ impl Housekeeper {
         };
         if let Some(e) = failed {
             if !self.stats.status_write_failed.swap(true, Ordering::Relaxed) {
-                tracing::warn!(path = %self.settings.status.path.display(), error = %e, "Cannot write the status file; `co2-publisher status` will not see this run (set status.path)");
+                tracing::warn!(path = %self.settings.status_path().display(), error = %e, "Cannot write the status file; `co2-publisher status` will not see this run (set status.path)");
             }
         }
     }

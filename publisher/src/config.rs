@@ -317,9 +317,12 @@ impl Default for QueueSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatusSettings {
-    /// Where; in RAM (`/run`) by default, so that it costs the SD card
-    /// nothing and still works when the card is full or read-only.
-    pub path: PathBuf,
+    /// Where; default `/run/co2-publisher/<device>.status.json`: in RAM, so
+    /// it costs the SD card nothing and still works when the card is full
+    /// or read-only, and per device, so several publishers on one machine
+    /// (a lab, a test) do not share one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
     /// Milliseconds between rewrites.
     pub interval_ms: u64,
 }
@@ -327,7 +330,7 @@ pub struct StatusSettings {
 impl Default for StatusSettings {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("/run/co2-publisher/status.json"),
+            path: None,
             interval_ms: 2_000,
         }
     }
@@ -562,6 +565,16 @@ impl Settings {
         )
     }
 
+    /// The state file: `status.path`, or `/run/co2-publisher/<device>.status.json`.
+    pub fn status_path(&self) -> PathBuf {
+        self.status.path.clone().unwrap_or_else(|| {
+            PathBuf::from(format!(
+                "/run/co2-publisher/{}.status.json",
+                self.device_or_default()
+            ))
+        })
+    }
+
     /// The MQTT client id.
     pub fn client_id(&self) -> String {
         self.mqtt
@@ -600,6 +613,10 @@ mod tests {
         assert_eq!(s.mqtt.protocol, Protocol::V5);
         assert_eq!(s.events_topic(), "co2/kitchen/events");
         assert_eq!(s.queue.synchronous, Synchronous::Full);
+        assert_eq!(
+            s.status_path(),
+            Path::new("/run/co2-publisher/kitchen.status.json")
+        );
         assert!(s.clock.require_sync);
     }
 

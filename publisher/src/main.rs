@@ -110,6 +110,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("# topic: {}", settings.topic());
             println!("# client id: {}", settings.client_id());
             println!("# events topic: {}", settings.events_topic());
+            println!("# status file: {}", settings.status_path().display());
         }
         Command::Status { .. } => {}
     }
@@ -118,7 +119,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 /// `status`: reads the state file the running service rewrites.
 fn print_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let path = &settings.status.path;
+    let path = &settings.status_path();
     let state = status::read(path)?;
     let alive = status::process_alive(state.pid);
     let now = chrono::Utc::now();

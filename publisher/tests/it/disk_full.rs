@@ -72,6 +72,22 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Runs `co2-publisher status` with the publisher's environment: (exit 0, output).
+fn status_command(env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(crate::support::publisher_bin());
+    cmd.arg("status").env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Reads the status file, checking the memory bound every time.
 fn status_of(path: &Path) -> Option<Status> {
     let s = status::read(path).ok()?;
@@ -135,6 +151,13 @@ async fn a_full_disk_sends_readings_through_memory_and_back() {
     })
     .await;
 
+    // What a person on the Pi sees: the running service's state, no second instance.
+    let (ok, text) = status_command(&env);
+    assert!(
+        ok && text.contains("IN MEMORY") && text.contains("NOT connected"),
+        "{text}"
+    );
+
     // The broker is back, the disk still full: readings arrive from memory.
     broker.resume().await.unwrap();
     let rows_before = stored(&db, device).await.len();
@@ -161,6 +184,11 @@ async fn a_full_disk_sends_readings_through_memory_and_back() {
     // A clean run delivers whatever waited on disk.
     let mut last = spawn(&["run", "--count", "3"]);
     let finished = last.wait(Duration::from_secs(60)).await;
+    let (ok, text) = status_command(&env);
+    assert!(
+        !ok && text.contains("stopped") && text.contains("on disk"),
+        "{text}"
+    );
     let log = log_of(dir.path(), device);
     if !finished.as_ref().is_ok_and(|s| s.success()) {
         std::fs::write("/tmp/disk_full.log", &log).unwrap();
