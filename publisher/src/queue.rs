@@ -187,16 +187,7 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Result<Self, SpoolError> {
-        let mut q = Self {
-            cfg,
-            disk: None,
-            memory: None,
-            generation: 1,
-            stats,
-            clock,
-            last_trim: Instant::now(),
-            recovering: false,
-        };
+        let mut q = Self::new(cfg, None, stats, clock);
         match Spool::open(&q.cfg.path, q.cfg.options) {
             Ok(spool) => {
                 if spool.fresh_numbering() {
@@ -218,9 +209,18 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Self {
+        Self::new(cfg, Some(spool), stats, clock)
+    }
+
+    fn new(
+        cfg: QueueConfig,
+        disk: Option<Spool>,
+        stats: Arc<Stats>,
+        clock: Arc<Timekeeper>,
+    ) -> Self {
         Self {
             cfg,
-            disk: Some(spool),
+            disk,
             memory: None,
             generation: 1,
             stats,

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use co2_wire::{ranges_of, DeviceEvent, Epoch, EventKind, Seq, SeqRange};
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::spool::{meta_int, read_numbering, Extras, Kind, NewEntry, Options, Spool, SpoolError};
+use crate::spool::{
+    meta_int, read_numbering, seq_of, Extras, Kind, NewEntry, Options, Spool, SpoolError,
+};
 
 /// Rows copied per transaction.
 const BATCH: usize = 500;
@@ -335,14 +337,7 @@ fn fetch(conn: &Connection, select: &str, after: i64) -> (Vec<Row>, bool) {
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    let epoch: Option<i64> = r.get(4)?;
-    let n: Option<i64> = r.get(5)?;
-    let seq = match (epoch, n) {
-        (Some(e), Some(n)) => u64::try_from(n)
-            .ok()
-            .and_then(|n| Seq::new(Epoch::new(e as u64), n)),
-        _ => None,
-    };
+    let seq = seq_of(r.get(4)?, r.get(5)?);
     Ok(Row {
         id: r.get(0)?,
         stamped_ms: r.get(1)?,

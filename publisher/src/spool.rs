@@ -689,15 +689,14 @@ impl Spool {
     }
 }
 
+/// A reading's number from its `epoch` and `seq` columns (NULL: none).
+pub(crate) fn seq_of(epoch: Option<i64>, n: Option<i64>) -> Option<Seq> {
+    // The epoch is stored as the u64's bits in SQLite's i64.
+    Seq::new(Epoch::new(epoch? as u64), u64::try_from(n?).ok()?)
+}
+
 fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    let epoch: Option<i64> = r.get(4)?;
-    let n: Option<i64> = r.get(5)?;
-    let seq = match (epoch, n) {
-        (Some(e), Some(n)) => u64::try_from(n)
-            .ok()
-            .and_then(|n| Seq::new(Epoch::new(e as u64), n)),
-        _ => None,
-    };
+    let seq = seq_of(r.get(4)?, r.get(5)?);
     Ok(Entry {
         id: r.get(0)?,
         kind: Kind::from_code(r.get(1)?),
@@ -716,20 +715,10 @@ fn apply_bounds(
     ledger: &mut DropLedger,
 ) -> Result<Dropped, rusqlite::Error> {
     let mut dropped = Dropped::default();
-    let returned =
-        |stmt: &mut rusqlite::Statement<'_>, arg: i64| -> rusqlite::Result<Vec<Option<Seq>>> {
-            stmt.query_map([arg], |r| {
-                let epoch: Option<i64> = r.get(0)?;
-                let n: Option<i64> = r.get(1)?;
-                Ok(match (epoch, n) {
-                    (Some(e), Some(n)) => u64::try_from(n)
-                        .ok()
-                        .and_then(|n| Seq::new(Epoch::new(e as u64), n)),
-                    _ => None,
-                })
-            })?
-            .collect()
-        };
+    let returned = |stmt: &mut rusqlite::Statement<'_>, arg: i64| {
+        stmt.query_map([arg], |r| Ok(seq_of(r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<Option<Seq>>>>()
+    };
     if let Some(max_age) = bounds.max_age {
         if now_ms > 0 {
             let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
