@@ -504,7 +504,7 @@ impl Queue {
         });
         self.generation += 1;
         self.push_event(EventKind::MemoryMode {
-            reason,
+            reason: short(&reason),
             from_epoch: from.map(|n| n.epoch),
             from_last_seq: from.and_then(|n| n.last()),
             epoch: numbering.epoch,
@@ -810,6 +810,15 @@ impl Queue {
     }
 }
 
+/// An error text cut to what an announcement carries (events are bounded in size).
+pub(crate) fn short(text: &str) -> String {
+    const MAX: usize = 300;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 fn is_disk_full(e: &SpoolError) -> bool {
     match e {
         SpoolError::Sqlite { source, .. } => {
@@ -901,6 +910,15 @@ mod tests {
             .filter(|e| e.kind == crate::spool::Kind::Event)
             .map(|e| DeviceEvent::decode(&e.payload).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(short("disk full"), "disk full");
+        let long = "é".repeat(400);
+        let cut = short(&long);
+        assert_eq!(cut.chars().count(), 303);
+        assert!(cut.ends_with("..."));
     }
 
     #[test]
