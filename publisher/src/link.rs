@@ -261,7 +261,7 @@ async fn pump_v5(
             Ok(Event5::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
             Ok(Event5::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
             Ok(_) => continue,
-            Err(e) if !connected => Err(LinkError(format!(
+            Err(e) if !connected && reached_the_broker(&e) => Err(LinkError(format!(
                 "{e} (if the broker speaks only MQTT 3.1.1, e.g. NATS, set mqtt.protocol = \"v311\")"
             ))),
             Err(e) => Err(LinkError(e.to_string())),
@@ -269,6 +269,26 @@ async fn pump_v5(
         if !forward(&tx, event).await {
             return;
         }
+    }
+}
+
+/// Whether a v5 connection failed after a broker answered (a refusal, a
+/// garbled or missing CONNACK, a closed socket), where a v3.1.1-only broker
+/// is a likely cause; not when nothing listened or the network failed.
+fn reached_the_broker(e: &rumqttc::v5::ConnectionError) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        rumqttc::v5::ConnectionError::Io(io) => !matches!(
+            io.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::NotFound
+                | ErrorKind::TimedOut
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::AddrNotAvailable
+        ),
+        rumqttc::v5::ConnectionError::Timeout(_) => false,
+        _ => true,
     }
 }
 

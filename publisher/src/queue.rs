@@ -684,6 +684,14 @@ impl Queue {
                 .as_ref()
                 .map_or(0, |d| d.pending_drops().range_count()),
         };
+        if connected || ranges >= ANNOUNCE_RANGES {
+            grew |= self.announce_pending();
+        }
+        grew
+    }
+
+    /// Announces pending drops now, if there are any; returns whether it queued events.
+    pub fn announce_pending(&mut self) -> bool {
         let pending = match &self.memory {
             Some(m) => !m.queue.pending_drops().is_empty(),
             None => self
@@ -691,10 +699,7 @@ impl Queue {
                 .as_ref()
                 .is_some_and(|d| !d.pending_drops().is_empty()),
         };
-        if pending && (connected || ranges >= ANNOUNCE_RANGES) {
-            grew |= self.announce_drops();
-        }
-        grew
+        pending && self.announce_drops()
     }
 
     /// Turns pending drops into `readings_dropped` events.

@@ -399,11 +399,16 @@ impl<L: Link> Uplink<L> {
             return Ok(false);
         }
         self.flush_acks().await?;
-        if self.spool.is_empty() {
+        // Drops not yet announced are part of what must be delivered.
+        let announced = self.spool.with(|q| q.announce_pending()).await?;
+        if self.spool.is_empty() && !announced {
             return Ok(true);
         }
-        // Rows beyond the cursor, or the last reading appended after the last fetch.
+        // Rows beyond the cursor, or the last reading appended after the last
+        // fetch, or the announcement just queued: send them now, since no
+        // event may come to wake the loop.
         self.caught_up = false;
+        self.fill_window().await?;
         Ok(false)
     }
 

@@ -1,5 +1,6 @@
 //! With the broker unreachable and a tiny bound, the oldest readings are
-//! dropped and counted, and the newest kept.
+//! dropped and counted, and the newest kept; once the broker is back, the
+//! drop is announced with exactly the numbers dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,10 @@ use co2_publisher::app;
 use co2_publisher::config::Settings;
 use co2_publisher::spool::{Bounds, Options, Spool};
 use co2_publisher::uplink::Stats;
-use co2_testkit::{free_port, wait_until};
+use co2_testkit::{free_port, unique, wait_until, Broker};
+use co2_wire::{DropCause, EventKind, SeqRange};
+
+use crate::support::Listener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -67,4 +71,67 @@ async fn full_queue_drops_the_oldest_and_keeps_the_newest() {
         .map(|e| String::from_utf8(e.payload.clone()).unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[tokio::test]
+async fn an_overflow_while_the_broker_is_away_is_announced_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("pubbound");
+    let mut broker = Broker::start("").await.unwrap();
+    let listener = Listener::start(broker.port(), &prefix).await;
+    broker.stop().await.unwrap();
+    let settings = Settings::from_toml(&format!(
+        "device = \"bound-b\"\ninterval_ms = 5\nmax_readings = 40\n\
+         [mqtt]\nport = {}\ntopic_prefix = \"{prefix}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n\
+         [queue]\npath = {:?}\nmax_rows = 5\n[clock]\nrequire_sync = false\n\
+         [status]\npath = {:?}\n",
+        broker.port(),
+        dir.path().join("q.sqlite3").display().to_string(),
+        dir.path().join("status.json").display().to_string()
+    ))
+    .unwrap();
+    let stats = Arc::new(Stats::default());
+    let task = tokio::spawn(app::run_with_stats(
+        settings,
+        CancellationToken::new(),
+        Arc::clone(&stats),
+    ));
+    let all_queued = wait_until(Duration::from_secs(20), || {
+        let stats = Arc::clone(&stats);
+        async move { Stats::get(&stats.queued) == 40 }
+    })
+    .await;
+    assert!(all_queued);
+    broker.resume().await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("publisher did not deliver and stop")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.dropped, summary.left_in_queue), (35, 0));
+
+    let heard = wait_until(Duration::from_secs(10), || async {
+        listener.readings("bound-b").len() >= 5 && !listener.events("bound-b").is_empty()
+    })
+    .await;
+    assert!(heard, "heard only {:?}", listener.heard());
+    let numbers: Vec<_> = listener
+        .readings("bound-b")
+        .iter()
+        .map(|(_, _, s)| s.unwrap())
+        .collect();
+    let epoch = numbers[0].epoch();
+    let ns: Vec<u64> = numbers.iter().map(|s| s.n()).collect();
+    assert_eq!(ns, [36, 37, 38, 39, 40], "the five newest were kept");
+    let events = listener.events("bound-b");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].kind,
+        EventKind::ReadingsDropped {
+            cause: DropCause::MaxRows,
+            count: 35,
+            unnumbered: 0,
+            ranges: vec![SeqRange::new(epoch, 1, 35).unwrap()],
+        }
+    );
 }

@@ -228,7 +228,12 @@ impl Listener {
     /// Subscribes (returns once the broker confirmed the subscription).
     pub async fn start(port: u16, prefix: &str) -> Self {
         let mut options = MqttOptions::new(format!("{prefix}-listener"), "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(5));
+        // A persistent session: the broker keeps what arrives while the
+        // listener is away (a test restarting the broker) and its subscription.
+        options
+            .set_keep_alive(Duration::from_secs(5))
+            .set_clean_start(false)
+            .set_session_expiry_interval(Some(3600));
         let (client, mut eventloop) = AsyncClient::new(options, 100);
         let heard = Arc::new(Mutex::new(Vec::new()));
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
@@ -238,7 +243,7 @@ impl Listener {
             let mut subscribed_tx = Some(subscribed_tx);
             loop {
                 match eventloop.poll().await {
-                    // A clean session: subscribe on every connection (the test may restart the broker).
+                    // Subscribe on every connection, in case the broker lost the session.
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                     }
