@@ -452,9 +452,12 @@ impl Fields<'_> {
     }
 
     fn time(&self, field: &'static str) -> Result<DateTime<Utc>, EventError> {
-        DateTime::parse_from_rfc3339(self.str(field)?)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| bad(field, "not an RFC 3339 time"))
+        let t = DateTime::parse_from_rfc3339(self.str(field)?)
+            .map_err(|_| bad(field, "not an RFC 3339 time"))?;
+        // Milliseconds are the wire's precision: finer digits are dropped, so
+        // that what decodes re-encodes to the same event.
+        DateTime::from_timestamp_millis(t.timestamp_millis())
+            .ok_or(bad(field, "not an RFC 3339 time"))
     }
 
     fn opt_time(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, EventError> {
@@ -548,6 +551,14 @@ mod tests {
             }
         );
         assert_eq!(event.at, None);
+    }
+
+    #[test]
+    fn times_are_read_to_the_millisecond_in_utc() {
+        let text = r#"{"v":1,"id":"0000000000000001","kind":"clock_resync","at":"2026-01-02T05:04:05.678999+02:00","offset_ms":1}"#;
+        let event = DeviceEvent::decode(text.as_bytes()).unwrap();
+        assert_eq!(event.at, Some(at()));
+        assert_eq!(DeviceEvent::decode(&event.encode()), Ok(event));
     }
 
     #[test]
