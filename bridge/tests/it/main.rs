@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod delivery;
+mod edges;
 mod failures;
 mod hostile;
 mod observability;
