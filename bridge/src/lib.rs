@@ -7,7 +7,7 @@
 //! - `pipeline`: the only place that knows about ordering: batches, decodes
 //!   through the routes (`route`), writes through the sinks with retries,
 //!   splitting and dead letters, then acknowledges;
-//! - `sink`: where batches are stored (MySQL).
+//! - `sink`: where batches are stored (MySQL, InfluxDB).
 //!
 //! Around them: `config` (a leaf: validation does no I/O), `health`
 //! (`/readyz`), `metrics`, `http` (the operator listener), `supervisor`
@@ -39,4 +39,9 @@ pub mod decode {
     pub use crate::pipeline::{DeadLetter, Reason, Record};
     pub use crate::route::{Field, Message, Routes, Value};
     pub use crate::source::Origin;
+}
+
+/// The InfluxDB line-protocol encoder, public for its fuzz target.
+pub mod line_protocol {
+    pub use crate::sink::influx::line::{check, push_point, FieldValue, LineError, Part};
 }

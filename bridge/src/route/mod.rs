@@ -100,6 +100,7 @@ pub struct Route {
     max_payload: usize,
     sink: String,
     trust_payload_device: bool,
+    measurement: Option<Arc<str>>,
     tokens_file: Option<PathBuf>,
     tokens: Option<Tokens>,
 }
@@ -113,6 +114,11 @@ impl Route {
     /// The name of the sink its messages go to.
     pub fn sink(&self) -> &str {
         &self.sink
+    }
+
+    /// Its measurement, for InfluxDB sinks (`None`: each message's topic).
+    pub fn measurement(&self) -> Option<&str> {
+        self.measurement.as_deref()
     }
 
     /// Its table, for table sinks.
@@ -235,6 +241,7 @@ impl Routes {
                 max_payload: settings.wire.max_payload_bytes,
                 sink: settings.co2.sink.clone(),
                 trust_payload_device: false,
+                measurement: settings.co2.measurement.as_deref().map(Arc::from),
                 tokens_file: None,
                 tokens: None,
             });
@@ -584,6 +591,7 @@ fn build(
         max_payload,
         sink: s.sink.clone().unwrap_or_else(|| DEFAULT_SINK.to_owned()),
         trust_payload_device: s.trust_payload_device,
+        measurement: s.measurement.as_deref().map(Arc::from),
         tokens_file: s.http.as_ref().map(|h| h.tokens_file.clone()),
         tokens: None,
     })

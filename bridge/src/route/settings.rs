@@ -17,6 +17,8 @@ pub struct RouteSettings {
     pub decoder: DecoderKind,
     /// The sink its messages go to (default `mysql`, the one `[database]` configures).
     pub sink: Option<String>,
+    /// For an InfluxDB sink: the measurement of its points (default: the topic).
+    pub measurement: Option<String>,
     /// Target table (default: `co2_emissions`, `readings` or `images` by decoder;
     /// required for `delimited`).
     pub table: Option<String>,

@@ -5,6 +5,7 @@
 //! for every sink alike: retries with back-off, splitting a refused batch
 //! down to the message, dead letters and acknowledgements.
 
+pub(crate) mod influx;
 pub(crate) mod mysql;
 
 use futures_util::future::BoxFuture;
@@ -141,6 +142,9 @@ pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, Conf
                 let pool = mysql::schema::pool(&db, &key)?;
                 mysql_pools.push((name.clone(), pool.clone()));
                 Box::new(mysql::MysqlSink::new(pool, routes, &name, &db))
+            }
+            SinkSettings::Influxdb(influx) => {
+                Box::new(influx::InfluxSink::new(&influx, &key, routes, &name)?)
             }
         };
         sinks.push((name, built));
