@@ -4,7 +4,8 @@
 # password: a development/test setup, never a server's) and Mosquitto on
 # 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
 # clients, the shell linter, docker-compose, iproute2, iptables,
-# systemd-analyze, node/npm and Chromium (the images page is tested headless).
+# systemd-analyze, node/npm and Chromium (the images page is tested headless),
+# and influxd (InfluxDB 1.x; the tests start their own, never a system one).
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ declare -A NEED=(
     [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
-    [chromium]=chromium
+    [chromium]=chromium [influxd]=influxdb
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -36,6 +37,32 @@ if ((${#missing[@]})); then
 fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Debian's influxdb package enables (and where it can, starts) a system
+# service listening on :8086 on every interface. The tests start their own
+# influxd on free loopback ports and never use it, so stop and disable it.
+stop_system_influxdb() {
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+        if systemctl is-enabled --quiet influxdb 2>/dev/null || systemctl is-active --quiet influxdb 2>/dev/null; then
+            say "stopping and disabling the system InfluxDB service (tests run their own)"
+            systemctl disable --now influxdb >/dev/null 2>&1 || true
+        fi
+    elif [[ -x /etc/init.d/influxdb ]]; then
+        /etc/init.d/influxdb stop >/dev/null 2>&1 || true
+        update-rc.d influxdb disable >/dev/null 2>&1 || true
+    fi
+    # Whatever started it: a daemon on the packaged config is the system one.
+    local pid
+    for pid in $(pgrep -x influxd 2>/dev/null || true); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/etc/influxdb/influxdb.conf'; then
+            say "stopping the system influxd (pid $pid)"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+}
+if command -v influxd >/dev/null 2>&1; then
+    stop_system_influxdb
+fi
 wait_port() {
     local port=$1 name=$2
     for _ in $(seq 1 100); do

@@ -3,11 +3,13 @@
 //! Everything binds to 127.0.0.1 and is owned by the test that made it: a
 //! [`Broker`] is a private `mosquitto` on a free port (so a test may stop it),
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
-//! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection.
+//! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
+//! an [`Influx`] is a private `influxd` on free loopback ports.
 
 mod broker;
 mod database;
 mod http;
+mod influx;
 mod process;
 mod proxy;
 mod publisher;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 pub use broker::Broker;
 pub use database::Database;
 pub use http::{http_get, http_request, metric_value};
+pub use influx::{Influx, Series};
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;

@@ -1,4 +1,4 @@
-//! Integration tests against real Mosquitto and MariaDB. One binary, so the
+//! Integration tests against real Mosquitto, MariaDB and InfluxDB. One binary, so the
 //! helpers compile once. Each test owns its database and topic prefix; tests
 //! that stop a broker own that broker too.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -7,6 +7,7 @@ mod delivery;
 mod edges;
 mod failures;
 mod hostile;
+mod influx;
 mod observability;
 mod routes;
 mod scale_out;

@@ -516,4 +516,98 @@ mod tests {
     fn influxql_names_are_quoted_safely() {
         assert_eq!(influxql_escape(r#"a"b\c"#), r#"a\"b\\c"#);
     }
+
+    /// The tag path against a real influxd (named topic levels reach it once
+    /// a decoder sets tags): awkward tag values read back intact, and one with
+    /// a line break refuses its batch without writing anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn awkward_tags_read_back_from_a_real_influxd_and_a_line_break_adds_no_point() {
+        let influx = co2_testkit::Influx::start().await.unwrap();
+        let db = influx.create_database("ixtags").await.unwrap();
+        let mut settings = crate::config::Settings::default();
+        settings.co2.sink = "influx".into();
+        settings.co2.measurement = Some("co2".into());
+        let s = InfluxSettings {
+            url: influx.url(),
+            database: db.clone(),
+            ..InfluxSettings::default()
+        };
+        settings.sinks.insert(
+            "influx".into(),
+            crate::config::SinkSettings::Influxdb(s.clone()),
+        );
+        let routes = Routes::from_settings(&settings).unwrap();
+        let sink = InfluxSink::new(&s, "sinks.influx", &routes, "influx").unwrap();
+        sink.prepare().await.unwrap();
+
+        let awkward = "a b,c=d \"q\"\t\r é \\x";
+        let good = message(
+            vec![field("emissions", Value::Float(1.5))],
+            vec![(Arc::from("room name"), awkward.to_owned())],
+        );
+        let mut evil = good.clone();
+        evil.time += chrono::Duration::seconds(1);
+        evil.tags = vec![(
+            Arc::from("room"),
+            "x\nco2,device=pi-1 emissions=666".to_owned(),
+        )];
+        let item = |m| Item {
+            route: 0,
+            message: m,
+            topic: "co2/pi-1/emissions",
+        };
+        let both = Batch {
+            items: vec![item(&good), item(&evil)],
+            letters: Vec::new(),
+        };
+        match sink.write(&both).await {
+            Err(SinkError::Refused(why)) => assert!(why.contains("line break"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(influx
+            .query(&db, "SELECT * FROM co2")
+            .await
+            .unwrap()
+            .is_empty());
+        let one = Batch {
+            items: vec![item(&good)],
+            letters: Vec::new(),
+        };
+        let written = sink.write(&one).await.unwrap();
+        assert_eq!(written.inserted, [(0, 1)]);
+        let rows = influx
+            .query(&db, r#"SELECT "emissions", "device", "room name" FROM co2"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows[0].values,
+            [vec![
+                serde_json::Value::from(1_594_680_203_456_i64),
+                1.5.into(),
+                "pi-1".into(),
+                awkward.into()
+            ]]
+        );
+        let values = influx
+            .query(&db, r#"SHOW TAG VALUES FROM co2 WITH KEY = "room name""#)
+            .await
+            .unwrap();
+        assert_eq!(
+            values[0].values,
+            [vec![serde_json::Value::from("room name"), awkward.into()]]
+        );
+        // A batch of only the bad one is refused too, and nothing was added.
+        let bad = Batch {
+            items: vec![item(&evil)],
+            letters: Vec::new(),
+        };
+        assert!(matches!(sink.write(&bad).await, Err(SinkError::Refused(_))));
+        assert_eq!(
+            influx
+                .scalar(&db, "SELECT count(emissions) FROM co2")
+                .await
+                .unwrap(),
+            1.0
+        );
+    }
 }
