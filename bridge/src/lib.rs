@@ -43,5 +43,8 @@ pub mod decode {
 
 /// The InfluxDB line-protocol encoder, public for its fuzz target.
 pub mod line_protocol {
+    /// The test-side reader the fuzz target checks the encoder with.
+    #[cfg(fuzzing)]
+    pub use crate::sink::influx::line::parse;
     pub use crate::sink::influx::line::{check, push_point, FieldValue, LineError, Part};
 }

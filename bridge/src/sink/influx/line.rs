@@ -255,26 +255,36 @@ impl Precision {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod parse {
+#[cfg(any(test, fuzzing))]
+pub mod parse {
     //! A small line-protocol reader modelled on InfluxDB 1.x's (models/points.go),
-    //! for tests: it splits lines and undoes escapes the way the server does,
-    //! so what it reads back is what the server would store.
+    //! for the tests and the fuzz target only: it splits lines and undoes
+    //! escapes the way the server does, so what it reads back is what the
+    //! server would store.
 
     /// One parsed point.
     #[derive(Debug, Clone, PartialEq)]
     pub struct Parsed {
+        /// The measurement.
         pub measurement: String,
+        /// Tags, in line order.
         pub tags: Vec<(String, String)>,
+        /// Fields, in line order.
         pub fields: Vec<(String, ParsedValue)>,
+        /// The timestamp, in the write's precision.
         pub timestamp: i64,
     }
 
+    /// A parsed field value.
     #[derive(Debug, Clone, PartialEq)]
     pub enum ParsedValue {
+        /// A float.
         Float(f64),
+        /// An integer.
         Int(i64),
+        /// A string.
         Text(String),
+        /// A boolean.
         Bool(bool),
     }
 
