@@ -48,8 +48,10 @@ import yaml
 import obslib
 
 REPO = obslib.REPO
-EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "mysql-grants", "bridge", "prometheus",
-                     "grafana"}
+EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "mysql-grants", "bridge",
+                     "prometheus", "grafana", "influxdb"}
+# Services that start only when their profile is asked for.
+PROFILED = {"influxdb": "influxdb"}
 # Published on every interface by default: MQTT over TLS and Grafana, nothing else.
 PUBLIC_PORTS = {8883, 3000}
 # Capabilities a service may add back after cap_drop ALL: the images that start
@@ -58,8 +60,8 @@ ROOT_THEN_USER = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
 CAPS = {"mosquitto": ROOT_THEN_USER, "mysql": ROOT_THEN_USER}
 BRIDGE_LISTENER = 1884
 STATE = {"mosquitto": "/mosquitto/data", "mysql": "/var/lib/mysql", "prometheus": "/prometheus",
-         "grafana": "/var/lib/grafana"}
-BRIDGE_SECTIONS = {"MQTT", "DATABASE", "HTTP", "BATCH", "WIRE", "METRICS"}
+         "grafana": "/var/lib/grafana", "influxdb": "/var/lib/influxdb"}
+BRIDGE_SECTIONS = {"MQTT", "DATABASE", "HTTP", "BATCH", "WIRE", "METRICS", "SINKS", "CO2", "DEAD_LETTERS"}
 
 
 def free_port():
@@ -124,6 +126,13 @@ def static_checks(c, cfg, env):
             if src.startswith(str(REPO)):
                 c.check(Path(src).exists(), f"{name}: mounted {Path(src).relative_to(REPO)} exists")
     c.check("ports" not in services.get("mysql", {}), "mysql: no published port")
+    for name, profile in PROFILED.items():
+        c.check(services.get(name, {}).get("profiles") == [profile], f"{name}: only under the {profile!r} profile")
+    c.check("ports" not in services.get("influxdb", {}), "influxdb: no published port")
+    ienv = services.get("influxdb", {}).get("environment", {}) or {}
+    c.check(str(ienv.get("INFLUXDB_HTTP_AUTH_ENABLED")).lower() == "true"
+            and str(ienv.get("INFLUXDB_REPORTING_DISABLED")).lower() == "true",
+            "influxdb: authentication on, usage reporting off")
     c.check("ports" not in services.get("bridge", {}), "bridge: /metrics not published on the host")
     top_vols = set((cfg.get("volumes") or {}).keys())
     c.check(top_vols >= {"mosquitto-data", "mysql-data", "prometheus-data", "grafana-data"},
@@ -452,6 +461,15 @@ def bridge_env_live(c, cfg):
         c.check(r.returncode == 0, f"{name}: its CO2_BRIDGE__* environment passes `co2-bridge check-config`",
                 (r.stdout + r.stderr)[-2000:])
         c.check("testvalue" not in r.stdout, f"{name}: check-config masks the passwords")
+    # The same bridge with CO2_SINK=influx: readings and dead letters to the InfluxDB sink.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CO2_BRIDGE")}
+    env.update({k: str(v) for k, v in (cfg["services"]["bridge"].get("environment") or {}).items()})
+    env.update({"CO2_BRIDGE__CO2__SINK": "influx", "CO2_BRIDGE__DEAD_LETTERS__SINK": "influx"})
+    r = subprocess.run([str(binary), "check-config"], env=env, capture_output=True, text=True, check=False,
+                       cwd=tempfile.gettempdir())
+    c.check(r.returncode == 0 and 'kind = "influxdb"' in r.stdout and "testvalue" not in r.stdout,
+            "bridge with CO2_SINK=influx: its environment passes check-config (sink influx, password masked)",
+            (r.stdout + r.stderr)[-2000:])
 
 
 def main():

@@ -41,7 +41,9 @@ CORE_PANEL_TYPES = set(PANEL_SCHEMA_DIRS) | {"row", "alertlist", "flamegraph", "
 SPECIAL_DATASOURCE_UIDS = {"-- Grafana --", "-- Mixed --", "-- Dashboard --", "grafana"}
 MYSQL_TARGET_KEYS = {"refId", "datasource", "rawSql", "format", "rawQuery", "editorMode", "hide",
                      "sql", "dataset", "table", "queryType"}
-GRAFANA_BUILTIN_VARS = re.compile(r"^__")
+INFLUX_TARGET_KEYS = {"refId", "datasource", "query", "rawQuery", "resultFormat", "alias", "hide"}
+# Grafana's own variables: $__interval and friends, and InfluxQL's $timeFilter and $interval.
+GRAFANA_BUILTIN_VARS = re.compile(r"^(__|timeFilter$|interval$)")
 UID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
@@ -125,6 +127,13 @@ def check_provisioning(c):
     c.check(len(defaults) <= 1, f"at most one isDefault data source ({defaults})")
     for d in dss:
         c.check(d.get("access", "proxy") in ("proxy", "direct"), f"data source {d.get('uid')}: access proxy|direct")
+        if d.get("type") == "influxdb":
+            jd = d.get("jsonData") or {}
+            c.check(jd.get("version", "InfluxQL") == "InfluxQL" and bool(jd.get("dbName")),
+                    f"data source {d.get('uid')}: InfluxQL with a database ({jd.get('dbName')})")
+            pw = (d.get("secureJsonData") or {}).get("password", "")
+            c.check(bool(re.fullmatch(r"\$\{?\w+\}?", str(pw))),
+                    f"data source {d.get('uid')}: password comes from the environment ({pw})")
         if d.get("type") == "mysql":
             jd = d.get("jsonData") or {}
             c.check(jd.get("timezone") == "+00:00", f"data source {d.get('uid')}: session time zone +00:00")
@@ -236,6 +245,14 @@ def check_dashboard(c, schemas, path, ds_refs, seen_uids, seen_titles):
                 unknown = set(t) - MYSQL_TARGET_KEYS
                 c.check(not unknown, f"{tname}: no unknown keys", unknown)
                 refs |= var_refs(t.get("rawSql"))
+            elif tref.get("type") == "influxdb":
+                c.check(bool((t.get("query") or "").strip()) and t.get("rawQuery") is True,
+                        f"{tname}: raw InfluxQL query")
+                c.check(t.get("resultFormat") in ("time_series", "table"),
+                        f"{tname}: resultFormat {t.get('resultFormat')!r} is time_series or table")
+                unknown = set(t) - INFLUX_TARGET_KEYS
+                c.check(not unknown, f"{tname}: no unknown keys", unknown)
+                refs |= var_refs(t.get("query")) | var_refs(t.get("alias"))
             elif tref.get("type") == "prometheus":
                 errs = errors(prom_schema, t)
                 c.check(not errs, f"{tname}: valid Prometheus dataquery", "\n".join(errs[:20]))
