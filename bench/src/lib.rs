@@ -6,13 +6,15 @@
 //! ceiling, the naive one-INSERT-per-message consumer); [`db`] measures the
 //! database's multi-row insert ceiling; [`broker`] and [`bridge`] run
 //! test-owned Mosquittos and the real bridge binary; [`run`] puts them
-//! together back to back.
+//! together back to back; [`influx`] measures the InfluxDB sink against
+//! influxd's own ceiling.
 
 pub mod account;
 pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod db;
+pub mod influx;
 pub mod load;
 pub mod report;
 pub mod run;

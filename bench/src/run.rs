@@ -781,11 +781,63 @@ pub async fn suite(
             ));
         }
     }
+    if want("influx") {
+        figures.extend(influx_figures(paths, repo, &burst, &devices, a.repeat).await?);
+    }
     Ok(SuiteReport {
         environment,
         runs,
         figures,
     })
+}
+
+/// The InfluxDB sink's burst and influxd's ceiling for the same points,
+/// alternating, `repeat` times, on one private influxd and a provisioned broker.
+async fn influx_figures(
+    paths: &Paths,
+    repo: &std::path::Path,
+    burst: &Load,
+    devices: &[String],
+    repeat: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    let influx = co2_testkit::Influx::start().await?;
+    let broker = TestBroker::start(BrokerKind::Provisioned, repo, devices).await?;
+    let target = Target::owned(&broker);
+    let (mut sink, mut ceiling, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..repeat {
+        let run = crate::influx::bridge_run(paths, &target, &influx, burst).await?;
+        let sent = synthetic_readings(burst);
+        let top = crate::influx::ceiling_run(&influx, &sent).await?;
+        tracing::info!(
+            run = i + 1,
+            sent = run.sent,
+            stored = run.stored,
+            bridge_rows_per_s = run.rows_per_s as u64,
+            ceiling_rows_per_s = top as u64,
+            "InfluxDB sink vs ceiling"
+        );
+        anyhow::ensure!(
+            run.stored == run.sent,
+            "the InfluxDB sink stored {} of {}",
+            run.stored,
+            run.sent
+        );
+        sink.push(run.rows_per_s);
+        ceiling.push(top);
+        pairs.push((run.rows_per_s, top));
+    }
+    Ok([
+        value_figure("InfluxDB sink, burst (provisioned broker)", "rows/s", &sink),
+        value_figure(
+            "InfluxDB ceiling, /write of 10,000-line batches, 1 connection",
+            "rows/s",
+            &ceiling,
+        ),
+        ratio_figure("InfluxDB sink / influxd ceiling", &pairs),
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
 }
 
 /// Resolves `--bridge-bin`.
