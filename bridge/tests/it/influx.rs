@@ -192,6 +192,7 @@ topics = ["PREFIX/bins/level"]
 decoder = "delimited"
 table = "bin_levels"
 sink = "influx"
+trust_payload_device = true
 [routes.delimited]
 fields = [
   { column = "level", type = "number", flag_word = "FULL", flag_column = "full" },
