@@ -23,6 +23,7 @@ use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::quarantine::Quarantine;
 use crate::pipeline::{InFlight, Pipeline};
 use crate::route::Routes;
+use crate::sink::mysql::completeness::Completeness;
 use crate::sink::mysql::schema;
 use crate::sink::{self, PrepareError, Sinks};
 use crate::source::budget::ByteBudget;
@@ -118,6 +119,7 @@ pub struct Bridge {
     routes: Arc<Routes>,
     sinks: Arc<Sinks>,
     images: Option<Images>,
+    completeness: Option<Completeness>,
     faults: Faults,
 }
 
@@ -149,6 +151,7 @@ impl Bridge {
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
         let images = images(&settings, &routes, &built.mysql_pools)?;
+        let completeness = completeness(&settings, &routes, &built.mysql_pools, &metrics);
         let listener = bind("http.listen", settings.http_listen()?).await?;
         let device_listener = match settings.device_listen()? {
             Some(addr) => Some(bind("http.device_listen", addr).await?),
@@ -165,6 +168,7 @@ impl Bridge {
             routes,
             sinks,
             images,
+            completeness,
             faults,
         })
     }
@@ -191,6 +195,7 @@ impl Bridge {
             routes,
             sinks,
             images,
+            completeness,
             faults,
         } = self;
         let (supervisor, mut ended) = Supervisor::new();
@@ -263,6 +268,13 @@ impl Bridge {
                 false => Err(fail(&health, e)),
             },
         };
+        // The scan reads tables the migrations make: it starts once they ran.
+        let scan = match ready {
+            Ok(true) => {
+                completeness.map(|c| supervisor.spawn("completeness scan", c.run(shutdown.clone())))
+            }
+            _ => None,
+        };
         let result = match ready {
             Ok(true) => {
                 let parts = PipelineParts {
@@ -282,6 +294,9 @@ impl Bridge {
 
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), probe).await;
+        if let Some(scan) = scan {
+            let _ = tokio::time::timeout(Duration::from_secs(5), scan).await;
+        }
         if matches!(result, Err(RunError::TaskEnded(_))) {
             // Keep answering /readyz and /healthz (503, naming the task) for a
             // moment, so that a probe or an operator sees why before the restart.
@@ -328,6 +343,26 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, RunErr
     TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { key, addr, source })
+}
+
+/// The completeness scan of the CO2 route's sink, when it is a MySQL one.
+fn completeness(
+    settings: &Settings,
+    routes: &Routes,
+    pools: &[(String, sqlx::MySqlPool)],
+    metrics: &Arc<Metrics>,
+) -> Option<Completeness> {
+    let c = &settings.completeness;
+    let co2 = routes.by_name(crate::route::CO2_ROUTE)?.1;
+    let (_, pool) = pools.iter().find(|(n, _)| n == co2.sink())?;
+    c.enabled.then(|| {
+        Completeness::new(
+            pool.clone(),
+            metrics.clone(),
+            Duration::from_secs(c.scan_interval_s),
+            Duration::from_secs(c.late_after_s),
+        )
+    })
 }
 
 /// The images page of the binary route, if one writes to a MySQL sink and

@@ -38,6 +38,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Where the bridge keeps its own small state.
     pub state: StateSettings,
+    /// The completeness accounting of numbered readings.
+    pub completeness: CompletenessSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<crate::route::settings::RouteSettings>,
 }
@@ -301,6 +303,9 @@ impl InfluxSettings {
 pub struct Co2Settings {
     /// The sink the CO2 readings go to (default `mysql`, i.e. `[database]`).
     pub sink: String,
+    /// Also take the publishers' announcements (`<prefix>/<device>/events`
+    /// beside each `<prefix>/+/emissions` topic) into `device_events`.
+    pub events: bool,
     /// For an InfluxDB sink: the measurement (default: the topic).
     pub measurement: Option<String>,
 }
@@ -309,6 +314,7 @@ impl Default for Co2Settings {
     fn default() -> Self {
         Self {
             sink: crate::route::DEFAULT_SINK.to_owned(),
+            events: true,
             measurement: None,
         }
     }
@@ -410,6 +416,28 @@ pub struct StateSettings {
     /// Directory for the crash quarantine (see the README). Default: `$STATE_DIRECTORY`
     /// (systemd's `StateDirectory=`), else `co2-bridge-<client_id>` in the temp dir.
     pub dir: Option<PathBuf>,
+}
+
+/// `[completeness]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompletenessSettings {
+    /// Scan for missing numbered readings (needs the CO2 route on a MySQL sink).
+    pub enabled: bool,
+    /// Seconds between scans.
+    pub scan_interval_s: u64,
+    /// Seconds a missing reading may still arrive late before it counts as missing.
+    pub late_after_s: u64,
+}
+
+impl Default for CompletenessSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scan_interval_s: 10,
+            late_after_s: 300,
+        }
+    }
 }
 
 /// `[metrics]`
@@ -735,6 +763,12 @@ impl Settings {
                     ),
                 ));
             }
+        }
+        if self.completeness.scan_interval_s == 0 {
+            return Err(invalid(
+                "completeness.scan_interval_s",
+                "must be at least 1 second",
+            ));
         }
         if self.dead_letters.prune_interval_s == 0 {
             return Err(invalid(

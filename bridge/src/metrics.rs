@@ -56,6 +56,9 @@ pub struct Metrics {
 struct DeviceSeries {
     latest: GaugeVec,
     last_seen: GaugeVec,
+    missing: IntCounterVec,
+    late: IntCounterVec,
+    unnumbered: IntCounterVec,
     overflow: IntCounter,
     known: Mutex<HashSet<DeviceId>>,
     max: usize,
@@ -172,6 +175,33 @@ impl Metrics {
         )?;
         registry.register(Box::new(last_seen.clone()))?;
 
+        let missing = IntCounterVec::new(
+            Opts::new(
+                "co2_device_readings_missing_total",
+                "Numbered readings missing from co2_emissions once the grace period passed, by device and \
+                 cause: announced (the publisher said it dropped them) or lost (it did not). Devices past \
+                 metrics.max_devices count as device=\"_overflow\".",
+            ),
+            &["device", "cause"],
+        )?;
+        registry.register(Box::new(missing.clone()))?;
+        let late = IntCounterVec::new(
+            Opts::new(
+                "co2_device_readings_late_total",
+                "Numbered readings that arrived after their successors (within the grace period, so not missing).",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(late.clone()))?;
+        let unnumbered = IntCounterVec::new(
+            Opts::new(
+                "co2_device_readings_unnumbered_total",
+                "Readings stored without a number (third-party publishers, MQTT 3.1.1): never counted as gaps.",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(unnumbered.clone()))?;
+
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "co2_bridge_build_info",
@@ -264,6 +294,9 @@ impl Metrics {
             devices: DeviceSeries {
                 latest,
                 last_seen,
+                missing,
+                late,
+                unnumbered,
                 overflow: counter(
                     "co2_bridge_devices_overflow_total",
                     "Readings of devices beyond metrics.max_devices, which get no series of their own.",
@@ -295,6 +328,24 @@ impl Metrics {
         if unix_time >= seen.get() {
             seen.set(unix_time);
             d.latest.with_label_values(&label).set(emissions);
+        }
+    }
+
+    /// Adds `n` to a device's completeness count: `announced`, `lost`, `late` or `unnumbered`.
+    pub fn completeness(&self, device: &str, kind: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let d = &self.devices;
+        let tracked = DeviceId::parse(device).is_ok_and(|id| {
+            let mut known = d.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.contains(&id) || (known.len() < d.max && known.insert(id))
+        });
+        let label = if tracked { device } else { "_overflow" };
+        match kind {
+            "late" => d.late.with_label_values(&[label]).inc_by(n),
+            "unnumbered" => d.unnumbered.with_label_values(&[label]).inc_by(n),
+            cause => d.missing.with_label_values(&[label, cause]).inc_by(n),
         }
     }
 

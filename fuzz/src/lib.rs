@@ -31,6 +31,7 @@ pub fn deliver(routes: &Routes, topic: &[u8], payload: &[u8]) -> Record {
     let record = routes.record(
         &Origin::Mqtt(Bytes::copy_from_slice(topic)),
         Bytes::copy_from_slice(payload),
+        None,
         now(),
     );
     check(&record);

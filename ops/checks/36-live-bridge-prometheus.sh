@@ -33,6 +33,7 @@ CO2_BRIDGE__DATABASE__URL="mysql://root@127.0.0.1:3306/$db" \
 CO2_BRIDGE__MQTT__CLIENT_ID="$prefix-bridge" \
 CO2_BRIDGE__MQTT__TOPICS="$prefix/+/emissions" \
 CO2_BRIDGE__HTTP__LISTEN="127.0.0.1:$port" \
+CO2_BRIDGE__COMPLETENESS__SCAN_INTERVAL_S=1 CO2_BRIDGE__COMPLETENESS__LATE_AFTER_S=4 \
     "$BRIDGE" run >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
 for _ in $(seq 1 150); do
@@ -42,16 +43,31 @@ done
 check "bridge is ready" curl -sf "http://127.0.0.1:$port/readyz"
 
 # Readings from three devices (now-ish, so lag and last-seen are realistic) and one reject.
+# pi-c numbers its readings (MQTT 5, as co2-publisher does): number 15 never
+# comes, 20 comes last (after a scan saw it missing), so the completeness
+# metrics have a loss and a late one.
+stamp() { date -u -d "-$((60 - $1)) seconds" '+%F %T'; }
 for i in $(seq 1 30); do
-    for d in pi-a pi-b pi-c; do
-        mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/$d/emissions" \
-            -m "$(date -u -d "-$((60 - i)) seconds" '+%F %T')|$((400 + i)).5"
+    for d in pi-a pi-b; do
+        mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/$d/emissions" -m "$(stamp "$i")|$((400 + i)).5"
     done
+    # Its time is taken now; sent later it would fall on another reading's second.
+    ((i == 20)) && late_stamp=$(stamp "$i")
+    ((i == 15 || i == 20)) && continue
+    mosquitto_pub -h 127.0.0.1 -q 1 -V 5 -D publish user-property co2-seq "00000000000000c3:$i" \
+        -t "$prefix/pi-c/emissions" -m "$(stamp "$i")|$((400 + i)).5"
 done
+sleep 2
+mosquitto_pub -h 127.0.0.1 -q 1 -V 5 -D publish user-property co2-seq "00000000000000c3:20" \
+    -t "$prefix/pi-c/emissions" -m "$late_stamp|420.5"
 mosquitto_pub -h 127.0.0.1 -q 1 -t "$prefix/pi-a/emissions" -m "garbage"
 rows() { mariadb -uroot -h127.0.0.1 -N "$db" -e 'SELECT COUNT(*) FROM co2_emissions'; }
-for _ in $(seq 1 100); do [[ $(rows) -ge 90 ]] && break; sleep 0.1; done
-check "90 readings stored" test "$(rows)" -eq 90
+for _ in $(seq 1 100); do [[ $(rows) -ge 89 ]] && break; sleep 0.1; done
+check "89 readings stored (pi-c's number 15 never came)" test "$(rows)" -eq 89
+scrape_has() { curl -sf "http://127.0.0.1:$port/metrics" | grep -q "$1"; }
+for _ in $(seq 1 150); do scrape_has 'co2_device_readings_missing_total{cause="lost",device="pi-c"} 1' && break; sleep 0.1; done
+check "the completeness scan counts pi-c's lost reading" scrape_has 'co2_device_readings_missing_total{cause="lost",device="pi-c"} 1'
+check "... and its late one" scrape_has 'co2_device_readings_late_total{device="pi-c"} 1'
 
 curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics.txt"
 # Keep readings flowing while Prometheus scrapes, so rates are not all zero.

@@ -335,7 +335,7 @@ impl Intake {
         let mut tokens = Vec::with_capacity(deliveries.len());
         let mut held = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            records.push(self.routes.record(&d.origin, d.payload, received));
+            records.push(self.routes.record(&d.origin, d.payload, d.seq, received));
             tokens.push(d.ack);
             held.push(d.held);
         }

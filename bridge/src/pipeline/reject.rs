@@ -64,11 +64,13 @@ pub enum Reason {
     DecoderPanic,
     /// The message crashed the bridge twice and is not handled again.
     CrashedBridge,
+    /// An announcement on an events topic that is not one.
+    BadEvent,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -96,6 +98,7 @@ impl Reason {
         Reason::Unauthorized,
         Reason::DecoderPanic,
         Reason::CrashedBridge,
+        Reason::BadEvent,
     ];
 
     /// The stable snake_case name: metric label, `rejected_messages.reason`, HTTP answer.
@@ -128,6 +131,7 @@ impl Reason {
             Reason::Unauthorized => "unauthorized",
             Reason::DecoderPanic => "decoder_panic",
             Reason::CrashedBridge => "crashed_bridge",
+            Reason::BadEvent => "bad_event",
         }
     }
 }

@@ -125,6 +125,7 @@ mod tests {
             device: &device,
             device_from_source: false,
             trust_payload_device: true,
+            seq: None,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())

@@ -193,6 +193,7 @@ mod tests {
             device: &device,
             device_from_source: false,
             trust_payload_device: true,
+            seq: None,
             now: Utc::now(),
         };
         Delimited::new(&bins(), Decoder::default()).decode(payload.as_bytes(), &ctx)

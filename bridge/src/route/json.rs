@@ -199,6 +199,7 @@ mod tests {
             device: &device,
             device_from_source: topic_device,
             trust_payload_device: true,
+            seq: None,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         };
         JsonDecoder::new(settings, Decoder::default())

@@ -6,6 +6,7 @@
 
 mod binary;
 mod delimited;
+mod event;
 mod json;
 mod layout;
 mod message;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use co2_wire::{Decoder, DeviceId, TopicFilter, TopicMatch};
+use co2_wire::{Decoder, DeviceId, Seq, TopicFilter, TopicMatch};
 
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
@@ -27,6 +28,7 @@ use crate::source::Origin;
 use crate::tokens::Tokens;
 use binary::BinaryDecoder;
 use delimited::Delimited;
+use event::EventDecoder;
 use json::JsonDecoder;
 pub use layout::{Column, Layout};
 pub use message::{Field, Message, Value};
@@ -34,6 +36,9 @@ use settings::{DecoderKind, FieldKind, RouteSettings};
 
 /// Name of the built-in CO2 route.
 pub const CO2_ROUTE: &str = "co2";
+
+/// Name of the built-in route of device announcements (`<prefix>/<device>/events`).
+pub const EVENTS_ROUTE: &str = "events";
 
 /// The `route` label of messages no route matched.
 pub const UNROUTED: &str = "unrouted";
@@ -53,6 +58,8 @@ pub struct Context<'a> {
     pub device_from_source: bool,
     /// The route lets the payload name the device when the topic names none.
     pub trust_payload_device: bool,
+    /// The reading's number at its source, if it has one.
+    pub seq: Option<Seq>,
     /// When the bridge received the message.
     pub now: DateTime<Utc>,
 }
@@ -78,9 +85,16 @@ impl Context<'_> {
     }
 }
 
+/// The field names a numbered reading's number is stored under.
+struct SeqFields {
+    epoch: Arc<str>,
+    n: Arc<str>,
+}
+
 #[derive(Debug, Clone)]
 enum Decode {
     Pipe(Decoder, Arc<str>),
+    Event(EventDecoder),
     Delimited(Delimited),
     Json(JsonDecoder),
     Binary(BinaryDecoder),
@@ -168,17 +182,34 @@ impl Route {
         match &self.decode {
             Decode::Pipe(decoder, field) => {
                 let reading = decoder.decode(payload, ctx.now)?;
+                let mut fields = vec![Field {
+                    name: field.clone(),
+                    value: Value::Float(reading.emissions()),
+                }];
+                // The number travels with the reading, so completeness can be
+                // proven from the table over any time range.
+                if let Some(seq) = ctx.seq {
+                    if let Ok(n) = i64::try_from(seq.n()) {
+                        let names = seq_fields();
+                        fields.push(Field {
+                            name: names.epoch,
+                            value: Value::Text(seq.epoch().to_string()),
+                        });
+                        fields.push(Field {
+                            name: names.n,
+                            value: Value::Int(n),
+                        });
+                    }
+                }
                 Ok(Message {
                     device: ctx.device.clone(),
                     time: reading.time().naive_utc(),
                     tags: Vec::new(),
-                    fields: vec![Field {
-                        name: field.clone(),
-                        value: Value::Float(reading.emissions()),
-                    }],
+                    fields,
                     reading: Some(reading),
                 })
             }
+            Decode::Event(d) => d.decode(payload, ctx),
             Decode::Delimited(d) => d.decode(payload, ctx),
             Decode::Json(d) => d.decode(payload, ctx),
             Decode::Binary(d) => d.decode(payload, ctx),
@@ -210,13 +241,46 @@ struct Resolved<'r> {
     topic: String,
 }
 
-/// The CO2 route's layout: `co2_emissions (device, date_time, emissions)`.
+/// A `pipe` route's layout: `co2_emissions (device, date_time, emissions)`.
 fn pipe_layout() -> Layout {
     Layout::wide([
         ("device", Column::Device),
         ("date_time", Column::Time),
         ("emissions", Column::Field(Arc::from("emissions"))),
     ])
+}
+
+/// The announcement topics beside the CO2 topics: `<x>/emissions` -> `<x>/events`.
+fn events_filters(settings: &Settings) -> Result<Vec<TopicFilter>, ConfigError> {
+    settings
+        .mqtt
+        .topics
+        .iter()
+        .filter_map(|t| t.strip_suffix("emissions"))
+        .filter(|prefix| prefix.is_empty() || prefix.ends_with('/'))
+        .map(|prefix| {
+            let topic = format!("{prefix}{}", co2_wire::EVENTS_TOPIC_LEVEL);
+            TopicFilter::parse(&topic)
+                .map_err(|e| invalid(EVENTS_ROUTE, "topics", format!("{topic:?}: {e}")))
+        })
+        .collect()
+}
+
+fn seq_fields() -> SeqFields {
+    SeqFields {
+        epoch: Arc::from("seq_epoch"),
+        n: Arc::from("seq"),
+    }
+}
+
+/// The built-in CO2 route's layout: a pipe route's, plus the reading's number
+/// (`seq_epoch`, `seq`; NULL for readings that come unnumbered).
+fn co2_layout() -> Layout {
+    let names = seq_fields();
+    let mut columns = pipe_layout().columns().to_vec();
+    columns.push(("seq_epoch".to_owned(), Column::Field(names.epoch)));
+    columns.push(("seq".to_owned(), Column::Field(names.n)));
+    Layout::Wide(columns)
 }
 
 impl Routes {
@@ -229,7 +293,7 @@ impl Routes {
         let default_device = settings.default_device()?;
         let mut routes = Vec::new();
         if !settings.mqtt.topics.is_empty() {
-            let layout = pipe_layout();
+            let layout = co2_layout();
             routes.push(Route {
                 name: Arc::from(CO2_ROUTE),
                 filters: settings.topic_filters()?,
@@ -245,6 +309,25 @@ impl Routes {
                 tokens_file: None,
                 tokens: None,
             });
+            let events = events_filters(settings)?;
+            if settings.co2.events && !events.is_empty() {
+                let layout = EventDecoder::layout();
+                routes.push(Route {
+                    name: Arc::from(EVENTS_ROUTE),
+                    filters: events,
+                    default_device: default_device.clone(),
+                    decode: Decode::Event(EventDecoder::new(times.clone())),
+                    table: "device_events".to_owned(),
+                    column_names: layout.columns().iter().map(|(c, _)| c.clone()).collect(),
+                    layout,
+                    max_payload: event::MAX_PAYLOAD,
+                    sink: settings.co2.sink.clone(),
+                    trust_payload_device: false,
+                    measurement: Some(Arc::from("device_events")),
+                    tokens_file: None,
+                    tokens: None,
+                });
+            }
         }
         for route in &settings.routes {
             routes.push(build(route, &times, &default_device, settings)?);
@@ -320,7 +403,13 @@ impl Routes {
 
     /// Turns one delivery into a record. Never panics: a decoder that panics
     /// anyway costs this one message a dead letter (`decoder_panic`).
-    pub fn record(&self, origin: &Origin, payload: Bytes, now: DateTime<Utc>) -> Record {
+    pub fn record(
+        &self,
+        origin: &Origin,
+        payload: Bytes,
+        seq: Option<Seq>,
+        now: DateTime<Utc>,
+    ) -> Record {
         let resolved = match self.resolve(origin) {
             Ok(resolved) => resolved,
             Err(u) => return self.reject(u.route, &u.topic, &payload, u.reason),
@@ -336,6 +425,7 @@ impl Routes {
             device: &device,
             device_from_source,
             trust_payload_device: route.trust_payload_device,
+            seq,
             now,
         };
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -712,10 +802,19 @@ fields = [
     #[test]
     fn the_co2_route_needs_no_configuration() {
         let routes = Routes::from_settings(&settings("").unwrap()).unwrap();
-        assert_eq!(routes.subscriptions(), ["co2/+/emissions", "co2/emissions"]);
+        assert_eq!(
+            routes.subscriptions(),
+            [
+                "co2/+/emissions",
+                "co2/emissions",
+                "co2/+/events",
+                "co2/events"
+            ]
+        );
         match routes.record(
             &Origin::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
             Bytes::from_static(b"2020-07-13 22:43:23|3500"),
+            None,
             now(),
         ) {
             Record::Decoded { route, message, .. } => {
@@ -731,6 +830,7 @@ fields = [
         match routes.record(
             &Origin::Mqtt(Bytes::from_static(b"elsewhere")),
             Bytes::new(),
+            None,
             now(),
         ) {
             Record::Rejected { letter, route } => {
@@ -748,11 +848,18 @@ fields = [
         let routes = Routes::from_settings(&settings(BINS).unwrap()).unwrap();
         assert_eq!(
             routes.subscriptions(),
-            ["co2/+/emissions", "co2/emissions", "bins/level"]
+            [
+                "co2/+/emissions",
+                "co2/emissions",
+                "co2/+/events",
+                "co2/events",
+                "bins/level"
+            ]
         );
         match routes.record(
             &Origin::Mqtt(Bytes::from_static(b"bins/level")),
             Bytes::from_static(b"FULL bin-3 2020-07-13 22:43:23"),
+            None,
             now(),
         ) {
             Record::Decoded { route, message, .. } => {
@@ -818,6 +925,7 @@ fields = [
             routes.record(
                 &Origin::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
                 Bytes::from_static(payload),
+                None,
                 now(),
             )
         };
@@ -866,6 +974,7 @@ fields = [
             device: &pi,
             device_from_source: from_source,
             trust_payload_device: trust,
+            seq: None,
             now: now(),
         };
         // The topic or token names `pi`.
@@ -889,6 +998,47 @@ fields = [
         assert_eq!(
             ctx(false, true).device_named(Some(other.clone())),
             Ok(other)
+        );
+    }
+
+    #[test]
+    fn a_numbered_reading_keeps_its_number_and_announcements_have_their_route() {
+        let routes = Routes::from_settings(&settings("").unwrap()).unwrap();
+        let seq: Seq = "00000000000000ab:42".parse().unwrap();
+        match routes.record(
+            &Origin::Mqtt(Bytes::from_static(b"co2/pi/emissions")),
+            Bytes::from_static(b"2020-07-13 22:43:23|3500"),
+            Some(seq),
+            now(),
+        ) {
+            Record::Decoded { message, .. } => {
+                assert_eq!(
+                    message.field("seq_epoch"),
+                    Some(&Value::Text("00000000000000ab".into()))
+                );
+                assert_eq!(message.field("seq"), Some(&Value::Int(42)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match routes.record(
+            &Origin::Mqtt(Bytes::from_static(b"co2/pi/events")),
+            Bytes::from_static(b"garbage"),
+            None,
+            now(),
+        ) {
+            Record::Rejected { route, letter } => {
+                assert_eq!(
+                    (routes.label(route), letter.reason),
+                    (EVENTS_ROUTE, Reason::BadEvent)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let layout = co2_layout();
+        let columns: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            columns,
+            ["device", "date_time", "emissions", "seq_epoch", "seq"]
         );
     }
 

@@ -142,6 +142,7 @@ async fn ingest(
             device,
         },
         payload,
+        seq: None,
         ack: Ack::Http(reply),
         held,
     };

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use co2_wire::DeviceId;
+use co2_wire::{DeviceId, Seq};
 use tokio::sync::oneshot;
 
 use crate::pipeline::Reason;
@@ -40,6 +40,8 @@ pub struct Delivery {
     pub origin: Origin,
     /// The payload as received.
     pub payload: Bytes,
+    /// The reading's number at its source, when the source numbers readings.
+    pub seq: Option<Seq>,
     /// What acknowledges it once it is stored.
     pub ack: Ack,
     /// Its bytes, held against the budget until it is acknowledged.

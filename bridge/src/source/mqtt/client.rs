@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use co2_wire::{Seq, SEQ_PROPERTY};
 use rumqttc::v5::mqttbytes::v5 as v5p;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use secrecy::ExposeSecret;
@@ -43,6 +44,8 @@ pub enum MqttEvent {
         payload: Bytes,
         /// What acknowledges it.
         ack: AckHandle,
+        /// The reading's number at its source (MQTT v5 user property `co2-seq`).
+        seq: Option<Seq>,
     },
     /// SUBACK: one flag per filter, true when granted.
     Subscribed(Vec<bool>),
@@ -222,6 +225,7 @@ fn v5_event(event: rumqttc::v5::Event) -> MqttEvent {
                 pkid: p.pkid,
                 needs_ack: p.qos != QoS5::AtMostOnce,
             },
+            seq: p.properties.as_ref().and_then(seq_of),
             topic: p.topic,
             payload: p.payload,
         },
@@ -239,6 +243,16 @@ fn v5_event(event: rumqttc::v5::Event) -> MqttEvent {
     }
 }
 
+/// The `co2-seq` user property, if present and well formed; anything else
+/// leaves the reading unnumbered (it is still a reading).
+fn seq_of(properties: &v5p::PublishProperties) -> Option<Seq> {
+    properties
+        .user_properties
+        .iter()
+        .find(|(key, _)| key == SEQ_PROPERTY)
+        .and_then(|(_, value)| value.parse().ok())
+}
+
 fn v311_event(event: rumqttc::Event) -> MqttEvent {
     use rumqttc::{Event, Packet};
     match event {
@@ -252,6 +266,8 @@ fn v311_event(event: rumqttc::Event) -> MqttEvent {
             },
             topic: Bytes::from(p.topic.into_bytes()),
             payload: p.payload,
+            // MQTT 3.1.1 has no properties: readings arrive unnumbered.
+            seq: None,
         },
         Event::Incoming(Packet::SubAck(ack)) => MqttEvent::Subscribed(
             ack.return_codes

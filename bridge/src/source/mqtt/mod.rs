@@ -25,6 +25,7 @@ pub(crate) mod acks;
 pub(crate) mod client;
 
 use bytes::Bytes;
+use co2_wire::Seq;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -116,7 +117,8 @@ impl Ingress {
                     topic,
                     payload,
                     ack,
-                }) => self.on_publish(topic, payload, ack),
+                    seq,
+                }) => self.on_publish(topic, payload, ack, seq),
                 Ok(MqttEvent::Subscribed(granted)) => self.on_suback(&granted),
                 Ok(MqttEvent::ServerDisconnect(reason)) => {
                     tracing::warn!(reason, "The broker closed the session");
@@ -201,12 +203,13 @@ impl Ingress {
         }
     }
 
-    fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle) {
+    fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle, seq: Option<Seq>) {
         self.metrics.pending_messages.inc();
         let delivery = Delivery {
             held: self.budget.hold(payload.len()),
             origin: Origin::Mqtt(topic),
             payload,
+            seq,
             ack: Ack::Mqtt(AckToken::new(self.link, ack, self.epoch.current())),
         };
         if self.overflow.is_empty() {
