@@ -156,8 +156,20 @@ pub fn bridge_bin() -> PathBuf {
 /// The real bridge binary, subscribed to `<prefix>/+/emissions` on the broker
 /// at `port`, writing into `db`; ready when this returns.
 pub async fn start_bridge(dir: &Path, port: u16, prefix: &str, db: &Database) -> ChildProcess {
+    start_bridge_with(dir, port, prefix, db, &[]).await
+}
+
+/// As [`start_bridge`], with `extra` settings in its environment.
+pub async fn start_bridge_with(
+    dir: &Path,
+    port: u16,
+    prefix: &str,
+    db: &Database,
+    extra: &[(&str, &str)],
+) -> ChildProcess {
     let http_port = free_port().unwrap();
     let mut cmd = Command::new(bridge_bin());
+    cmd.envs(extra.iter().copied());
     cmd.arg("run")
         .env("RUST_LOG", "info")
         .env("CO2_BRIDGE__DATABASE__URL", db.url())
