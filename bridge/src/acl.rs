@@ -28,7 +28,8 @@ pub struct Acl {
 }
 
 impl Acl {
-    /// The grants for the CO2 route (`mqtt.topics`) and every `[[routes]]` entry.
+    /// The grants for every route the bridge runs: the CO2 route (`mqtt.topics`),
+    /// its announcements (`<prefix>/+/events`) and every `[[routes]]` entry.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let user = settings
             .mqtt
@@ -50,12 +51,12 @@ impl Acl {
             denies: Vec::new(),
             shared: Vec::new(),
         };
-        let routes = std::iter::once((CO2_ROUTE, &settings.mqtt.topics))
-            .chain(settings.routes.iter().map(|r| (r.name.as_str(), &r.topics)));
-        for (route, topics) in routes {
-            for topic in topics {
-                let filter = TopicFilter::parse(topic).map_err(|e| bad_topic(route, topic, e))?;
-                acl.add(route, topic, &filter)?;
+        // Every route the bridge runs, the built-in ones (CO2, its
+        // announcements) included, exactly as it runs them.
+        let routes = crate::route::Routes::from_settings(settings)?;
+        for route in routes.iter() {
+            for filter in route.filters() {
+                acl.add(route.name(), filter.subscription(), filter)?;
             }
         }
         Ok(acl)
@@ -181,19 +182,24 @@ mod tests {
                 "user co2-bridge",
                 "topic read co2/+/emissions",
                 "topic read co2/emissions",
+                "topic read co2/+/events",
+                "topic read co2/events",
                 "topic read bins/level",
                 "topic read sensors/+/dht11",
                 "topic read camera/+/snapshot",
                 "topic read camera/snapshot",
                 "topic deny co2/co2-bridge/emissions",
+                "topic deny co2/co2-bridge/events",
                 "topic deny sensors/co2-bridge/dht11",
                 "topic deny camera/co2-bridge/snapshot",
                 "",
                 "pattern write co2/%u/emissions",
+                "pattern write co2/%u/events",
                 "pattern write sensors/%u/dht11",
                 "pattern write camera/%u/snapshot",
                 "",
                 "#shared-topic co2/emissions",
+                "#shared-topic co2/events",
                 "#shared-topic bins/level",
                 "#shared-topic camera/snapshot",
             ],
@@ -214,9 +220,16 @@ mod tests {
             None,
         );
         let acl = Acl::from_settings(&s).unwrap();
-        assert_eq!(acl.reads, ["co2/+/emissions", "site/+/+/#"]);
-        assert_eq!(acl.patterns, ["co2/%u/emissions", "site/+/%u/#"]);
-        assert_eq!(acl.denies, ["co2/b/emissions", "site/+/b/#"]);
+        // The announcements beside the CO2 topic share its group.
+        assert_eq!(acl.reads, ["co2/+/emissions", "site/+/+/#", "co2/+/events"]);
+        assert_eq!(
+            acl.patterns,
+            ["co2/%u/emissions", "site/+/%u/#", "co2/%u/events"]
+        );
+        assert_eq!(
+            acl.denies,
+            ["co2/b/emissions", "site/+/b/#", "co2/b/events"]
+        );
         assert!(acl.shared_topics().is_empty());
         assert!(!acl.render().contains("#shared-topic"));
     }

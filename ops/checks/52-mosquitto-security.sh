@@ -50,7 +50,7 @@ conf_d=$root/etc/mosquitto/conf.d
 check "no anonymous access in the rendered config" grep -qx "allow_anonymous false" "$conf_d/10-co2-telemetry.conf"
 check "plain listener is on loopback only by default" grep -qx "listener $port 127.0.0.1" "$conf_d/10-co2-telemetry.conf"
 check "the bridge's own listener is on loopback" grep -qx "listener $bport 127.0.0.1" "$conf_d/10-co2-telemetry.conf"
-sed 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/; s/@DB_PORT@/3306/; s/@DB_NAME@/co2/' \
+sed 's/@BRIDGE_PORT@/1884/; s/@MQTT_USER@/co2-bridge/; s/@DB_USER@/co2_bridge/; s/@DB_HOST@/127.0.0.1/; s/@DB_PORT@/3306/; s/@DB_NAME@/co2/; s/@DEVICE_LISTEN_LINE@//' \
     "$ops/config/bridge.toml.in" >"$work/bridge.toml"
 check "the ACL's routes part is what co2-bridge acl prints for the installed config" \
     cmp "$root/etc/mosquitto/co2-telemetry.acl.d/00-routes.acl" <(env -i "$bridge_bin" acl --config "$work/bridge.toml")
