@@ -183,6 +183,26 @@ impl Bridge {
         self.device_listener.as_ref()?.local_addr().ok()
     }
 
+    /// The two listeners' routers as [`Bridge::run_until_stopped`] serves
+    /// them, ingest sending to `tx`, with the routes it decodes with; for
+    /// [`crate::http::exchange`], which serves them without sockets.
+    pub(crate) fn into_routers(
+        self,
+        tx: &mpsc::Sender<Delivery>,
+    ) -> (Router, Option<Router>, Arc<Routes>, Limits) {
+        let budget = ByteBudget::new(self.settings.batch.max_inflight_bytes, self.metrics.clone());
+        let (operator, devices) = routers(
+            &self.settings,
+            &self.metrics,
+            &self.health,
+            &self.routes,
+            self.images,
+            self.device_listener.is_some(),
+            (tx, &budget),
+        );
+        (operator, devices, self.routes, limits(&self.settings))
+    }
+
     /// Runs until `stop` fires, then shuts down in order. Returns
     /// [`RunError::TaskEnded`] if a task it cannot work without ends first.
     pub async fn run_until_stopped(self, stop: CancellationToken) -> Result<(), RunError> {
@@ -209,17 +229,16 @@ impl Bridge {
         let (tx, rx) = mpsc::channel(window.max(settings.batch.max_rows));
         let budget = ByteBudget::new(settings.batch.max_inflight_bytes, metrics.clone());
         let http_stop = CancellationToken::new();
-        let limits = Limits {
-            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_s),
-            max_connections: settings.http.max_connections,
-            drain_timeout: Duration::from_secs(5),
-        };
-        let request_timeout = Duration::from_secs(settings.http.request_timeout_s);
-        let state = AppState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-        };
-        let operator = server::with_deadline(http::app(state, Router::new()), request_timeout);
+        let limits = limits(&settings);
+        let (operator, devices) = routers(
+            &settings,
+            &metrics,
+            &health,
+            &routes,
+            images,
+            device_listener.is_some(),
+            (&tx, &budget),
+        );
         let mut http_tasks = vec![spawn_http(
             &supervisor,
             listener,
@@ -229,22 +248,7 @@ impl Bridge {
             &metrics,
             &http_stop,
         )];
-        if let Some(device_listener) = device_listener {
-            let mut devices = crate::source::http::router(Arc::new(Ingest {
-                routes: routes.clone(),
-                tx: tx.clone(),
-                metrics: metrics.clone(),
-                in_flight: tokio::sync::Semaphore::new(settings.http.max_ingest_requests),
-                body_timeout: Duration::from_secs(settings.http.body_timeout_s),
-                request_timeout,
-                budget: budget.clone(),
-            }));
-            if let Some(images) = images {
-                devices = devices.merge(server::with_deadline(
-                    http::images::router(Arc::new(images)),
-                    request_timeout,
-                ));
-            }
+        if let (Some(device_listener), Some(devices)) = (device_listener, devices) {
             http_tasks.push(spawn_http(
                 &supervisor,
                 device_listener,
@@ -311,6 +315,35 @@ impl Bridge {
     }
 }
 
+/// The operator listener's router, and the device listener's when `devices_on`.
+fn routers(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    routes: &Arc<Routes>,
+    images: Option<Images>,
+    devices_on: bool,
+    (tx, budget): (&mpsc::Sender<Delivery>, &Arc<ByteBudget>),
+) -> (Router, Option<Router>) {
+    let request_timeout = Duration::from_secs(settings.http.request_timeout_s);
+    let state = AppState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let operator = http::operator(state, request_timeout);
+    let devices = devices_on.then(|| {
+        let ingest = Ingest::new(
+            &settings.http,
+            routes.clone(),
+            tx.clone(),
+            metrics.clone(),
+            budget.clone(),
+        );
+        http::devices(ingest, images, request_timeout)
+    });
+    (operator, devices)
+}
+
 /// Marks the bridge failed because of `ended` and says so; returns the error to exit with.
 fn fail(health: &Health, ended: Ended) -> RunError {
     tracing::error!(
@@ -321,6 +354,15 @@ fn fail(health: &Health, ended: Ended) -> RunError {
     );
     health.set_failed(ended.to_string());
     RunError::TaskEnded(ended)
+}
+
+/// What each HTTP listener allows.
+fn limits(settings: &Settings) -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_s),
+        max_connections: settings.http.max_connections,
+        drain_timeout: Duration::from_secs(5),
+    }
 }
 
 fn spawn_http(

@@ -41,6 +41,11 @@ pub mod decode {
     pub use crate::source::Origin;
 }
 
+/// The bridge's HTTP listeners without sockets, public for the HTTP fuzz target.
+pub mod http_exchange {
+    pub use crate::http::exchange::{Exchange, ExchangeError};
+}
+
 /// The InfluxDB line-protocol encoder, public for its fuzz target.
 pub mod line_protocol {
     /// The test-side reader the fuzz target checks the encoder with.

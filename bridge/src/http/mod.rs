@@ -4,10 +4,12 @@
 //! ([`crate::source::http`]) and the `/images` page ([`images`]). Both run
 //! the accept loop of [`server`], with its timeouts and connection cap.
 
+pub(crate) mod exchange;
 pub(crate) mod images;
 pub(crate) mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -17,6 +19,8 @@ use axum::Router;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::source::http::Ingest;
+use images::Images;
 
 /// What the operator endpoints read.
 #[derive(Clone)]
@@ -35,6 +39,24 @@ pub fn app(state: AppState, extra: Router) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state)
         .merge(extra)
+}
+
+/// The operator listener's routes, each answered within `request_timeout`.
+pub(crate) fn operator(state: AppState, request_timeout: Duration) -> Router {
+    server::with_deadline(app(state, Router::new()), request_timeout)
+}
+
+/// The device listener's routes: HTTP ingest (which keeps its own
+/// deadlines), and the images page when it is on.
+pub(crate) fn devices(ingest: Ingest, images: Option<Images>, request_timeout: Duration) -> Router {
+    let routes = crate::source::http::router(Arc::new(ingest));
+    match images {
+        Some(images) => routes.merge(server::with_deadline(
+            images::router(Arc::new(images)),
+            request_timeout,
+        )),
+        None => routes,
+    }
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response {

@@ -24,6 +24,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -59,10 +60,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    let builder = connection_builder(&limits);
     let mut accept_errors = 0u64;
     loop {
         let stream = tokio::select! {
@@ -108,6 +106,17 @@ pub async fn serve(
             "HTTP requests still in flight at the shutdown deadline were cut off"
         );
     }
+}
+
+/// How every connection is served: HTTP/1.1 with the header-read timeout
+/// (hyper needs the Tokio timer for it). Shared with [`super::exchange`], so
+/// the fuzz target talks to connections set up exactly like these.
+pub(crate) fn connection_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
 }
 
 /// `router` with every request answered 503 if its handler takes longer than `limit`.

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::budget::ByteBudget;
 use super::{Ack, Delivery, HttpOutcome, HttpReply, Origin};
+use crate::config::HttpSettings;
 use crate::metrics::Metrics;
 use crate::pipeline::Reason;
 use crate::route::Routes;
@@ -37,6 +38,27 @@ pub struct Ingest {
     pub budget: Arc<ByteBudget>,
 }
 
+impl Ingest {
+    /// The endpoint's state, with the limits of `http`.
+    pub fn new(
+        http: &HttpSettings,
+        routes: Arc<Routes>,
+        tx: mpsc::Sender<Delivery>,
+        metrics: Arc<Metrics>,
+        budget: Arc<ByteBudget>,
+    ) -> Self {
+        Self {
+            routes,
+            tx,
+            metrics,
+            in_flight: Semaphore::new(http.max_ingest_requests),
+            body_timeout: Duration::from_secs(http.body_timeout_s),
+            request_timeout: Duration::from_secs(http.request_timeout_s),
+            budget,
+        }
+    }
+}
+
 fn busy(why: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -55,6 +77,12 @@ pub fn router(state: Arc<Ingest>) -> Router {
             post(ingest).layer(DefaultBodyLimit::disable()),
         )
         .with_state(state)
+}
+
+/// Whether reading a body failed on its size, not on the connection.
+fn is_length_limit(e: &axum::Error) -> bool {
+    // axum's error is a box around the body's own error.
+    std::error::Error::source(e).is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
@@ -117,10 +145,16 @@ async fn ingest(
     let payload =
         match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
             Ok(Ok(payload)) => payload,
-            Ok(Err(_)) => {
+            Ok(Err(e)) if is_length_limit(&e) => {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("at most {limit} bytes\n"),
+                )
+            }
+            Ok(Err(_)) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "the body ended before its declared length; nothing was stored\n",
                 )
             }
             Err(_) => {

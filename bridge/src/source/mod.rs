@@ -107,7 +107,8 @@ impl HttpReply {
         }
     }
 
-    fn send(self, outcome: HttpOutcome) {
+    /// Answers the request (also for [`crate::http::exchange`]).
+    pub(crate) fn send(self, outcome: HttpOutcome) {
         // The caller may have hung up; the data is stored either way.
         let _ = self.answer.send(outcome);
     }
