@@ -4,6 +4,10 @@
 //! `+`); without a `{device}` level, the first `+` is the device
 //! (`co2/+/emissions`). A filter with neither (the legacy `co2/emissions`)
 //! carries no device, and the configured default is used.
+//!
+//! Any other named level (`sensors/{device}/{room}/dht11`) is a capture: it
+//! subscribes as `+` too, and a match reports the level's text under its
+//! name, which the bridge keeps as a tag of the message.
 
 use std::fmt;
 
@@ -70,6 +74,8 @@ pub struct TopicFilter {
     levels: Vec<String>,
     /// Index of the level that holds the device id (the first `+`), if any.
     device_level: Option<usize>,
+    /// The named levels other than `{device}`: (index, name), in level order.
+    named: Vec<(usize, String)>,
 }
 
 /// Why a string is not a usable [`TopicFilter`].
@@ -81,8 +87,11 @@ pub enum TopicFilterError {
     /// A wildcard shares a level with other characters, or `#` is not last.
     #[error("'+' and '#' must fill a whole level, and '#' must be the last level")]
     Wildcard,
-    /// More than one `{device}` level, or `{...}` naming something else.
-    #[error("a filter may name one level '{{device}}' and no other '{{...}}'")]
+    /// A `{...}` level that is not a name, or a name used twice.
+    #[error(
+        "a named level is '{{device}}' or '{{name}}' with a name of 1-64 letters, digits and \
+         '_' not starting with a digit, filling the whole level, each name once"
+    )]
     Capture,
     /// `$share/<group>/<filter>` is missing its group or filter.
     #[error("a shared subscription is written '$share/<group>/<filter>'")]
@@ -91,11 +100,36 @@ pub enum TopicFilterError {
 
 /// What a topic says when it matches a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TopicMatch<'a> {
-    /// The device level holds this text (still to be validated as a [`DeviceId`]).
-    Device(&'a str),
-    /// The filter has no device level: use the configured default device.
-    NoDevice,
+pub struct TopicMatch<'a> {
+    device: Option<&'a str>,
+    named: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> TopicMatch<'a> {
+    /// The text of the device level (still to be validated as a [`DeviceId`]);
+    /// `None` when the filter has none and the configured default applies.
+    pub fn device(&self) -> Option<&'a str> {
+        self.device
+    }
+
+    /// `(name, text)` of every named level other than `{device}`, in level order.
+    pub fn named(&self) -> &[(&'a str, &'a str)] {
+        &self.named
+    }
+}
+
+/// Longest name of a named level (a column name in MySQL).
+const MAX_NAME_LEN: usize = 64;
+
+/// The name inside a `{name}` level, if `level` is one.
+fn level_name(level: &str) -> Option<&str> {
+    let name = level.strip_prefix('{')?.strip_suffix('}')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    let valid = (first.is_ascii_alphabetic() || first == '_')
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
 }
 
 impl TopicFilter {
@@ -114,10 +148,17 @@ impl TopicFilter {
         let mut levels: Vec<String> = matched.split('/').map(str::to_owned).collect();
         let last = levels.len() - 1;
         let mut capture = None;
+        let mut named: Vec<(usize, String)> = Vec::new();
         for (i, level) in levels.iter().enumerate() {
-            if level == "{device}" {
-                if capture.replace(i).is_some() {
+            if let Some(name) = level_name(level) {
+                if name == "device" {
+                    if capture.replace(i).is_some() {
+                        return Err(TopicFilterError::Capture);
+                    }
+                } else if named.iter().any(|(_, n)| n == name) {
                     return Err(TopicFilterError::Capture);
+                } else {
+                    named.push((i, name.to_owned()));
                 }
                 continue;
             }
@@ -132,8 +173,12 @@ impl TopicFilter {
         }
         let device_level = capture.or_else(|| levels.iter().position(|l| l == "+"));
         let mut subscription = filter.to_owned();
-        if let Some(i) = capture {
-            levels[i] = "+".to_owned();
+        if capture.is_some() || !named.is_empty() {
+            for i in capture.iter().chain(named.iter().map(|(i, _)| i)) {
+                if let Some(level) = levels.get_mut(*i) {
+                    "+".clone_into(level);
+                }
+            }
             let prefix = &filter[..filter.len() - matched.len()];
             subscription = format!("{prefix}{}", levels.join("/"));
         }
@@ -141,7 +186,13 @@ impl TopicFilter {
             subscription,
             levels,
             device_level,
+            named,
         })
+    }
+
+    /// The names of the named levels other than `{device}`, in level order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.named.iter().map(|(_, n)| n.as_str())
     }
 
     /// Whether some topic matches both filters (shared-subscription prefixes aside).
@@ -190,8 +241,10 @@ impl TopicFilter {
     }
 
     /// Matches `topic` against the filter (MQTT rules, without the share prefix).
-    pub fn matches<'a>(&self, topic: &'a str) -> Option<TopicMatch<'a>> {
+    pub fn matches<'a>(&'a self, topic: &'a str) -> Option<TopicMatch<'a>> {
         let mut device = None;
+        let mut named = Vec::with_capacity(self.named.len());
+        let mut names = self.named.iter().peekable();
         let mut topic_levels = topic.split('/');
         for (i, level) in self.levels.iter().enumerate() {
             if level == "#" {
@@ -201,6 +254,8 @@ impl TopicFilter {
             if level == "+" {
                 if Some(i) == self.device_level {
                     device = Some(got);
+                } else if let Some((_, name)) = names.next_if(|(at, _)| *at == i) {
+                    named.push((name.as_str(), got));
                 }
             } else if level != got {
                 return None;
@@ -209,7 +264,7 @@ impl TopicFilter {
         if self.levels.last().is_some_and(|l| l != "#") && topic_levels.next().is_some() {
             return None;
         }
-        Some(device.map_or(TopicMatch::NoDevice, TopicMatch::Device))
+        Some(TopicMatch { device, named })
     }
 }
 
@@ -227,22 +282,25 @@ mod tests {
         TopicFilter::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// `Some(device level)` when `topic` matches, `None` when it does not.
+    fn device<'a>(f: &'a TopicFilter, topic: &'a str) -> Option<Option<&'a str>> {
+        f.matches(topic).map(|m| m.device())
+    }
+
     #[test]
     fn device_comes_from_the_plus_level() {
         let f = filter("co2/+/emissions");
-        assert_eq!(
-            f.matches("co2/pi-1/emissions"),
-            Some(TopicMatch::Device("pi-1"))
-        );
+        assert_eq!(device(&f, "co2/pi-1/emissions"), Some(Some("pi-1")));
         assert_eq!(f.matches("co2/pi-1/temperature"), None);
         assert_eq!(f.matches("co2/pi-1/emissions/extra"), None);
         assert_eq!(f.matches("co2/emissions"), None);
+        assert!(f.matches("co2/pi-1/emissions").unwrap().named().is_empty());
     }
 
     #[test]
     fn legacy_topic_has_no_device() {
         let f = filter("co2/emissions");
-        assert_eq!(f.matches("co2/emissions"), Some(TopicMatch::NoDevice));
+        assert_eq!(device(&f, "co2/emissions"), Some(None));
         assert_eq!(f.matches("co2/x/emissions"), None);
     }
 
@@ -250,7 +308,7 @@ mod tests {
     fn shared_subscription_matches_the_inner_filter() {
         let f = filter("$share/bridges/co2/+/emissions");
         assert_eq!(f.subscription(), "$share/bridges/co2/+/emissions");
-        assert_eq!(f.matches("co2/a/emissions"), Some(TopicMatch::Device("a")));
+        assert_eq!(device(&f, "co2/a/emissions"), Some(Some("a")));
         assert_eq!(
             TopicFilter::parse("$share//x"),
             Err(TopicFilterError::Share)
@@ -261,7 +319,7 @@ mod tests {
     #[test]
     fn hash_matches_the_rest() {
         let f = filter("sensors/+/#");
-        assert_eq!(f.matches("sensors/d/a/b"), Some(TopicMatch::Device("d")));
+        assert_eq!(device(&f, "sensors/d/a/b"), Some(Some("d")));
         assert_eq!(TopicFilter::parse("a/#/b"), Err(TopicFilterError::Wildcard));
         assert_eq!(
             TopicFilter::parse("a/b+/c"),
@@ -273,17 +331,83 @@ mod tests {
     fn named_device_level() {
         let f = filter("bins/{device}/level");
         assert_eq!(f.subscription(), "bins/+/level");
-        assert_eq!(f.matches("bins/b7/level"), Some(TopicMatch::Device("b7")));
+        assert_eq!(device(&f, "bins/b7/level"), Some(Some("b7")));
         let f = filter("$share/g/site/+/{device}/temp");
         assert_eq!(f.subscription(), "$share/g/site/+/+/temp");
-        assert_eq!(f.matches("site/x/d1/temp"), Some(TopicMatch::Device("d1")));
+        assert_eq!(device(&f, "site/x/d1/temp"), Some(Some("d1")));
         assert_eq!(
             TopicFilter::parse("a/{device}/{device}"),
             Err(TopicFilterError::Capture)
         );
+        for bad in [
+            "a/{1bin}/x",
+            "a/{}/x",
+            "a/{bin-id}/x",
+            "a/x{bin}/x",
+            "a/{bin}x/x",
+            "a/{bin}/{bin}",
+            "a/{b}}/x",
+        ] {
+            assert_eq!(
+                TopicFilter::parse(bad),
+                Err(TopicFilterError::Capture),
+                "{bad}"
+            );
+        }
+        let longest = format!("a/{{{}}}", "n".repeat(64));
+        assert!(TopicFilter::parse(&longest).is_ok());
+        let too_long = format!("a/{{{}}}", "n".repeat(65));
         assert_eq!(
-            TopicFilter::parse("a/{bin}/x"),
+            TopicFilter::parse(&too_long),
             Err(TopicFilterError::Capture)
+        );
+    }
+
+    #[test]
+    fn other_named_levels_are_captures() {
+        let f = filter("shellies/{device}/relay/{channel}/{field}");
+        assert_eq!(f.subscription(), "shellies/+/relay/+/+");
+        assert_eq!(f.names().collect::<Vec<_>>(), ["channel", "field"]);
+        let m = f.matches("shellies/abc/relay/0/power").unwrap();
+        assert_eq!(m.device(), Some("abc"));
+        assert_eq!(m.named(), [("channel", "0"), ("field", "power")]);
+        assert_eq!(f.matches("shellies/abc/relay/0"), None);
+        assert_eq!(f.matches("shellies/abc/meter/0/power"), None);
+
+        // Without {device}, the first plain `+` is still the device; named
+        // levels are never taken for it.
+        let f = filter("sensors/{room}/+/dht11");
+        let m = f.matches("sensors/kitchen/pi-1/dht11").unwrap();
+        assert_eq!(m.device(), Some("pi-1"));
+        assert_eq!(m.named(), [("room", "kitchen")]);
+        let f = filter("$share/g/sensors/{device}/{room}/dht11");
+        assert_eq!(f.subscription(), "$share/g/sensors/+/+/dht11");
+        let m = f.matches("sensors/pi/hall/dht11").unwrap();
+        assert_eq!(
+            (m.device(), m.named()),
+            (Some("pi"), &[("room", "hall")][..])
+        );
+        // Only {device} is the device; a named level with no {device} and no `+`.
+        let f = filter("site/{room}/temp");
+        let m = f.matches("site/attic/temp").unwrap();
+        assert_eq!((m.device(), m.named()), (None, &[("room", "attic")][..]));
+        // A plain `+` besides {device} is a wildcard, not a capture.
+        let f = filter("x/+/{device}/{k}");
+        let m = f.matches("x/any/d/v").unwrap();
+        assert_eq!((m.device(), m.named()), (Some("d"), &[("k", "v")][..]));
+    }
+
+    #[test]
+    fn named_levels_are_wildcards_for_acls_and_overlaps() {
+        let f = filter("sensors/{device}/{room}/dht11");
+        assert_eq!(f.with_device_level("%u"), "sensors/%u/+/dht11");
+        assert!(f.overlaps(&filter("sensors/+/kitchen/dht11")));
+        assert!(!f.overlaps(&filter("sensors/{device}/dht11")));
+        let pi = DeviceId::parse("pi").unwrap();
+        assert_eq!(
+            f.topic_for(&pi),
+            None,
+            "a tag level has no value to fill in"
         );
     }
 
@@ -337,5 +461,136 @@ mod tests {
             DeviceId::parse("x'; DROP TABLE"),
             Err(DeviceIdError::Character)
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Level {
+            Literal(String),
+            Plus,
+            Named,
+            Device,
+        }
+
+        fn level() -> impl Strategy<Value = Level> {
+            prop_oneof![
+                "[a-z0-9]{1,6}".prop_map(Level::Literal),
+                Just(Level::Plus),
+                Just(Level::Named),
+                Just(Level::Device),
+            ]
+        }
+
+        /// A filter's levels (at most one `{device}`), whether it ends in `#`,
+        /// and the text each level of a matching topic holds.
+        fn case() -> impl Strategy<Value = (Vec<Level>, bool, Vec<String>, Vec<String>)> {
+            (
+                proptest::collection::vec(level(), 1..8),
+                any::<bool>(),
+                proptest::collection::vec("[A-Za-z0-9 é_-]{0,8}", 8),
+                proptest::collection::vec("[a-z]{0,4}", 0..3),
+            )
+                .prop_map(|(mut levels, hash, values, rest)| {
+                    let mut seen_device = false;
+                    for l in &mut levels {
+                        if matches!(l, Level::Device) {
+                            if seen_device {
+                                *l = Level::Plus;
+                            }
+                            seen_device = true;
+                        }
+                    }
+                    (levels, hash, values, rest)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn captures_are_the_topic_levels_they_name((levels, hash, values, rest) in case()) {
+                let mut filter: Vec<String> = Vec::new();
+                let mut topic: Vec<String> = Vec::new();
+                let mut subscription: Vec<String> = Vec::new();
+                let mut want_named = Vec::new();
+                let mut named_device = None;
+                let mut first_plus = None;
+                for (i, l) in levels.iter().enumerate() {
+                    let value = values[i].clone();
+                    match l {
+                        Level::Literal(w) => {
+                            filter.push(w.clone());
+                            subscription.push(w.clone());
+                            topic.push(w.clone());
+                            continue;
+                        }
+                        Level::Plus => {
+                            filter.push("+".into());
+                            first_plus.get_or_insert(value.clone());
+                        }
+                        Level::Named => {
+                            let name = format!("t{i}");
+                            filter.push(format!("{{{name}}}"));
+                            want_named.push((name, value.clone()));
+                        }
+                        Level::Device => {
+                            filter.push("{device}".into());
+                            named_device = Some(value.clone());
+                        }
+                    }
+                    subscription.push("+".into());
+                    topic.push(value);
+                }
+                if hash {
+                    filter.push("#".into());
+                    subscription.push("#".into());
+                    topic.extend(rest.iter().cloned());
+                }
+                let f = TopicFilter::parse(&filter.join("/")).unwrap();
+                prop_assert_eq!(f.subscription(), subscription.join("/"));
+                let topic_text = topic.join("/");
+                let m = f.matches(&topic_text);
+                prop_assert!(m.is_some(), "{} does not match {}", topic_text, f);
+                let m = m.unwrap();
+                let want_device = named_device.or(first_plus);
+                prop_assert_eq!(m.device(), want_device.as_deref());
+                let got: Vec<(String, String)> = m
+                    .named()
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect();
+                prop_assert_eq!(got, want_named);
+
+                // A literal level changed, or (without `#`) one level more: no match.
+                if let Some(i) = levels.iter().position(|l| matches!(l, Level::Literal(_))) {
+                    let mut other = topic.clone();
+                    other[i].push('x');
+                    prop_assert!(f.matches(&other.join("/")).is_none());
+                }
+                if !hash {
+                    let longer = format!("{topic_text}/more");
+                    prop_assert!(f.matches(&longer).is_none());
+                }
+            }
+
+            #[test]
+            fn any_filter_and_topic_match_without_panic(
+                filter in r"[a-z{}+#/$]{0,12}(device)?[a-z{}+#/]{0,12}",
+                topic in r"[a-z/é]{0,24}",
+            ) {
+                if let Ok(f) = TopicFilter::parse(&filter) {
+                    let plain = !f.subscription().contains(['{', '}'])
+                        || f.subscription().starts_with("$share/");
+                    prop_assert!(plain, "subscription {}", f.subscription());
+                    if let Some(m) = f.matches(&topic) {
+                        for (_, v) in m.named() {
+                            prop_assert!(!v.contains('/'));
+                        }
+                        prop_assert!(m.device().is_none_or(|d| !d.contains('/')));
+                    }
+                }
+            }
+        }
     }
 }
