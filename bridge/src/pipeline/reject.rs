@@ -40,18 +40,36 @@ pub enum Reason {
     DbRejected,
     /// A delimited payload with the wrong number of fields.
     FieldCount,
-    /// A delimited text field longer than its column.
+    /// A text field longer than its column (delimited: 255 characters; JSON
+    /// and bare values: 16,383).
     FieldTooLong,
     /// Not JSON.
     BadJson,
     /// JSON, but not an object.
     NotAnObject,
-    /// A JSON object without a value the route can store.
+    /// No longer produced: it meant "a JSON object without a number" while
+    /// strings and booleans were dropped; they are stored now, and a message
+    /// with nothing storable is [`Reason::NoStorableFields`]. Still registered,
+    /// so series and alerts that name it keep existing (at zero).
     NoNumericFields,
-    /// A JSON key that cannot be a field name.
+    /// A JSON key that cannot be a field name (empty, over 64 characters with
+    /// its dotted path, control characters or spaces at either end).
     BadFieldName,
-    /// A JSON message that would become more rows than the route allows.
+    /// A JSON message with more fields than the route allows.
     TooManyFields,
+    /// A message with nothing to store: only nulls, empty objects or arrays,
+    /// none of a mapped route's keys, or an empty bare value.
+    NoStorableFields,
+    /// JSON nested deeper than the route allows (`json.max_depth`).
+    TooDeep,
+    /// Two values of one message under one field name (a repeated key, or
+    /// `"a.b"` beside `{"a": {"b": ..}}`): which one is right cannot be known.
+    DuplicateField,
+    /// A named topic level (a tag) that is empty, longer than 64 characters
+    /// or holds a control character.
+    BadTag,
+    /// A bare-value payload that is a JSON object or array, not one value.
+    NotAValue,
     /// A binary payload that is not an image.
     NotAnImage,
     /// Base64 that does not decode.
@@ -70,7 +88,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 33] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -92,6 +110,11 @@ impl Reason {
         Reason::NoNumericFields,
         Reason::BadFieldName,
         Reason::TooManyFields,
+        Reason::NoStorableFields,
+        Reason::TooDeep,
+        Reason::DuplicateField,
+        Reason::BadTag,
+        Reason::NotAValue,
         Reason::NotAnImage,
         Reason::BadBase64,
         Reason::NoDataField,
@@ -125,6 +148,11 @@ impl Reason {
             Reason::NoNumericFields => "no_numeric_fields",
             Reason::BadFieldName => "bad_field_name",
             Reason::TooManyFields => "too_many_fields",
+            Reason::NoStorableFields => "no_storable_fields",
+            Reason::TooDeep => "too_deep",
+            Reason::DuplicateField => "duplicate_field",
+            Reason::BadTag => "bad_tag",
+            Reason::NotAValue => "not_a_value",
             Reason::NotAnImage => "not_an_image",
             Reason::BadBase64 => "bad_base64",
             Reason::NoDataField => "no_data_field",

@@ -56,8 +56,8 @@ impl BinaryDecoder {
             };
             let device = device(&object, Some(&self.settings.device_field), ctx)?;
             let time = match object.get(&self.settings.time_field) {
-                Some(v) => time(v, &self.times, self.settings.time_unit.into(), ctx.now)?,
-                None => ctx.now,
+                Some(v) => time(v, &self.times, self.settings.time_unit.into(), ctx)?,
+                None => ctx.received(),
             };
             let text = object
                 .get(&self.settings.data_field)
@@ -69,7 +69,7 @@ impl BinaryDecoder {
                 .map_err(|_| Reason::BadBase64)?;
             (device, time, Bytes::from(data))
         } else {
-            (ctx.device.clone(), ctx.now, payload.clone())
+            (ctx.device.clone(), ctx.received(), payload.clone())
         };
         if data.len() > self.max_bytes {
             return Err(Reason::Oversized);
@@ -80,7 +80,7 @@ impl BinaryDecoder {
         Ok(Message {
             device,
             time: time.naive_utc(),
-            tags: Vec::new(),
+            tags: ctx.tags.to_vec(),
             fields: vec![
                 Field {
                     name: content_type_name,
@@ -114,6 +114,7 @@ pub fn sniff(data: &[u8]) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::ReceiveClock;
     use chrono::DateTime;
     use co2_wire::DeviceId;
 
@@ -127,6 +128,10 @@ mod tests {
             trust_payload_device: true,
             seq: None,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            topic: "t",
+            tags: &[],
+            route: 0,
+            clock: &ReceiveClock::default(),
         };
         BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())
             .decode(&Bytes::copy_from_slice(payload), &ctx)

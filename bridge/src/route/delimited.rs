@@ -152,8 +152,8 @@ impl Delimited {
         fields.extend(flags);
         Ok(Message {
             device: ctx.device_named(device)?,
-            time: time.unwrap_or_else(|| ctx.now.naive_utc()),
-            tags: Vec::new(),
+            time: time.unwrap_or_else(|| ctx.received().naive_utc()),
+            tags: ctx.tags.to_vec(),
             fields,
             reading: None,
         })
@@ -164,6 +164,7 @@ impl Delimited {
 mod tests {
     use super::*;
     use crate::route::settings::FieldSettings;
+    use crate::route::ReceiveClock;
     use chrono::{NaiveDate, Utc};
 
     fn bins() -> DelimitedSettings {
@@ -195,6 +196,10 @@ mod tests {
             trust_payload_device: true,
             seq: None,
             now: Utc::now(),
+            topic: "t",
+            tags: &[],
+            route: 0,
+            clock: &ReceiveClock::default(),
         };
         Delimited::new(&bins(), Decoder::default()).decode(payload.as_bytes(), &ctx)
     }

@@ -1,8 +1,16 @@
-//! A JSON object of fields, e.g. `{"temp": 21.5, "humidity": 40}` from a DHT11.
+//! A JSON object of fields, as devices send it: a DHT11's
+//! `{"temp": 21.5, "humidity": 40}`, a Python producer's strings
+//! (`{"m_id": "0", "datetime": "...", "temp": "21.0"}`), Tasmota's nesting
+//! (`{"AM2301": {"Temperature": 21.5}}`), Zigbee2MQTT's booleans.
 //!
-//! The stated rule: only top-level JSON numbers are readings. Strings,
-//! booleans, nulls, arrays and nested objects are ignored (the time and device
-//! keys aside); a message with no number at all is refused (`no_numeric_fields`).
+//! Every value is kept: numbers (and strings that are plain decimal numbers,
+//! unless `numeric_strings = false`) as numbers, booleans as booleans, other
+//! strings as text; `null` is skipped. Nested objects flatten to dotted names
+//! (`AM2301.Temperature`), arrays to indices (`values.0`), bounded in depth
+//! and field count. The time and device keys (dotted paths for nested ones)
+//! are not fields. Three layouts: `long` (a `readings` row per field),
+//! `columns` (mapped fields, one row) and `document` (the whole object in a
+//! JSON column, one row).
 
 use std::sync::Arc;
 
@@ -10,17 +18,25 @@ use chrono::{DateTime, Utc};
 use co2_wire::{Decoder, DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
+use super::flatten::{flatten, Shape, MAX_DEPTH};
 use super::layout::{Column, Layout};
 use super::message::{Field, Message, Value};
+use super::scalar::{plain_number, Leaf};
 use super::settings::{JsonMode, JsonSettings};
 use super::Context;
 use crate::pipeline::Reason;
 
-/// Longest field name kept (the `field` column).
-const MAX_FIELD_NAME: usize = 64;
-
-/// Rows one message may become unless the route says otherwise.
+/// Fields one message may have unless the route says otherwise.
 pub const DEFAULT_MAX_FIELDS: usize = 64;
+
+/// Values one document may hold unless the route says otherwise.
+pub const DEFAULT_MAX_DOCUMENT_FIELDS: usize = 1024;
+
+/// Nesting accepted unless the route says otherwise (the object itself is 1).
+pub const DEFAULT_MAX_DEPTH: usize = 16;
+
+/// The field a document message carries its JSON text in.
+pub const DOCUMENT_FIELD: &str = "document";
 
 /// A configured JSON decoder.
 #[derive(Debug, Clone)]
@@ -28,16 +44,24 @@ pub struct JsonDecoder {
     mode: JsonMode,
     time_field: String,
     device_field: Option<String>,
-    /// For `columns` mode: the JSON keys, in column order.
+    /// For `columns` mode: the field names, in column order.
     keys: Vec<Arc<str>>,
     time_unit: UnixUnit,
-    max_fields: usize,
+    numeric_strings: bool,
+    shape: Shape,
     times: Decoder,
+    document: Arc<str>,
 }
 
 impl JsonDecoder {
-    /// Builds the decoder.
+    /// Builds the decoder; `times` reads offset-less times in the route's zone.
     pub fn new(settings: &JsonSettings, times: Decoder) -> Self {
+        let document = settings.mode == JsonMode::Document;
+        let default_fields = if document {
+            DEFAULT_MAX_DOCUMENT_FIELDS
+        } else {
+            DEFAULT_MAX_FIELDS
+        };
         Self {
             mode: settings.mode,
             time_field: settings.time_field.clone().unwrap_or_else(|| "time".into()),
@@ -48,26 +72,27 @@ impl JsonDecoder {
                 .map(|k| Arc::from(k.as_str()))
                 .collect(),
             time_unit: settings.time_unit.into(),
-            max_fields: settings.max_fields.unwrap_or(DEFAULT_MAX_FIELDS),
+            numeric_strings: settings.numeric_strings,
+            shape: Shape {
+                max_depth: settings
+                    .max_depth
+                    .unwrap_or(DEFAULT_MAX_DEPTH)
+                    .min(MAX_DEPTH),
+                max_fields: settings.max_fields.unwrap_or(default_fields),
+                keep_fields: !document,
+                check_names: settings.mode == JsonMode::Long,
+            },
             times,
+            document: Arc::from(DOCUMENT_FIELD),
         }
     }
 
-    /// `long`: a row per field of `(device, topic, time, field, value)`;
-    /// `columns`: one row of `(device, time, <a column per mapped key>)`.
+    /// `long`: the `readings` layout; `columns`: one row of `(device, time,
+    /// <a column per mapped field>)`; `document`: one row of `(device, topic,
+    /// time, tags, document, content_key)`. Tag columns are added by the route.
     pub fn layout(settings: &JsonSettings) -> Layout {
         match settings.mode {
-            JsonMode::Long => Layout::Long(
-                [
-                    ("device", Column::Device),
-                    ("topic", Column::Topic),
-                    ("time", Column::Time),
-                    ("field", Column::FieldName),
-                    ("value", Column::FieldValue),
-                ]
-                .map(|(n, c)| (n.to_owned(), c))
-                .into(),
-            ),
+            JsonMode::Long => Layout::readings(),
             JsonMode::Columns => {
                 let mut columns = vec![
                     ("device".to_owned(), Column::Device),
@@ -80,254 +105,152 @@ impl JsonDecoder {
                 );
                 Layout::Wide(columns)
             }
+            JsonMode::Document => Layout::wide([
+                ("device", Column::Device),
+                ("topic", Column::Topic),
+                ("time", Column::Time),
+                ("tags", Column::Tags),
+                (DOCUMENT_FIELD, Column::Field(Arc::from(DOCUMENT_FIELD))),
+                ("content_key", Column::ContentKey),
+            ]),
         }
     }
 
     /// Decodes one payload.
     pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Message, Reason> {
-        let Json::Object(object) = serde_json::from_slice(payload).map_err(|_| Reason::BadJson)?
-        else {
-            return Err(Reason::NotAnObject);
-        };
-        let device = device(&object, self.device_field.as_deref(), ctx)?;
-        let time = match object.get(&self.time_field) {
-            Some(value) => time(value, &self.times, self.time_unit, ctx.now)?,
-            None => ctx.now,
-        }
-        .naive_utc();
+        let mut picks = vec![self.time_field.as_str()];
+        picks.extend(self.device_field.as_deref());
+        let flat = flatten(payload, &self.shape, &picks)?;
+        let mut picked = flat.picked.into_iter();
+        let time_leaf = picked.next().flatten();
+        let device = device_of(picked.next().flatten(), ctx)?;
+        let time = time_of(time_leaf, &self.times, self.time_unit, ctx)?.naive_utc();
         let fields = match self.mode {
             JsonMode::Long => {
-                let mut fields = Vec::new();
-                for (key, value) in &object {
-                    if key == &self.time_field || Some(key) == self.device_field.as_ref() {
-                        continue;
+                let mut fields = Vec::with_capacity(flat.fields.len());
+                for (name, leaf) in flat.fields {
+                    if let Some(value) = leaf.into_value(self.numeric_strings)? {
+                        fields.push(Field {
+                            name: Arc::from(name),
+                            value,
+                        });
                     }
-                    let Some(number) = value.as_f64() else {
-                        continue;
-                    };
-                    if key.is_empty() || key.chars().count() > MAX_FIELD_NAME {
-                        return Err(Reason::BadFieldName);
-                    }
-                    if fields.len() >= self.max_fields {
-                        return Err(Reason::TooManyFields);
-                    }
-                    fields.push(Field {
-                        name: Arc::from(key.as_str()),
-                        value: Value::Float(number),
-                    });
                 }
                 if fields.is_empty() {
-                    return Err(Reason::NoNumericFields);
+                    return Err(Reason::NoStorableFields);
                 }
                 fields
             }
             JsonMode::Columns => {
-                let fields: Vec<Field> = self
-                    .keys
-                    .iter()
-                    .map(|key| Field {
+                let mut found = flat.fields;
+                let mut fields = Vec::with_capacity(self.keys.len());
+                for key in &self.keys {
+                    let leaf = found
+                        .iter()
+                        .position(|(name, _)| name == &**key)
+                        .map(|i| found.swap_remove(i).1);
+                    let value = match leaf {
+                        Some(leaf) => leaf.into_value(self.numeric_strings)?,
+                        None => None,
+                    };
+                    fields.push(Field {
                         name: key.clone(),
-                        value: object
-                            .get(&**key)
-                            .and_then(Json::as_f64)
-                            .map_or(Value::Null, Value::Float),
-                    })
-                    .collect();
+                        value: value.unwrap_or(Value::Null),
+                    });
+                }
                 if fields.iter().all(|f| f.value == Value::Null) {
-                    return Err(Reason::NoNumericFields);
+                    return Err(Reason::NoStorableFields);
                 }
                 fields
+            }
+            JsonMode::Document => {
+                // The object as it was sent (already parsed, so valid UTF-8
+                // JSON within the depth a JSON column takes); MySQL keeps its
+                // own normal form, MariaDB the text.
+                let text = std::str::from_utf8(payload).map_err(|_| Reason::BadJson)?;
+                vec![Field {
+                    name: self.document.clone(),
+                    value: Value::Text(text.to_owned()),
+                }]
             }
         };
         Ok(Message {
             device,
             time,
-            tags: Vec::new(),
+            tags: ctx.tags.to_vec(),
             fields,
             reading: None,
         })
     }
 }
 
-/// The device, given the one `field` names (see [`Context::device_named`]).
+/// The device, given the device key's value (a string or an integer; see
+/// [`Context::device_named`] for how it meets the topic's or token's).
+fn device_of(leaf: Option<Leaf>, ctx: &Context<'_>) -> Result<DeviceId, Reason> {
+    let named = match leaf {
+        None | Some(Leaf::Null) => None,
+        Some(Leaf::Text(s)) => Some(DeviceId::parse(&s).map_err(|_| Reason::BadDevice)?),
+        Some(Leaf::Number(n)) => {
+            Some(DeviceId::parse(&n.to_string()).map_err(|_| Reason::BadDevice)?)
+        }
+        Some(Leaf::Bool(_) | Leaf::Nested) => return Err(Reason::BadDevice),
+    };
+    ctx.device_named(named)
+}
+
+/// A time: absent or null is the receive time ([`Context::received`]); a number, or a string that is
+/// one, is a Unix time in `unit` (`auto`: by magnitude); any other string is
+/// a datetime read like the CO2 payload's (ISO 8601 with or without offset,
+/// `%Y-%m-%d %H:%M:%S`, offset-less ones in the route's zone). Either way it
+/// is checked against the column's range and the future bound.
+fn time_of(
+    leaf: Option<Leaf>,
+    times: &Decoder,
+    unit: UnixUnit,
+    ctx: &Context<'_>,
+) -> Result<DateTime<Utc>, Reason> {
+    let now = ctx.now;
+    let unix = |v: f64| Ok(times.time_from_unix(v, unit, now)?);
+    match leaf {
+        None | Some(Leaf::Null) => Ok(ctx.received()),
+        Some(Leaf::Number(n)) => unix(n.as_f64().ok_or(Reason::BadDatetime)?),
+        Some(Leaf::Text(s)) => match plain_number(&s) {
+            Ok(Some(v)) => unix(v),
+            Ok(None) => Ok(times.time_from_text(s.trim(), now)?),
+            Err(_) => Err(Reason::TimeOutOfRange),
+        },
+        Some(Leaf::Bool(_) | Leaf::Nested) => Err(Reason::BadDatetime),
+    }
+}
+
+fn leaf(value: &Json) -> Leaf {
+    match value {
+        Json::Null => Leaf::Null,
+        Json::Bool(b) => Leaf::Bool(*b),
+        Json::Number(n) => Leaf::Number(n.clone()),
+        Json::String(s) => Leaf::Text(s.clone()),
+        Json::Array(_) | Json::Object(_) => Leaf::Nested,
+    }
+}
+
+/// The device of a parsed object (for the binary decoder's JSON form).
 pub(super) fn device(
     object: &Map<String, Json>,
     field: Option<&str>,
     ctx: &Context<'_>,
 ) -> Result<DeviceId, Reason> {
-    let named = match field.and_then(|f| object.get(f)) {
-        Some(Json::String(s)) => Some(DeviceId::parse(s).map_err(|_| Reason::BadDevice)?),
-        Some(Json::Number(n)) => {
-            Some(DeviceId::parse(&n.to_string()).map_err(|_| Reason::BadDevice)?)
-        }
-        Some(_) => return Err(Reason::BadDevice),
-        None => None,
-    };
-    ctx.device_named(named)
+    device_of(field.and_then(|f| object.get(f)).map(leaf), ctx)
 }
 
-/// A time: a datetime string (read like the CO2 payload's) or a Unix time in
-/// `unit`; either way checked against the column's range and the future bound.
+/// The time of a parsed value (for the binary decoder's JSON form).
 pub(super) fn time(
     value: &Json,
     times: &Decoder,
     unit: UnixUnit,
-    now: DateTime<Utc>,
+    ctx: &Context<'_>,
 ) -> Result<DateTime<Utc>, Reason> {
-    let checked = match value {
-        Json::String(s) => times.time_from_text(s.trim(), now),
-        Json::Number(n) => {
-            let n = n.as_f64().ok_or(Reason::BadDatetime)?;
-            times.time_from_unix(n, unit, now)
-        }
-        _ => return Err(Reason::BadDatetime),
-    };
-    Ok(checked?)
+    time_of(Some(leaf(value)), times, unit, ctx)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(
-        settings: &JsonSettings,
-        payload: &str,
-        topic_device: bool,
-    ) -> Result<Message, &'static str> {
-        let device = DeviceId::parse("from-topic").unwrap();
-        let ctx = Context {
-            device: &device,
-            device_from_source: topic_device,
-            trust_payload_device: true,
-            seq: None,
-            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
-        };
-        JsonDecoder::new(settings, Decoder::default())
-            .decode(payload.as_bytes(), &ctx)
-            .map_err(Reason::as_str)
-    }
-
-    #[test]
-    fn long_mode_keeps_numbers_and_ignores_the_rest() {
-        let s = JsonSettings::default();
-        let d = decode(
-            &s,
-            r#"{"temp": 21.5, "humidity": 40, "label": "kitchen", "ok": true, "nested": {"x": 1}, "list": [1], "time": "2024-05-01T10:00:00Z"}"#,
-            true,
-        )
-        .unwrap();
-        let fields: Vec<_> = d.fields.iter().map(|f| (&*f.name, &f.value)).collect();
-        assert_eq!(
-            fields,
-            [
-                ("humidity", &Value::Float(40.0)),
-                ("temp", &Value::Float(21.5)),
-            ]
-        );
-        let t = DateTime::parse_from_rfc3339("2024-05-01T10:00:00Z")
-            .unwrap()
-            .naive_utc();
-        assert_eq!(d.time, t);
-    }
-
-    #[test]
-    fn receive_time_without_a_time_field_and_device_from_a_key() {
-        let s = JsonSettings {
-            device_field: Some("id".into()),
-            ..Default::default()
-        };
-        let d = decode(&s, r#"{"id": 42, "temp": 20}"#, false).unwrap();
-        assert_eq!(d.device.as_str(), "42");
-        assert_eq!(
-            d.time,
-            DateTime::from_timestamp(1_800_000_000, 0)
-                .unwrap()
-                .naive_utc()
-        );
-        assert_eq!(d.fields.len(), 1, "the device key is not a reading");
-    }
-
-    #[test]
-    fn refusals() {
-        let s = JsonSettings::default();
-        assert_eq!(decode(&s, "temp=20", true).unwrap_err(), "bad_json");
-        assert_eq!(decode(&s, "[1,2]", true).unwrap_err(), "not_an_object");
-        assert_eq!(
-            decode(&s, r#"{"label": "x", "n": {"a": 1}}"#, true).unwrap_err(),
-            "no_numeric_fields"
-        );
-        assert_eq!(
-            decode(&s, r#"{"temp": 1, "time": "soon"}"#, true).unwrap_err(),
-            "bad_datetime"
-        );
-    }
-
-    /// Regression (issue 11): numeric times far outside DATETIME's range went
-    /// on to the writer, where sqlx's `push_bind` panicked the commit task.
-    #[test]
-    fn times_the_column_cannot_hold_are_refused_on_the_json_route() {
-        let s = JsonSettings::default();
-        for time in [
-            "-99999999999",
-            "3000000000000000000000",
-            "1e300",
-            "\"0999-01-01 00:00:00\"",
-        ] {
-            let payload = format!(r#"{{"temp": 1, "time": {time}}}"#);
-            assert_eq!(
-                decode(&s, &payload, true).unwrap_err(),
-                "time_out_of_range",
-                "{time}"
-            );
-        }
-        let payload = r#"{"temp": 1, "time": "2099-01-01T00:00:00Z"}"#;
-        assert_eq!(decode(&s, payload, true).unwrap_err(), "too_far_in_future");
-        // Auto reads 3e15 as microseconds (the year 2065), so it is in the future.
-        let payload = r#"{"temp": 1, "time": 3000000000000000}"#;
-        assert_eq!(decode(&s, payload, true).unwrap_err(), "too_far_in_future");
-        let seconds = JsonSettings {
-            time_unit: crate::route::settings::TimeUnit::S,
-            ..Default::default()
-        };
-        let payload = r#"{"temp": 1, "time": 3000000000000000}"#;
-        assert_eq!(
-            decode(&seconds, payload, true).unwrap_err(),
-            "time_out_of_range"
-        );
-    }
-
-    #[test]
-    fn a_message_with_thousands_of_fields_is_one_rejection() {
-        let fields: Vec<String> = (0..10_000).map(|i| format!("\"f{i}\": {i}")).collect();
-        let payload = format!("{{{}}}", fields.join(","));
-        let s = JsonSettings::default();
-        assert_eq!(decode(&s, &payload, true).unwrap_err(), "too_many_fields");
-        let few: Vec<String> = (0..64).map(|i| format!("\"f{i}\": {i}")).collect();
-        assert_eq!(
-            decode(&s, &format!("{{{}}}", few.join(",")), true)
-                .unwrap()
-                .fields
-                .len(),
-            64
-        );
-    }
-
-    #[test]
-    fn columns_mode_maps_keys() {
-        let s = JsonSettings {
-            mode: JsonMode::Columns,
-            fields: [
-                ("temp".to_owned(), "temperature".to_owned()),
-                ("hum".to_owned(), "humidity".to_owned()),
-            ]
-            .into(),
-            ..Default::default()
-        };
-        let layout = JsonDecoder::layout(&s);
-        let columns: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(columns, ["device", "time", "humidity", "temperature"]);
-        let d = decode(&s, r#"{"temp": 21.5}"#, true).unwrap();
-        assert_eq!(d.field("hum"), Some(&Value::Null));
-        assert_eq!(d.field("temp"), Some(&Value::Float(21.5)));
-    }
-}
+mod tests;

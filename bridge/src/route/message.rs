@@ -42,9 +42,22 @@ impl Message {
             .map(|f| &f.value)
     }
 
+    /// The value of tag `name`, if the message has one.
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Roughly how many bytes the message adds to a write.
     pub fn weight(&self) -> usize {
-        32 + self.fields.iter().map(|f| f.value.weight()).sum::<usize>()
+        32 + self
+            .tags
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+            + self.fields.iter().map(|f| f.value.weight()).sum::<usize>()
     }
 }
 
@@ -68,6 +81,19 @@ pub enum Value {
 }
 
 impl Value {
+    /// What kind of value it is, as the long `readings` table's `kind` column
+    /// says it: `number` (integers too), `bool`, `text`, `bytes`, `time` or `null`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::Float(_) => "number",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
+            Value::Time(_) => "time",
+        }
+    }
+
     /// Roughly how many bytes the value adds to a statement.
     pub fn weight(&self) -> usize {
         match self {

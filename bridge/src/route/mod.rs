@@ -5,12 +5,16 @@
 //! durable pipeline: batches, dead letters, acks after the sink has the data.
 
 mod binary;
+mod clock;
 mod delimited;
 mod event;
+mod flatten;
 mod json;
 mod layout;
 mod message;
+mod scalar;
 pub(crate) mod settings;
+mod value;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -27,12 +31,14 @@ use crate::pipeline::{DeadLetter, Reason, Record};
 use crate::source::Origin;
 use crate::tokens::Tokens;
 use binary::BinaryDecoder;
+pub use clock::ReceiveClock;
 use delimited::Delimited;
 use event::EventDecoder;
 use json::JsonDecoder;
 pub use layout::{Column, Layout};
 pub use message::{Field, Message, Value};
-use settings::{DecoderKind, FieldKind, RouteSettings};
+use settings::{DecoderKind, FieldKind, JsonMode, RouteSettings};
+use value::ValueDecoder;
 
 /// Name of the built-in CO2 route.
 pub const CO2_ROUTE: &str = "co2";
@@ -62,6 +68,15 @@ pub struct Context<'a> {
     pub seq: Option<Seq>,
     /// When the bridge received the message.
     pub now: DateTime<Utc>,
+    /// The topic it arrived on.
+    pub topic: &'a str,
+    /// The named levels of the topic other than `{device}`, checked: the
+    /// message's tags.
+    pub tags: &'a [(Arc<str>, String)],
+    /// The route's id, for [`Context::received`].
+    pub route: RouteId,
+    /// Where unique receive stamps come from.
+    pub clock: &'a ReceiveClock,
 }
 
 impl Context<'_> {
@@ -83,6 +98,14 @@ impl Context<'_> {
             Some(_) => Err(Reason::UntrustedDevice),
         }
     }
+
+    /// The time to stamp a message that carries none: when it arrived, but
+    /// never the same millisecond twice for one device of a route (see
+    /// [`ReceiveClock`]).
+    pub fn received(&self) -> DateTime<Utc> {
+        self.clock
+            .stamp((self.route, self.device.as_str()), self.now)
+    }
 }
 
 /// The field names a numbered reading's number is stored under.
@@ -91,12 +114,16 @@ struct SeqFields {
     n: Arc<str>,
 }
 
+/// Longest tag value, in characters (a tag column is `VARCHAR(64)`).
+pub const MAX_TAG_CHARS: usize = 64;
+
 #[derive(Debug, Clone)]
 enum Decode {
     Pipe(Decoder, Arc<str>),
     Event(EventDecoder),
     Delimited(Delimited),
     Json(JsonDecoder),
+    Value(ValueDecoder),
     Binary(BinaryDecoder),
 }
 
@@ -204,7 +231,7 @@ impl Route {
                 Ok(Message {
                     device: ctx.device.clone(),
                     time: reading.time().naive_utc(),
-                    tags: Vec::new(),
+                    tags: ctx.tags.to_vec(),
                     fields,
                     reading: Some(reading),
                 })
@@ -212,6 +239,7 @@ impl Route {
             Decode::Event(d) => d.decode(payload, ctx),
             Decode::Delimited(d) => d.decode(payload, ctx),
             Decode::Json(d) => d.decode(payload, ctx),
+            Decode::Value(d) => d.decode(payload, ctx),
             Decode::Binary(d) => d.decode(payload, ctx),
         }
     }
@@ -223,6 +251,7 @@ pub struct Routes {
     routes: Vec<Route>,
     dead_letter_bytes: usize,
     faults: Faults,
+    clock: ReceiveClock,
 }
 
 /// A delivery no route can take: the route it matched (if any), and why.
@@ -239,6 +268,7 @@ struct Resolved<'r> {
     device: DeviceId,
     device_from_source: bool,
     topic: String,
+    tags: Vec<(Arc<str>, String)>,
 }
 
 /// A `pipe` route's layout: `co2_emissions (device, date_time, emissions)`.
@@ -294,9 +324,16 @@ impl Routes {
         let mut routes = Vec::new();
         if !settings.mqtt.topics.is_empty() {
             let layout = co2_layout();
+            let filters = settings.topic_filters()?;
+            refuse_tags(
+                CO2_ROUTE,
+                "mqtt.topics",
+                &tag_names(&filters),
+                "co2_emissions",
+            )?;
             routes.push(Route {
                 name: Arc::from(CO2_ROUTE),
-                filters: settings.topic_filters()?,
+                filters,
                 default_device: default_device.clone(),
                 decode: Decode::Pipe(times.clone(), Arc::from("emissions")),
                 table: "co2_emissions".to_owned(),
@@ -337,6 +374,7 @@ impl Routes {
             routes,
             dead_letter_bytes: settings.wire.dead_letter_payload_bytes,
             faults: Faults::default(),
+            clock: ReceiveClock::default(),
         })
     }
 
@@ -420,6 +458,7 @@ impl Routes {
             device,
             device_from_source,
             topic,
+            tags,
         } = resolved;
         let ctx = Context {
             device: &device,
@@ -427,6 +466,10 @@ impl Routes {
             trust_payload_device: route.trust_payload_device,
             seq,
             now,
+            topic: &topic,
+            tags: &tags,
+            route: id,
+            clock: &self.clock,
         };
         let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.faults.at_decode(&payload);
@@ -501,12 +544,16 @@ impl Routes {
                 let Some((id, route, matched)) = found else {
                     return Err(unresolved(None, Reason::NoRoute));
                 };
-                let (device, device_from_source) = match matched {
-                    TopicMatch::Device(text) => match DeviceId::parse(text) {
+                let (device, device_from_source) = match matched.device() {
+                    Some(text) => match DeviceId::parse(text) {
                         Ok(device) => (device, true),
                         Err(_) => return Err(unresolved(Some(id), Reason::BadDevice)),
                     },
-                    TopicMatch::NoDevice => (route.default_device.clone(), false),
+                    None => (route.default_device.clone(), false),
+                };
+                let tags = match tags_of(&matched) {
+                    Ok(tags) => tags,
+                    Err(reason) => return Err(unresolved(Some(id), reason)),
                 };
                 Ok(Resolved {
                     id,
@@ -514,6 +561,7 @@ impl Routes {
                     device,
                     device_from_source,
                     topic: topic.into_owned(),
+                    tags,
                 })
             }
             Origin::Http { route: id, device } => {
@@ -535,10 +583,30 @@ impl Routes {
                     device: device.clone(),
                     device_from_source: true,
                     topic,
+                    tags: Vec::new(),
                 })
             }
         }
     }
+}
+
+/// The tags of a match: each named level's text, refused (`bad_tag`) when
+/// empty, longer than [`MAX_TAG_CHARS`] or holding a control character.
+fn tags_of(matched: &TopicMatch<'_>) -> Result<Vec<(Arc<str>, String)>, Reason> {
+    matched
+        .named()
+        .iter()
+        .map(|(name, text)| {
+            let bad = text.is_empty()
+                || text.chars().nth(MAX_TAG_CHARS).is_some()
+                || text.chars().any(char::is_control);
+            if bad {
+                Err(Reason::BadTag)
+            } else {
+                Ok((Arc::from(*name), (*text).to_owned()))
+            }
+        })
+        .collect()
 }
 
 fn invalid(route: &str, key: &str, message: impl std::fmt::Display) -> ConfigError {
@@ -580,7 +648,7 @@ fn build(
     };
     let max_payload = s.max_payload_bytes.unwrap_or(match s.decoder {
         DecoderKind::Pipe => settings.wire.max_payload_bytes,
-        DecoderKind::Delimited | DecoderKind::Json => 64 * 1024,
+        DecoderKind::Delimited | DecoderKind::Json | DecoderKind::Value => 64 * 1024,
         DecoderKind::Binary => 4 * 1024 * 1024,
     });
     if max_payload == 0 || max_payload > 16 * 1024 * 1024 {
@@ -590,45 +658,52 @@ fn build(
             "must be 1..=16777216 (a MEDIUMBLOB holds 16 MiB)",
         ));
     }
+    let tags = tag_names(&filters);
     let (decode, layout, default_table): (Decode, Layout, Option<&str>) = match s.decoder {
-        DecoderKind::Pipe => (
-            Decode::Pipe(times.clone(), Arc::from("emissions")),
-            pipe_layout(),
-            Some("co2_emissions"),
-        ),
+        DecoderKind::Pipe => {
+            refuse_tags(name, "topics", &tags, "co2_emissions")?;
+            (
+                Decode::Pipe(times.clone(), Arc::from("emissions")),
+                pipe_layout(),
+                Some("co2_emissions"),
+            )
+        }
         DecoderKind::Delimited => {
             let d = s.delimited.as_ref().ok_or_else(|| missing("delimited"))?;
             check_delimited(name, d)?;
             (
                 Decode::Delimited(Delimited::new(d, times.clone())),
-                Delimited::layout(d),
+                Delimited::layout(d).with_tag_columns(tags.iter().copied()),
                 None,
             )
         }
         DecoderKind::Json => {
             let j = s.json.clone().unwrap_or_default();
-            if j.mode == settings::JsonMode::Columns && j.fields.is_empty() {
-                return Err(invalid(
-                    name,
-                    "json.fields",
-                    "mode = \"columns\" needs fields",
-                ));
+            let decoder = json_decoder(name, &j, times)?;
+            let layout = JsonDecoder::layout(&j);
+            match j.mode {
+                JsonMode::Long => (decoder, layout, Some("readings")),
+                JsonMode::Columns => (decoder, layout.with_tag_columns(tags.iter().copied()), None),
+                JsonMode::Document => (decoder, layout, Some("documents")),
             }
+        }
+        DecoderKind::Value => (
+            Decode::Value(ValueDecoder),
+            ValueDecoder::layout(),
+            Some("readings"),
+        ),
+        DecoderKind::Binary => {
+            refuse_tags(name, "topics", &tags, "images")?;
             (
-                Decode::Json(JsonDecoder::new(&j, times.clone())),
-                JsonDecoder::layout(&j),
-                Some("readings"),
+                Decode::Binary(BinaryDecoder::new(
+                    &s.binary.clone().unwrap_or_default(),
+                    max_payload,
+                    times.clone(),
+                )),
+                BinaryDecoder::layout(),
+                Some("images"),
             )
         }
-        DecoderKind::Binary => (
-            Decode::Binary(BinaryDecoder::new(
-                &s.binary.clone().unwrap_or_default(),
-                max_payload,
-                times.clone(),
-            )),
-            BinaryDecoder::layout(),
-            Some("images"),
-        ),
     };
     let table = match (&s.table, default_table) {
         (Some(t), _) => t.clone(),
@@ -643,6 +718,15 @@ fn build(
         ));
     }
     let logical: Vec<&str> = layout.columns().iter().map(|(c, _)| c.as_str()).collect();
+    for (i, column) in logical.iter().enumerate() {
+        if logical[..i].contains(column) {
+            return Err(invalid(
+                name,
+                "topics",
+                format!("the level {{{column}}} is also a column of this route; name it otherwise"),
+            ));
+        }
+    }
     for key in s.columns.keys() {
         if !logical.contains(&key.as_str()) {
             return Err(invalid(
@@ -685,6 +769,91 @@ fn build(
         tokens_file: s.http.as_ref().map(|h| h.tokens_file.clone()),
         tokens: None,
     })
+}
+
+/// The names of the named levels (tags) of every filter, each once, in order.
+fn tag_names(filters: &[TopicFilter]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for name in filters.iter().flat_map(TopicFilter::names) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Routes into a fixed table (`co2_emissions`, `images`) have nowhere to keep tags.
+fn refuse_tags(route: &str, key: &str, tags: &[&str], table: &str) -> Result<(), ConfigError> {
+    match tags.first() {
+        None => Ok(()),
+        Some(tag) => Err(invalid(
+            route,
+            key,
+            format!(
+                "the level {{{tag}}} would be a tag, and {table} has no column for tags; \
+                 write it as + (or name only {{device}})"
+            ),
+        )),
+    }
+}
+
+/// The JSON decoder of a route, its settings checked.
+fn json_decoder(
+    name: &str,
+    j: &settings::JsonSettings,
+    times: &Decoder,
+) -> Result<Decode, ConfigError> {
+    if j.mode == JsonMode::Columns && j.fields.is_empty() {
+        return Err(invalid(
+            name,
+            "json.fields",
+            "mode = \"columns\" needs fields",
+        ));
+    }
+    if j.mode != JsonMode::Columns && !j.fields.is_empty() {
+        return Err(invalid(
+            name,
+            "json.fields",
+            "is for mode = \"columns\" only",
+        ));
+    }
+    if j.max_depth
+        .is_some_and(|d| !(1..=flatten::MAX_DEPTH).contains(&d))
+    {
+        return Err(invalid(
+            name,
+            "json.max_depth",
+            format!(
+                "must be 1..={} (a MariaDB JSON column holds 31 levels)",
+                flatten::MAX_DEPTH
+            ),
+        ));
+    }
+    if j.max_fields == Some(0) {
+        return Err(invalid(name, "json.max_fields", "must be at least 1"));
+    }
+    for (key, value) in [
+        ("json.time_field", &j.time_field),
+        ("json.device_field", &j.device_field),
+    ] {
+        if value.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(name, key, "must not be empty"));
+        }
+    }
+    let times = match &j.time_zone {
+        None => times.clone(),
+        Some(zone) => {
+            let zone: chrono_tz::Tz = zone.parse().map_err(|_| {
+                invalid(
+                    name,
+                    "json.time_zone",
+                    format!("{zone:?} is not an IANA zone such as UTC or Europe/Berlin"),
+                )
+            })?;
+            Decoder::new(zone, times.limits().clone())
+        }
+    };
+    Ok(Decode::Json(JsonDecoder::new(j, times)))
 }
 
 /// True for a plain SQL identifier, safe to quote with backticks.
@@ -964,6 +1133,164 @@ fields = [
             refused(b"nowhere"),
             ("unrouted".into(), Reason::CrashedBridge)
         );
+    }
+
+    const TAGGED: &str = r#"
+[[routes]]
+name = "rooms"
+topics = ["sensors/{device}/{room}/dht11", "sensors/{device}/dht11"]
+decoder = "json"
+
+[[routes]]
+name = "mapped"
+topics = ["mapped/{device}/{room}/{floor}"]
+decoder = "json"
+table = "climate"
+[routes.json]
+mode = "columns"
+fields = { temp = "temperature" }
+
+[[routes]]
+name = "shelly"
+topics = ["shellies/{device}/relay/{channel}/{field}"]
+decoder = "value"
+
+[[routes]]
+name = "docs"
+topics = ["docs/{device}/{kind}"]
+decoder = "json"
+[routes.json]
+mode = "document"
+"#;
+
+    fn decoded(routes: &Routes, topic: &'static str, payload: &'static str) -> (String, Message) {
+        match routes.record(
+            &Origin::Mqtt(Bytes::from_static(topic.as_bytes())),
+            Bytes::from_static(payload.as_bytes()),
+            now(),
+        ) {
+            Record::Decoded { route, message, .. } => {
+                (routes.label(Some(route)).to_owned(), message)
+            }
+            other => panic!("{topic}: {other:?}"),
+        }
+    }
+
+    fn tags(message: &Message) -> Vec<(&str, &str)> {
+        message
+            .tags
+            .iter()
+            .map(|(n, v)| (&**n, v.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn named_levels_become_tags() {
+        let routes = Routes::from_settings(&settings(TAGGED).unwrap()).unwrap();
+        let (route, m) = decoded(&routes, "sensors/pi/kitchen/dht11", r#"{"temp": 21}"#);
+        assert_eq!((route.as_str(), m.device.as_str()), ("rooms", "pi"));
+        assert_eq!(tags(&m), [("room", "kitchen")]);
+        let (_, m) = decoded(&routes, "sensors/pi/dht11", r#"{"temp": 21}"#);
+        assert!(m.tags.is_empty(), "the other filter has no room level");
+        let r = routes.by_name("rooms").unwrap().1;
+        assert_eq!((r.table(), r.layout()), ("readings", &Layout::readings()));
+
+        let (_, m) = decoded(&routes, "mapped/pi/attic/2", r#"{"temp": 21}"#);
+        assert_eq!(tags(&m), [("room", "attic"), ("floor", "2")]);
+        let r = routes.by_name("mapped").unwrap().1;
+        assert_eq!(
+            r.column_names(),
+            ["device", "time", "temperature", "room", "floor"]
+        );
+
+        let (_, m) = decoded(&routes, "shellies/sh-1/relay/0/power", "12.5");
+        assert_eq!(tags(&m), [("channel", "0")]);
+        assert_eq!(m.field("power"), Some(&Value::Float(12.5)));
+        assert_eq!(routes.by_name("shelly").unwrap().1.table(), "readings");
+
+        let (_, m) = decoded(&routes, "docs/pi/event", r#"{"a": [1, 2]}"#);
+        assert_eq!(tags(&m), [("kind", "event")]);
+        let r = routes.by_name("docs").unwrap().1;
+        assert_eq!(r.table(), "documents");
+        assert_eq!(
+            r.column_names(),
+            ["device", "topic", "time", "tags", "document", "content_key"]
+        );
+    }
+
+    #[test]
+    fn a_bad_tag_is_a_dead_letter_of_its_route() {
+        let routes = Routes::from_settings(&settings(TAGGED).unwrap()).unwrap();
+        let long = format!("sensors/pi/{}/dht11", "r".repeat(65));
+        let sixty_four = format!("sensors/pi/{}/dht11", "r".repeat(64));
+        for (topic, want) in [
+            ("sensors/pi//dht11".to_owned(), Some(Reason::BadTag)),
+            ("sensors/pi/a\u{7}b/dht11".to_owned(), Some(Reason::BadTag)),
+            (long, Some(Reason::BadTag)),
+            (sixty_four, None),
+            ("sensors/pi/Küche im 1. Stock/dht11".to_owned(), None),
+        ] {
+            let record = routes.record(
+                &Origin::Mqtt(Bytes::from(topic.clone().into_bytes())),
+                Bytes::from_static(br#"{"t": 1}"#),
+                now(),
+            );
+            match (record, want) {
+                (Record::Rejected { route, letter }, Some(reason)) => {
+                    assert_eq!(
+                        (routes.label(route), letter.reason),
+                        ("rooms", reason),
+                        "{topic}"
+                    )
+                }
+                (Record::Decoded { .. }, None) => {}
+                (other, _) => panic!("{topic}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tags_that_a_table_cannot_keep_are_refused_at_start() {
+        let cases = [
+            (
+                "[mqtt]\ntopics = [\"co2/{device}/{room}/emissions\"]\n".to_owned(),
+                "route \"co2\": `mqtt.topics`: the level {room}",
+            ),
+            (
+                "[[routes]]\nname = \"cam\"\ntopics = [\"cam/{device}/{angle}\"]\ndecoder = \"binary\"\n"
+                    .to_owned(),
+                "route \"cam\": `topics`: the level {angle}",
+            ),
+            (
+                TAGGED.replace("mapped/{device}/{room}/{floor}", "mapped/{device}/{time}"),
+                "route \"mapped\": `topics`: the level {time} is also a column",
+            ),
+            (
+                TAGGED.replace("mode = \"columns\"", "mode = \"columns\"\nmax_depth = 32"),
+                "route \"mapped\": `json.max_depth`",
+            ),
+            (
+                TAGGED.replace("mode = \"document\"", "mode = \"document\"\ntime_zone = \"Mars/Olympus\""),
+                "route \"docs\": `json.time_zone`",
+            ),
+            (
+                TAGGED.replace("mode = \"document\"", "mode = \"document\"\nfields = { a = \"b\" }"),
+                "route \"docs\": `json.fields`",
+            ),
+            (
+                TAGGED.replace("mode = \"document\"", "mode = \"document\"\nmax_fields = 0"),
+                "route \"docs\": `json.max_fields`",
+            ),
+            (
+                TAGGED.replace("{channel}/{field}", "{channel}/{channel}"),
+                "route \"shelly\": `topics`",
+            ),
+        ];
+        for (toml, want) in cases {
+            let err = settings(&toml).and_then(|s| Routes::from_settings(&s).map(|_| ()));
+            let err = err.expect_err(want).to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
     }
 
     #[test]

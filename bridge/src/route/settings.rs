@@ -19,8 +19,9 @@ pub struct RouteSettings {
     pub sink: Option<String>,
     /// For an InfluxDB sink: the measurement of its points (default: the topic).
     pub measurement: Option<String>,
-    /// Target table (default: `co2_emissions`, `readings` or `images` by decoder;
-    /// required for `delimited`).
+    /// Target table (default: `co2_emissions` for `pipe`, `readings` for `json`
+    /// and `value`, `documents` for `json` in document mode, `images` for
+    /// `binary`; required for `delimited`).
     pub table: Option<String>,
     /// Device for messages that name none (default: `mqtt.default_device`).
     pub default_device: Option<String>,
@@ -33,8 +34,8 @@ pub struct RouteSettings {
     /// publish on the topic can write in every device's name.
     #[serde(default)]
     pub trust_payload_device: bool,
-    /// Longest accepted payload (default 256 B for `pipe`, 64 KiB for `delimited`
-    /// and `json`, 4 MiB for `binary`).
+    /// Longest accepted payload (default 256 B for `pipe`, 64 KiB for `delimited`,
+    /// `json` and `value`, 4 MiB for `binary`).
     pub max_payload_bytes: Option<usize>,
     /// Column names for the decoder's fixed fields, e.g. `{ time = "measured_at" }`.
     #[serde(default)]
@@ -59,6 +60,9 @@ pub enum DecoderKind {
     Delimited,
     /// A JSON object of fields.
     Json,
+    /// One bare value per topic (`12.5`, `true`, `on`), the field named by the
+    /// topic's `{field}` level or else its last level (ESPHome, Shelly).
+    Value,
     /// A file (JPEG/PNG/...), raw or base64 inside JSON.
     Binary,
 }
@@ -120,38 +124,72 @@ pub enum FieldKind {
 }
 
 /// `[routes.json]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSettings {
-    /// `long`: every numeric field becomes a `(device, topic, time, field, value)`
-    /// row; `columns`: `fields` maps JSON keys to columns of one row.
+    /// `long`: a `readings` row per field; `columns`: `fields` maps keys to
+    /// columns of one row; `document`: one row holding the whole object.
     #[serde(default)]
     pub mode: JsonMode,
-    /// Key holding the reading's time (default `time`); the receive time is used
-    /// when the key is absent.
+    /// Key holding the reading's time (default `time`; a dotted path such as
+    /// `StatusSNS.Time` for a nested one); the receive time is used when the
+    /// key is absent or null.
     pub time_field: Option<String>,
-    /// Key holding the device id, for topics without one.
+    /// Key holding the device id (a dotted path for a nested one), for topics without one.
     pub device_field: Option<String>,
     /// Unit of a numeric time: `auto` (by magnitude), `s`, `ms`, `us` or `ns`.
     #[serde(default)]
     pub time_unit: TimeUnit,
-    /// Most rows one message may become (default 64); more is one rejection
+    /// IANA zone of times without an offset (default: `wire.time_zone`).
+    pub time_zone: Option<String>,
+    /// Read a string that is a plain decimal number (`"21.0"`, `" 40 "`,
+    /// `"1e-05"`) as that number (default true); false keeps it as text.
+    #[serde(default = "yes")]
+    pub numeric_strings: bool,
+    /// Deepest nesting accepted, the object itself being 1 (default 16, at
+    /// most 31, what a MariaDB JSON column holds); deeper is one rejection
+    /// (`too_deep`).
+    pub max_depth: Option<usize>,
+    /// Most fields (values other than null, after flattening) one message may
+    /// have (default 64; 1024 in document mode); more is one rejection
     /// (`too_many_fields`), not thousands of rows.
     pub max_fields: Option<usize>,
-    /// For `columns` mode: JSON key -> column.
+    /// For `columns` mode: field (a dotted path for a nested one) -> column.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
 }
 
-/// The two JSON layouts.
+fn yes() -> bool {
+    true
+}
+
+impl Default for JsonSettings {
+    fn default() -> Self {
+        Self {
+            mode: JsonMode::default(),
+            time_field: None,
+            device_field: None,
+            time_unit: TimeUnit::default(),
+            time_zone: None,
+            numeric_strings: true,
+            max_depth: None,
+            max_fields: None,
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+/// The JSON layouts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JsonMode {
-    /// One row per numeric field.
+    /// One row per field.
     #[default]
     Long,
     /// One row, mapped columns.
     Columns,
+    /// One row, the whole object in a JSON column.
+    Document,
 }
 
 /// `[routes.binary]`: for base64-in-JSON payloads.

@@ -223,6 +223,8 @@ fn bind<'q>(
     match cell {
         Cell::Str(s) => query.try_bind(s),
         Cell::Time(t) => query.try_bind(t),
+        Cell::Text(s) => query.try_bind(s),
+        Cell::Binary(b) => query.try_bind(b),
         Cell::Value(value) => match value {
             Value::Null => query.try_bind(None::<i64>),
             Value::Bool(v) => query.try_bind(i8::from(*v)),
@@ -332,8 +334,10 @@ const PERMANENT_ROW_ERRORS: &[u16] = &[
     1451, 1452, // foreign key constraint
     1690, // value out of range
     1153, // packet bigger than max_allowed_packet
+    3140, // invalid JSON text for a JSON column (MySQL)
+    3157, // JSON document too deep (MySQL)
     3819, // check constraint violated (MySQL)
-    4025, // check constraint violated (MariaDB)
+    4025, // check constraint violated (MariaDB; also a JSON column's JSON_VALID)
 ];
 
 /// True when retrying the same statement later can succeed.
