@@ -194,11 +194,55 @@ fn cases(prefix: &str) -> Vec<Case> {
             "not_an_object",
         ),
         mqtt("JSON null", "hostile/dev-1/json", "null", "not_an_object"),
+        // Refused at the 17th level (json.max_depth), before serde_json's
+        // own limit of 128 (which said bad_json before issue 13).
         mqtt(
             "JSON nested 10,000 deep",
             "hostile/dev-1/json",
             nested(10_000),
-            "bad_json",
+            "too_deep",
+        ),
+        mqtt(
+            "JSON arrays nested 10,000 deep",
+            "hostile/dev-1/json",
+            format!("{{\"a\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000)),
+            "too_deep",
+        ),
+        mqtt(
+            "a JSON array of 100,000 values",
+            "hostile/dev-1/json",
+            format!("{{\"a\":[{}]}}", vec!["1"; 100_000].join(",")),
+            "too_many_fields",
+        ),
+        mqtt(
+            "a JSON key of 65 characters",
+            "hostile/dev-1/json",
+            format!("{{\"{}\": 1}}", "k".repeat(65)),
+            "bad_field_name",
+        ),
+        mqtt(
+            "a JSON key given twice",
+            "hostile/dev-1/json",
+            r#"{"temp": 1, "temp": 2}"#,
+            "duplicate_field",
+        ),
+        mqtt(
+            "a JSON object of nulls only",
+            "hostile/dev-1/json",
+            r#"{"a": null, "b": {}, "c": []}"#,
+            "no_storable_fields",
+        ),
+        mqtt(
+            "an empty topic level named as a tag",
+            "sensors/pi//dht11",
+            r#"{"temp": 1}"#,
+            "bad_tag",
+        ),
+        mqtt(
+            "a JSON object as a bare value",
+            "shellies/sh-1/relay/0/power",
+            r#"{"power": 1}"#,
+            "not_a_value",
         ),
         mqtt(
             "JSON with 65,000 keys",
@@ -310,7 +354,7 @@ fn cases(prefix: &str) -> Vec<Case> {
             "hostile_json",
             nested(10_000),
             400,
-            Some("bad_json"),
+            Some("too_deep"),
         ),
         http(
             "HTTP: invalid UTF-8",

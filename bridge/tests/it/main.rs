@@ -9,6 +9,7 @@ mod edges;
 mod failures;
 mod hostile;
 mod influx;
+mod json;
 mod observability;
 mod routes;
 mod scale_out;

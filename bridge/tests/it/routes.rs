@@ -1,42 +1,22 @@
-//! The other streams: bin levels, JSON sensors, camera images, HTTP ingest and
-//! the images page. The routes come from the shipped bridge/routes.example.toml;
+//! The other streams: bin levels, camera images, HTTP ingest and the images
+//! page (JSON has a module of its own, `json.rs`). The routes come from the shipped bridge/routes.example.toml;
 //! each test owns its broker, since those topics carry no test prefix.
 
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use co2_testkit::{
-    http_get, http_request, metric_value, unique, wait_until, Broker, Database, Publisher,
-};
+use co2_testkit::{http_get, http_request, metric_value, unique, wait_until, Database, Publisher};
 
 use crate::support::*;
 
-struct Setup {
-    db: Database,
-    broker: Broker,
-    config: std::path::PathBuf,
-    env: Vec<(String, String)>,
-}
-
 const CAMERA_TOKEN: &str = "cam-1-token-0123456789abcdef";
 
-async fn setup(name: &str) -> Setup {
-    let db = Database::create(name).await.unwrap();
-    let broker = Broker::start("").await.unwrap();
-    let config = routes_config(&[("cam-1", CAMERA_TOKEN)]);
-    let mut env = bridge_env(&db.url(), broker.port(), &unique(name), http_port());
-    env.push(("CO2_BRIDGE_CONFIG".into(), config.display().to_string()));
-    env.push(device_listener());
-    Setup {
-        db,
-        broker,
-        config,
-        env,
-    }
+async fn setup(name: &str) -> RouteRig {
+    route_rig(name, ("cam-1", CAMERA_TOKEN), str::to_owned).await
 }
 
-async fn start(s: &Setup) -> InProcess {
+async fn start(s: &RouteRig) -> InProcess {
     InProcess::start_with(s.env.clone(), Some(&s.config)).await
 }
 
@@ -114,86 +94,7 @@ async fn bin_levels_from_the_shipped_example_including_full_and_bad_lines() {
     bridge.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_readings_keep_numbers_ignore_the_rest_and_a_replay_is_a_noop() {
-    let s = setup("json").await;
-    let bridge = start(&s).await;
-    let publisher = Publisher::connect(s.broker.port(), &unique("dht"));
-    let good = r#"{"temp": 21.5, "humidity": 40, "label": "kitchen", "ok": true, "nested": {"x": 1}, "time": "2024-05-01T10:00:00Z"}"#;
-    let messages = [
-        ("sensors/dht-1/dht11", good),
-        ("sensors/dht-1/dht11", good), // a redelivery: nothing new
-        ("sensors/dht-2/dht11", r#"{"temp": 19, "time": 1714557600}"#),
-        ("sensors/dht-2/dht11", r#"{"label": "no numbers"}"#),
-        ("sensors/dht-2/dht11", "temp=19"),
-    ];
-    for (topic, payload) in messages {
-        publisher.publish(topic, payload).await.unwrap();
-    }
-    assert!(
-        publisher
-            .wait_acked(messages.len() as u64, Duration::from_secs(20))
-            .await
-    );
-    assert!(
-        wait_until(Duration::from_secs(20), || async {
-            s.db.count("rejected_messages").await.unwrap_or(0) >= 2
-        })
-        .await
-    );
-
-    let rows: Vec<(String, String, String, String, f64)> = sqlx::query_as(
-        "SELECT CAST(device AS CHAR), topic, DATE_FORMAT(`time`, '%Y-%m-%d %H:%i:%s'), field, value \
-         FROM readings ORDER BY device, field",
-    )
-    .fetch_all(s.db.pool())
-    .await
-    .unwrap();
-    assert_eq!(
-        rows,
-        [
-            (
-                "dht-1".into(),
-                "sensors/dht-1/dht11".into(),
-                "2024-05-01 10:00:00".into(),
-                "humidity".into(),
-                40.0
-            ),
-            (
-                "dht-1".into(),
-                "sensors/dht-1/dht11".into(),
-                "2024-05-01 10:00:00".into(),
-                "temp".into(),
-                21.5
-            ),
-            (
-                "dht-2".into(),
-                "sensors/dht-2/dht11".into(),
-                "2024-05-01 10:00:00".into(),
-                "temp".into(),
-                19.0
-            ),
-        ]
-    );
-    let mut reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM rejected_messages")
-        .fetch_all(s.db.pool())
-        .await
-        .unwrap();
-    reasons.sort();
-    assert_eq!(reasons, ["bad_json", "no_numeric_fields"]);
-    let scrape = bridge.scrape().await;
-    assert_eq!(
-        metric_value(
-            &scrape,
-            "co2_bridge_duplicates_total{route=\"dht11\",sink=\"mysql\"}"
-        ),
-        Some(2.0)
-    );
-    publisher.disconnect().await;
-    bridge.stop().await;
-}
-
-fn jpeg_like(size: usize, seed: u8) -> Vec<u8> {
+pub fn jpeg_like(size: usize, seed: u8) -> Vec<u8> {
     let mut data = vec![0xFF, 0xD8, 0xFF, 0xE0];
     data.extend((0..size - 4).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
     data
@@ -453,79 +354,42 @@ async fn chromium(profile_dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Kill -9 mid-stream on one route, restart: every message with its own time
-/// is stored exactly once.
-async fn sigkill_drill(
+/// Kill -9 mid-stream on one shipped route, restart: every message with its
+/// own time is stored exactly once.
+async fn drill(
     name: &str,
-    table: &str,
-    topic: &str,
-    payload: fn(usize) -> Vec<u8>,
+    table: &'static str,
+    message: fn(usize) -> (String, Vec<u8>),
     total: usize,
     kill_at: i64,
 ) {
-    let mut s = setup(name).await;
-    // Small batches, so the table grows in steps a kill can land between
-    // (1,000 camera frames would otherwise commit in one go).
-    s.env
-        .push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "100".into()));
-    let mut bridge = Binary::spawn(&s.env, name);
-    bridge.wait_ready().await;
-    let port = s.broker.port();
-    let topic = topic.to_owned();
-    let stream = tokio::spawn(async move {
-        let publisher = Publisher::connect(port, &unique("drill"));
-        for i in 0..total {
-            publisher.publish(&topic, payload(i)).await.unwrap();
-        }
-        assert!(
-            publisher
-                .wait_acked(total as u64, Duration::from_secs(120))
-                .await
-        );
-        publisher.disconnect().await;
-    });
-    assert!(
-        wait_until(Duration::from_secs(60), || async {
-            s.db.count(table).await.unwrap_or(0) >= kill_at
-        })
-        .await
-    );
-    bridge.process.kill().await.unwrap();
-    assert!(
-        s.db.count(table).await.unwrap() < total as i64,
-        "the stream ended before the kill"
-    );
-    let restarted = Binary::spawn(&s.env, name);
-    restarted.wait_ready().await;
-    stream.await.unwrap();
-    let reached = wait_until(Duration::from_secs(120), || async {
-        s.db.count(table).await.unwrap_or(0) >= total as i64
-    })
-    .await;
-    assert!(
-        reached,
-        "only {} of {total} rows:\n{}",
-        s.db.count(table).await.unwrap(),
-        restarted.log_text()
-    );
-    // Give redeliveries a moment to (not) add rows, then check exactly once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.db.count(table).await.unwrap(), total as i64);
-    assert_eq!(s.db.count("rejected_messages").await.unwrap(), 0);
-}
-
-fn minute(i: usize) -> String {
-    let t = chrono::DateTime::from_timestamp(1_714_557_600 + i as i64 * 60, 0).unwrap();
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
+    let distinct = match table {
+        "bin_levels" => "SELECT COUNT(DISTINCT bin_id, measured_at) FROM bin_levels",
+        "readings" => "SELECT COUNT(DISTINCT device, field, `time`) FROM readings",
+        _ => "SELECT COUNT(DISTINCT device, `time`) FROM images",
+    };
+    let drill = Drill {
+        rig: setup(name).await,
+        table,
+        message,
+        messages: total,
+        rows: total as i64,
+        kill_at,
+        distinct,
+        exact: true,
+    };
+    sigkill_drill(name, drill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_and_doubles_nothing_on_the_delimited_route() {
-    sigkill_drill(
+    drill(
         "killbins",
         "bin_levels",
-        "bins/level",
-        |i| format!("{} bin-{} {}", i % 100, i % 7, minute(i)).into_bytes(),
+        |i| {
+            let line = format!("{} bin-{} {}", i % 100, i % 7, minute(i));
+            ("bins/level".into(), line.into_bytes())
+        },
         6000,
         1500,
     )
@@ -534,11 +398,13 @@ async fn sigkill_loses_and_doubles_nothing_on_the_delimited_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_and_doubles_nothing_on_the_json_route() {
-    sigkill_drill(
+    drill(
         "killjson",
         "readings",
-        "sensors/dht-9/dht11",
-        |i| format!(r#"{{"temp": {}, "time": "{}"}}"#, i % 40, minute(i)).into_bytes(),
+        |i| {
+            let json = format!(r#"{{"temp": {}, "time": "{}"}}"#, i % 40, minute(i));
+            ("sensors/dht-9/dht11".into(), json.into_bytes())
+        },
         6000,
         1500,
     )
@@ -547,19 +413,18 @@ async fn sigkill_loses_and_doubles_nothing_on_the_json_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_and_doubles_nothing_on_the_binary_route() {
-    sigkill_drill(
+    drill(
         "killcam",
         "images",
-        "camera/snapshot",
         |i| {
             let photo =
                 base64::engine::general_purpose::STANDARD.encode(jpeg_like(20_000, i as u8));
-            format!(
+            let json = format!(
                 r#"{{"m_id": "cam-{}", "datetime": "{}", "photo": "{photo}"}}"#,
                 i % 5,
                 minute(i)
-            )
-            .into_bytes()
+            );
+            ("camera/snapshot".into(), json.into_bytes())
         },
         1500,
         300,

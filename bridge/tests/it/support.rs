@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use co2_bridge::{Bridge, Settings};
-use co2_testkit::{free_port, http_get, unique, wait_until, ChildProcess, Database, Publisher};
+use co2_testkit::{
+    free_port, http_get, unique, wait_until, Broker, ChildProcess, Database, Publisher,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -178,6 +180,12 @@ pub fn reading(d: usize, i: usize) -> (String, DateTime<Utc>, f64) {
     let time = base + chrono::Duration::milliseconds((i * 1000 + d * 7) as i64);
     let value = ((i * 13 + d * 101) % 99_000) as f64 + 0.25;
     (format!("dev{d}"), time, value)
+}
+
+/// Minute `i` after 2024-05-01 10:00:00 UTC, as `%Y-%m-%d %H:%M:%S`.
+pub fn minute(i: usize) -> String {
+    let t = chrono::DateTime::from_timestamp(1_714_557_600 + i as i64 * 60, 0).unwrap();
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The canonical payload of a reading.
@@ -366,6 +374,12 @@ pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
 /// Writes a bridge config: the shipped routes example, with HTTP ingest on the
 /// camera route for `tokens` (`(device, token)` pairs).
 pub fn routes_config(tokens: &[(&str, &str)]) -> PathBuf {
+    routes_config_with(tokens, |example| example.to_owned())
+}
+
+/// As [`routes_config`], with the example's text changed by `edit` first
+/// (say, a commented-out route uncommented).
+pub fn routes_config_with(tokens: &[(&str, &str)], edit: impl Fn(&str) -> String) -> PathBuf {
     let dir = std::env::temp_dir().join(unique("co2-routes"));
     std::fs::create_dir_all(&dir).unwrap();
     let tokens_file = dir.join("camera.tokens");
@@ -386,6 +400,127 @@ pub fn routes_config(tokens: &[(&str, &str)]) -> PathBuf {
         "the example's [routes.http] lines changed; update this helper"
     );
     let path = dir.join("bridge.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, edit(&config)).unwrap();
     path
+}
+
+/// A test-owned broker and database, and the environment of a bridge that
+/// runs the shipped routes (the shipped topics carry no test prefix, so the
+/// broker must be the test's own).
+pub struct RouteRig {
+    pub db: Database,
+    pub broker: Broker,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// A [`RouteRig`] for test `name`, with the camera token `token` and the
+/// example edited by `edit`.
+pub async fn route_rig(name: &str, token: (&str, &str), edit: impl Fn(&str) -> String) -> RouteRig {
+    let db = Database::create(name).await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let config = routes_config_with(&[token], edit);
+    let mut env = bridge_env(&db.url(), broker.port(), &unique(name), http_port());
+    env.push(("CO2_BRIDGE_CONFIG".into(), config.display().to_string()));
+    env.push(device_listener());
+    RouteRig {
+        db,
+        broker,
+        config,
+        env,
+    }
+}
+
+/// A kill -9 in the middle of a stream on one route.
+pub struct Drill {
+    pub rig: RouteRig,
+    /// The table the route writes.
+    pub table: &'static str,
+    /// Topic and payload of message `i`.
+    pub message: fn(usize) -> (String, Vec<u8>),
+    pub messages: usize,
+    /// Rows the stream must end as (messages × fields for long layouts).
+    pub rows: i64,
+    /// Kill when the table holds this many rows.
+    pub kill_at: i64,
+    /// SQL counting the distinct readings stored; must reach `rows`.
+    pub distinct: &'static str,
+    /// The payloads carry their time, so a redelivery is a no-op: the table
+    /// must hold exactly `rows` rows. Without (bare values), only nothing
+    /// may be missing; doubles are counted.
+    pub exact: bool,
+}
+
+/// Runs a drill; returns the rig (for more checks) and how many rows the
+/// redeliveries doubled (always 0 for an exact drill).
+pub async fn sigkill_drill(name: &str, drill: Drill) -> (RouteRig, i64) {
+    let Drill {
+        mut rig,
+        table,
+        message,
+        messages,
+        rows,
+        kill_at,
+        distinct,
+        exact,
+    } = drill;
+    // Small batches, so the table grows in steps a kill can land between.
+    rig.env
+        .push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "100".into()));
+    let mut bridge = Binary::spawn(&rig.env, name);
+    bridge.wait_ready().await;
+    let port = rig.broker.port();
+    let stream = tokio::spawn(async move {
+        let publisher = Publisher::connect(port, &unique("drill"));
+        for i in 0..messages {
+            let (topic, payload) = message(i);
+            publisher.publish(&topic, payload).await.unwrap();
+        }
+        assert!(
+            publisher
+                .wait_acked(messages as u64, Duration::from_secs(120))
+                .await
+        );
+        publisher.disconnect().await;
+    });
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            rig.db.count(table).await.unwrap_or(0) >= kill_at
+        })
+        .await,
+        "{}",
+        bridge.log_text()
+    );
+    bridge.process.kill().await.unwrap();
+    let at_kill = rig.db.count(table).await.unwrap();
+    assert!(at_kill < rows, "the stream ended before the kill");
+    let restarted = Binary::spawn(&rig.env, name);
+    restarted.wait_ready().await;
+    stream.await.unwrap();
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(distinct)
+            .fetch_one(rig.db.pool())
+            .await
+            .unwrap_or(0)
+    };
+    let reached = wait_until(Duration::from_secs(120), || async {
+        stored().await >= rows
+    })
+    .await;
+    assert!(
+        reached,
+        "only {} of {rows} readings:\n{}",
+        stored().await,
+        restarted.log_text()
+    );
+    // Give redeliveries a moment to (not) add rows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored().await, rows, "readings besides the stream's");
+    let count = rig.db.count(table).await.unwrap();
+    eprintln!("{name}: killed at {at_kill} of {rows} rows; {count} rows after the restart");
+    if exact {
+        assert_eq!(count, rows, "a reading is stored more than once");
+    }
+    assert_eq!(rig.db.count("rejected_messages").await.unwrap(), 0);
+    (rig, count - rows)
 }
