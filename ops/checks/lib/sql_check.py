@@ -85,7 +85,7 @@ def seed(conn, now):
             "INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason) "
             "VALUES (%s, %s, %s, %s, %s)", dead)
         # The other routes' tables: three bins every 10 minutes (full now and
-        # then), two JSON sensors with two fields each.
+        # then), two JSON sensors with two fields each, a text and a boolean field.
         bins, readings = [], []
         t = start
         while t <= now:
@@ -104,6 +104,18 @@ def seed(conn, now):
         cur.executemany(
             "INSERT INTO readings (device, topic, `time`, field, value) VALUES (%s, %s, %s, %s, %s)",
             readings)
+        # Text and boolean fields, one with a tag (a named topic level), as
+        # Tasmota and Shelly send them.
+        others, t = [], start
+        while t <= now:
+            unit = "C" if int(t / 3600) % 2 else "F"
+            others.append(("tasmota-1", "tele/tasmota-1/SENSOR", utc(t), "TempUnit", None, unit, "text", None, b""))
+            others.append(("shelly-1", "shellies/shelly-1/relay/0/power", utc(t), "on", int(t / 1800) % 2, None,
+                           "bool", '{"channel":"0"}', b"k0"))
+            t += 600
+        cur.executemany(
+            "INSERT INTO readings (device, topic, `time`, field, value, text_value, kind, tags, tags_key) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", others)
     conn.commit()
     return len(rows), len(dead)
 
