@@ -1,4 +1,6 @@
-//! The JSON decoder in both modes, with the device from the topic or a key.
+//! The JSON decoder in every mode: long (numbers, strings, booleans, nesting,
+//! named levels as tags), with a device key and nested time, with numeric
+//! strings kept as text, columns mode with nested keys, and document mode.
 #![no_main]
 
 use co2_fuzz::{deliver, routes};
@@ -8,7 +10,7 @@ use std::sync::OnceLock;
 const CONFIG: &str = r#"
 [[routes]]
 name = "dht11"
-topics = ["sensors/{device}/dht11"]
+topics = ["sensors/{device}/{room}/dht11"]
 decoder = "json"
 [routes.json]
 mode = "long"
@@ -24,19 +26,42 @@ time_field = "datetime"
 time_unit = "ms"
 
 [[routes]]
+name = "nested"
+topics = ["tele/{device}/SENSOR"]
+decoder = "json"
+[routes.json]
+time_field = "StatusSNS.Time"
+device_field = "meta.id"
+numeric_strings = false
+time_zone = "Europe/Berlin"
+max_depth = 4
+max_fields = 8
+
+[[routes]]
 name = "mapped"
-topics = ["mapped/{device}"]
+topics = ["mapped/{device}/{room}"]
 decoder = "json"
 table = "mapped"
 [routes.json]
 mode = "columns"
-fields = { temp = "temperature", hum = "humidity" }
+fields = { temp = "temperature", hum = "humidity", "AM2301.Temperature" = "t2", "v.0" = "first" }
+
+[[routes]]
+name = "documents"
+topics = ["documents/{device}"]
+decoder = "json"
+[routes.json]
+mode = "document"
+device_field = "m_id"
+time_field = "datetime"
 "#;
 
 fuzz_target!(|data: &[u8]| {
     static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
-    deliver(routes, b"sensors/pi/dht11", data);
+    deliver(routes, b"sensors/pi/kitchen/dht11", data);
     deliver(routes, b"keyed", data);
-    deliver(routes, b"mapped/pi", data);
+    deliver(routes, b"tele/pi/SENSOR", data);
+    deliver(routes, b"mapped/pi/hall", data);
+    deliver(routes, b"documents/pi", data);
 });

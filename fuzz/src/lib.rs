@@ -5,6 +5,9 @@
 //!   labelled, not lost), and its dead letter fits `rejected_messages`;
 //! - rows have one value per target column, every time fits a `DATETIME(3)`
 //!   column and the future bound, every float is finite;
+//! - tags fit a 64-character column; no field name occurs twice in a
+//!   message (it would collide with itself under the unique key); text
+//!   values fit a TEXT column;
 //! - a CO2 reading re-encodes to a payload that decodes to the same reading.
 
 use bytes::Bytes;
@@ -54,6 +57,20 @@ pub fn check(record: &Record) {
         }
         Record::Decoded { message, .. } => {
             assert!(!message.fields.is_empty(), "a message became no fields and no rejection");
+            for (name, value) in &message.tags {
+                assert!(!name.is_empty() && name.len() <= 64, "tag name {name:?}");
+                let chars = value.chars().count();
+                assert!((1..=64).contains(&chars), "tag value {value:?} does not fit its column");
+                assert!(!value.chars().any(char::is_control), "tag value {value:?}");
+            }
+            let mut names = std::collections::HashSet::new();
+            for field in &message.fields {
+                assert!(names.insert(&field.name), "field {:?} twice in one message", field.name);
+                if let Value::Text(text) = &field.value {
+                    let fits = text.chars().count() <= 16_383 || &*field.name == "document";
+                    assert!(fits, "text of {} characters", text.chars().count());
+                }
+            }
             assert!(fits(&message.time), "time {} does not fit the column or is too far ahead", message.time);
             for field in &message.fields {
                 match &field.value {
