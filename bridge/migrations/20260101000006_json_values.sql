@@ -12,6 +12,10 @@
 --                                 (written by the bridge; a JSON column cannot
 --                                 be part of a key)
 --   field       binary, NO PAD    so `Temp`, `temp` and `temp ` are three fields
+--   time        DATETIME(6)       microseconds: a message without its own time is
+--                                 stamped when received, a device's stamps at
+--                                 least 1 µs apart (route/clock.rs), and those
+--                                 must stay apart in the key
 --   unique key  (device, field, time, tags_key) replaces (device, field, time):
 --               two relays' or two rooms' readings of one field at one time
 --               are two rows, and a redelivery is still a no-op. The new key
@@ -68,6 +72,14 @@ BEGIN
         SET @co2_sql = NULL;
     END IF;
 
+    SELECT COUNT(*) INTO n FROM information_schema.columns
+     WHERE table_schema = DATABASE() AND table_name = 'readings' AND column_name = 'time'
+       AND datetime_precision = 6;
+    IF n = 0 THEN
+        -- Widening keeps every value (milliseconds are microseconds too).
+        ALTER TABLE readings MODIFY COLUMN `time` DATETIME(6) NOT NULL;
+    END IF;
+
     SELECT COUNT(*) INTO n FROM information_schema.statistics
      WHERE table_schema = DATABASE() AND table_name = 'readings'
        AND index_name = 'uq_device_field_time_tags';
@@ -89,7 +101,8 @@ CALL co2_readings_values();
 DROP PROCEDURE co2_readings_values;
 
 -- Whole JSON objects, one row per message (what a MongoDB consumer's
--- insert_one stores), queryable with JSON_EXTRACT / JSON_VALUE. The unique key
+-- insert_one stores), queryable with JSON_EXTRACT / JSON_VALUE; times in
+-- microseconds like readings'. The unique key
 -- holds a digest of the tags and the document: a redelivered message is a
 -- no-op, while two different documents stamped in the same millisecond (a
 -- device that sends no time) are two rows.
@@ -97,7 +110,7 @@ CREATE TABLE IF NOT EXISTS documents (
     id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
     device VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
     topic VARCHAR(255) NOT NULL,
-    `time` DATETIME(3) NOT NULL,
+    `time` DATETIME(6) NOT NULL,
     tags JSON NULL,
     document JSON NOT NULL,
     content_key BINARY(32) NOT NULL,

@@ -25,7 +25,7 @@ pub enum Column {
     TagsKey,
     /// A digest of the message's tags and fields: the same content gives the
     /// same key, so a redelivered document is a no-op while a different one
-    /// stamped in the same millisecond is a row of its own.
+    /// stamped in the same microsecond is a row of its own.
     ContentKey,
     /// In a long layout: the field's name.
     FieldName,

@@ -100,7 +100,7 @@ impl Context<'_> {
     }
 
     /// The time to stamp a message that carries none: when it arrived, but
-    /// never the same millisecond twice for one device of a route (see
+    /// never the same microsecond twice for one device of a route (see
     /// [`ReceiveClock`]).
     pub fn received(&self) -> DateTime<Utc> {
         self.clock
