@@ -157,8 +157,10 @@ pub struct InfluxSettings {
     pub token: Option<SecretString>,
     /// File holding the API token.
     pub token_file: Option<PathBuf>,
-    /// Unit of the timestamps written: `ns`, `us`, `ms` (default) or `s`. Readings
-    /// of one device closer together than this overwrite each other.
+    /// Unit of the timestamps written: `ns`, `us` (default), `ms` or `s`. Readings
+    /// of one device closer together than this overwrite each other; messages
+    /// without a time of their own are stamped 1 µs apart, so `ms` or `s` can
+    /// merge a burst of them.
     pub precision: Precision,
     /// Create the database at start when it is missing (needs an admin account on 1.x).
     pub create_database: bool,
@@ -200,7 +202,7 @@ impl Default for InfluxSettings {
             password_file: None,
             token: None,
             token_file: None,
-            precision: Precision::Ms,
+            precision: Precision::Us,
             create_database: true,
             dead_letter_measurement: "rejected_messages".into(),
             gzip: true,

@@ -79,6 +79,9 @@ mod tests {
     use chrono::DateTime;
     use co2_wire::{DeviceId, DropCause, Epoch, EventId, EventKind, SeqRange};
 
+    static CLOCK: std::sync::LazyLock<crate::route::ReceiveClock> =
+        std::sync::LazyLock::new(Default::default);
+
     fn ctx(device: &DeviceId) -> Context<'_> {
         Context {
             device,
@@ -86,6 +89,10 @@ mod tests {
             trust_payload_device: false,
             seq: None,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            topic: "co2/pi/events",
+            tags: &[],
+            route: 0,
+            clock: &CLOCK,
         }
     }
 

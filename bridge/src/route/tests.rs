@@ -232,6 +232,7 @@ fn decoded(routes: &Routes, topic: &'static str, payload: &'static str) -> (Stri
     match routes.record(
         &Origin::Mqtt(Bytes::from_static(topic.as_bytes())),
         Bytes::from_static(payload.as_bytes()),
+        None,
         now(),
     ) {
         Record::Decoded { route, message, .. } => {
@@ -298,6 +299,7 @@ fn a_bad_tag_is_a_dead_letter_of_its_route() {
         let record = routes.record(
             &Origin::Mqtt(Bytes::from(topic.clone().into_bytes())),
             Bytes::from_static(br#"{"t": 1}"#),
+            None,
             now(),
         );
         match (record, want) {
@@ -362,12 +364,17 @@ fn tags_that_a_table_cannot_keep_are_refused_at_start() {
 fn a_payload_cannot_speak_for_another_device() {
     let pi = DeviceId::parse("pi").unwrap();
     let other = DeviceId::parse("other").unwrap();
+    let clock = ReceiveClock::default();
     let ctx = |from_source, trust| Context {
         device: &pi,
         device_from_source: from_source,
         trust_payload_device: trust,
         seq: None,
         now: now(),
+        topic: "t",
+        tags: &[],
+        route: 0,
+        clock: &clock,
     };
     // The topic or token names `pi`.
     for trust in [false, true] {

@@ -104,6 +104,8 @@ mod tests {
         let ctx = Context {
             device: &device,
             device_from_source: true,
+            trust_payload_device: false,
+            seq: None,
             now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             topic,
             tags: &tags,

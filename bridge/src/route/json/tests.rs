@@ -19,6 +19,8 @@ fn decode_with(
     let ctx = Context {
         device: &device,
         device_from_source: topic_device,
+        trust_payload_device: true,
+        seq: None,
         now: now(),
         topic: "sensors/from-topic/hall/dht11",
         tags: &tags,
@@ -185,9 +187,14 @@ fn receive_time_without_a_time_field_and_device_from_a_key() {
     ] {
         assert_eq!(decode(&s, bad, false).unwrap_err(), "bad_device", "{bad}");
     }
-    // The topic's device wins over the key's, which is still not a field.
-    let d = decode(&s, r#"{"id": "other", "temp": 20}"#, true).unwrap();
+    // A key naming the topic's device is fine (and not a field); naming
+    // another device is refused.
+    let d = decode(&s, r#"{"id": "from-topic", "temp": 20}"#, true).unwrap();
     assert_eq!((d.device.as_str(), d.fields.len()), ("from-topic", 1));
+    assert_eq!(
+        decode(&s, r#"{"id": "other", "temp": 20}"#, true).unwrap_err(),
+        "device_mismatch"
+    );
 }
 
 #[test]
