@@ -33,6 +33,10 @@ import obslib
 DEVICES = ["pi-1", "pi-2", "pi-3"]
 SEED_DAYS = 2
 SEED_STEP_S = 300
+# Numbered devices, and pi-2's gaps (first, last, announced, state): what the
+# Completeness panel must report for the seeded range.
+SEQ_EPOCHS = {"pi-1": "00000000000000a1", "pi-2": "00000000000000a2"}
+GAPS = {"pi-2": [(100, 109, 4, "final"), (200, 202, 0, "open"), (300, 301, 0, "filled")]}
 REASONS = ["bad_datetime", "out_of_range", "missing_separator", "too_far_in_future"]
 
 
@@ -62,20 +66,36 @@ def is_number(value):
 
 def seed(conn, now):
     rows = []
+    times = {}
     start = now - SEED_DAYS * 86400
     for i, device in enumerate(DEVICES):
         # pi-3 stopped 30 minutes ago, so "age" panels show a stale device too.
         end = now - (1800 if device == "pi-3" else 0)
         t = start + i  # distinct seconds per device
+        n = 0
         while t <= end:
+            n += 1
+            times[(device, n)] = utc(t)
             value = 420 + 100 * i + 80 * math.sin(t / 3600.0)
             received = utc(t + 0.25)
-            rows.append((device, utc(t), round(value, 2), received))
+            # pi-1 and pi-2 number their readings, pi-3 does not (a
+            # third-party publisher); pi-2's gaps are left out of the table.
+            epoch_, seq = SEQ_EPOCHS.get(device), n
+            missing = any(a <= n <= b and state != "filled" for a, b, _, state in GAPS.get(device, []))
+            if not missing:
+                rows.append((device, utc(t), round(value, 2), received, epoch_, seq if epoch_ else None))
             t += SEED_STEP_S
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO co2_emissions (device, date_time, emissions, received_at) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO co2_emissions (device, date_time, emissions, received_at, seq_epoch, seq) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
             rows)
+        cur.executemany(
+            "INSERT INTO reading_gaps (device, epoch, first_seq, last_seq, announced, state, first_seen, "
+            "from_time, to_time) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(device, SEQ_EPOCHS[device], a, b, announced, state, utc(now), times[(device, a - 1)],
+              times[(device, b + 1)])
+             for device, gaps in GAPS.items() for a, b, announced, state in gaps])
         dead = []
         for k in range(12):
             t = now - k * 4 * 3600 - 60
@@ -118,6 +138,41 @@ def seed(conn, now):
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", others)
     conn.commit()
     return len(rows), len(dead)
+
+
+def check_completeness(c, ro, targets, now):
+    """The Completeness panel's figures on the seed, not just its shape."""
+    found = [(dash, t) for _, dash, p, t in targets if p.get("title") == "Completeness"]
+    if not c.check(len(found) == 1, "the CO2 dashboard has a Completeness panel"):
+        return
+    dash, target = found[0]
+    variables = mysql_variables(dash)
+    models = {n: dict(v, options=[{"text": d, "value": d} for d in DEVICES]) for n, v in variables.items()}
+    sql = grafana_sql.interpolate(target["rawSql"], models, {n: ["$__all"] for n in variables},
+                                  now - SEED_DAYS * 86400 - 60, now, 60000)
+    cols, rows = run(ro, sql)
+    got = {r[0]: dict(zip(cols, r)) for r in rows}
+    with ro.cursor() as cur:
+        cur.execute("SELECT device, COUNT(seq), SUM(seq IS NULL) FROM co2_emissions GROUP BY device")
+        stored = {d: (int(n), int(u)) for d, n, u in cur.fetchall()}
+    want = {
+        "pi-1": (stored["pi-1"][0], 0, 0, 0, 0, 100),
+        "pi-2": (stored["pi-2"][0], 4, 6, 3, 0, 100 * stored["pi-2"][0] / (stored["pi-2"][0] + 13)),
+        "pi-3": (0, 0, 0, 0, stored["pi-3"][1], None),
+    }
+    for device, (n, dropped, lost, pending, unnumbered, pct) in want.items():
+        row = got.get(device)
+        if not c.check(row is not None, f"Completeness: a row for {device}", f"{rows}"):
+            continue
+        figures = (int(row["Stored"]), int(row["Dropped at source"]), int(row["Lost in transit"]),
+                   int(row["Not yet arrived"]), int(row["Unnumbered"]), int(row["Expected"]))
+        c.check(figures == (n, dropped, lost, pending, unnumbered, n + dropped + lost + pending),
+                f"Completeness: {device} stored {n}, dropped {dropped}, lost {lost}, pending {pending}, "
+                f"unnumbered {unnumbered}", f"got {figures}")
+        share = row["Complete %"]
+        c.check((share is None and pct is None) or (share is not None and pct is not None
+                                                     and abs(float(share) - pct) < 1e-3),
+                f"Completeness: {device} is {pct if pct is None else round(pct, 3)} % complete", f"got {share}")
 
 
 def mysql_targets():
@@ -283,6 +338,8 @@ def main():
                     if "$device" not in target["rawSql"] and "${device" not in target["rawSql"]:
                         devices = None
                     check_shape(c, label, fmt, cols, rows, None if devices in (None, ["$__all"]) else devices)
+
+        check_completeness(c, ro, targets, now)
 
         for name, dash in {n: d for n, d, _, _ in targets}.items():
             for vname, var in mysql_variables(dash).items():
