@@ -235,9 +235,7 @@ fn decoded(routes: &Routes, topic: &'static str, payload: &'static str) -> (Stri
         None,
         now(),
     ) {
-        Record::Decoded { route, message, .. } => {
-            (routes.label(Some(route)).to_owned(), message)
-        }
+        Record::Decoded { route, message, .. } => (routes.label(Some(route)).to_owned(), message),
         other => panic!("{topic}: {other:?}"),
     }
 }
