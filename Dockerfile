@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The co2-bridge image: built from this workspace, run as a non-root user on
-# Debian slim (glibc, bash for the compose health check; TLS is rustls, so no
-# OpenSSL). docker-compose.yml builds it; by hand:
+# Debian slim (glibc, bash for the compose health check; TLS is rustls, and
+# the Kafka client's OpenSSL is built into the binary, so no libssl).
+# docker-compose.yml builds it; by hand:
 #   docker build -t co2-telemetry/co2-bridge:local .
 #   docker run --rm co2-telemetry/co2-bridge:local check-config
 

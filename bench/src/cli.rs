@@ -28,6 +28,9 @@ pub enum Command {
     Ceilings(CeilingArgs),
     /// The usual consumer (one INSERT and one commit per message) on the same load.
     Naive(NaiveArgs),
+    /// The Kafka source (1, 3, ... bridges in a consumer group) against a
+    /// null consumer of the same private tansu, draining the same backlog.
+    Kafka(KafkaArgs),
     /// The whole suite BENCHMARKS.md reports, on test-owned brokers (stock and
     /// provisioned) and throwaway databases, with the release bridge.
     All(AllArgs),
@@ -149,6 +152,29 @@ pub struct NaiveArgs {
     /// QoS of the naive consumer's subscription.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub sub_qos: u8,
+}
+
+/// `kafka`.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    /// Where.
+    pub common: Common,
+    /// Records in each backlog.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: u32,
+    /// Devices (record keys).
+    #[arg(long, default_value_t = 60)]
+    pub devices: usize,
+    /// Bridge counts to run, each in its own group (comma list).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub bridges: Vec<usize>,
+    /// Repeats of the whole series.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
 }
 
 /// `all`.

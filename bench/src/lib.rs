@@ -7,7 +7,8 @@
 //! database's multi-row insert ceiling; [`broker`] and [`bridge`] run
 //! test-owned Mosquittos and the real bridge binary; [`run`] puts them
 //! together back to back; [`influx`] measures the InfluxDB sink against
-//! influxd's own ceiling.
+//! influxd's own ceiling; [`kafka`] the Kafka source against a null consumer
+//! of the same tansu.
 
 pub mod account;
 pub mod bridge;
@@ -15,6 +16,7 @@ pub mod broker;
 pub mod cli;
 pub mod db;
 pub mod influx;
+pub mod kafka;
 pub mod load;
 pub mod report;
 pub mod run;

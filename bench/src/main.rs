@@ -194,6 +194,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(a.common.json, &runs)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Kafka(a) => {
+            let bin = run::bridge_bin(a.common.bridge_bin.as_ref())?;
+            let kafka = co2_testkit::KafkaBroker::start().await?;
+            let load = co2_bench::kafka::KafkaLoad {
+                records: a.records,
+                partitions: a.partitions,
+                devices: a.devices,
+            };
+            let mut runs = Vec::new();
+            for _ in 0..a.repeat {
+                runs.push(co2_bench::kafka::null_run(&kafka, &load).await?);
+                for &n in &a.bridges {
+                    runs.push(
+                        co2_bench::kafka::bridges_run(
+                            &kafka,
+                            &load,
+                            n,
+                            &bin,
+                            &a.common.db_url,
+                            &a.common.bridge_env,
+                        )
+                        .await?,
+                    );
+                }
+                eprint!("{}", co2_bench::kafka::table(&runs));
+            }
+            if a.common.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                print!("{}", co2_bench::kafka::table(&runs));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::All(a) => {
             if a.common.own_broker.is_some() {
                 bail!("`all` starts its own stock and provisioned brokers; drop --own-broker");

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::SourceSettings;
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
 use crate::health::Health;
@@ -28,6 +29,7 @@ use crate::sink::mysql::schema;
 use crate::sink::{self, PrepareError, Sinks};
 use crate::source::budget::ByteBudget;
 use crate::source::http::Ingest;
+use crate::source::kafka::{self, KafkaSource, KafkaSourceError};
 use crate::source::mqtt::{self, ConnectionEpoch, Ingress};
 use crate::source::{Acker, Delivery};
 use crate::supervisor::{Ended, Supervisor};
@@ -66,6 +68,9 @@ pub enum RunError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A Kafka source cannot be set up as configured.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
     /// A task the bridge cannot work without ended or panicked; the bridge
     /// exits so that its service manager restarts it.
     #[error("{0}; exiting so that the service manager restarts the bridge (unacknowledged messages are redelivered)")]
@@ -146,7 +151,7 @@ impl Bridge {
         )?);
         let health = Arc::new(Health::new(
             metrics.clone(),
-            usize::from(settings.mqtt.connections),
+            mqtt_links(&settings),
             sinks.describe(),
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
@@ -158,7 +163,12 @@ impl Bridge {
             None => None,
         };
         // Resolve secrets and TLS files now, so a typo fails at start.
-        mqtt::connect(&settings, 0)?;
+        if settings.mqtt.enabled {
+            mqtt::connect(&settings, 0)?;
+        }
+        for (i, SourceSettings::Kafka(kafka)) in settings.sources.iter().enumerate() {
+            kafka::client_config(kafka, &format!("sources.{i}"), 1, 1)?;
+        }
         Ok(Self {
             settings,
             metrics,
@@ -543,6 +553,35 @@ async fn prepare_sinks(sinks: &Sinks, stop: &CancellationToken) -> Result<bool, 
     Ok(true)
 }
 
+/// How many MQTT connections the bridge opens (none with `[mqtt]` off).
+fn mqtt_links(settings: &Settings) -> usize {
+    if settings.mqtt.enabled {
+        usize::from(settings.mqtt.connections)
+    } else {
+        0
+    }
+}
+
+/// Starts every Kafka source under `supervisor`, stopped by `stop`.
+fn start_kafka(
+    settings: &Settings,
+    window: usize,
+    tx: &mpsc::Sender<Delivery>,
+    budget: &Arc<ByteBudget>,
+    metrics: &Arc<Metrics>,
+    supervisor: &Supervisor,
+    stop: &CancellationToken,
+) -> Result<(kafka::Acker, Vec<JoinHandle<()>>), RunError> {
+    let mut consumers = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, SourceSettings::Kafka(s)) in settings.sources.iter().enumerate() {
+        let source = KafkaSource::start(s, i, window, tx.clone(), budget.clone(), metrics.clone())?;
+        consumers.push(source.consumer());
+        tasks.push(supervisor.spawn(format!("kafka source {i}"), source.run(stop.clone())));
+    }
+    Ok((kafka::Acker::new(consumers), tasks))
+}
+
 /// What the pipeline is built from.
 struct PipelineParts {
     routes: Arc<Routes>,
@@ -577,7 +616,17 @@ async fn run_pipeline(
     let mut links = Vec::new();
     let mut ingress_stop = Vec::new();
     let mut ingress_tasks = Vec::new();
-    for link in 0..usize::from(settings.mqtt.connections) {
+    let kafka_stop = CancellationToken::new();
+    let (kafka_acker, kafka_tasks) = start_kafka(
+        settings,
+        window,
+        &tx,
+        &budget,
+        &metrics,
+        supervisor,
+        &kafka_stop,
+    )?;
+    for link in 0..mqtt_links(settings) {
         let (client, eventloop) = mqtt::connect(settings, link)?;
         let epoch = ConnectionEpoch::default();
         let ingress = Ingress::new(
@@ -605,7 +654,7 @@ async fn run_pipeline(
         rx,
         routes,
         sinks,
-        acker: Acker::new(mqtt_acker),
+        acker: Acker::new(mqtt_acker, kafka_acker.clone()),
         metrics,
         // A batch cannot outgrow the window: the broker sends nothing more until
         // it is acked, so waiting for max_delay would only add latency.
@@ -668,6 +717,13 @@ async fn run_pipeline(
             "The pipeline did not finish in time; unacknowledged messages will be redelivered"
         );
     }
+    // Kafka: stop reading, then commit what is durable and leave the groups
+    // (their partitions move to the other members at once).
+    kafka_stop.cancel();
+    for task in kafka_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    kafka_acker.finish().await;
     // The pipeline has dropped its acker: the forwarders end once their queues
     // are handed to the event loops, and DISCONNECT queues behind those acks.
     forwarders.finish(Duration::from_secs(5)).await;

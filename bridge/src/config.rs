@@ -42,12 +42,25 @@ pub struct Settings {
     pub completeness: CompletenessSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<crate::route::settings::RouteSettings>,
+    /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
+    pub sources: Vec<SourceSettings>,
+}
+
+/// `[[sources]]`: where else deliveries come from, by kind.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceSettings {
+    /// A Kafka consumer group.
+    Kafka(crate::source::kafka::KafkaSettings),
 }
 
 /// `[mqtt]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
+    /// Connect to the MQTT broker at all (default true); false for a bridge
+    /// fed only by `[[sources]]`.
+    pub enabled: bool,
     /// Broker host name or address.
     pub host: String,
     /// Broker port (1883 plain, 8883 TLS by convention).
@@ -454,6 +467,7 @@ pub struct MetricsSettings {
 impl Default for MqttSettings {
     fn default() -> Self {
         Self {
+            enabled: true,
             host: "127.0.0.1".into(),
             port: 1883,
             client_id: "co2-bridge".into(),
@@ -647,6 +661,11 @@ impl Settings {
                 "mqtt.password",
                 "set password or password_file, not both",
             ));
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            match source {
+                SourceSettings::Kafka(kafka) => kafka.validate(&format!("sources.{i}"))?,
+            }
         }
         for (key, sink) in self.sink_settings() {
             match sink {
@@ -991,7 +1010,7 @@ impl DatabaseSettings {
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     value: &Option<SecretString>,
     file: &Option<PathBuf>,
     key: &str,
@@ -1013,7 +1032,7 @@ fn secret(
     )))
 }
 
-fn mask<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn mask<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(v) if !v.expose_secret().is_empty() => s.serialize_str("********"),
         _ => s.serialize_none(),

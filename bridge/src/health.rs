@@ -39,7 +39,7 @@ pub enum Stage {
 }
 
 impl Health {
-    /// Readiness for `connections` MQTT connections (at least one) and the
+    /// Readiness for `connections` MQTT connections (none with `[mqtt]` off) and the
     /// `sinks` (name, kind), calling the pipeline stalled once a batch waits
     /// longer than `stall_timeout`.
     pub fn new(
@@ -48,7 +48,7 @@ impl Health {
         sinks: Vec<(String, &'static str)>,
         stall_timeout: Duration,
     ) -> Self {
-        let n = connections.max(1);
+        let n = connections;
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),

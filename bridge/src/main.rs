@@ -79,7 +79,10 @@ fn main() -> ExitCode {
 /// True when `e` is the configuration's fault, found at load or at start.
 fn is_config_error(e: &anyhow::Error) -> bool {
     e.downcast_ref::<ConfigError>().is_some()
-        || matches!(e.downcast_ref::<RunError>(), Some(RunError::Config(_)))
+        || matches!(
+            e.downcast_ref::<RunError>(),
+            Some(RunError::Config(_) | RunError::Kafka(_))
+        )
         || matches!(
             e.downcast_ref::<MigrateError>(),
             Some(MigrateError::Config(_))

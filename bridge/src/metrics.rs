@@ -43,6 +43,12 @@ pub struct Metrics {
     pub db_retries: IntCounterVec,
     /// Connections established to the broker.
     pub mqtt_connections: IntCounter,
+    /// Kafka partitions this bridge holds in its consumer groups.
+    pub kafka_partitions: IntGauge,
+    /// 1 while the Kafka sources have paused fetching (the pipeline is full).
+    pub kafka_paused: IntGauge,
+    /// Offset commits sent to Kafka, by result (`ok`, `failed`).
+    pub kafka_commits: IntCounterVec,
     /// HTTP connections and requests refused by a limit, by listener and why.
     pub http_refused: IntCounterVec,
     /// Dead letters deleted by retention.
@@ -291,6 +297,28 @@ impl Metrics {
                 "co2_bridge_mqtt_connections_total",
                 "Connections established to the broker (the first one and every reconnect).",
             )?,
+            kafka_partitions: gauge(
+                "co2_bridge_kafka_partitions_assigned",
+                "Kafka partitions assigned to this bridge by its consumer groups.",
+            )?,
+            kafka_paused: gauge(
+                "co2_bridge_kafka_paused",
+                "1 while the Kafka sources have paused fetching because the pipeline is full (sink slow or down).",
+            )?,
+            kafka_commits: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "co2_bridge_kafka_commits_total",
+                        "Kafka offset commits, by result (ok, failed); a failed one is covered by the next.",
+                    ),
+                    &["result"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                for result in ["ok", "failed"] {
+                    c.with_label_values(&[result]);
+                }
+                c
+            },
             devices: DeviceSeries {
                 latest,
                 last_seen,

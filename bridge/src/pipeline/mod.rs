@@ -395,6 +395,7 @@ impl Intake {
 fn source_key(origin: &Origin) -> std::borrow::Cow<'_, [u8]> {
     match origin {
         Origin::Mqtt(topic) => std::borrow::Cow::Borrowed(topic.as_ref()),
+        Origin::Kafka(k) => std::borrow::Cow::Owned(k.locator().into_bytes()),
         Origin::Http { route, device } => {
             std::borrow::Cow::Owned(format!("http/{route}/{device}").into_bytes())
         }

@@ -482,7 +482,9 @@ impl Routes {
                 topic,
                 payload,
             },
-            Ok(Err(reason)) => self.reject(Some(id), &topic, &payload, reason),
+            Ok(Err(reason)) => {
+                self.reject(Some(id), &letter_topic(origin, &topic), &payload, reason)
+            }
             Err(panic) => {
                 tracing::error!(
                     route = %route.name,
@@ -491,7 +493,12 @@ impl Routes {
                     "A decoder panicked on this message; it is dead-lettered as decoder_panic \
                      and the other messages go on (please report this as a bug)"
                 );
-                self.reject(Some(id), &topic, &payload, Reason::DecoderPanic)
+                self.reject(
+                    Some(id),
+                    &letter_topic(origin, &topic),
+                    &payload,
+                    Reason::DecoderPanic,
+                )
             }
         }
     }
@@ -500,7 +507,7 @@ impl Routes {
     /// but not decoded: for messages that must not be handled (see the quarantine).
     pub fn refuse(&self, origin: &Origin, payload: &[u8], reason: Reason) -> Record {
         match self.resolve(origin) {
-            Ok(r) => self.reject(Some(r.id), &r.topic, payload, reason),
+            Ok(r) => self.reject(Some(r.id), &letter_topic(origin, &r.topic), payload, reason),
             Err(u) => self.reject(u.route, &u.topic, payload, reason),
         }
     }
@@ -530,39 +537,10 @@ impl Routes {
                 // UTF-8 by the MQTT spec; a broker that breaks it gets the
                 // replacement character in the dead letter, not a panic.
                 let topic = String::from_utf8_lossy(raw);
-                let found = self.routes.iter().enumerate().find_map(|(id, r)| {
-                    r.filters
-                        .iter()
-                        .find_map(|f| f.matches(&topic))
-                        .map(|m| (id, r, m))
-                });
-                let unresolved = |route, reason| Unresolved {
-                    route,
-                    topic: topic.clone().into_owned(),
-                    reason,
-                };
-                let Some((id, route, matched)) = found else {
-                    return Err(unresolved(None, Reason::NoRoute));
-                };
-                let (device, device_from_source) = match matched.device() {
-                    Some(text) => match DeviceId::parse(text) {
-                        Ok(device) => (device, true),
-                        Err(_) => return Err(unresolved(Some(id), Reason::BadDevice)),
-                    },
-                    None => (route.default_device.clone(), false),
-                };
-                let tags = match tags_of(&matched) {
-                    Ok(tags) => tags,
-                    Err(reason) => return Err(unresolved(Some(id), reason)),
-                };
-                Ok(Resolved {
-                    id,
-                    route,
-                    device,
-                    device_from_source,
-                    topic: topic.into_owned(),
-                    tags,
-                })
+                self.resolve_topic(&topic, None, || topic.clone().into_owned())
+            }
+            Origin::Kafka(record) => {
+                self.resolve_topic(&record.topic, record.key.as_deref(), || record.locator())
             }
             Origin::Http { route: id, device } => {
                 let Some(route) = self.routes.get(*id) else {
@@ -587,6 +565,63 @@ impl Routes {
                 })
             }
         }
+    }
+}
+
+impl Routes {
+    /// Finds the route of a topic and the device: the topic's device level,
+    /// else the record key (Kafka, when the source takes the device from it),
+    /// else the route's default (which a trusted payload may override).
+    /// `letter` names the delivery in a dead letter.
+    fn resolve_topic(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        letter: impl Fn() -> String,
+    ) -> Result<Resolved<'_>, Unresolved> {
+        let found = self.routes.iter().enumerate().find_map(|(id, r)| {
+            r.filters
+                .iter()
+                .find_map(|f| f.matches(topic))
+                .map(|m| (id, r, m))
+        });
+        let unresolved = |route, reason| Unresolved {
+            route,
+            topic: letter(),
+            reason,
+        };
+        let Some((id, route, matched)) = found else {
+            return Err(unresolved(None, Reason::NoRoute));
+        };
+        let named = matched.device().map(|t| t.as_bytes()).or(key);
+        let (device, device_from_source) = match named {
+            Some(bytes) => match std::str::from_utf8(bytes).ok().map(DeviceId::parse) {
+                Some(Ok(device)) => (device, true),
+                _ => return Err(unresolved(Some(id), Reason::BadDevice)),
+            },
+            None => (route.default_device.clone(), false),
+        };
+        let tags = match tags_of(&matched) {
+            Ok(tags) => tags,
+            Err(reason) => return Err(unresolved(Some(id), reason)),
+        };
+        Ok(Resolved {
+            id,
+            route,
+            device,
+            device_from_source,
+            topic: topic.to_owned(),
+            tags,
+        })
+    }
+}
+
+/// How a dead letter names where a delivery came from: its topic, or for a
+/// Kafka record its topic, partition and offset.
+fn letter_topic<'t>(origin: &Origin, topic: &'t str) -> std::borrow::Cow<'t, str> {
+    match origin {
+        Origin::Kafka(record) => std::borrow::Cow::Owned(record.locator()),
+        _ => std::borrow::Cow::Borrowed(topic),
     }
 }
 

@@ -1,11 +1,12 @@
 //! Sources: where deliveries come from, and how each is acknowledged once it
 //! is durable. MQTT (PUBACK, in arrival order, on the connection it came in
-//! on) and HTTP ingest (the response) today. A source hands the pipeline
+//! on), Kafka (an offset commit per partition) and HTTP ingest (the response). A source hands the pipeline
 //! [`Delivery`]s; the pipeline hands back their [`Ack`]s, in arrival order,
 //! once the batch is stored.
 
 pub(crate) mod budget;
 pub(crate) mod http;
+pub mod kafka;
 pub(crate) mod mqtt;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -24,6 +25,8 @@ pub enum Origin {
     /// An MQTT topic, as the broker sent it: kept as bytes that share the
     /// packet's buffer, since deliveries wait in the pipeline by the thousand.
     Mqtt(Bytes),
+    /// A Kafka record.
+    Kafka(kafka::KafkaOrigin),
     /// `POST /ingest/<route>` by an authenticated device.
     Http {
         /// The route the request named.
@@ -53,6 +56,8 @@ pub struct Delivery {
 pub enum Ack {
     /// A PUBACK.
     Mqtt(mqtt::AckToken),
+    /// A Kafka offset, committed once it and every offset before it are durable.
+    Kafka(kafka::AckToken),
     /// An HTTP request waiting for its answer.
     Http(HttpReply),
 }
@@ -136,8 +141,8 @@ pub enum HttpOutcome {
 }
 
 impl Ack {
-    /// Tells the source its message was not written: MQTT leaves it
-    /// unacknowledged (the broker redelivers), HTTP answers "retry".
+    /// Tells the source its message was not written: MQTT and Kafka leave it
+    /// unacknowledged (uncommitted; delivered again), HTTP answers "retry".
     pub fn abandon(self) {
         if let Self::Http(reply) = self {
             reply.send(HttpOutcome::NotStored);
@@ -148,7 +153,7 @@ impl Ack {
     /// not be written (see [`HttpReply`]). Claims the others for writing.
     pub fn claim(&self) -> bool {
         match self {
-            Self::Mqtt(_) => true,
+            Self::Mqtt(_) | Self::Kafka(_) => true,
             Self::Http(reply) => reply.claim(),
         }
     }
@@ -157,30 +162,37 @@ impl Ack {
 /// How a run of acknowledgements was handed over.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AckReport {
-    /// Queued for the broker (MQTT) or answered (HTTP).
+    /// Queued for the broker (MQTT), marked for commit (Kafka) or answered (HTTP).
     pub sent: usize,
-    /// Not queued: the source is gone (at exit); it redelivers those messages.
+    /// Not queued: the source is gone (at exit) or, for Kafka, the partition
+    /// was reassigned; those messages are delivered again.
     pub dropped: usize,
 }
 
 /// Acknowledges stored deliveries, each through its own source.
 pub struct Acker {
     mqtt: mqtt::Acker,
+    kafka: kafka::Acker,
 }
 
 impl Acker {
-    /// An acker over the MQTT connections' forwarders.
-    pub fn new(mqtt: mqtt::Acker) -> Self {
-        Self { mqtt }
+    /// An acker over the MQTT connections' forwarders and the Kafka consumers.
+    pub fn new(mqtt: mqtt::Acker, kafka: kafka::Acker) -> Self {
+        Self { mqtt, kafka }
     }
 
     /// Acknowledges stored messages in arrival order; each comes with the
     /// reason it was dead-lettered, if it was (HTTP callers are told).
     pub fn ack(&self, acks: impl IntoIterator<Item = (Ack, Option<Reason>)>) -> AckReport {
         let mut report = AckReport::default();
+        let mut kafka = false;
         for (ack, rejected) in acks {
             let sent = match ack {
                 Ack::Mqtt(token) => self.mqtt.ack(token),
+                Ack::Kafka(token) => {
+                    kafka = true;
+                    self.kafka.done(&token)
+                }
                 Ack::Http(reply) => {
                     reply.send(rejected.map_or(HttpOutcome::Stored, HttpOutcome::Rejected));
                     true
@@ -191,6 +203,10 @@ impl Acker {
             } else {
                 report.dropped += 1;
             }
+        }
+        // One commit per batch, of every partition it moved.
+        if kafka {
+            self.kafka.commit();
         }
         report
     }

@@ -4,12 +4,14 @@
 //! [`Broker`] is a private `mosquitto` on a free port (so a test may stop it),
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
 //! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
-//! an [`Influx`] is a private `influxd` on free loopback ports.
+//! an [`Influx`] is a private `influxd` on free loopback ports, a
+//! [`KafkaBroker`] a private in-memory `tansu`.
 
 mod broker;
 mod database;
 mod http;
 mod influx;
+mod kafka;
 mod process;
 mod proxy;
 mod publisher;
@@ -21,6 +23,7 @@ pub use broker::Broker;
 pub use database::Database;
 pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};
+pub use kafka::{KafkaBroker, KafkaProducer};
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;

@@ -10,6 +10,7 @@ mod failures;
 mod hostile;
 mod influx;
 mod json;
+mod kafka;
 mod observability;
 mod routes;
 mod scale_out;
