@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The co2-bridge image: built from this workspace, run as a non-root user on
-# Debian slim (glibc, bash for the compose health check; TLS is rustls, and
-# the Kafka client's OpenSSL is built into the binary, so no libssl).
+# Debian slim (glibc, bash for the compose health check; TLS is rustls, but
+# the Kafka client, librdkafka, links the system's OpenSSL: libssl3).
 # docker-compose.yml builds it; by hand:
 #   docker build -t co2-telemetry/co2-bridge:local .
 #   docker run --rm co2-telemetry/co2-bridge:local check-config
@@ -18,7 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin co2

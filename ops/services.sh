@@ -7,7 +7,8 @@
 # systemd-analyze, node/npm and Chromium (the images page is tested headless),
 # and influxd (InfluxDB 1.x; the tests start their own, never a system one),
 # tansu (a Kafka-protocol broker; the tests start their own, in memory) and
-# what building the bundled librdkafka needs (make, perl).
+# what building the bundled librdkafka needs (make, perl, pkg-config and
+# the OpenSSL and zlib headers).
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -23,10 +24,16 @@ declare -A NEED=(
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
     [chromium]=chromium [influxd]=influxdb [make]=make [perl]=perl [python3]=python3
+    [pkg-config]=pkg-config
 )
+# header -> Debian package (librdkafka links the system's OpenSSL and zlib)
+declare -A HEADERS=([/usr/include/openssl/ssl.h]=libssl-dev [/usr/include/zlib.h]=zlib1g-dev)
 missing=()
 for cmd in "${!NEED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${NEED[$cmd]}")
+done
+for header in "${!HEADERS[@]}"; do
+    [[ -f $header ]] || missing+=("${HEADERS[$header]}")
 done
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
