@@ -41,8 +41,12 @@ pub struct Metrics {
     pub sink_up: IntGaugeVec,
     /// Write attempts that failed transiently and were retried, by sink.
     pub db_retries: IntCounterVec,
+    /// Moves of a sink to another node of its database, by sink.
+    pub db_failovers: IntCounterVec,
     /// Connections established to the broker.
     pub mqtt_connections: IntCounter,
+    /// Sessions established on another broker node than the one before.
+    pub mqtt_failovers: IntCounter,
     /// HTTP connections and requests refused by a limit, by listener and why.
     pub http_refused: IntCounterVec,
     /// Dead letters deleted by retention.
@@ -263,6 +267,10 @@ impl Metrics {
                 "co2_bridge_db_retries_total",
                 "Batch writes that failed transiently and were retried, by sink.",
             )?,
+            db_failovers: by_sink(
+                "co2_bridge_db_failovers_total",
+                "Moves of a sink to the next node of its database's hosts after a node failed, by sink.",
+            )?,
             http_refused: {
                 let c = IntCounterVec::new(
                     Opts::new(
@@ -290,6 +298,10 @@ impl Metrics {
             mqtt_connections: counter(
                 "co2_bridge_mqtt_connections_total",
                 "Connections established to the broker (the first one and every reconnect).",
+            )?,
+            mqtt_failovers: counter(
+                "co2_bridge_mqtt_failovers_total",
+                "Reconnects that landed on another node of mqtt.hosts than the connection lost.",
             )?,
             devices: DeviceSeries {
                 latest,
