@@ -5,7 +5,10 @@
 # 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
 # clients, the shell linter, docker-compose, iproute2, iptables,
 # systemd-analyze, node/npm and Chromium (the images page is tested headless),
-# and influxd (InfluxDB 1.x; the tests start their own, never a system one).
+# influxd (InfluxDB 1.x; the tests start their own, never a system one), and
+# for the cluster drills (bridge/tests/clusters) galera-4 with rsync (a
+# three-node MariaDB Galera cluster) and nats-server (JetStream with MQTT);
+# the drills start their own nodes on loopback, never a system service.
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -20,12 +23,14 @@ declare -A NEED=(
     [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
-    [chromium]=chromium [influxd]=influxdb
+    [chromium]=chromium [influxd]=influxdb [rsync]=rsync [nats-server]=nats-server
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${NEED[$cmd]}")
 done
+# A library, not a command: the wsrep provider the Galera drill loads.
+[[ -e /usr/lib/galera/libgalera_smm.so ]] || missing+=(galera-4)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     say "installing: ${missing[*]}"

@@ -4,12 +4,16 @@
 //! [`Broker`] is a private `mosquitto` on a free port (so a test may stop it),
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
 //! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
-//! an [`Influx`] is a private `influxd` on free loopback ports.
+//! an [`Influx`] is a private `influxd` on free loopback ports, a
+//! [`GaleraCluster`] and a [`NatsCluster`] are private three-node clusters
+//! whose nodes a drill may SIGKILL.
 
 mod broker;
 mod database;
+mod galera;
 mod http;
 mod influx;
+mod nats;
 mod process;
 mod proxy;
 mod publisher;
@@ -19,8 +23,10 @@ use std::time::{Duration, Instant};
 
 pub use broker::Broker;
 pub use database::Database;
+pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};
+pub use nats::NatsCluster;
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;
