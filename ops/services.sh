@@ -5,10 +5,13 @@
 # 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
 # clients, the shell linter, docker-compose, iproute2, iptables,
 # systemd-analyze, node/npm and Chromium (the images page is tested headless),
-# and influxd (InfluxDB 1.x; the tests start their own, never a system one),
-# tansu (a Kafka-protocol broker; the tests start their own, in memory) and
+# influxd (InfluxDB 1.x; the tests start their own, never a system one),
+# tansu (a Kafka-protocol broker; the tests start their own, in memory),
 # what building the bundled librdkafka needs (make, perl, pkg-config and
-# the OpenSSL and zlib headers).
+# the OpenSSL and zlib headers), and for the cluster drills
+# (bridge/tests/clusters) galera-4 with rsync (a three-node MariaDB Galera
+# cluster) and nats-server (JetStream with MQTT); the drills start their own
+# nodes on loopback, never a system service.
 # Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
 set -euo pipefail
 
@@ -24,7 +27,7 @@ declare -A NEED=(
     [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
     [chromium]=chromium [influxd]=influxdb [make]=make [perl]=perl [python3]=python3
-    [pkg-config]=pkg-config
+    [pkg-config]=pkg-config [rsync]=rsync [nats-server]=nats-server
 )
 # header -> Debian package (librdkafka links the system's OpenSSL and zlib)
 declare -A HEADERS=([/usr/include/openssl/ssl.h]=libssl-dev [/usr/include/zlib.h]=zlib1g-dev)
@@ -35,6 +38,8 @@ done
 for header in "${!HEADERS[@]}"; do
     [[ -f $header ]] || missing+=("${HEADERS[$header]}")
 done
+# A library, not a command: the wsrep provider the Galera drill loads.
+[[ -e /usr/lib/galera/libgalera_smm.so ]] || missing+=(galera-4)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     say "installing: ${missing[*]}"

@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::config::SourceSettings;
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
@@ -33,6 +32,7 @@ use crate::source::kafka::{self, KafkaSource, KafkaSourceError};
 use crate::source::mqtt::{self, ConnectionEpoch, Ingress};
 use crate::source::{Acker, Delivery};
 use crate::supervisor::{Ended, Supervisor};
+use co2_wire::backoff::Backoff;
 
 /// How long a failed bridge keeps answering its probes before it exits.
 const FAILED_LINGER: Duration = Duration::from_secs(1);

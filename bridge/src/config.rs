@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use co2_wire::endpoint::{self, Endpoint};
 use co2_wire::{DeviceId, Limits, TopicFilter};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -65,6 +66,12 @@ pub struct MqttSettings {
     pub host: String,
     /// Broker port (1883 plain, 8883 TLS by convention).
     pub port: u16,
+    /// The nodes of a clustered broker, `host:port` each (a bare host takes
+    /// `port`); when set, `host` is not used. The bridge stays on a node while
+    /// it works and moves to the next on a connection failure, resuming its
+    /// persistent session under the same client id, which a broker that
+    /// replicates sessions across nodes keeps.
+    pub hosts: Vec<String>,
     /// Fixed client id: the broker keeps the persistent session under it.
     pub client_id: String,
     /// Topic filters; the first `+` level names the device. `$share/<group>/...` splits a
@@ -122,6 +129,12 @@ pub struct DatabaseSettings {
     /// `mysql://user@host:port/database`; put the password in `password_file`.
     #[serde(serialize_with = "mask_url")]
     pub url: String,
+    /// The nodes of a clustered database (Galera, InnoDB Cluster), `host:port`
+    /// each (a bare host takes the URL's port); when set, the URL's host and
+    /// port are not used. Writes go to one node at a time; when it fails (its
+    /// connections break, or it says it is not part of the primary component)
+    /// the sink moves to the next and retries there.
+    pub hosts: Vec<String>,
     /// Database password (prefer `password_file`).
     #[serde(serialize_with = "mask")]
     pub password: Option<SecretString>,
@@ -470,6 +483,7 @@ impl Default for MqttSettings {
             enabled: true,
             host: "127.0.0.1".into(),
             port: 1883,
+            hosts: Vec::new(),
             client_id: "co2-bridge".into(),
             topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
             default_device: "default".into(),
@@ -491,6 +505,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         Self {
             url: "mysql://co2_bridge@127.0.0.1:3306/co2".into(),
+            hosts: Vec::new(),
             password: None,
             password_file: None,
             max_connections: 4,
@@ -619,6 +634,8 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("mqtt.topics")
+                .with_list_parse_key("mqtt.hosts")
+                .with_list_parse_key("database.hosts")
                 .source(Some(env)),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -631,9 +648,10 @@ impl Settings {
         self.topic_filters()?;
         DeviceId::parse(&self.mqtt.default_device)
             .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
-        if self.mqtt.host.is_empty() {
+        if self.mqtt.host.is_empty() && self.mqtt.hosts.is_empty() {
             return Err(invalid("mqtt.host", "must not be empty"));
         }
+        self.mqtt_endpoints()?;
         if self.mqtt.client_id.is_empty() {
             return Err(invalid(
                 "mqtt.client_id",
@@ -829,6 +847,12 @@ impl Settings {
         }
     }
 
+    /// The broker's nodes: `mqtt.hosts`, or the single `mqtt.host:mqtt.port`.
+    pub fn mqtt_endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
+        endpoint::parse_list(&self.mqtt.hosts, &self.mqtt.host, self.mqtt.port)
+            .map_err(|e| invalid("mqtt.hosts", e.to_string()))
+    }
+
     /// Client id of connection `link` (the plain `client_id` with one connection).
     pub fn mqtt_client_id(&self, link: usize) -> String {
         if self.mqtt.connections > 1 {
@@ -973,7 +997,7 @@ impl DatabaseSettings {
                 "set password or password_file, not both",
             ));
         }
-        self.url(key)?;
+        self.endpoints(key)?;
         if self.max_connections == 0 {
             return Err(invalid(
                 format!("{key}.max_connections"),
@@ -998,6 +1022,15 @@ impl DatabaseSettings {
             ));
         }
         Ok(url)
+    }
+
+    /// The nodes: `hosts`, or the URL's host and port.
+    pub fn endpoints(&self, key: &str) -> Result<Vec<Endpoint>, ConfigError> {
+        let url = self.url(key)?;
+        let host = url.host_str().unwrap_or("localhost");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        endpoint::parse_list(&self.hosts, host, url.port().unwrap_or(3306))
+            .map_err(|e| invalid(format!("{key}.hosts"), e.to_string()))
     }
 
     /// The password, from `password` or `password_file`; `key` names the section in errors.
@@ -1086,6 +1119,45 @@ mod tests {
         assert_eq!(s.batch.max_rows, 250);
         assert_eq!(s.mqtt.topics, ["a/+/b", "c"]);
         assert_eq!(s.mqtt.receive_maximum, 100);
+    }
+
+    #[test]
+    fn cluster_nodes_come_from_hosts_or_the_single_host() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let single = s.mqtt_endpoints().unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].to_string(), "127.0.0.1:1883");
+        assert_eq!(
+            s.database.endpoints("database").unwrap()[0].to_string(),
+            "127.0.0.1:3306"
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("CO2_BRIDGE__MQTT__HOSTS", "a:1884,b"),
+                ("CO2_BRIDGE__DATABASE__URL", "mysql://u@db:3307/x"),
+                ("CO2_BRIDGE__DATABASE__HOSTS", "db1,db2:3308"),
+            ]),
+        )
+        .unwrap();
+        let mqtt: Vec<String> = s
+            .mqtt_endpoints()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(mqtt, ["a:1884", "b:1883"]);
+        let db: Vec<String> = s
+            .database
+            .endpoints("database")
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(db, ["db1:3307", "db2:3308"]);
+        let err =
+            Settings::load_from(None, env(&[("CO2_BRIDGE__MQTT__HOSTS", "a:0")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt.hosts"), "{err}");
     }
 
     #[test]

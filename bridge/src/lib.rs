@@ -16,7 +16,6 @@
 
 pub mod acl;
 mod app;
-mod backoff;
 pub mod config;
 mod fault;
 mod health;

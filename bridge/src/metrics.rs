@@ -41,6 +41,8 @@ pub struct Metrics {
     pub sink_up: IntGaugeVec,
     /// Write attempts that failed transiently and were retried, by sink.
     pub db_retries: IntCounterVec,
+    /// Moves of a sink to another node of its database, by sink.
+    pub db_failovers: IntCounterVec,
     /// Connections established to the broker.
     pub mqtt_connections: IntCounter,
     /// Kafka partitions this bridge holds in its consumer groups.
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub kafka_paused: IntGauge,
     /// Offset commits sent to Kafka, by result (`ok`, `failed`).
     pub kafka_commits: IntCounterVec,
+    /// Sessions established on another broker node than the one before.
+    pub mqtt_failovers: IntCounter,
     /// HTTP connections and requests refused by a limit, by listener and why.
     pub http_refused: IntCounterVec,
     /// Dead letters deleted by retention.
@@ -269,6 +273,10 @@ impl Metrics {
                 "co2_bridge_db_retries_total",
                 "Batch writes that failed transiently and were retried, by sink.",
             )?,
+            db_failovers: by_sink(
+                "co2_bridge_db_failovers_total",
+                "Moves of a sink to the next node of its database's hosts after a node failed, by sink.",
+            )?,
             http_refused: {
                 let c = IntCounterVec::new(
                     Opts::new(
@@ -319,6 +327,10 @@ impl Metrics {
                 }
                 c
             },
+            mqtt_failovers: counter(
+                "co2_bridge_mqtt_failovers_total",
+                "Reconnects that landed on another node of mqtt.hosts than the connection lost.",
+            )?,
             devices: DeviceSeries {
                 latest,
                 last_seen,

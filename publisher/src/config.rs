@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use co2_wire::endpoint::{self, Endpoint};
 use co2_wire::DeviceId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -179,6 +180,11 @@ pub struct MqttSettings {
     pub host: String,
     /// Broker port (1883 plain, 8883 usually for TLS).
     pub port: u16,
+    /// The nodes of a clustered broker, `host:port` each (a bare host takes
+    /// `port`); when set, `host` is not used. The publisher stays on a node
+    /// while it works and tries the next after a connection failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Client id; default `co2-publisher-<device>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -218,6 +224,7 @@ impl Default for MqttSettings {
         Self {
             host: "127.0.0.1".into(),
             port: 1883,
+            hosts: Vec::new(),
             client_id: None,
             topic_prefix: "co2".into(),
             username: None,
@@ -446,8 +453,9 @@ impl Settings {
                 "must be set when sensor.kind = \"command\"",
             ));
         }
+        self.mqtt_endpoints()?;
         let m = &mut self.mqtt;
-        if m.host.is_empty() {
+        if m.host.is_empty() && m.hosts.is_empty() {
             return Err(invalid("mqtt.host", "must not be empty"));
         }
         if m.port == 0 {
@@ -573,6 +581,12 @@ impl Settings {
                 self.device_or_default()
             ))
         })
+    }
+
+    /// The broker's nodes: `mqtt.hosts`, or the single `mqtt.host:mqtt.port`.
+    pub fn mqtt_endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
+        endpoint::parse_list(&self.mqtt.hosts, &self.mqtt.host, self.mqtt.port)
+            .map_err(|e| invalid("mqtt.hosts", e.to_string()))
     }
 
     /// The MQTT client id.

@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use co2_wire::endpoint::{Endpoint, Ring};
 use co2_wire::{Seq, SEQ_PROPERTY};
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, PublishProperties};
 use rumqttc::{Event, Incoming, MqttOptions, Outgoing, QoS, Transport};
@@ -75,12 +76,13 @@ pub trait Link: Send {
 /// `co2_wire::MAX_EVENT_BYTES`, plus topic and properties.
 const MAX_PACKET: usize = co2_wire::MAX_EVENT_BYTES + 4096;
 
-/// The client options of either MQTT version.
+/// The client options of either MQTT version, one per broker node.
 #[derive(Clone)]
 pub struct LinkOptions {
     /// Publishes awaiting PUBACK at most (sizes the request channel).
     window: u16,
-    inner: Versioned,
+    /// The broker nodes with their options, and the one the next connection goes to.
+    brokers: Ring<(Endpoint, Versioned)>,
 }
 
 #[derive(Clone)]
@@ -117,41 +119,56 @@ pub fn mqtt_options(settings: &Settings) -> Result<LinkOptions, LinkError> {
         )
     });
     let keep_alive = Duration::from_secs(m.keep_alive_s);
-    let inner = match m.protocol {
+    let endpoints = settings
+        .mqtt_endpoints()
+        .map_err(|e| LinkError(e.to_string()))?;
+    let node = |broker: &Endpoint| match m.protocol {
         Protocol::V5 => {
-            let mut o = rumqttc::v5::MqttOptions::new(settings.client_id(), m.host.clone(), m.port);
+            let mut o = rumqttc::v5::MqttOptions::new(
+                settings.client_id(),
+                broker.host.clone(),
+                broker.port,
+            );
             // A clean start: whatever was in flight is republished from the queue.
             o.set_clean_start(true)
                 .set_keep_alive(keep_alive)
                 .set_outgoing_inflight_upper_limit(m.max_inflight)
                 .set_max_packet_size(Some(MAX_PACKET as u32));
-            if let Some((user, password)) = credentials {
-                o.set_credentials(user, password);
+            if let Some((user, password)) = &credentials {
+                o.set_credentials(user.clone(), password.clone());
             }
-            if let Some(t) = transport {
-                o.set_transport(t);
+            if let Some(t) = &transport {
+                o.set_transport(t.clone());
             }
             Versioned::V5(Box::new(o))
         }
         Protocol::V311 => {
-            let mut o = MqttOptions::new(settings.client_id(), m.host.clone(), m.port);
+            let mut o = MqttOptions::new(settings.client_id(), broker.host.clone(), broker.port);
             o.set_keep_alive(keep_alive)
                 // A clean session: whatever was in flight is republished from the queue.
                 .set_clean_session(true)
                 .set_inflight(m.max_inflight)
                 .set_max_packet_size(MAX_PACKET, MAX_PACKET);
-            if let Some((user, password)) = credentials {
-                o.set_credentials(user, password);
+            if let Some((user, password)) = &credentials {
+                o.set_credentials(user.clone(), password.clone());
             }
-            if let Some(t) = transport {
-                o.set_transport(t);
+            if let Some(t) = &transport {
+                o.set_transport(t.clone());
             }
             Versioned::V311(Box::new(o))
         }
     };
+    let nodes = endpoints
+        .into_iter()
+        .map(|broker| {
+            let options = node(&broker);
+            (broker, options)
+        })
+        .collect();
+    let brokers = Ring::new(nodes, 0).ok_or_else(|| LinkError("mqtt.hosts: no broker".into()))?;
     Ok(LinkOptions {
         window: m.max_inflight,
-        inner,
+        brokers,
     })
 }
 
@@ -172,7 +189,7 @@ pub struct RumqttLink {
 impl RumqttLink {
     /// Starts the first connection attempt. Needs a Tokio runtime.
     pub fn start(options: LinkOptions) -> Self {
-        let (client, events, pump) = Self::spawn(options.clone());
+        let (client, events, pump) = Self::spawn(&options);
         Self {
             options,
             client,
@@ -182,7 +199,7 @@ impl RumqttLink {
     }
 
     fn spawn(
-        options: LinkOptions,
+        options: &LinkOptions,
     ) -> (
         Client,
         mpsc::Receiver<Result<LinkEvent, LinkError>>,
@@ -192,7 +209,7 @@ impl RumqttLink {
         // `try_publish` within the window never finds it full.
         let cap = usize::from(options.window) + 8;
         let (tx, rx) = mpsc::channel(1024);
-        match options.inner {
+        match options.brokers.current().1.clone() {
             Versioned::V5(o) => {
                 let (client, eventloop) = rumqttc::v5::AsyncClient::new(*o, cap);
                 (Client::V5(client), rx, tokio::spawn(pump_v5(eventloop, tx)))
@@ -329,7 +346,15 @@ impl Link for RumqttLink {
 
     fn reconnect(&mut self) {
         self.pump.abort();
-        let (client, events, pump) = Self::spawn(self.options.clone());
+        // A cluster: each new attempt goes to the next node, so a dead node
+        // costs one failed attempt; the publisher republishes what was in
+        // flight from its queue, so nothing depends on the old node's session.
+        if self.options.brokers.len() > 1 {
+            let from = self.options.brokers.current().0.to_string();
+            let to = self.options.brokers.advance().0.to_string();
+            tracing::info!(from, to, "Trying the next broker node");
+        }
+        let (client, events, pump) = Self::spawn(&self.options);
         self.client = client;
         self.events = events;
         self.pump = pump;

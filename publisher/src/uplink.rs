@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -113,15 +112,12 @@ pub struct Uplink<L> {
     refusal_logged: bool,
 }
 
-/// Delay before reconnect attempt `failures` (1-based): doubling from `min`,
-/// capped at `max`, then a random cut of up to half so that many Pis behind
-/// one broker do not reconnect in lockstep.
+/// Delay before reconnect attempt `failures` (1-based): the schedule the
+/// bridge uses too (`co2_wire::backoff`), doubling from `min`, capped at
+/// `max`, jittered so that many Pis behind one broker do not reconnect in
+/// lockstep.
 pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(20);
-    let full = min.saturating_mul(1u32 << exp).min(max);
-    let half = full / 2;
-    let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-    half + Duration::from_millis(jitter)
+    co2_wire::backoff::delay(failures.saturating_sub(1), min, max)
 }
 
 impl<L: Link> Uplink<L> {

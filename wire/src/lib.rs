@@ -3,8 +3,13 @@
 //! This crate does no I/O: it turns bytes into a validated [`Reading`] (or a
 //! [`Rejection`] with a reason a metric can carry) and a [`Reading`] back into
 //! its canonical bytes. Both programs use it, so what one writes the other reads.
+//! It also holds the little both need to reach a server that may be one node
+//! of a cluster: the endpoint list ([`endpoint`]) and the retry schedule
+//! ([`backoff`]), so the two programs fail over alike.
 
+pub mod backoff;
 mod datetime;
+pub mod endpoint;
 mod event;
 mod reading;
 mod sequence;

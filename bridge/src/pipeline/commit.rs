@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{abandon, Decoded, InFlight, Reason, Record};
-use crate::backoff::Backoff;
 use crate::fault::Faults;
 use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
@@ -27,6 +26,7 @@ use crate::pipeline::quarantine::Quarantine;
 use crate::route::Routes;
 use crate::sink::{Batch, Item, SinkError, Sinks, Written};
 use crate::source::{Ack, Acker};
+use co2_wire::backoff::Backoff;
 
 /// Writes decoded batches one at a time, in order, and acks each once stored.
 pub(super) struct Committer {
@@ -294,7 +294,16 @@ impl Committer {
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
-            match store.write(batch).await {
+            let failovers = store.failovers();
+            let result = store.write(batch).await;
+            let moved = store.failovers().saturating_sub(failovers);
+            if moved > 0 {
+                self.metrics
+                    .db_failovers
+                    .with_label_values(&[name])
+                    .inc_by(moved);
+            }
+            match result {
                 Ok(written) => {
                     self.metrics
                         .db_write_seconds

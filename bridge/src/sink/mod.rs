@@ -98,6 +98,11 @@ pub trait Sink: Send + Sync {
     fn kind(&self) -> &'static str;
     /// The longest back-off between retries of a failing write.
     fn retry_max(&self) -> std::time::Duration;
+    /// How many times the store moved to another of its nodes so far (a
+    /// clustered database's `hosts`).
+    fn failovers(&self) -> u64 {
+        0
+    }
     /// Deletes the dead letters older than `days`, a little at a time so no
     /// table is locked for long; returns how many went and how many are left
     /// (`None` when the store cannot tell). A store that keeps time-limited
@@ -139,9 +144,9 @@ pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, Conf
         }
         let built: Box<dyn Sink> = match sink {
             SinkSettings::Mysql(db) => {
-                let pool = mysql::schema::pool(&db, &key)?;
+                let (pool, nodes) = mysql::schema::pool(&db, &key)?;
                 mysql_pools.push((name.clone(), pool.clone()));
-                Box::new(mysql::MysqlSink::new(pool, routes, &name, &db))
+                Box::new(mysql::MysqlSink::new(pool, nodes, routes, &name, &db))
             }
             SinkSettings::Influxdb(influx) => {
                 Box::new(influx::InfluxSink::new(&influx, &key, routes, &name)?)

@@ -5,13 +5,17 @@
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
 //! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
 //! an [`Influx`] is a private `influxd` on free loopback ports, a
-//! [`KafkaBroker`] a private in-memory `tansu`.
+//! [`KafkaBroker`] a private in-memory `tansu`, and a [`GaleraCluster`] and
+//! a [`NatsCluster`] are private three-node clusters whose nodes a drill may
+//! SIGKILL.
 
 mod broker;
 mod database;
+mod galera;
 mod http;
 mod influx;
 mod kafka;
+mod nats;
 mod process;
 mod proxy;
 mod publisher;
@@ -21,9 +25,11 @@ use std::time::{Duration, Instant};
 
 pub use broker::Broker;
 pub use database::Database;
+pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};
 pub use kafka::{KafkaBroker, KafkaProducer};
+pub use nats::NatsCluster;
 pub use process::ChildProcess;
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;

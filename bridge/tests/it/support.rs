@@ -252,11 +252,12 @@ pub fn expected(devices: usize, count: usize) -> BTreeSet<(String, i64, i64)> {
         .collect()
 }
 
-/// What `co2_emissions` holds, in the same shape, plus the raw row count.
-pub async fn stored(db: &Database) -> (BTreeSet<(String, i64, i64)>, i64) {
+/// What `co2_emissions` of the database behind `pool` holds, in the same
+/// shape, plus the raw row count.
+pub async fn stored_in(pool: &sqlx::MySqlPool) -> (BTreeSet<(String, i64, i64)>, i64) {
     let rows: Vec<(String, DateTime<Utc>, f64)> =
         sqlx::query_as("SELECT CAST(device AS CHAR), date_time, emissions FROM co2_emissions")
-            .fetch_all(db.pool())
+            .fetch_all(pool)
             .await
             .unwrap();
     let count = rows.len() as i64;
@@ -298,8 +299,13 @@ pub async fn assert_restart_completes(
 
 /// Asserts the table holds exactly the expected readings, each once.
 pub async fn assert_exactly_once(db: &Database, devices: usize, count: usize) {
+    assert_exactly_once_in(db.pool(), devices, count).await;
+}
+
+/// As [`assert_exactly_once`], in the database behind `pool`.
+pub async fn assert_exactly_once_in(pool: &sqlx::MySqlPool, devices: usize, count: usize) {
     let want = expected(devices, count);
-    let (got, rows) = stored(db).await;
+    let (got, rows) = stored_in(pool).await;
     let missing: Vec<_> = want.difference(&got).take(5).collect();
     let extra: Vec<_> = got.difference(&want).take(5).collect();
     assert!(

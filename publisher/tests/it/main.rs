@@ -4,6 +4,7 @@
 
 mod cli;
 mod clock_jump;
+mod cluster;
 mod completeness;
 mod corrupt_queue;
 mod disk_full;

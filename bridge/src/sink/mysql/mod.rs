@@ -3,6 +3,7 @@
 //! the dead letters into `rejected_messages`, all in one transaction.
 
 pub(crate) mod completeness;
+pub(crate) mod nodes;
 pub(crate) mod schema;
 mod target;
 
@@ -18,6 +19,7 @@ use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, Written};
 use crate::config::DatabaseSettings;
 use crate::pipeline::DeadLetter;
 use crate::route::{RouteId, Routes};
+use nodes::Nodes;
 use target::{Cell, Target};
 
 /// Rows per statement at most; a statement also stays under MySQL's 65535
@@ -32,6 +34,7 @@ const BYTES_PER_STATEMENT: usize = 8 * 1024 * 1024;
 /// Writes batches to one MySQL (or MariaDB, or any MySQL-protocol) database.
 pub struct MysqlSink {
     pool: MySqlPool,
+    nodes: Nodes,
     /// The table target of each route that writes here, by route id.
     targets: Vec<Option<Target>>,
     migrate_on_start: bool,
@@ -39,15 +42,22 @@ pub struct MysqlSink {
 }
 
 impl MysqlSink {
-    /// A sink over `pool` for the routes of `routes` that name sink `name`,
-    /// configured by `db` (migrations at start, retry back-off).
-    pub fn new(pool: MySqlPool, routes: &Routes, name: &str, db: &DatabaseSettings) -> Self {
+    /// A sink over `pool` (on one of `nodes`) for the routes of `routes` that
+    /// name sink `name`, configured by `db` (migrations at start, retry back-off).
+    pub fn new(
+        pool: MySqlPool,
+        nodes: Nodes,
+        routes: &Routes,
+        name: &str,
+        db: &DatabaseSettings,
+    ) -> Self {
         let targets = routes
             .iter()
             .map(|r| (r.sink() == name).then(|| Target::new(r)))
             .collect();
         Self {
             pool,
+            nodes,
             targets,
             migrate_on_start: db.migrate_on_start,
             retry_max: Duration::from_millis(db.retry_max_ms),
@@ -56,9 +66,10 @@ impl MysqlSink {
 
     /// Brings the schema up to date, or checks that it is.
     async fn prepare_schema(&self) -> Result<(), PrepareError> {
-        let pending = schema::pending_migrations(&self.pool)
-            .await
-            .map_err(|e| PrepareError::Unavailable(e.to_string()))?;
+        let pending = schema::pending_migrations(&self.pool).await.map_err(|e| {
+            self.on_error(&e);
+            PrepareError::Unavailable(e.to_string())
+        })?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -82,6 +93,15 @@ impl MysqlSink {
                 PrepareError::Unavailable(format!("migration interrupted: {e}")),
             ),
             Err(e) => Err(PrepareError::Fatal(format!("migration failed: {e}"))),
+        }
+    }
+
+    /// Moves to the next node when `error` says this one failed. Whatever the
+    /// batch did there is either committed (and the retry finds its rows:
+    /// the insert is idempotent) or rolled back; nothing was acknowledged.
+    fn on_error(&self, error: &sqlx::Error) {
+        if nodes::node_failed(error) {
+            self.nodes.fail_over(&self.pool, &error.to_string());
         }
     }
 
@@ -127,6 +147,7 @@ impl Sink for MysqlSink {
     fn write<'a>(&'a self, batch: &'a Batch<'a>) -> BoxFuture<'a, Result<Written, SinkError>> {
         async move {
             self.commit(batch).await.map_err(|e| {
+                self.on_error(&e);
                 if is_transient(&e) {
                     SinkError::Transient(e.to_string())
                 } else {
@@ -138,11 +159,27 @@ impl Sink for MysqlSink {
     }
 
     fn probe(&self) -> BoxFuture<'_, bool> {
-        schema::ping(&self.pool, Duration::from_secs(2)).boxed()
+        async move {
+            let ping = sqlx::query("SELECT 1").execute(&self.pool);
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => true,
+                // Idle while the node died: readiness moves on too, not only writes.
+                Ok(Err(e)) => {
+                    self.on_error(&e);
+                    false
+                }
+                Err(_) => false,
+            }
+        }
+        .boxed()
     }
 
     fn kind(&self) -> &'static str {
         "mysql"
+    }
+
+    fn failovers(&self) -> u64 {
+        self.nodes.failovers()
     }
 
     fn retry_max(&self) -> Duration {
@@ -340,13 +377,21 @@ const PERMANENT_ROW_ERRORS: &[u16] = &[
     4025, // check constraint violated (MariaDB; also a JSON column's JSON_VALID)
 ];
 
-/// True when retrying the same statement later can succeed.
+/// True when retrying the same statement later can succeed. That includes
+/// Galera's commit-time certification conflicts (1213, reported as a
+/// deadlock) and a node outside the primary component (1047): retried like a
+/// broken connection, the latter on the next node.
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         // A value that cannot be encoded never will be.
         sqlx::Error::Encode(_) => false,
-        _ => schema::mysql_error_number(error).is_none_or(|n| !PERMANENT_ROW_ERRORS.contains(&n)),
+        _ => schema::mysql_error_number(error).is_none_or(is_transient_number),
     }
+}
+
+/// Whether a server error number is worth a retry (see [`PERMANENT_ROW_ERRORS`]).
+fn is_transient_number(number: u16) -> bool {
+    !PERMANENT_ROW_ERRORS.contains(&number)
 }
 
 #[cfg(test)]
@@ -423,6 +468,17 @@ mod tests {
         let err = bind(&mut query, Cell::Value(&value)).unwrap_err();
         assert!(matches!(err, sqlx::Error::Encode(_)), "{err}");
         assert!(!is_transient(&err));
+    }
+
+    #[test]
+    fn galera_conflicts_and_non_primary_nodes_are_transient() {
+        assert!(
+            is_transient_number(1213),
+            "deadlock / certification failure"
+        );
+        assert!(is_transient_number(1047), "WSREP has not yet prepared node");
+        assert!(is_transient_number(1205), "lock wait timeout");
+        assert!(!is_transient_number(1406), "data too long stays permanent");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
+use super::nodes::Nodes;
 use crate::config::{ConfigError, DatabaseSettings};
 
 /// The embedded migrations of `bridge/migrations`.
@@ -38,10 +39,16 @@ pub fn connect_options(
 }
 
 /// A pool that connects lazily, so the bridge starts (and reports not ready)
-/// while the database is down.
-pub fn pool(db: &DatabaseSettings, key: &str) -> Result<MySqlPool, ConfigError> {
+/// while the database is down, to the first of the database's nodes; the
+/// [`Nodes`] move it to the next.
+pub fn pool(db: &DatabaseSettings, key: &str) -> Result<(MySqlPool, Nodes), ConfigError> {
     let options = connect_options(db, key)?;
-    Ok(MySqlPoolOptions::new()
+    let nodes = Nodes::new(&options, db.endpoints(key)?).ok_or_else(|| ConfigError::Invalid {
+        key: format!("{key}.hosts"),
+        message: "needs at least one node".into(),
+    })?;
+    let retired = nodes.clone();
+    let pool = MySqlPoolOptions::new()
         .max_connections(db.max_connections)
         .acquire_timeout(Duration::from_secs(db.connect_timeout_s))
         .after_connect(|conn, _meta| {
@@ -56,7 +63,13 @@ pub fn pool(db: &DatabaseSettings, key: &str) -> Result<MySqlPool, ConfigError> 
                 Ok(())
             })
         })
-        .connect_lazy_with(options))
+        // A connection to the node failed over from is closed, not reused.
+        .before_acquire(move |_conn, meta| {
+            let keep = !retired.is_stale(meta.age);
+            Box::pin(async move { Ok(keep) })
+        })
+        .connect_lazy_with(nodes.current_options());
+    Ok((pool, nodes))
 }
 
 /// Versions of the embedded migrations that the database has not applied.
@@ -128,12 +141,4 @@ pub fn mysql_error_number(error: &sqlx::Error) -> Option<u16> {
             .map(MySqlDatabaseError::number),
         _ => None,
     }
-}
-
-/// One round trip, for readiness.
-pub async fn ping(pool: &MySqlPool, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(pool)).await,
-        Ok(Ok(_))
-    )
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use co2_wire::endpoint::{Endpoint, Ring};
 use co2_wire::{Seq, SEQ_PROPERTY};
 use rumqttc::v5::mqttbytes::v5 as v5p;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
@@ -82,17 +83,31 @@ pub enum Client {
     V311(rumqttc::AsyncClient),
 }
 
-/// The event loop; polled by one task only.
-pub enum EventLoop {
-    /// v5.
-    V5(Box<rumqttc::v5::EventLoop>),
-    /// v3.1.1.
-    V311(Box<rumqttc::EventLoop>),
+/// The event loop; polled by one task only. It holds the client options of
+/// every broker node, so a failover only swaps the address the next
+/// reconnect uses: the request channel, the client and the session state
+/// (packets awaiting acks) stay.
+pub struct EventLoop {
+    inner: Inner,
+}
+
+enum Inner {
+    V5 {
+        eventloop: Box<rumqttc::v5::EventLoop>,
+        brokers: Ring<(Endpoint, rumqttc::v5::MqttOptions)>,
+    },
+    V311 {
+        eventloop: Box<rumqttc::EventLoop>,
+        brokers: Ring<(Endpoint, rumqttc::MqttOptions)>,
+    },
 }
 
 /// Creates the client and event loop of connection `link` from the settings.
+/// Connection `link` starts on node `link` of `mqtt.hosts` (wrapping), so that
+/// several connections spread over a cluster.
 pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), ConfigError> {
     let mqtt = &settings.mqtt;
+    let endpoints = settings.mqtt_endpoints()?;
     let client_id = settings.mqtt_client_id(link);
     let window = usize::from(mqtt.receive_maximum);
     // Requests are acks plus the odd subscribe. rumqttc's requests are 216
@@ -112,46 +127,83 @@ pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), 
     };
     let transport = tls_transport(settings)?;
     let keep_alive = Duration::from_secs(mqtt.keep_alive_s);
-    match mqtt.protocol {
+    let (client, inner) = match mqtt.protocol {
         Protocol::V5 => {
-            let mut o = rumqttc::v5::MqttOptions::new(&client_id, &mqtt.host, mqtt.port);
-            o.set_clean_start(false)
-                // With v5 a session ends at disconnect unless it has an expiry interval.
-                .set_session_expiry_interval(Some(mqtt.session_expiry_s))
-                .set_manual_acks(true)
-                .set_receive_maximum(Some(mqtt.receive_maximum))
-                // The bridge publishes nothing; rumqttc would otherwise preallocate
-                // 65536 outgoing slots (14 MB, seen with massif).
-                .set_outgoing_inflight_upper_limit(16)
-                .set_keep_alive(keep_alive)
-                .set_connection_timeout(10)
-                .set_request_channel_capacity(capacity)
-                .set_max_packet_size(Some(MAX_PACKET));
-            if let Some((user, password)) = credentials {
-                o.set_credentials(user, password);
-            }
-            if let Some(t) = transport {
-                o.set_transport(t);
-            }
-            let (client, eventloop) = rumqttc::v5::AsyncClient::new(o, capacity);
-            Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
+            let options: Vec<_> = endpoints
+                .into_iter()
+                .map(|broker| {
+                    let mut o =
+                        rumqttc::v5::MqttOptions::new(&client_id, &broker.host, broker.port);
+                    o.set_clean_start(false)
+                        // With v5 a session ends at disconnect unless it has an expiry interval.
+                        .set_session_expiry_interval(Some(mqtt.session_expiry_s))
+                        .set_manual_acks(true)
+                        .set_receive_maximum(Some(mqtt.receive_maximum))
+                        // The bridge publishes nothing; rumqttc would otherwise preallocate
+                        // 65536 outgoing slots (14 MB, seen with massif).
+                        .set_outgoing_inflight_upper_limit(16)
+                        .set_keep_alive(keep_alive)
+                        .set_connection_timeout(10)
+                        .set_request_channel_capacity(capacity)
+                        .set_max_packet_size(Some(MAX_PACKET));
+                    if let Some((user, password)) = &credentials {
+                        o.set_credentials(user.clone(), password.clone());
+                    }
+                    if let Some(t) = &transport {
+                        o.set_transport(t.clone());
+                    }
+                    (broker, o)
+                })
+                .collect();
+            let brokers = Ring::new(options, link).ok_or_else(no_broker)?;
+            let first = brokers.current().1.clone();
+            let (client, eventloop) = rumqttc::v5::AsyncClient::new(first, capacity);
+            (
+                Client::V5(client),
+                Inner::V5 {
+                    eventloop: Box::new(eventloop),
+                    brokers,
+                },
+            )
         }
         Protocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(&client_id, &mqtt.host, mqtt.port);
-            o.set_clean_session(false)
-                .set_manual_acks(true)
-                .set_keep_alive(keep_alive)
-                .set_request_channel_capacity(capacity)
-                .set_max_packet_size(MAX_PACKET as usize, 64 * 1024);
-            if let Some((user, password)) = credentials {
-                o.set_credentials(user, password);
-            }
-            if let Some(t) = transport {
-                o.set_transport(t);
-            }
-            let (client, eventloop) = rumqttc::AsyncClient::new(o, capacity);
-            Ok((Client::V311(client), EventLoop::V311(Box::new(eventloop))))
+            let options: Vec<_> = endpoints
+                .into_iter()
+                .map(|broker| {
+                    let mut o = rumqttc::MqttOptions::new(&client_id, &broker.host, broker.port);
+                    o.set_clean_session(false)
+                        .set_manual_acks(true)
+                        .set_keep_alive(keep_alive)
+                        .set_request_channel_capacity(capacity)
+                        .set_max_packet_size(MAX_PACKET as usize, 64 * 1024);
+                    if let Some((user, password)) = &credentials {
+                        o.set_credentials(user.clone(), password.clone());
+                    }
+                    if let Some(t) = &transport {
+                        o.set_transport(t.clone());
+                    }
+                    (broker, o)
+                })
+                .collect();
+            let brokers = Ring::new(options, link).ok_or_else(no_broker)?;
+            let first = brokers.current().1.clone();
+            let (client, eventloop) = rumqttc::AsyncClient::new(first, capacity);
+            (
+                Client::V311(client),
+                Inner::V311 {
+                    eventloop: Box::new(eventloop),
+                    brokers,
+                },
+            )
         }
+    };
+    Ok((client, EventLoop { inner }))
+}
+
+fn no_broker() -> ConfigError {
+    ConfigError::Invalid {
+        key: "mqtt.hosts".to_owned(),
+        message: "needs at least one broker".into(),
     }
 }
 
@@ -188,28 +240,47 @@ fn tls_transport(settings: &Settings) -> Result<Option<rumqttc::Transport>, Conf
 }
 
 impl EventLoop {
-    /// The broker as `host:port`, for logs.
-    pub fn broker(&self) -> String {
-        let (host, port) = match self {
-            EventLoop::V5(e) => e.options.broker_address(),
-            EventLoop::V311(e) => e.mqtt_options.broker_address(),
-        };
-        format!("{host}:{port}")
+    /// The broker node in use.
+    pub fn broker(&self) -> &Endpoint {
+        match &self.inner {
+            Inner::V5 { brokers, .. } => &brokers.current().0,
+            Inner::V311 { brokers, .. } => &brokers.current().0,
+        }
+    }
+
+    /// Points the next reconnect at the next broker node and returns it;
+    /// `None` with a single broker (reconnecting to it is all there is).
+    pub fn fail_over(&mut self) -> Option<&Endpoint> {
+        match &mut self.inner {
+            Inner::V5 { eventloop, brokers } if brokers.len() > 1 => {
+                let (broker, options) = brokers.advance();
+                eventloop.options = options.clone();
+                Some(broker)
+            }
+            Inner::V311 { eventloop, brokers } if brokers.len() > 1 => {
+                let (broker, options) = brokers.advance();
+                eventloop.mqtt_options = options.clone();
+                Some(broker)
+            }
+            _ => None,
+        }
     }
 
     /// The keep-alive interval agreed for the connection.
     pub fn keep_alive(&self) -> Duration {
-        match self {
-            EventLoop::V5(e) => e.options.keep_alive(),
-            EventLoop::V311(e) => e.mqtt_options.keep_alive(),
+        match &self.inner {
+            Inner::V5 { eventloop, .. } => eventloop.options.keep_alive(),
+            Inner::V311 { eventloop, .. } => eventloop.mqtt_options.keep_alive(),
         }
     }
 
     /// Polls once. Not cancel safe: never race it in a `select!`.
     pub async fn poll(&mut self) -> Result<MqttEvent, MqttError> {
-        match self {
-            EventLoop::V5(e) => e.poll().await.map(v5_event).map_err(v5_error),
-            EventLoop::V311(e) => e.poll().await.map(v311_event).map_err(v311_error),
+        match &mut self.inner {
+            Inner::V5 { eventloop, .. } => eventloop.poll().await.map(v5_event).map_err(v5_error),
+            Inner::V311 { eventloop, .. } => {
+                eventloop.poll().await.map(v311_event).map_err(v311_error)
+            }
         }
     }
 }
@@ -282,7 +353,8 @@ fn v311_event(event: rumqttc::Event) -> MqttEvent {
 
 const HINT_AUTH: &str =
     "check mqtt.username and mqtt.password_file, and the broker's password file";
-const HINT_REACH: &str = "is the broker running and reachable at mqtt.host:mqtt.port?";
+const HINT_REACH: &str =
+    "is the broker running and reachable at mqtt.host:mqtt.port (or mqtt.hosts)?";
 const HINT_TLS: &str = "check mqtt.tls.ca_file and that the broker's certificate names mqtt.host";
 
 fn v5_error(error: rumqttc::v5::ConnectionError) -> MqttError {

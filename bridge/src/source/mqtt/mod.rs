@@ -25,6 +25,8 @@ pub(crate) mod acks;
 pub(crate) mod client;
 
 use bytes::Bytes;
+use co2_wire::backoff::Backoff;
+use co2_wire::endpoint::Endpoint;
 use co2_wire::Seq;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +36,6 @@ pub use client::{connect, Client, EventLoop, Protocol};
 
 use super::budget::ByteBudget;
 use super::{Ack, Delivery, Origin};
-use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use client::{AckHandle, MqttError, MqttEvent};
@@ -50,7 +51,8 @@ pub struct Ingress {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     reconnect_max: Duration,
-    broker: String,
+    /// The node the last session was established on (`None` before the first).
+    last_broker: Option<Endpoint>,
     link: usize,
     max_pause: Duration,
     budget: Arc<ByteBudget>,
@@ -75,7 +77,6 @@ impl Ingress {
         link: usize,
         budget: Arc<ByteBudget>,
     ) -> Self {
-        let broker = eventloop.broker();
         // Often enough that a ping goes out within the keep-alive even when
         // the pipeline stays full (database down).
         let max_pause = (eventloop.keep_alive() / 4).min(Duration::from_secs(1));
@@ -89,7 +90,7 @@ impl Ingress {
             metrics,
             health,
             reconnect_max,
-            broker,
+            last_broker: None,
             link,
             max_pause,
             budget,
@@ -148,16 +149,35 @@ impl Ingress {
     fn on_connected(&mut self, session_present: bool, outage: Option<Instant>, attempts: u32) {
         self.health.set_connected(self.link, true);
         self.metrics.mqtt_connections.inc();
-        match outage {
-            Some(since) => tracing::info!(
-                broker = %self.broker,
+        let broker = self.eventloop.broker().clone();
+        let previous = self.last_broker.replace(broker.clone());
+        match (outage, previous) {
+            (Some(since), Some(from)) if from != broker => {
+                self.metrics.mqtt_failovers.inc();
+                let down_for_s = since.elapsed().as_secs_f64();
+                if session_present {
+                    tracing::warn!(
+                        link = self.link, from = %from, to = %broker, session_present,
+                        down_for_s, attempts,
+                        "Failed over to another broker node; the session was resumed there (unacknowledged messages are redelivered)"
+                    );
+                } else {
+                    tracing::error!(
+                        link = self.link, from = %from, to = %broker, session_present,
+                        down_for_s, attempts,
+                        "Failed over to another broker node that did not have this session: messages queued for it on the old node are lost unless that node comes back; replicate sessions across the cluster (see README, Scaling)"
+                    );
+                }
+            }
+            (Some(since), _) => tracing::info!(
+                broker = %broker,
                 session_present,
                 down_for_s = since.elapsed().as_secs_f64(),
                 attempts,
                 "Reconnected to the broker"
             ),
-            None => {
-                tracing::info!(broker = %self.broker, link = self.link, session_present, "Connected to the broker")
+            (None, _) => {
+                tracing::info!(broker = %broker, link = self.link, session_present, "Connected to the broker")
             }
         }
         if session_present {
@@ -309,12 +329,17 @@ impl Ingress {
         self.health.set_subscribed(self.link, false);
         self.epoch.advance();
         let hint = error.hint;
+        let broker = self.eventloop.broker().clone();
+        // A cluster: the next attempt goes to the next node (the failed one
+        // comes round again after the others).
+        let next = self.eventloop.fail_over().cloned();
+        let next = next.as_ref().map(ToString::to_string);
         if first {
-            tracing::warn!(broker = %self.broker, error = %error, hint, "Lost the broker connection; reconnecting with back-off");
+            tracing::warn!(broker = %broker, next, error = %error, hint, "Lost the broker connection; reconnecting with back-off");
         } else {
-            tracing::debug!(broker = %self.broker, error = %error, attempts, "Still cannot reach the broker");
+            tracing::debug!(broker = %broker, next, error = %error, attempts, "Still cannot reach the broker");
             if attempts > 0 && attempts % 20 == 0 {
-                tracing::warn!(broker = %self.broker, error = %error, attempts, hint, "Still cannot reach the broker");
+                tracing::warn!(broker = %broker, next, error = %error, attempts, hint, "Still cannot reach the broker");
             }
         }
     }
