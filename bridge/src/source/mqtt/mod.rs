@@ -307,6 +307,8 @@ impl Ingress {
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
         self.health.set_connected(self.link, false);
         self.health.set_subscribed(self.link, false);
+        self.health
+            .mqtt_error(self.link, format!("{error} ({})", error.hint));
         self.epoch.advance();
         let hint = error.hint;
         if first {
