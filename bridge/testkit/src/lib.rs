@@ -4,9 +4,11 @@
 //! [`Broker`] is a private `mosquitto` on a free port (so a test may stop it),
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
 //! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
-//! an [`Influx`] is a private `influxd` on free loopback ports.
+//! an [`Influx`] is a private `influxd` on free loopback ports; [`chromium`]
+//! opens a page in headless Chromium.
 
 mod broker;
+mod browser;
 mod database;
 mod http;
 mod influx;
@@ -18,6 +20,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use broker::Broker;
+pub use browser::chromium;
 pub use database::Database;
 pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};

@@ -14,4 +14,5 @@ mod observability;
 mod routes;
 mod scale_out;
 mod schema;
+mod status_page;
 mod support;
