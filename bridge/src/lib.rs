@@ -19,6 +19,7 @@ pub mod acl;
 mod app;
 mod backoff;
 pub mod config;
+pub mod doctor;
 mod fault;
 mod health;
 mod http;

@@ -5,6 +5,7 @@
 
 mod completeness;
 mod delivery;
+mod doctor;
 mod edges;
 mod failures;
 mod hostile;

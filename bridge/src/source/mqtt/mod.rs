@@ -30,14 +30,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckToken, Acker, ConnectionEpoch};
-pub use client::{connect, Client, EventLoop, Protocol};
+pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, Protocol};
 
 use super::budget::ByteBudget;
 use super::{Ack, Delivery, Origin};
 use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use client::{AckHandle, MqttError, MqttEvent};
+use client::AckHandle;
 
 /// The task that owns the event loop.
 pub struct Ingress {
