@@ -158,8 +158,12 @@ pub async fn wait_for_rows(
 ) -> anyhow::Result<u64> {
     let start = Instant::now();
     let mut last = (since_id, Instant::now());
+    let mut progress = co2_wire::Progress::new(Some(n), Duration::from_secs(5), start);
     loop {
         let top = max_id(pool).await?;
+        if let Some(update) = progress.tick(top.saturating_sub(since_id), Instant::now()) {
+            tracing::info!(%update, "Waiting for rows");
+        }
         let stalled = top == last.0 && last.1.elapsed() > idle;
         if top.saturating_sub(since_id) >= n || stalled || start.elapsed() > limit {
             let got = count(pool, device_prefix).await?;

@@ -31,6 +31,7 @@ use crate::source::http::Ingest;
 use crate::source::kafka::{self, KafkaSource, KafkaSourceError};
 use crate::source::mqtt::{self, ConnectionEpoch, Ingress};
 use crate::source::{Acker, Delivery};
+use crate::status::Status;
 use crate::supervisor::{Ended, Supervisor};
 use co2_wire::backoff::Backoff;
 
@@ -125,6 +126,7 @@ pub struct Bridge {
     sinks: Arc<Sinks>,
     images: Option<Images>,
     completeness: Option<Completeness>,
+    status: Arc<Status>,
     faults: Faults,
 }
 
@@ -157,6 +159,24 @@ impl Bridge {
         ));
         let images = images(&settings, &routes, &built.mysql_pools)?;
         let completeness = completeness(&settings, &routes, &built.mysql_pools, &metrics);
+        let status = Arc::new(Status {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            sinks: sinks.clone(),
+            routes: route_labels
+                .iter()
+                .map(|(r, s)| ((*r).to_owned(), (*s).to_owned()))
+                .collect(),
+            completeness: completeness.as_ref().map(Completeness::pool),
+            config: settings.to_masked_toml(),
+            started: std::time::Instant::now(),
+            stale_after: Duration::from_secs(settings.status.stale_after_s),
+            refresh: Duration::from_secs(settings.status.refresh_s),
+            window: u64::from(settings.mqtt.receive_maximum)
+                * u64::from(settings.mqtt.connections.max(1)),
+            max_inflight_bytes: u64::try_from(settings.batch.max_inflight_bytes)
+                .unwrap_or(u64::MAX),
+        });
         let listener = bind("http.listen", settings.http_listen()?).await?;
         let device_listener = match settings.device_listen()? {
             Some(addr) => Some(bind("http.device_listen", addr).await?),
@@ -179,6 +199,7 @@ impl Bridge {
             sinks,
             images,
             completeness,
+            status,
             faults,
         })
     }
@@ -204,7 +225,7 @@ impl Bridge {
         let (operator, devices) = routers(
             &self.settings,
             &self.metrics,
-            &self.health,
+            (&self.health, &self.status),
             &self.routes,
             self.images,
             self.device_listener.is_some(),
@@ -226,6 +247,7 @@ impl Bridge {
             sinks,
             images,
             completeness,
+            status,
             faults,
         } = self;
         let (supervisor, mut ended) = Supervisor::new();
@@ -243,7 +265,7 @@ impl Bridge {
         let (operator, devices) = routers(
             &settings,
             &metrics,
-            &health,
+            (&health, &status),
             &routes,
             images,
             device_listener.is_some(),
@@ -329,7 +351,7 @@ impl Bridge {
 fn routers(
     settings: &Settings,
     metrics: &Arc<Metrics>,
-    health: &Arc<Health>,
+    (health, status): (&Arc<Health>, &Arc<Status>),
     routes: &Arc<Routes>,
     images: Option<Images>,
     devices_on: bool,
@@ -339,6 +361,7 @@ fn routers(
     let state = AppState {
         metrics: metrics.clone(),
         health: health.clone(),
+        status: Some(status.clone()),
     };
     let operator = http::operator(state, request_timeout);
     let devices = devices_on.then(|| {
@@ -460,6 +483,9 @@ async fn probe_sinks(sinks: Arc<Sinks>, health: Arc<Health>, stop: CancellationT
         for (i, was) in was_up.iter_mut().enumerate() {
             let Some(sink) = sinks.get(i) else { continue };
             let up = sink.probe().await;
+            if !up && *was != Some(false) {
+                health.sink_error(i, "did not answer the readiness probe".to_owned());
+            }
             health.set_sink_up(i, up);
             if *was != Some(up) {
                 let name = sinks.name(i);

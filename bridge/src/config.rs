@@ -41,6 +41,8 @@ pub struct Settings {
     pub state: StateSettings,
     /// The completeness accounting of numbered readings.
     pub completeness: CompletenessSettings,
+    /// The status page at `/` on the operator listener.
+    pub status: StatusSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<crate::route::settings::RouteSettings>,
     /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
@@ -464,6 +466,25 @@ impl Default for CompletenessSettings {
             enabled: true,
             scan_interval_s: 10,
             late_after_s: 300,
+        }
+    }
+}
+
+/// `[status]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSettings {
+    /// A device whose newest reading is older than this many seconds is marked stale.
+    pub stale_after_s: u64,
+    /// Seconds between the page's reloads (its `<meta refresh>`).
+    pub refresh_s: u64,
+}
+
+impl Default for StatusSettings {
+    fn default() -> Self {
+        Self {
+            stale_after_s: 300,
+            refresh_s: 10,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::metrics::Metrics;
 
@@ -27,6 +27,54 @@ pub struct Health {
     intake_since: AtomicU64,
     /// The same for the batch the commit task is writing.
     commit_since: AtomicU64,
+    /// Since when each connection and sink is in its state, and its last error (the status page).
+    history: Mutex<Changes>,
+}
+
+/// When a connection or a sink last changed state, and what last went wrong with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Track {
+    /// Up or down; `None` until first known.
+    pub up: Option<bool>,
+    /// When it entered that state.
+    pub since: Option<SystemTime>,
+    /// The last error and when it happened (kept after recovery: it says what happened).
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+impl Track {
+    fn set(&mut self, up: bool) {
+        if self.up != Some(up) {
+            self.up = Some(up);
+            self.since = Some(SystemTime::now());
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Changes {
+    mqtt: Vec<Track>,
+    sinks: Vec<Track>,
+}
+
+/// A sink as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct SinkState {
+    /// Its name.
+    pub name: String,
+    /// Its kind (`mysql`, `influxdb`).
+    pub kind: &'static str,
+    /// Its state and last error.
+    pub track: Track,
+}
+
+/// An MQTT connection as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct LinkState {
+    /// Subscriptions granted.
+    pub subscribed: bool,
+    /// Its state and last error.
+    pub track: Track,
 }
 
 /// Which stage of the pipeline holds a batch.
@@ -49,6 +97,10 @@ impl Health {
         stall_timeout: Duration,
     ) -> Self {
         let n = connections;
+        let history = Changes {
+            mqtt: vec![Track::default(); n],
+            sinks: vec![Track::default(); sinks.len()],
+        };
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -62,13 +114,21 @@ impl Health {
             stall_timeout,
             intake_since: AtomicU64::new(0),
             commit_since: AtomicU64::new(0),
+            history: Mutex::new(history),
         }
+    }
+
+    fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records whether connection `link` is up.
     pub fn set_connected(&self, link: usize, connected: bool) {
         if let Some(flag) = self.connected.get(link) {
             flag.store(connected, Ordering::Release);
+        }
+        if let Some(track) = self.changes().mqtt.get_mut(link) {
+            track.set(connected);
         }
         let all = self.connected.iter().all(|c| c.load(Ordering::Acquire));
         self.metrics.mqtt_connected.set(i64::from(all));
@@ -90,8 +150,53 @@ impl Health {
                 .with_label_values(&[name.as_str()])
                 .set(i64::from(up));
         }
+        if let Some(track) = self.changes().sinks.get_mut(index) {
+            track.set(up);
+        }
         let all = self.sinks.iter().all(|(_, _, f)| f.load(Ordering::Acquire));
         self.metrics.db_up.set(i64::from(all));
+    }
+
+    /// Records the last error of MQTT connection `link` (no secrets: broker errors carry none).
+    pub fn mqtt_error(&self, link: usize, error: String) {
+        if let Some(track) = self.changes().mqtt.get_mut(link) {
+            track.last_error = Some((SystemTime::now(), error));
+        }
+    }
+
+    /// Records the last error of sink `index`.
+    pub fn sink_error(&self, index: usize, error: String) {
+        if let Some(track) = self.changes().sinks.get_mut(index) {
+            track.last_error = Some((SystemTime::now(), error));
+        }
+    }
+
+    /// Every MQTT connection's state, in link order.
+    pub fn links(&self) -> Vec<LinkState> {
+        let changes = self.changes();
+        changes
+            .mqtt
+            .iter()
+            .zip(&self.subscribed)
+            .map(|(track, subscribed)| LinkState {
+                subscribed: subscribed.load(Ordering::Acquire),
+                track: track.clone(),
+            })
+            .collect()
+    }
+
+    /// Every sink's state, in sink order.
+    pub fn sink_states(&self) -> Vec<SinkState> {
+        let changes = self.changes();
+        self.sinks
+            .iter()
+            .zip(&changes.sinks)
+            .map(|((name, kind, _), track)| SinkState {
+                name: name.clone(),
+                kind,
+                track: track.clone(),
+            })
+            .collect()
     }
 
     /// Records that a task the bridge cannot work without has ended; from now
@@ -218,6 +323,31 @@ mod tests {
         h.busy(Stage::Intake, t + Duration::from_secs(5));
         assert!(h.oldest_batch_age().unwrap() < Duration::from_secs(1));
         assert_eq!(h.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn state_changes_are_dated_and_the_last_error_is_kept() {
+        let h = health(Duration::from_secs(30));
+        let since = h.sink_states()[0].track.since;
+        h.set_sink_up(0, true);
+        assert_eq!(
+            h.sink_states()[0].track.since,
+            since,
+            "no change, same since"
+        );
+        h.sink_error(0, "connection refused".into());
+        h.set_sink_up(0, false);
+        h.set_sink_up(0, true);
+        let sink = &h.sink_states()[0];
+        assert_eq!(sink.track.up, Some(true));
+        assert_eq!(
+            sink.track.last_error.as_ref().map(|e| e.1.as_str()),
+            Some("connection refused")
+        );
+        h.mqtt_error(0, "refused".into());
+        h.set_connected(0, false);
+        let link = &h.links()[0];
+        assert_eq!((link.track.up, link.subscribed), (Some(false), true));
     }
 
     #[test]

@@ -10,13 +10,15 @@
 //! - `sink`: where batches are stored (MySQL, InfluxDB).
 //!
 //! Around them: `config` (a leaf: validation does no I/O), `health`
-//! (`/readyz`), `metrics`, `http` (the operator listener), `supervisor`
+//! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
+//! status page it serves at `/`), `supervisor`
 //! (every task supervised; a dead one stops the bridge) and `app`, which
 //! wires it all together.
 
 pub mod acl;
 mod app;
 pub mod config;
+pub mod doctor;
 mod fault;
 mod health;
 mod http;
@@ -25,6 +27,7 @@ mod pipeline;
 mod route;
 mod sink;
 mod source;
+mod status;
 mod supervisor;
 mod tokens;
 

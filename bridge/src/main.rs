@@ -39,6 +39,10 @@ enum Command {
     CheckConfig,
     /// Print the Mosquitto ACL that fits the configured routes, then exit.
     Acl,
+    /// Check the path hop by hop (config, broker DNS/TCP/TLS/login/ACL,
+    /// each database's TCP/login/grants/migrations/clock, each sink); exit 0
+    /// only when every hop passes.
+    Doctor,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,8 +94,14 @@ fn is_config_error(e: &anyhow::Error) -> bool {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    let loaded = Settings::load(cli.config.as_deref());
+    let settings = match (&command, loaded) {
+        // The doctor reports a config that does not load as its first hop.
+        (Command::Doctor, loaded) => return doctor(cli.config.as_deref(), loaded).await,
+        (_, loaded) => loaded?,
+    };
+    match command {
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
             Ok(())
@@ -110,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Applied {applied} migration(s); the schema is up to date.");
             Ok(())
         }
+        Command::Doctor => doctor(cli.config.as_deref(), Ok(settings)).await,
         Command::Run => {
             let bridge = Bridge::build(settings).await?;
             if let Some(addr) = bridge.http_addr() {
@@ -120,6 +131,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bridge.run_until_stopped(stop).await?;
             Ok(())
         }
+    }
+}
+
+/// `co2-bridge doctor`: the report on stdout; exit 1 when a hop fails.
+async fn doctor(
+    config: Option<&std::path::Path>,
+    loaded: Result<Settings, ConfigError>,
+) -> anyhow::Result<()> {
+    let source = config.map_or("defaults and CO2_BRIDGE__* environment".to_owned(), |p| {
+        p.display().to_string()
+    });
+    let report = match loaded {
+        Ok(settings) => co2_bridge::doctor::diagnose(&settings, &source).await,
+        Err(e) => co2_bridge::doctor::Report::config_failed(&e.to_string()),
+    };
+    print!("{}", report.render());
+    match report.hops.iter().find(|h| h.outcome.is_err()) {
+        None => Ok(()),
+        Some(hop) => anyhow::bail!("co2-bridge doctor: the path fails at {}", hop.name),
     }
 }
 

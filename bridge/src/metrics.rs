@@ -11,6 +11,8 @@ use prometheus::{
 };
 
 use crate::pipeline::Reason;
+use crate::status::history::History;
+use crate::status::samples::Samples;
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {
@@ -72,6 +74,7 @@ struct DeviceSeries {
     overflow: IntCounter,
     known: Mutex<HashSet<DeviceId>>,
     max: usize,
+    history: History,
 }
 
 /// Why the metrics could not be set up (only on a programming error: duplicate names).
@@ -343,6 +346,7 @@ impl Metrics {
                 )?,
                 known: Mutex::new(HashSet::new()),
                 max: max_devices,
+                history: History::default(),
             },
             registry,
         })
@@ -362,6 +366,7 @@ impl Metrics {
             d.overflow.inc();
             return;
         }
+        d.history.record(device, emissions, unix_time);
         let label = [device.as_str()];
         let seen: Gauge = d.last_seen.with_label_values(&label);
         // Redelivered old readings must not replace a newer value.
@@ -399,6 +404,16 @@ impl Metrics {
         self.rejected
             .with_label_values(&[reason.as_str(), route])
             .inc();
+    }
+
+    /// Every metric's current value, as `/metrics` would render it now.
+    pub fn samples(&self) -> Samples {
+        Samples::new(self.registry.gather())
+    }
+
+    /// A device's last hour, one value a minute (see [`History`]).
+    pub fn device_history(&self, device: &str, now: f64) -> Vec<(i64, f64)> {
+        self.devices.history.last_hour(device, now)
     }
 
     /// The Prometheus text exposition of every metric.

@@ -11,6 +11,7 @@ pub mod backoff;
 mod datetime;
 pub mod endpoint;
 mod event;
+mod progress;
 mod reading;
 mod sequence;
 mod topic;
@@ -20,6 +21,7 @@ pub use event::{
     DeviceEvent, DropCause, EventError, EventId, EventKind, EVENTS_TOPIC_LEVEL, EVENT_VERSION,
     MAX_EVENT_BYTES, MAX_RANGES,
 };
+pub use progress::{Progress, Update as ProgressUpdate};
 pub use reading::{Decoder, Limits, Reading, Rejection, MAX_TIME_MILLIS, MIN_TIME_MILLIS};
 pub use sequence::{ranges_of, Epoch, Seq, SeqError, SeqRange, MAX_SEQ_LEN, SEQ_PROPERTY};
 pub use topic::{DeviceId, DeviceIdError, TopicFilter, TopicFilterError, TopicMatch};

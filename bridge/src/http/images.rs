@@ -20,6 +20,7 @@ use sqlx::MySqlPool;
 
 use base64::Engine;
 
+use super::html::escape;
 use super::text;
 use crate::route::Routes;
 use crate::tokens::Tokens;
@@ -169,22 +170,6 @@ fn render_images(rows: &[(u64, String, NaiveDateTime, String, u32)]) -> String {
     }
     html.push_str("</div></body></html>\n");
     html
-}
-
-/// HTML-escapes text for element content and quoted attributes.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `GET /images/<id>`: the stored bytes with their sniffed content type.

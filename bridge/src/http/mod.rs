@@ -1,10 +1,12 @@
 //! The bridge's HTTP listeners. The operator listener (`http.listen`,
-//! loopback by default) serves `/metrics`, `/healthz` and `/readyz`; the
+//! loopback by default) serves the status page (`/`, `/status.json`, see
+//! [`crate::status`]), `/metrics`, `/healthz` and `/readyz`; the
 //! device listener (`http.device_listen`, off unless set) serves HTTP ingest
 //! ([`crate::source::http`]) and the `/images` page ([`images`]). Both run
 //! the accept loop of [`server`], with its timeouts and connection cap.
 
 pub(crate) mod exchange;
+pub(crate) mod html;
 pub(crate) mod images;
 pub(crate) mod server;
 
@@ -13,13 +15,14 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::source::http::Ingest;
+use crate::status::Status;
 use images::Images;
 
 /// What the operator endpoints read.
@@ -29,11 +32,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness.
     pub health: Arc<Health>,
+    /// The status page's sources (`None`: no page, `/` is a 404).
+    pub status: Option<Arc<Status>>,
 }
 
 /// The operator endpoints, merged with `extra` (ingest, images); tested without a socket.
 pub fn app(state: AppState, extra: Router) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/status.json", get(status_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -61,6 +68,23 @@ pub(crate) fn devices(ingest: Ingest, images: Option<Images>, request_timeout: D
 
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (status, body.into()).into_response()
+}
+
+async fn status_page(State(state): State<AppState>) -> Response {
+    match &state.status {
+        Some(status) => Html(crate::status::page::render(&status.snapshot().await)).into_response(),
+        None => text(StatusCode::NOT_FOUND, "no status page\n"),
+    }
+}
+
+async fn status_json(State(state): State<AppState>) -> Response {
+    match &state.status {
+        Some(status) => match serde_json::to_string_pretty(&status.snapshot().await) {
+            Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
+        None => text(StatusCode::NOT_FOUND, "no status page\n"),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -107,7 +131,11 @@ mod tests {
             vec![("mysql".into(), "mysql")],
             std::time::Duration::from_secs(30),
         ));
-        AppState { metrics, health }
+        AppState {
+            metrics,
+            health,
+            status: None,
+        }
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String) {

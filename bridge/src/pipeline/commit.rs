@@ -321,6 +321,7 @@ impl Committer {
                 }
                 Err(SinkError::Transient(e)) => {
                     self.metrics.db_retries.with_label_values(&[name]).inc();
+                    self.health.sink_error(sink, e.clone());
                     self.health.set_sink_up(sink, false);
                     let delay = backoff.next_delay();
                     if failing_since.is_none() {
@@ -347,10 +348,11 @@ impl Committer {
         }
     }
 
-    /// Lag per reading; latest value per device once per batch.
+    /// Lag per reading; each device's newest value of each minute once per
+    /// batch (the latest-value gauges and the status page's sparklines).
     fn observe_readings(&self, records: &[Record]) {
         let now = Utc::now();
-        let mut newest: HashMap<&DeviceId, (f64, f64)> = HashMap::new();
+        let mut newest: HashMap<(&DeviceId, i64), (f64, f64)> = HashMap::new();
         for record in records {
             let Record::Decoded { message, .. } = record else {
                 continue;
@@ -362,14 +364,17 @@ impl Committer {
                 .ingest_lag_seconds
                 .observe(lag_seconds(reading, now));
             let t = reading.time().timestamp_millis() as f64 / 1000.0;
+            let minute = reading.time().timestamp().div_euclid(60);
             let entry = newest
-                .entry(&message.device)
+                .entry((&message.device, minute))
                 .or_insert((t, reading.emissions()));
             if t >= entry.0 {
                 *entry = (t, reading.emissions());
             }
         }
-        for (device, (t, value)) in newest {
+        let mut newest: Vec<_> = newest.into_iter().collect();
+        newest.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+        for ((device, _), (t, value)) in newest {
             self.metrics.observe_device(device, value, t);
         }
     }

@@ -111,6 +111,29 @@ pub trait Sink: Send + Sync {
         let _ = days;
         Box::pin(async { Ok(Pruned::default()) })
     }
+    /// The newest `n` dead letters, newest first, for the status page; a
+    /// store that cannot list them returns none.
+    fn recent_dead_letters(&self, n: u32) -> BoxFuture<'_, Result<Vec<StoredLetter>, String>> {
+        let _ = n;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A dead letter as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLetter {
+    /// When it was received (UTC).
+    pub received_at: chrono::NaiveDateTime,
+    /// The topic (or HTTP path) it came on.
+    pub topic: String,
+    /// Why it was rejected (a `co2_bridge_messages_rejected_total` reason).
+    pub reason: String,
+    /// What the decoder or the store said, if anything.
+    pub detail: Option<String>,
+    /// The first bytes of the payload.
+    pub preview: Vec<u8>,
+    /// The payload's real size.
+    pub payload_bytes: u64,
 }
 
 /// What one pass of dead-letter retention did.

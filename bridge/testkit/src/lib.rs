@@ -7,9 +7,10 @@
 //! an [`Influx`] is a private `influxd` on free loopback ports, a
 //! [`KafkaBroker`] a private in-memory `tansu`, and a [`GaleraCluster`] and
 //! a [`NatsCluster`] are private three-node clusters whose nodes a drill may
-//! SIGKILL.
+//! SIGKILL; [`chromium`] opens a page in headless Chromium.
 
 mod broker;
+mod browser;
 mod database;
 mod galera;
 mod http;
@@ -24,6 +25,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use broker::Broker;
+pub use browser::chromium;
 pub use database::Database;
 pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};

@@ -7,45 +7,10 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use co2_testkit::{http_get, metric_value, unique, wait_until, Broker, Database};
 use co2_wire::{DeviceEvent, DropCause, Epoch, EventId, EventKind, SeqRange};
-use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, MqttOptions};
 
 use crate::support::*;
 
 const EPOCH: &str = "00000000000000e1";
-
-/// An MQTT v5 publisher that numbers what it sends.
-struct V5 {
-    client: AsyncClient,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl V5 {
-    fn connect(port: u16) -> Self {
-        let mut o = MqttOptions::new(unique("v5pub"), "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5));
-        let (client, mut eventloop) = AsyncClient::new(o, 1000);
-        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-        Self {
-            client,
-            _task: task,
-        }
-    }
-
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, seq: Option<u64>) {
-        let props = PublishProperties {
-            user_properties: seq
-                .map(|n| vec![("co2-seq".to_owned(), format!("{EPOCH}:{n}"))])
-                .unwrap_or_default(),
-            ..Default::default()
-        };
-        self.client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props)
-            .await
-            .unwrap();
-    }
-}
 
 fn reading_at(n: u64) -> String {
     let t =
@@ -66,7 +31,7 @@ async fn gaps_are_counted_by_cause_and_late_readings_are_not_gaps() {
     env.push(("CO2_BRIDGE__COMPLETENESS__LATE_AFTER_S".into(), "8".into()));
     let mut bridge = Binary::spawn(&env, "complete");
     bridge.wait_ready().await;
-    let publisher = V5::connect(broker.port());
+    let publisher = V5::connect(broker.port(), EPOCH);
     let topic = format!("{prefix}/pi/emissions");
 
     // 1..=100 but 40..=44 and 70; 80 comes last, after its successors.

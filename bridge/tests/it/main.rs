@@ -5,6 +5,7 @@
 
 mod completeness;
 mod delivery;
+mod doctor;
 mod edges;
 mod failures;
 mod hostile;
@@ -15,4 +16,5 @@ mod observability;
 mod routes;
 mod scale_out;
 mod schema;
+mod status_page;
 mod support;

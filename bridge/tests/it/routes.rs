@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use co2_testkit::{http_get, http_request, metric_value, unique, wait_until, Database, Publisher};
+use co2_testkit::{
+    chromium, http_get, http_request, metric_value, unique, wait_until, Database, Publisher,
+};
 
 use crate::support::*;
 
@@ -291,7 +293,7 @@ async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("images-page");
     std::fs::create_dir_all(&out).unwrap();
     let url = format!("http://{devices}/images");
-    let dom = chromium(&out, &["--dump-dom", &url]).await;
+    let dom = chromium(&out, &["--dump-dom", &url]).await.unwrap();
     for (i, (device, _)) in colours.iter().enumerate() {
         let width = 160 + i * 40;
         let figure = dom
@@ -313,7 +315,8 @@ async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
             &url,
         ],
     )
-    .await;
+    .await
+    .unwrap();
     let written = std::fs::read(&shot).expect("chromium wrote no screenshot");
     assert!(
         written.starts_with(b"\x89PNG"),
@@ -322,36 +325,6 @@ async fn the_images_page_shows_the_latest_image_of_each_device_in_chromium() {
     eprintln!("screenshot: {}", shot.display());
     publisher.disconnect().await;
     bridge.stop().await;
-}
-
-/// Runs headless Chromium (Debian's `chromium`, installed by ops/services.sh)
-/// against a loopback page; returns its stdout.
-async fn chromium(profile_dir: &Path, args: &[&str]) -> String {
-    let profile = profile_dir.join(unique("profile"));
-    let out = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .await
-        .expect("chromium is installed (ops/services.sh installs Debian's chromium)");
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Kill -9 mid-stream on one shipped route, restart: every message with its

@@ -11,6 +11,9 @@ use co2_bridge::{Bridge, Settings};
 use co2_testkit::{
     free_port, http_get, unique, wait_until, Broker, ChildProcess, Database, Publisher,
 };
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -529,4 +532,40 @@ pub async fn sigkill_drill(name: &str, drill: Drill) -> (RouteRig, i64) {
     }
     assert_eq!(rig.db.count("rejected_messages").await.unwrap(), 0);
     (rig, count - rows)
+}
+
+/// An MQTT v5 publisher that numbers what it sends.
+pub struct V5 {
+    client: AsyncClient,
+    epoch: String,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl V5 {
+    /// Connects to 127.0.0.1:`port`; numbers go out in `epoch`.
+    pub fn connect(port: u16, epoch: &str) -> Self {
+        let mut o = MqttOptions::new(unique("v5pub"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut eventloop) = AsyncClient::new(o, 1000);
+        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        Self {
+            client,
+            epoch: epoch.to_owned(),
+            _task: task,
+        }
+    }
+
+    /// Publishes QoS 1, numbered `seq` when given.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, seq: Option<u64>) {
+        let props = PublishProperties {
+            user_properties: seq
+                .map(|n| vec![("co2-seq".to_owned(), format!("{}:{n}", self.epoch))])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        self.client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.into(), props)
+            .await
+            .unwrap();
+    }
 }

@@ -15,7 +15,7 @@ use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
 use sqlx::{MySql, MySqlPool, Transaction};
 
-use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, Written};
+use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, StoredLetter, Written};
 use crate::config::DatabaseSettings;
 use crate::pipeline::DeadLetter;
 use crate::route::{RouteId, Routes};
@@ -200,6 +200,53 @@ impl Sink for MysqlSink {
         }
         .boxed()
     }
+
+    fn recent_dead_letters(&self, n: u32) -> BoxFuture<'_, Result<Vec<StoredLetter>, String>> {
+        async move {
+            recent_letters(&self.pool, n)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// Payload bytes a dead-letter preview keeps.
+const PREVIEW_BYTES: u32 = 120;
+
+/// received_at, topic, reason, detail, payload preview, payload_bytes.
+type LetterRow = (
+    chrono::NaiveDateTime,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+    u32,
+);
+
+/// The newest `n` dead letters (the primary key orders them: ids only grow).
+async fn recent_letters(pool: &MySqlPool, n: u32) -> Result<Vec<StoredLetter>, sqlx::Error> {
+    let rows: Vec<LetterRow> = sqlx::query_as(
+        "SELECT received_at, topic, CAST(reason AS CHAR), detail, LEFT(payload, ?), payload_bytes \
+             FROM rejected_messages ORDER BY id DESC LIMIT ?",
+    )
+    .bind(PREVIEW_BYTES)
+    .bind(n)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(received_at, topic, reason, detail, preview, bytes)| StoredLetter {
+                received_at,
+                topic,
+                reason,
+                detail,
+                preview,
+                payload_bytes: u64::from(bytes),
+            },
+        )
+        .collect())
 }
 
 /// Splits items into statements under the placeholder limit and the byte budget.

@@ -113,13 +113,85 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
             "another co2-bridge has been migrating this database for {MIGRATION_LOCK_WAIT_S} s"
         ))));
     }
-    let result = MIGRATOR.run(pool).await;
+    let pending = pending_migrations(pool).await.unwrap_or_default();
+    if !pending.is_empty() {
+        announce(pool, &pending).await;
+    }
+    let run = MIGRATOR.run(pool);
+    tokio::pin!(run);
+    let started = std::time::Instant::now();
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => report_progress(&mut lock, started).await,
+        }
+    };
+    if !pending.is_empty() && result.is_ok() {
+        tracing::info!(
+            applied = pending.len(),
+            took_s = started.elapsed().as_secs_f64(),
+            "Migrations applied"
+        );
+    }
     // Closing the session releases the lock too; this is just prompt.
     let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('co2-bridge-migrate:', DATABASE()))")
         .execute(&mut lock)
         .await;
     let _ = lock.close().await;
     result
+}
+
+/// How often a running migration says how far it is.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Says which migrations are about to run and how big the readings table
+/// is: on an adopted table of millions of rows an ALTER copies it, for minutes.
+async fn announce(pool: &MySqlPool, pending: &[i64]) {
+    let size: Option<(Option<u64>, Option<u64>)> = sqlx::query_as(
+        "SELECT CAST(TABLE_ROWS AS UNSIGNED), CAST(DATA_LENGTH + INDEX_LENGTH AS UNSIGNED) \
+         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'co2_emissions'",
+    )
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    for m in MIGRATOR.iter().filter(|m| pending.contains(&m.version)) {
+        tracing::info!(version = m.version, description = %m.description, "Migration pending");
+    }
+    match size {
+        Some((rows, bytes)) => tracing::info!(
+            migrations = pending.len(),
+            co2_emissions_rows = rows.unwrap_or(0),
+            co2_emissions_mib = bytes.unwrap_or(0) / (1024 * 1024),
+            "Applying migrations; an ALTER of a large co2_emissions copies the table and can take minutes (progress follows)"
+        ),
+        None => tracing::info!(migrations = pending.len(), "Applying migrations"),
+    }
+}
+
+/// Logs what the migration is doing now: the statement, and MariaDB's own
+/// progress of it when the server reports one (MySQL does not: time only).
+async fn report_progress(lock: &mut sqlx::MySqlConnection, started: std::time::Instant) {
+    let running: Result<Option<(String, f64, i64, i64)>, sqlx::Error> = sqlx::query_as(
+        "SELECT LEFT(INFO, 120), CAST(PROGRESS AS DOUBLE), CAST(STAGE AS SIGNED), CAST(MAX_STAGE AS SIGNED) \
+         FROM information_schema.PROCESSLIST \
+         WHERE DB = DATABASE() AND COMMAND = 'Query' AND ID <> CONNECTION_ID() AND INFO NOT LIKE '%PROCESSLIST%' \
+         ORDER BY TIME DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *lock)
+    .await;
+    let elapsed_s = started.elapsed().as_secs();
+    match running {
+        Ok(Some((statement, progress, stage, stages))) => tracing::info!(
+            elapsed_s,
+            progress_percent = progress,
+            stage,
+            stages,
+            statement = %statement,
+            "Migration still running"
+        ),
+        _ => tracing::info!(elapsed_s, "Migration still running"),
+    }
 }
 
 /// True when the error says the account lacks a privilege.

@@ -74,6 +74,18 @@ pub struct MqttError {
     pub hint: &'static str,
 }
 
+impl MqttError {
+    /// The broker refused the credentials.
+    pub fn is_auth(&self) -> bool {
+        self.hint == HINT_AUTH
+    }
+
+    /// The TLS handshake failed (certificate chain, host name, expiry).
+    pub fn is_tls(&self) -> bool {
+        self.hint == HINT_TLS
+    }
+}
+
 /// Sends requests to the event loop.
 #[derive(Clone)]
 pub enum Client {
@@ -106,9 +118,29 @@ enum Inner {
 /// Connection `link` starts on node `link` of `mqtt.hosts` (wrapping), so that
 /// several connections spread over a cluster.
 pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), ConfigError> {
+    open(settings, &settings.mqtt_client_id(link), true, link)
+}
+
+/// As [`connect`], as `client_id`, starting on the first node of
+/// `mqtt.hosts`; `persistent: false` asks for a clean session the broker
+/// forgets at disconnect (`co2-bridge doctor`, which must neither take over
+/// the bridge's session nor leave one behind).
+pub fn connect_as(
+    settings: &Settings,
+    client_id: &str,
+    persistent: bool,
+) -> Result<(Client, EventLoop), ConfigError> {
+    open(settings, client_id, persistent, 0)
+}
+
+fn open(
+    settings: &Settings,
+    client_id: &str,
+    persistent: bool,
+    link: usize,
+) -> Result<(Client, EventLoop), ConfigError> {
     let mqtt = &settings.mqtt;
     let endpoints = settings.mqtt_endpoints()?;
-    let client_id = settings.mqtt_client_id(link);
     let window = usize::from(mqtt.receive_maximum);
     // Requests are acks plus the odd subscribe. rumqttc's requests are 216
     // bytes each, so a window-sized channel cost 14 MB in a backlog drain; the
@@ -132,11 +164,10 @@ pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), 
             let options: Vec<_> = endpoints
                 .into_iter()
                 .map(|broker| {
-                    let mut o =
-                        rumqttc::v5::MqttOptions::new(&client_id, &broker.host, broker.port);
-                    o.set_clean_start(false)
+                    let mut o = rumqttc::v5::MqttOptions::new(client_id, &broker.host, broker.port);
+                    o.set_clean_start(!persistent)
                         // With v5 a session ends at disconnect unless it has an expiry interval.
-                        .set_session_expiry_interval(Some(mqtt.session_expiry_s))
+                        .set_session_expiry_interval(persistent.then_some(mqtt.session_expiry_s))
                         .set_manual_acks(true)
                         .set_receive_maximum(Some(mqtt.receive_maximum))
                         // The bridge publishes nothing; rumqttc would otherwise preallocate
@@ -170,8 +201,8 @@ pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), 
             let options: Vec<_> = endpoints
                 .into_iter()
                 .map(|broker| {
-                    let mut o = rumqttc::MqttOptions::new(&client_id, &broker.host, broker.port);
-                    o.set_clean_session(false)
+                    let mut o = rumqttc::MqttOptions::new(client_id, &broker.host, broker.port);
+                    o.set_clean_session(!persistent)
                         .set_manual_acks(true)
                         .set_keep_alive(keep_alive)
                         .set_request_channel_capacity(capacity)

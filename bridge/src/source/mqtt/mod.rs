@@ -32,13 +32,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckToken, Acker, ConnectionEpoch};
-pub use client::{connect, Client, EventLoop, Protocol};
+pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, Protocol};
 
 use super::budget::ByteBudget;
 use super::{Ack, Delivery, Origin};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use client::{AckHandle, MqttError, MqttEvent};
+use client::AckHandle;
 
 /// The task that owns the event loop.
 pub struct Ingress {
@@ -327,6 +327,8 @@ impl Ingress {
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
         self.health.set_connected(self.link, false);
         self.health.set_subscribed(self.link, false);
+        self.health
+            .mqtt_error(self.link, format!("{error} ({})", error.hint));
         self.epoch.advance();
         let hint = error.hint;
         let broker = self.eventloop.broker().clone();

@@ -1,0 +1,393 @@
+//! `co2-bridge doctor` against real servers, each hop broken for real: a
+//! closed broker port, a firewall that drops packets (iptables in a network
+//! namespace), a certificate from another CA and one for another host name,
+//! a wrong broker password, an ACL that denies reading the readings (which
+//! Mosquitto still grants the subscription for: only traffic shows it), a
+//! closed database port, a wrong database password, a missing grant,
+//! migrations not applied, a config that does not parse. Each run checks the failing hop is named with its fix, and the
+//! exit status. About 40 s in all.
+
+use std::path::Path;
+use std::process::Command;
+
+use co2_testkit::{free_port, unique, wait_until, Broker, Database};
+use tokio::task::JoinHandle;
+
+/// A device publishing on `topic` every 200 ms (with mosquitto_pub, as a
+/// person would) until aborted: the ACL hop passes only when messages arrive.
+fn feed(port: u16, topic: String, login: Option<(&str, &str)>) -> JoinHandle<()> {
+    let login: Vec<String> = login
+        .map(|(u, p)| vec!["-u".to_owned(), u.to_owned(), "-P".to_owned(), p.to_owned()])
+        .unwrap_or_default();
+    tokio::spawn(async move {
+        loop {
+            let at = chrono::Utc::now().format("%F %T%.3f");
+            let _ = tokio::process::Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-q",
+                    "1",
+                    "-t",
+                    &topic,
+                ])
+                .args(&login)
+                .args(["-m", &format!("{at}|420.5")])
+                .status()
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// Runs the real binary's doctor with `env`; returns (exit code, stdout).
+async fn doctor(env: &[(String, String)]) -> (i32, String) {
+    doctor_in(None, env).await
+}
+
+async fn doctor_in(netns: Option<&str>, env: &[(String, String)]) -> (i32, String) {
+    let bin = env!("CARGO_BIN_EXE_co2-bridge");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => tokio::process::Command::new(bin),
+    };
+    command.arg("doctor").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn env(mqtt_port: u16, db_url: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("CO2_BRIDGE__MQTT__PORT", mqtt_port.to_string()),
+        ("CO2_BRIDGE__MQTT__CLIENT_ID", format!("{prefix}-bridge")),
+        ("CO2_BRIDGE__MQTT__TOPICS", format!("{prefix}/+/emissions")),
+        ("CO2_BRIDGE__DATABASE__URL", db_url.to_owned()),
+        ("CO2_BRIDGE__HTTP__LISTEN", "127.0.0.1:0".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_owned(), value.to_owned()));
+    env
+}
+
+/// The failing hop's line and its fix, or a panic naming what was printed.
+fn failure<'a>(out: &'a str, hop: &str) -> &'a str {
+    let start = out
+        .find(&format!("FAIL  {hop} "))
+        .unwrap_or_else(|| panic!("hop {hop:?} did not fail:\n{out}"));
+    assert!(
+        out.contains(&format!("The path fails at: {hop}\n")),
+        "{out}"
+    );
+    &out[start..]
+}
+
+async fn migrated(db: &Database) {
+    let status = Command::new(env!("CARGO_BIN_EXE_co2-bridge"))
+        .arg("migrate")
+        .env("CO2_BRIDGE__DATABASE__URL", db.url())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hop_passes_on_a_working_setup_and_closed_ports_are_named() {
+    let db = Database::create("doctor").await.unwrap();
+    let prefix = unique("doctor");
+    let base = env(1883, &db.url(), &prefix);
+    let feeder = feed(1883, format!("{prefix}/pi/emissions"), None);
+
+    let (code, out) = doctor(&base).await;
+    let f = failure(&out, "mysql migrations");
+    assert!(
+        f.contains("7 migration(s) not applied") && f.contains("co2-bridge migrate"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    migrated(&db).await;
+    let (code, out) = doctor(&base).await;
+    assert_eq!(code, 0, "{out}");
+    for hop in [
+        "config",
+        "broker dns",
+        "broker tcp",
+        "broker auth",
+        "broker acl",
+        "mysql tcp",
+        "mysql auth",
+        "mysql grants",
+        "mysql migrations",
+        "mysql clock",
+    ] {
+        assert!(out.contains(&format!("ok    {hop} ")), "{hop}: {out}");
+    }
+    assert!(out.ends_with("Every hop passed.\n"), "{out}");
+
+    let closed = free_port().unwrap();
+    let (code, out) = doctor(&with(
+        base.clone(),
+        "CO2_BRIDGE__MQTT__PORT",
+        &closed.to_string(),
+    ))
+    .await;
+    let f = failure(&out, "broker tcp");
+    assert!(
+        f.contains("refused the connection") && f.contains("start the broker"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let url = db.url().replace(":3306/", &format!(":{closed}/"));
+    let (code, out) = doctor(&with(base.clone(), "CO2_BRIDGE__DATABASE__URL", &url)).await;
+    assert!(out.contains("ok    broker acl "), "{out}");
+    let f = failure(&out, "mysql tcp");
+    assert!(
+        f.contains("refused the connection") && f.contains("start the database"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let (code, out) = doctor(&with(base, "CO2_BRIDGE__BATCH__MAX_ROWS", "many")).await;
+    let f = failure(&out, "config");
+    assert!(f.contains("max_rows"), "{f}");
+    assert_eq!(code, 1);
+    feeder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_database_password_and_a_missing_grant_are_named() {
+    let db = Database::create("doctordb").await.unwrap();
+    migrated(&db).await;
+    let prefix = unique("doctordb");
+    let user = format!("doc{:08x}", rand::random::<u32>());
+    let admin = db.pool();
+    sqlx::query(&format!(
+        "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'right-pw'"
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "GRANT SELECT, INSERT ON `{}`.* TO '{user}'@'127.0.0.1'",
+        db.name()
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    let url = format!("mysql://{user}@127.0.0.1:3306/{}", db.name());
+    let base = with(
+        env(1883, &url, &prefix),
+        "CO2_BRIDGE__DATABASE__PASSWORD",
+        "wrong-pw",
+    );
+    let feeder = feed(1883, format!("{prefix}/pi/emissions"), None);
+
+    let (code, out) = doctor(&base).await;
+    let f = failure(&out, "mysql auth");
+    assert!(
+        f.contains(&format!("refused {user}")) && f.contains("password"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let right = with(base, "CO2_BRIDGE__DATABASE__PASSWORD", "right-pw");
+    let (code, out) = doctor(&right).await;
+    let f = failure(&out, "mysql grants");
+    assert!(
+        f.contains("lacks UPDATE, DELETE") && f.contains("GRANT UPDATE, DELETE ON"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    sqlx::query(&format!(
+        "GRANT UPDATE, DELETE ON `{}`.* TO '{user}'@'127.0.0.1'",
+        db.name()
+    ))
+    .execute(admin)
+    .await
+    .unwrap();
+    let (code, out) = doctor(&right).await;
+    assert_eq!(code, 0, "{out}");
+    feeder.abort();
+    sqlx::query(&format!("DROP USER '{user}'@'127.0.0.1'"))
+        .execute(admin)
+        .await
+        .unwrap();
+}
+
+fn sh(script: &str, dir: &Path) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_an_acl_denial_and_bad_certificates_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let prefix = unique("doctormq");
+    sh(
+        "mosquitto_passwd -b -c passwd bridge right-pw
+         mosquitto_passwd -b passwd reader right-pw
+         mosquitto_passwd -b passwd pi pi-pw
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=doctor-ca 2>/dev/null
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null
+         for name in good:IP:127.0.0.1 wrong:DNS:mqtt.example.invalid; do
+           n=${name%%:*}; san=${name#*:}
+           openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=doctor 2>/dev/null
+           echo subjectAltName=$san >$n.ext
+           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days 2 -extfile $n.ext 2>/dev/null
+         done",
+        d,
+    );
+    // `reader` may read only the announcements, not the readings.
+    std::fs::write(
+        d.join("acl"),
+        format!(
+            "user bridge\ntopic read {prefix}/+/emissions\ntopic read {prefix}/+/events\n\
+             user reader\ntopic read {prefix}/+/events\n\
+             user pi\ntopic write {prefix}/pi/emissions\n"
+        ),
+    )
+    .unwrap();
+    let (tls, wrong_name) = (free_port().unwrap(), free_port().unwrap());
+    let p = d.display();
+    let broker = Broker::start(&format!(
+        "allow_anonymous false\npassword_file {p}/passwd\nacl_file {p}/acl\n\
+         listener {tls} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/good.crt\nkeyfile {p}/good.key\n\
+         listener {wrong_name} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/wrong.crt\nkeyfile {p}/wrong.key\n"
+    ))
+    .await
+    .unwrap();
+    for port in [tls, wrong_name] {
+        assert!(
+            wait_until(std::time::Duration::from_secs(10), || {
+                co2_testkit::port_open(port)
+            })
+            .await
+        );
+    }
+    let db = Database::create("doctormq").await.unwrap();
+    migrated(&db).await;
+    let base = with(
+        env(broker.port(), &db.url(), &prefix),
+        "CO2_BRIDGE__MQTT__USERNAME",
+        "bridge",
+    );
+    let feeder = feed(
+        broker.port(),
+        format!("{prefix}/pi/emissions"),
+        Some(("pi", "pi-pw")),
+    );
+
+    let (code, out) = doctor(&with(
+        base.clone(),
+        "CO2_BRIDGE__MQTT__PASSWORD",
+        "wrong-pw",
+    ))
+    .await;
+    let f = failure(&out, "broker auth");
+    assert!(
+        f.contains("refused the login") && f.contains("mqtt.password_file"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let right = with(base, "CO2_BRIDGE__MQTT__PASSWORD", "right-pw");
+    let (code, out) = doctor(&with(right.clone(), "CO2_BRIDGE__MQTT__USERNAME", "reader")).await;
+    let f = failure(&out, "broker acl");
+    assert!(
+        f.contains(&format!("nothing arrived on {prefix}/+/emissions"))
+            && f.contains("grant reader read")
+            && f.contains("co2-bridge acl"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+    let (code, out) = doctor(&right).await;
+    assert!(
+        out.contains(&format!(
+            "ok    broker acl           bridge receives: co2 ({prefix}/pi/emissions)"
+        )),
+        "{out}"
+    );
+    assert_eq!(code, 0, "{out}");
+
+    let tls_env = |port: u16, ca: &str| {
+        let e = with(right.clone(), "CO2_BRIDGE__MQTT__PORT", &port.to_string());
+        with(e, "CO2_BRIDGE__MQTT__TLS__CA_FILE", &format!("{p}/{ca}"))
+    };
+    let (code, out) = doctor(&tls_env(tls, "ca.crt")).await;
+    assert!(out.contains("ok    broker tls "), "{out}");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = doctor(&tls_env(tls, "other-ca.crt")).await;
+    let f = failure(&out, "broker tls");
+    assert!(f.contains("not signed by mqtt.tls.ca_file"), "{f}");
+    assert_eq!(code, 1);
+    let (code, out) = doctor(&tls_env(wrong_name, "ca.crt")).await;
+    let f = failure(&out, "broker tls");
+    assert!(f.contains("does not name mqtt.host"), "{f}");
+    assert_eq!(code, 1);
+    feeder.abort();
+}
+
+/// A firewall that drops packets looks like a timeout, not a refusal: a
+/// network namespace with its own loopback and an iptables DROP rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewall_that_drops_packets_is_named_as_a_timeout() {
+    let ns = format!("co2doc{}", std::process::id());
+    let setup = Command::new("sh")
+        .args([
+            "-ec",
+            &format!(
+                "ip netns add {ns}; ip netns exec {ns} ip link set lo up; \
+                 ip netns exec {ns} iptables -A INPUT -p tcp --dport 1883 -j DROP"
+            ),
+        ])
+        .output()
+        .unwrap();
+    if !setup.status.success() {
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        panic!(
+            "cannot make a network namespace with an iptables rule (needs root, iproute2, iptables; ops/services.sh installs them): {}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
+    }
+    let prefix = unique("doctorfw");
+    let (code, out) = doctor_in(
+        Some(&ns),
+        &env(1883, "mysql://root@127.0.0.1:3306/unused", &prefix),
+    )
+    .await;
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let f = failure(&out, "broker tcp");
+    assert!(
+        f.contains("did not answer within 5 s") && f.contains("firewall"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+}
