@@ -154,6 +154,9 @@ impl Bridge {
         let health = Arc::new(Health::new(
             metrics.clone(),
             mqtt_links(&settings),
+            (0..settings.sources.len())
+                .map(|i| format!("sources.{i}"))
+                .collect(),
             sinks.describe(),
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
@@ -594,14 +597,14 @@ fn start_kafka(
     window: usize,
     tx: &mpsc::Sender<Delivery>,
     budget: &Arc<ByteBudget>,
-    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
     supervisor: &Supervisor,
     stop: &CancellationToken,
 ) -> Result<(kafka::Acker, Vec<JoinHandle<()>>), RunError> {
     let mut consumers = Vec::new();
     let mut tasks = Vec::new();
     for (i, SourceSettings::Kafka(s)) in settings.sources.iter().enumerate() {
-        let source = KafkaSource::start(s, i, window, tx.clone(), budget.clone(), metrics.clone())?;
+        let source = KafkaSource::start(s, i, window, tx.clone(), budget.clone(), health.clone())?;
         consumers.push(source.consumer());
         tasks.push(supervisor.spawn(format!("kafka source {i}"), source.run(stop.clone())));
     }
@@ -648,7 +651,7 @@ async fn run_pipeline(
         window,
         &tx,
         &budget,
-        &metrics,
+        &health,
         supervisor,
         &kafka_stop,
     )?;

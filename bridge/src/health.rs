@@ -1,10 +1,11 @@
 //! Readiness: what `/readyz` reports, and `/healthz` once a task has died.
 //!
 //! Ready means readings are flowing, not only that sockets are open: every
-//! MQTT connection is up and subscribed, every sink answers, no supervised
+//! MQTT connection is up and subscribed, every Kafka source reaches a broker,
+//! every sink answers, no supervised
 //! task has ended, and no batch has waited longer than `batch.stall_timeout_s`
 //! to be written. The state lives here and drives the `mqtt_connected`,
-//! `db_up` and `sink_up` gauges.
+//! `kafka_connected`, `db_up` and `sink_up` gauges.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     connected: Vec<AtomicBool>,
     subscribed: Vec<AtomicBool>,
+    /// (name, up) of every `[[sources]]` entry.
+    sources: Vec<(String, AtomicBool)>,
     /// (name, kind, up) of every sink.
     sinks: Vec<(String, &'static str, AtomicBool)>,
     failed: Mutex<Option<String>>,
@@ -54,6 +57,7 @@ impl Track {
 #[derive(Debug, Default)]
 struct Changes {
     mqtt: Vec<Track>,
+    sources: Vec<Track>,
     sinks: Vec<Track>,
 }
 
@@ -65,6 +69,17 @@ pub struct SinkState {
     /// Its kind (`mysql`, `influxdb`).
     pub kind: &'static str,
     /// Its state and last error.
+    pub track: Track,
+}
+
+/// A `[[sources]]` entry as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    /// Its name (`sources.<n>`).
+    pub name: String,
+    /// Its kind (`kafka`).
+    pub kind: &'static str,
+    /// Whether it reaches a broker, and its last error.
     pub track: Track,
 }
 
@@ -87,24 +102,33 @@ pub enum Stage {
 }
 
 impl Health {
-    /// Readiness for `connections` MQTT connections (none with `[mqtt]` off) and the
-    /// `sinks` (name, kind), calling the pipeline stalled once a batch waits
-    /// longer than `stall_timeout`.
+    /// Readiness for `connections` MQTT connections (none with `[mqtt]` off),
+    /// the Kafka `sources` (by name, in `[[sources]]` order) and the `sinks`
+    /// (name, kind), calling the pipeline stalled once a batch waits longer
+    /// than `stall_timeout`.
     pub fn new(
         metrics: Arc<Metrics>,
         connections: usize,
+        sources: Vec<String>,
         sinks: Vec<(String, &'static str)>,
         stall_timeout: Duration,
     ) -> Self {
         let n = connections;
         let history = Changes {
             mqtt: vec![Track::default(); n],
+            sources: vec![Track::default(); sources.len()],
             sinks: vec![Track::default(); sinks.len()],
         };
+        // No Kafka source: nothing to wait for (an empty `all` is true).
+        metrics.kafka_connected.set(i64::from(sources.is_empty()));
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
             subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            sources: sources
+                .into_iter()
+                .map(|name| (name, AtomicBool::new(false)))
+                .collect(),
             sinks: sinks
                 .into_iter()
                 .map(|(name, kind)| (name, kind, AtomicBool::new(false)))
@@ -116,6 +140,11 @@ impl Health {
             commit_since: AtomicU64::new(0),
             history: Mutex::new(history),
         }
+    }
+
+    /// The metrics whose gauges this drives.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn changes(&self) -> std::sync::MutexGuard<'_, Changes> {
@@ -138,6 +167,25 @@ impl Health {
     pub fn set_subscribed(&self, link: usize, subscribed: bool) {
         if let Some(flag) = self.subscribed.get(link) {
             flag.store(subscribed, Ordering::Release);
+        }
+    }
+
+    /// Records whether Kafka source `index` reaches at least one of its brokers.
+    pub fn set_source_up(&self, index: usize, up: bool) {
+        if let Some((_, flag)) = self.sources.get(index) {
+            flag.store(up, Ordering::Release);
+        }
+        if let Some(track) = self.changes().sources.get_mut(index) {
+            track.set(up);
+        }
+        let all = self.sources.iter().all(|(_, f)| f.load(Ordering::Acquire));
+        self.metrics.kafka_connected.set(i64::from(all));
+    }
+
+    /// Records the last error of Kafka source `index` (librdkafka's errors carry no secrets).
+    pub fn source_error(&self, index: usize, error: String) {
+        if let Some(track) = self.changes().sources.get_mut(index) {
+            track.last_error = Some((SystemTime::now(), error));
         }
     }
 
@@ -180,6 +228,20 @@ impl Health {
             .zip(&self.subscribed)
             .map(|(track, subscribed)| LinkState {
                 subscribed: subscribed.load(Ordering::Acquire),
+                track: track.clone(),
+            })
+            .collect()
+    }
+
+    /// Every Kafka source's state, in `[[sources]]` order.
+    pub fn source_states(&self) -> Vec<SourceState> {
+        let changes = self.changes();
+        self.sources
+            .iter()
+            .zip(&changes.sources)
+            .map(|((name, _), track)| SourceState {
+                name: name.clone(),
+                kind: "kafka",
                 track: track.clone(),
             })
             .collect()
@@ -260,6 +322,11 @@ impl Health {
         } else if !self.subscribed.iter().all(|s| s.load(Ordering::Acquire)) {
             reasons.push("MQTT subscriptions not (yet) granted".to_owned());
         }
+        for (name, up) in &self.sources {
+            if !up.load(Ordering::Acquire) {
+                reasons.push(format!("Kafka source {name}: no broker reachable"));
+            }
+        }
         for (name, kind, up) in &self.sinks {
             if !up.load(Ordering::Acquire) {
                 reasons.push(match *kind {
@@ -289,7 +356,14 @@ mod tests {
 
     fn health(stall: Duration) -> Health {
         let metrics = Arc::new(Metrics::new(10, &[("co2", "mysql")], &["mysql"]).unwrap());
-        let h = Health::new(metrics, 1, vec![("mysql".into(), "mysql")], stall);
+        let h = Health::new(
+            metrics,
+            1,
+            vec!["sources.0".into()],
+            vec![("mysql".into(), "mysql")],
+            stall,
+        );
+        h.set_source_up(0, true);
         h.set_connected(0, true);
         h.set_subscribed(0, true);
         h.set_sink_up(0, true);
@@ -348,6 +422,29 @@ mod tests {
         h.set_connected(0, false);
         let link = &h.links()[0];
         assert_eq!((link.track.up, link.subscribed), (Some(false), true));
+    }
+
+    #[test]
+    fn a_kafka_source_without_a_broker_is_not_ready_until_it_has_one() {
+        let h = health(Duration::from_secs(30));
+        h.source_error(0, "all brokers down".into());
+        h.set_source_up(0, false);
+        assert_eq!(
+            h.readiness(),
+            Err(vec![
+                "Kafka source sources.0: no broker reachable".to_owned()
+            ])
+        );
+        assert_eq!(h.metrics.kafka_connected.get(), 0);
+        h.set_source_up(0, true);
+        assert_eq!(h.readiness(), Ok(()));
+        assert_eq!(h.metrics.kafka_connected.get(), 1);
+        let source = &h.source_states()[0];
+        assert_eq!(source.track.up, Some(true));
+        assert_eq!(
+            source.track.last_error.as_ref().map(|e| e.1.as_str()),
+            Some("all brokers down")
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub mqtt_connections: IntCounter,
     /// Kafka partitions this bridge holds in its consumer groups.
     pub kafka_partitions: IntGauge,
+    /// 1 while every Kafka source reaches at least one of its brokers.
+    pub kafka_connected: IntGauge,
     /// 1 while the Kafka sources have paused fetching (the pipeline is full).
     pub kafka_paused: IntGauge,
     /// Offset commits sent to Kafka, by result (`ok`, `failed`).
@@ -311,6 +313,10 @@ impl Metrics {
             kafka_partitions: gauge(
                 "co2_bridge_kafka_partitions_assigned",
                 "Kafka partitions assigned to this bridge by its consumer groups.",
+            )?,
+            kafka_connected: gauge(
+                "co2_bridge_kafka_connected",
+                "1 while every Kafka source reaches at least one of its brokers (1 without Kafka sources).",
             )?,
             kafka_paused: gauge(
                 "co2_bridge_kafka_paused",

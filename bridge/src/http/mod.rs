@@ -128,6 +128,7 @@ mod tests {
         let health = Arc::new(Health::new(
             metrics.clone(),
             1,
+            Vec::new(),
             vec![("mysql".into(), "mysql")],
             std::time::Duration::from_secs(30),
         ));

@@ -66,6 +66,8 @@ pub struct Snapshot {
     pub not_ready: Vec<String>,
     /// Each MQTT connection.
     pub mqtt: Vec<Component>,
+    /// Each Kafka source.
+    pub sources: Vec<Component>,
     /// Each sink.
     pub sinks: Vec<Component>,
     /// Messages and bytes held unacknowledged, against their bounds.
@@ -89,9 +91,9 @@ pub struct Snapshot {
 /// A connection or a sink.
 #[derive(Debug, Clone, Serialize)]
 pub struct Component {
-    /// Its name (`mqtt 0`, a sink's name).
+    /// Its name (`mqtt 0`, `sources.0`, a sink's name).
     pub name: String,
-    /// `mqtt`, `mysql`, `influxdb`.
+    /// `mqtt`, `kafka`, `mysql`, `influxdb`.
     pub kind: String,
     /// Up (`None`: not known yet).
     pub up: Option<bool>,
@@ -263,6 +265,12 @@ impl Status {
                 )
             })
             .collect();
+        let sources = self
+            .health
+            .source_states()
+            .into_iter()
+            .map(|s| component(s.name, s.kind, &s.track, None))
+            .collect();
         let sinks = self
             .health
             .sink_states()
@@ -275,6 +283,7 @@ impl Status {
             uptime_s: self.started.elapsed().as_secs(),
             not_ready: self.health.readiness().err().unwrap_or_default(),
             mqtt,
+            sources,
             sinks,
             pending: Pending {
                 messages: count(samples.sum("co2_bridge_pending_messages", &[])),

@@ -49,7 +49,7 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
     )?;
 
     o.push_str("<h2>Connections and sinks</h2><div class=\"scroll\"><table id=\"components\"><tr><th>What</th><th>State</th><th>Since</th><th>Last error</th></tr>\n");
-    for c in s.mqtt.iter().chain(&s.sinks) {
+    for c in s.mqtt.iter().chain(&s.sources).chain(&s.sinks) {
         component_row(o, c)?;
     }
     writeln!(

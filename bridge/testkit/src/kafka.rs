@@ -1,6 +1,7 @@
 //! A private Kafka-protocol broker: `tansu` with in-memory storage on a free
 //! loopback port (ops/services.sh installs it), and a producer for it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,12 +12,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::process::ChildProcess;
-use crate::{free_port, port_open, unique, wait_until};
+use crate::{free_port, port_open, unique, wait_until, TcpProxy};
 
 /// A test-owned `tansu broker` on 127.0.0.1; its data lives in memory and
 /// goes with it.
 pub struct KafkaBroker {
+    /// Where it listens.
     port: u16,
+    /// What it tells clients to connect to: `port`, or a proxy in front of it.
+    advertised: u16,
     dir: PathBuf,
     _process: ChildProcess,
 }
@@ -30,17 +34,30 @@ impl KafkaBroker {
     /// Starts a broker on a free port.
     pub async fn start() -> anyhow::Result<Self> {
         let port = free_port()?;
+        Self::start_on(port, port).await
+    }
+
+    /// Starts a broker behind a [`TcpProxy`] that every client goes
+    /// through (bootstrap and advertised address alike): cutting the proxy
+    /// makes the broker unreachable without losing its in-memory data.
+    pub async fn start_behind_proxy() -> anyhow::Result<(Self, TcpProxy)> {
+        let port = free_port()?;
+        let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let broker = Self::start_on(port, proxy.port()).await?;
+        Ok((broker, proxy))
+    }
+
+    async fn start_on(port: u16, advertised: u16) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique("co2-kafka"));
         std::fs::create_dir_all(&dir)?;
-        let url = format!("tcp://127.0.0.1:{port}");
         let mut command = std::process::Command::new(tansu());
         // Both listener and advertised address: the default listens on 0.0.0.0.
         command
             .arg("broker")
             .arg("--listener-url")
-            .arg(&url)
+            .arg(format!("tcp://127.0.0.1:{port}"))
             .arg("--advertised-listener-url")
-            .arg(&url)
+            .arg(format!("tcp://127.0.0.1:{advertised}"))
             .arg("--storage-engine")
             .arg("memory://tansu/")
             .current_dir(&dir);
@@ -54,14 +71,15 @@ impl KafkaBroker {
         }
         Ok(Self {
             port,
+            advertised,
             dir,
             _process: process,
         })
     }
 
-    /// `127.0.0.1:<port>`, for `bootstrap_servers`.
+    /// `127.0.0.1:<port>`, for `bootstrap_servers` (the proxy's, if any).
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// Creates `topic` with `partitions` partitions.

@@ -2,8 +2,10 @@
 //! tansu per test): records reach the CO2 route with the device from their
 //! key, offsets are committed only once stored, a poison record is
 //! dead-lettered with its topic, partition and offset, a SIGKILL or a sink
-//! outage loses nothing, and bridges in one group split the partitions and
-//! survive losing a member. Each test takes 15-40 s, mostly the group joins
+//! outage loses nothing, bridges in one group split the partitions and
+//! survive losing a member, an unreachable broker fails `/readyz` until it
+//! is back, and the DHT11 and camera producers' JSON goes through the
+//! shipped routes unchanged. Each test takes 15-40 s, mostly the group joins
 //! (tansu answers a join after about half the session timeout, 6 s here).
 
 use std::path::PathBuf;
@@ -357,4 +359,179 @@ async fn three_kafka_bridges_split_the_partitions_and_a_sigkilled_one_loses_noth
     assert_eq!(rows, total, "{}", bridges[0].log_text());
     assert_exactly_once(&db, devices, per_device).await;
     assert_committed_to_the_end(&kafka, &group, &topic, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is_back() {
+    let db = Database::create("kdown").await.unwrap();
+    let (kafka, proxy) = KafkaBroker::start_behind_proxy().await.unwrap();
+    let topic = unique("kdown");
+    kafka.create_topic(&topic, 1).await.unwrap();
+    let group = unique("kdown-group");
+    let config = write_config(&kafka, &topic, &group);
+    let bridge = Binary::spawn(&kafka_env(&db.url(), &config, "kdown"), "kdown-bridge");
+    bridge.wait_ready().await;
+    let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_kafka_connected"),
+        Some(1.0)
+    );
+
+    spawn_kafka_stream(&kafka, &topic, 1, 1, 100, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(wait_for_rows(&db, 100, Duration::from_secs(30)).await, 100);
+
+    proxy.cut();
+    let said = wait_until(Duration::from_secs(15), || async {
+        matches!(
+            http_get(bridge.http, "/readyz").await,
+            Ok((503, body)) if body.contains("Kafka source sources.0: no broker reachable")
+        )
+    })
+    .await;
+    assert!(
+        said,
+        "/readyz: {:?}\n{}",
+        http_get(bridge.http, "/readyz").await,
+        bridge.log_text()
+    );
+    let status = http_get(bridge.http, "/status.json").await.unwrap().1;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["sources"][0]["name"], "sources.0");
+    assert_eq!(status["sources"][0]["up"], false);
+    assert!(
+        status["sources"][0]["last_error"][1].is_string(),
+        "{status:#}"
+    );
+    let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_kafka_connected"),
+        Some(0.0)
+    );
+
+    // Back: ready again by itself, and what was produced meanwhile lands.
+    proxy.restore().await.unwrap();
+    let back = wait_until(Duration::from_secs(30), || async {
+        matches!(http_get(bridge.http, "/readyz").await, Ok((200, _)))
+    })
+    .await;
+    assert!(back, "{}", bridge.log_text());
+    let producer = kafka.producer().unwrap();
+    for i in 100..200 {
+        let (device, time, value) = reading(0, i);
+        producer
+            .send(
+                &topic,
+                Some(0),
+                Some(&device),
+                payload(time, value).as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        wait_for_rows(&db, 200, Duration::from_secs(30)).await,
+        200,
+        "{}",
+        bridge.log_text()
+    );
+    assert_exactly_once(&db, 1, 200).await;
+    assert_committed_to_the_end(&kafka, &group, &topic, 1).await;
+}
+
+/// The issue's DHT11 producer (string values, device in `m_id`) and camera
+/// producer (a base64 image in `photo`), on their own topics, through the
+/// shipped routes with only the camera route's topic list extended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_dht11_and_camera_json_land_through_the_shipped_routes() {
+    use base64::Engine;
+
+    let db = Database::create("kjson").await.unwrap();
+    let kafka = KafkaBroker::start().await.unwrap();
+    kafka.create_topic("temp_test", 1).await.unwrap();
+    kafka.create_topic("imgtest", 1).await.unwrap();
+    let config = routes_config_with(&[], |example| {
+        let edited = example.replace(
+            r#"topics = ["camera/{device}/snapshot", "camera/snapshot"]"#,
+            r#"topics = ["camera/{device}/snapshot", "camera/snapshot", "imgtest"]"#,
+        );
+        assert_ne!(edited, example, "the example's camera topics changed");
+        format!(
+            "{edited}\n[[sources]]\nkind = \"kafka\"\nbootstrap_servers = [\"{}\"]\n\
+             topics = [\"temp_test\", \"imgtest\"]\ngroup_id = \"my-group\"\n\
+             auto_offset_reset = \"earliest\"\nsession_timeout_ms = 6000\n",
+            kafka.bootstrap()
+        )
+    });
+    let mut env = kafka_env(&db.url(), &config, "kjson");
+    env.push(("CO2_BRIDGE__MQTT__ENABLED".into(), "false".into()));
+    // The shipped camera route also takes HTTP uploads, served there.
+    env.push(device_listener());
+
+    // Produced before the bridge joins: `earliest` reads them.
+    let producer = kafka.producer().unwrap();
+    let image = png(4, 3, [200, 10, 10]);
+    let photo = base64::engine::general_purpose::STANDARD.encode(&image);
+    producer
+        .send(
+            "temp_test",
+            None,
+            None,
+            br#"{"m_id": "0", "datetime": "2024-05-01 10:00:00", "temp": "21.0"}"#,
+        )
+        .await
+        .unwrap();
+    producer
+        .send(
+            "imgtest",
+            None,
+            None,
+            format!(r#"{{"m_id": "0", "datetime": "2024-05-01 10:00:05", "photo": "{photo}"}}"#)
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    let bridge = Binary::spawn(&env, "kjson-bridge");
+    bridge.wait_ready().await;
+    let landed = wait_until(Duration::from_secs(30), || async {
+        db.count("readings").await.unwrap_or(0) == 1 && db.count("images").await.unwrap_or(0) == 1
+    })
+    .await;
+    assert!(landed, "{}", bridge.log_text());
+    let reading: (String, String, String, String, f64) = sqlx::query_as(
+        "SELECT CAST(device AS CHAR), topic, DATE_FORMAT(`time`, '%Y-%m-%d %H:%i:%s'),
+                CAST(field AS CHAR), `value` FROM readings",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        reading,
+        (
+            "0".into(),
+            "temp_test".into(),
+            "2024-05-01 10:00:00".into(),
+            "temp".into(),
+            21.0
+        )
+    );
+    let stored: (String, String, String, Vec<u8>) = sqlx::query_as(
+        "SELECT CAST(device AS CHAR), DATE_FORMAT(`time`, '%Y-%m-%d %H:%i:%s'), CAST(content_type AS CHAR), data FROM images",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "0".into(),
+            "2024-05-01 10:00:05".into(),
+            "image/png".into(),
+            image
+        )
+    );
+    assert_committed_to_the_end(&kafka, "my-group", "temp_test", 1).await;
+    assert_committed_to_the_end(&kafka, "my-group", "imgtest", 1).await;
 }

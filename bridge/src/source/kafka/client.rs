@@ -1,5 +1,6 @@
 //! The librdkafka consumer: its configuration from [`KafkaSettings`], and the
-//! context whose callbacks see rebalances and commit results.
+//! context whose callbacks see rebalances, commit results and whether any
+//! broker is reachable.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -7,12 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use secrecy::ExposeSecret;
 
 use super::offsets::{Offsets, Partition};
 use super::settings::{KafkaSettings, OffsetReset};
 use crate::config::ConfigError;
+use crate::health::Health;
 use crate::metrics::Metrics;
 
 /// The consumer of one Kafka source.
@@ -27,6 +31,24 @@ pub struct SourceContext {
     /// meanwhile are paused as they come.
     pub(super) paused: AtomicBool,
     pub(super) metrics: Arc<Metrics>,
+    /// The source's position in `[[sources]]`, its index in [`Health`].
+    pub(super) index: usize,
+    /// Where whether a broker is reachable goes (`/readyz`, the status page).
+    pub(super) health: Arc<Health>,
+}
+
+/// How often librdkafka reports its brokers' states (the statistics
+/// callback): how long `/readyz` may say ready after the last broker went.
+const STATISTICS_INTERVAL_MS: u32 = 1_000;
+
+/// True when librdkafka's statistics show a connection to some broker.
+/// Bootstrap (`configured`) and metadata (`learned`) brokers count; its
+/// internal and logical (coordinator alias) ones are not connections.
+fn any_broker_up(statistics: &Statistics) -> bool {
+    statistics
+        .brokers
+        .values()
+        .any(|b| matches!(b.source.as_str(), "configured" | "learned") && b.state == "UP")
 }
 
 impl SourceContext {
@@ -75,6 +97,7 @@ pub fn client_config(
             (budget_bytes / 1024).clamp(1, 2_097_151).to_string(),
         )
         .set("security.protocol", settings.security_protocol.as_str())
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
         .set_log_level(RDKafkaLogLevel::Warning);
     if let Some(mechanism) = &settings.sasl_mechanism {
         config.set("sasl.mechanism", mechanism);
@@ -133,6 +156,29 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(source = %self.name, error = %error, reason, "Kafka client error; librdkafka retries by itself");
+        self.health
+            .source_error(self.index, format!("{error}: {reason}"));
+        // Said at once; the next statistics say when a broker is back.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_source_up(self.index, false);
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let up = any_broker_up(&statistics);
+        let was = self
+            .health
+            .source_states()
+            .get(self.index)
+            .and_then(|s| s.track.up);
+        if was != Some(up) {
+            if up {
+                tracing::info!(source = %self.name, "Kafka broker reachable");
+            } else {
+                tracing::warn!(source = %self.name, "No Kafka broker reachable; /readyz fails until one is (check bootstrap_servers and that the brokers run)");
+            }
+        }
+        self.health.set_source_up(self.index, up);
     }
 }
 

@@ -37,6 +37,7 @@ pub use settings::KafkaSettings;
 use super::budget::ByteBudget;
 use super::{Ack, Delivery, Origin};
 use crate::config::ConfigError;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use offsets::Offsets;
 
@@ -109,8 +110,9 @@ impl KafkaSource {
         window: usize,
         tx: mpsc::Sender<Delivery>,
         budget: Arc<ByteBudget>,
-        metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Result<Self, KafkaSourceError> {
+        let metrics = health.metrics().clone();
         let key = format!("sources.{index}");
         let config = client_config(settings, &key, window, budget.limit())?;
         let client = |error| KafkaSourceError::Client {
@@ -122,6 +124,8 @@ impl KafkaSource {
             offsets: Mutex::new(Offsets::default()),
             paused: Default::default(),
             metrics: metrics.clone(),
+            index,
+            health,
         };
         let consumer: KafkaConsumer = config.create_with_context(context).map_err(client)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
