@@ -18,7 +18,6 @@ mod client;
 mod offsets;
 pub mod settings;
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +34,7 @@ pub use offsets::Partition;
 pub use settings::KafkaSettings;
 
 use super::budget::ByteBudget;
+use super::handoff::Handoff;
 use super::{Ack, Delivery, Origin};
 use crate::config::ConfigError;
 use crate::health::Health;
@@ -92,10 +92,6 @@ pub struct KafkaSource {
     ingress: Ingress,
 }
 
-/// Free room in the pipeline channel that ends a pause, so that fetching
-/// resumes once per few hundred records, not once per record.
-const RESUME_ROOM: usize = 256;
-
 /// How often the consumer is polled even when nothing arrives: librdkafka
 /// leaves the group if the application does not poll within
 /// `max.poll.interval.ms`, paused or not.
@@ -135,8 +131,7 @@ impl KafkaSource {
         let ingress = Ingress {
             consumer: consumer.clone(),
             index,
-            tx,
-            overflow: VecDeque::new(),
+            handoff: Handoff::new(tx, metrics.clone()),
             budget,
             metrics,
             device_from_key: settings.device_from_key,
@@ -236,8 +231,7 @@ fn commit(consumer: &KafkaConsumer, mode: CommitMode) {
 struct Ingress {
     consumer: Arc<KafkaConsumer>,
     index: usize,
-    tx: mpsc::Sender<Delivery>,
-    overflow: VecDeque<Delivery>,
+    handoff: Handoff,
     budget: Arc<ByteBudget>,
     metrics: Arc<Metrics>,
     device_from_key: bool,
@@ -248,14 +242,12 @@ impl Ingress {
     async fn run(mut self, stop: CancellationToken) {
         // A handle of its own: a record borrows the consumer while `self` changes.
         let consumer = self.consumer.clone();
-        // Likewise for a reserved slot in the pipeline channel.
-        let tx = self.tx.clone();
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
-            self.forward_overflow();
-            if self.tx.is_closed() {
+            self.handoff.forward();
+            if self.handoff.is_closed() {
                 break;
             }
             self.pause_or_resume();
@@ -264,11 +256,7 @@ impl Ingress {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
                 _ = self.budget.wait_until_available(), if self.paused && self.budget.spent() => {}
-                room = tx.reserve(), if !self.overflow.is_empty() => {
-                    if let (Ok(permit), Some(d)) = (room, self.overflow.pop_front()) {
-                        permit.send(d);
-                    }
-                }
+                _ = self.handoff.wait_for_room(POLL_EVERY), if self.handoff.is_waiting() => {}
                 // Cancel safe: a record is taken from librdkafka only when
                 // this future completes. Polled even while paused: that is
                 // what keeps the consumer in its group.
@@ -286,10 +274,7 @@ impl Ingress {
                 },
             }
         }
-        self.metrics
-            .pending_messages
-            .sub(self.overflow.len() as i64);
-        self.overflow.clear();
+        self.handoff.let_go();
         self.set_paused(false);
     }
 
@@ -310,8 +295,7 @@ impl Ingress {
             .device_from_key
             .then(|| m.key().map(Bytes::copy_from_slice))
             .flatten();
-        self.metrics.pending_messages.inc();
-        let delivery = Delivery {
+        self.handoff.push(Delivery {
             held: self.budget.hold(payload.len()),
             origin: Origin::Kafka(KafkaOrigin {
                 topic: partition.0.clone(),
@@ -327,43 +311,17 @@ impl Ingress {
                 generation,
                 offset,
             }),
-        };
-        if !self.overflow.is_empty() {
-            self.overflow.push_back(delivery);
-            return;
-        }
-        match self.tx.try_send(delivery) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(d)) => self.overflow.push_back(d),
-            // Shutdown: not stored, not committed; read again next time.
-            Err(mpsc::error::TrySendError::Closed(_)) => self.metrics.pending_messages.dec(),
-        }
-    }
-
-    fn forward_overflow(&mut self) {
-        while let Some(d) = self.overflow.pop_front() {
-            match self.tx.try_send(d) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(d)) => {
-                    self.overflow.push_front(d);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.metrics.pending_messages.dec();
-                }
-            }
-        }
+        });
     }
 
     /// Pauses fetching while the pipeline is full (records wait in the
     /// overflow queue, or the byte budget is spent); resumes once there is
     /// room again. Re-pausing also catches partitions assigned meanwhile.
     fn pause_or_resume(&mut self) {
-        let full = !self.overflow.is_empty() || self.budget.spent();
-        let room = self.tx.capacity() >= RESUME_ROOM.min(self.tx.max_capacity());
+        let full = self.handoff.is_waiting() || self.budget.spent();
         if full {
             self.set_paused(true);
-        } else if self.paused && room {
+        } else if self.paused && self.handoff.has_resume_room() {
             self.set_paused(false);
         }
     }

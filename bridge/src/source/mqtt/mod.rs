@@ -17,7 +17,6 @@
 //! never raced in a `select!`; shutdown reaches this task through the events
 //! it causes.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ pub use acks::{AckToken, Acker, ConnectionEpoch};
 pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, Protocol};
 
 use super::budget::ByteBudget;
+use super::handoff::Handoff;
 use super::{Ack, Delivery, Origin};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -45,8 +45,7 @@ pub struct Ingress {
     eventloop: EventLoop,
     client: Client,
     subscriptions: Vec<String>,
-    tx: mpsc::Sender<Delivery>,
-    overflow: VecDeque<Delivery>,
+    handoff: Handoff,
     epoch: ConnectionEpoch,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -57,10 +56,6 @@ pub struct Ingress {
     max_pause: Duration,
     budget: Arc<ByteBudget>,
 }
-
-/// Free room in the pipeline channel that ends a pause, so that the task wakes
-/// once per few hundred deliveries, not once per delivery.
-const RESUME_ROOM: usize = 256;
 
 impl Ingress {
     /// Wires the event loop to the pipeline's channel.
@@ -84,8 +79,7 @@ impl Ingress {
             eventloop,
             client,
             subscriptions,
-            tx,
-            overflow: VecDeque::new(),
+            handoff: Handoff::new(tx, metrics.clone()),
             epoch,
             metrics,
             health,
@@ -103,8 +97,8 @@ impl Ingress {
         let mut backoff = Backoff::new(Duration::from_millis(100), self.reconnect_max);
         let mut outage: Option<Instant> = None;
         loop {
-            if !self.overflow.is_empty() {
-                self.wait_for_room().await;
+            if self.handoff.is_waiting() {
+                self.handoff.wait_for_room(self.max_pause).await;
             }
             if self.budget.spent() {
                 self.wait_for_bytes().await;
@@ -141,7 +135,7 @@ impl Ingress {
                     }
                 }
             }
-            self.forward_overflow();
+            self.handoff.forward();
         }
         self.health.set_connected(self.link, false);
     }
@@ -186,11 +180,8 @@ impl Ingress {
             // The broker re-sends everything still unacknowledged on this
             // connection; the queued copies from the old one are redundant.
             let current = self.epoch.current();
-            let before = self.overflow.len();
-            self.overflow
+            self.handoff
                 .retain(|d| matches!(&d.ack, Ack::Mqtt(t) if t.epoch() == current));
-            let dropped = before - self.overflow.len();
-            self.metrics.pending_messages.sub(dropped as i64);
         } else {
             // A new session has no subscriptions: without this the bridge would
             // be connected and receive nothing.
@@ -224,58 +215,13 @@ impl Ingress {
     }
 
     fn on_publish(&mut self, topic: Bytes, payload: Bytes, ack: AckHandle, seq: Option<Seq>) {
-        self.metrics.pending_messages.inc();
-        let delivery = Delivery {
+        self.handoff.push(Delivery {
             held: self.budget.hold(payload.len()),
             origin: Origin::Mqtt(topic),
             payload,
             seq,
             ack: Ack::Mqtt(AckToken::new(self.link, ack, self.epoch.current())),
-        };
-        if self.overflow.is_empty() {
-            match self.tx.try_send(delivery) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(d)) => {
-                    tracing::debug!(
-                        "Pipeline channel full; holding deliveries in the overflow queue"
-                    );
-                    self.overflow.push_back(d);
-                }
-                // The pipeline stopped taking messages (shutdown): this one stays
-                // unacknowledged and the broker delivers it to the next session.
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.metrics.pending_messages.dec();
-                }
-            }
-        } else {
-            self.overflow.push_back(delivery);
-        }
-    }
-
-    /// Holds off reading until the pipeline has room for the overflow and then
-    /// some, or `max_pause` has passed.
-    async fn wait_for_room(&mut self) {
-        let want = self
-            .overflow
-            .len()
-            .max(RESUME_ROOM)
-            .min(self.tx.max_capacity());
-        let room = tokio::select! {
-            room = self.tx.reserve_many(want) => room,
-            _ = tokio::time::sleep(self.max_pause) => return,
-        };
-        let overflow = &mut self.overflow;
-        let sent = room.map(|permits| {
-            for permit in permits {
-                let Some(delivery) = overflow.pop_front() else {
-                    break;
-                };
-                permit.send(delivery);
-            }
         });
-        if sent.is_err() {
-            self.let_overflow_go();
-        }
     }
 
     /// Holds off reading while the byte budget is spent: up to `max_pause`
@@ -296,32 +242,6 @@ impl Ingress {
             _ = self.budget.wait_until_available() => {}
             _ = tokio::time::sleep(self.max_pause) => {}
         }
-    }
-
-    fn forward_overflow(&mut self) {
-        while let Some(delivery) = self.overflow.pop_front() {
-            match self.tx.try_send(delivery) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(d)) => {
-                    self.overflow.push_front(d);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.metrics.pending_messages.dec();
-                    self.let_overflow_go();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The pipeline has stopped taking messages (shutdown): what is held stays
-    /// unacknowledged, and the broker delivers it to the next session.
-    fn let_overflow_go(&mut self) {
-        self.metrics
-            .pending_messages
-            .sub(self.overflow.len() as i64);
-        self.overflow.clear();
     }
 
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
