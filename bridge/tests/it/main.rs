@@ -3,6 +3,7 @@
 //! that stop a broker own that broker too.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod ack_batching;
 mod completeness;
 mod delivery;
 mod doctor;

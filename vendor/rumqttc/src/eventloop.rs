@@ -245,6 +245,27 @@ impl EventLoop {
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
                     }
+                    // co2-telemetry patch: as in v5/eventloop.rs, up to
+                    // max_request_batch queued requests share one flush.
+                    if self.pending.is_empty() {
+                        for _ in 0..self.mqtt_options.max_request_batch {
+                            if self.state.inflight >= self.mqtt_options.inflight
+                                || self.state.collision.is_some()
+                            {
+                                break;
+                            }
+                            let Ok(request) = self.requests_rx.try_recv() else {
+                                break;
+                            };
+                            let disconnect = matches!(request, Request::Disconnect(_));
+                            if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                                network.write(outgoing).await?;
+                            }
+                            if disconnect {
+                                break;
+                            }
+                        }
+                    }
                     match time::timeout(network_timeout, network.flush()).await {
                         Ok(inner) => inner?,
                         Err(_)=> return Err(ConnectionError::FlushTimeout),

@@ -691,6 +691,19 @@ impl MqttOptions {
         self.pending_throttle
     }
 
+    /// co2-telemetry patch: how many more queued requests (acks, publishes)
+    /// the event loop writes before one flush; 0, the default, flushes
+    /// after every request as upstream does.
+    pub fn set_max_request_batch(&mut self, max: usize) -> &mut Self {
+        self.max_request_batch = max;
+        self
+    }
+
+    /// co2-telemetry patch: see [`Self::set_max_request_batch`].
+    pub fn max_request_batch(&self) -> usize {
+        self.max_request_batch
+    }
+
     /// Set number of concurrent in flight messages
     pub fn set_inflight(&mut self, inflight: u16) -> &mut Self {
         assert!(inflight != 0, "zero in flight is not allowed");

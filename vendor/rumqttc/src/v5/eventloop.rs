@@ -227,6 +227,30 @@ impl EventLoop {
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
                     }
+                    // co2-telemetry patch: take up to max_request_batch more
+                    // requests that are already queued, under the same flow
+                    // control, so that one flush (one write) carries them all
+                    // instead of one each. Not while resending the previous
+                    // session's packets, which pending_throttle paces.
+                    if self.pending.is_empty() {
+                        for _ in 0..self.options.max_request_batch {
+                            if self.state.inflight >= self.state.max_outgoing_inflight
+                                || self.state.collision.is_some()
+                            {
+                                break;
+                            }
+                            let Ok(request) = self.requests_rx.try_recv() else {
+                                break;
+                            };
+                            let disconnect = matches!(request, Request::Disconnect);
+                            if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                                network.write(outgoing).await?;
+                            }
+                            if disconnect {
+                                break;
+                            }
+                        }
+                    }
                     network.flush().await?;
                     Ok(self.state.events.pop_front().unwrap())
                 }

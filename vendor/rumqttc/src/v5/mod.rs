@@ -303,6 +303,19 @@ impl MqttOptions {
         self.pending_throttle
     }
 
+    /// co2-telemetry patch: how many more queued requests (acks, publishes)
+    /// the event loop writes before one flush; 0, the default, flushes
+    /// after every request as upstream does.
+    pub fn set_max_request_batch(&mut self, max: usize) -> &mut Self {
+        self.max_request_batch = max;
+        self
+    }
+
+    /// co2-telemetry patch: see [`Self::set_max_request_batch`].
+    pub fn max_request_batch(&self) -> usize {
+        self.max_request_batch
+    }
+
     /// set connection timeout in secs
     pub fn set_connection_timeout(&mut self, timeout: u64) -> &mut Self {
         self.conn_timeout = timeout;
