@@ -47,6 +47,11 @@ impl<T> Batcher<T> {
         self.opened_at.map(|t| t + self.max_delay)
     }
 
+    /// How many more items fit before the batch is full by count (at least 1).
+    pub fn room(&self) -> usize {
+        self.max_rows.saturating_sub(self.items.len()).max(1)
+    }
+
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -87,6 +92,22 @@ mod tests {
         b.take();
         b.push('c', 1, t + Duration::from_millis(70));
         assert_eq!(b.deadline(), Some(t + Duration::from_millis(120)));
+    }
+
+    #[test]
+    fn room_is_what_fits_by_count_and_never_zero() {
+        let t = Instant::now();
+        let mut b = Batcher::new(3, usize::MAX, Duration::from_millis(50));
+        assert_eq!(b.room(), 3);
+        b.push(1, 1, t);
+        assert_eq!(b.room(), 2);
+        b.push(2, 1, t);
+        b.push(3, 1, t);
+        assert_eq!(
+            b.room(),
+            1,
+            "a full batch still asks for one, to notice a closed channel"
+        );
     }
 
     #[test]
