@@ -187,9 +187,16 @@ impl Acker {
     pub fn ack(&self, acks: impl IntoIterator<Item = (Ack, Option<Reason>)>) -> AckReport {
         let mut report = AckReport::default();
         let mut kafka = false;
+        // MQTT acks are gathered and handed to each connection once, after
+        // the loop: their order per connection is kept, and no other source
+        // orders against them.
+        let mut mqtt = self.mqtt.batch();
         for (ack, rejected) in acks {
             let sent = match ack {
-                Ack::Mqtt(token) => self.mqtt.ack(token),
+                Ack::Mqtt(token) => {
+                    mqtt.push(token);
+                    continue;
+                }
                 Ack::Kafka(token) => {
                     kafka = true;
                     self.kafka.done(&token)
@@ -205,6 +212,9 @@ impl Acker {
                 report.dropped += 1;
             }
         }
+        let (sent, dropped) = mqtt.send();
+        report.sent += sent;
+        report.dropped += dropped;
         // One commit per batch, of every partition it moved.
         if kafka {
             self.kafka.commit();

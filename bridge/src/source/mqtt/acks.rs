@@ -74,7 +74,44 @@ impl AckToken {
 /// of messages already written, 16 bytes each, and never more than the
 /// broker has in flight to the bridge.
 pub struct Acker {
-    links: Vec<mpsc::UnboundedSender<(AckHandle, u64)>>,
+    links: Vec<mpsc::UnboundedSender<Vec<(AckHandle, u64)>>>,
+}
+
+/// The PUBACKs of one stored batch, gathered per connection so that each
+/// forwarder gets them in one hand-over rather than one per message.
+pub struct AckBatch<'a> {
+    acker: &'a Acker,
+    per_link: Vec<Vec<(AckHandle, u64)>>,
+    /// Tokens naming a connection the bridge does not have.
+    unknown: usize,
+}
+
+impl AckBatch<'_> {
+    /// Adds the PUBACK of a stored message, after those added before it.
+    pub fn push(&mut self, token: AckToken) {
+        match self.per_link.get_mut(token.link) {
+            Some(acks) => acks.push((token.handle, token.epoch)),
+            None => self.unknown += 1,
+        }
+    }
+
+    /// Queues every PUBACK with its connection's forwarder; returns how many
+    /// were queued and how many not, because the forwarder has ended (at
+    /// exit: the broker redelivers those messages to the next session).
+    pub fn send(self) -> (usize, usize) {
+        let (mut sent, mut dropped) = (0, self.unknown);
+        for (queue, acks) in self.acker.links.iter().zip(self.per_link) {
+            if acks.is_empty() {
+                continue;
+            }
+            let n = acks.len();
+            match queue.send(acks) {
+                Ok(()) => sent += n,
+                Err(_) => dropped += n,
+            }
+        }
+        (sent, dropped)
+    }
 }
 
 /// The forwarding tasks; they end once every [`Acker`] is dropped and their
@@ -101,13 +138,13 @@ impl Acker {
         (Self { links: senders }, AckForwarders(tasks))
     }
 
-    /// Queues the PUBACK of a stored message; false when its connection's
-    /// forwarder has ended (at exit), and the broker redelivers the message
-    /// to the next session.
-    pub fn ack(&self, token: AckToken) -> bool {
-        self.links
-            .get(token.link)
-            .is_some_and(|queue| queue.send((token.handle, token.epoch)).is_ok())
+    /// An empty batch of PUBACKs to send through this acker.
+    pub fn batch(&self) -> AckBatch<'_> {
+        AckBatch {
+            acker: self,
+            per_link: vec![Vec::new(); self.links.len()],
+            unknown: 0,
+        }
     }
 }
 
@@ -129,21 +166,24 @@ async fn forward(
     link: usize,
     client: Client,
     epoch: ConnectionEpoch,
-    mut queue: mpsc::UnboundedReceiver<(AckHandle, u64)>,
+    mut queue: mpsc::UnboundedReceiver<Vec<(AckHandle, u64)>>,
 ) {
-    let mut stale = 0u64;
-    while let Some((handle, arrived_in)) = queue.recv().await {
-        if arrived_in != epoch.current() {
-            stale += 1;
-            continue;
+    while let Some(acks) = queue.recv().await {
+        let mut stale = 0u64;
+        for (handle, arrived_in) in acks {
+            // Checked per ack, just before it goes: a reconnect may come
+            // in the middle of a batch.
+            if arrived_in != epoch.current() {
+                stale += 1;
+                continue;
+            }
+            // Fails only when the event loop is gone, i.e. at exit.
+            if !client.ack(&handle).await {
+                return;
+            }
         }
         if stale > 0 {
             tracing::debug!(link, stale, "Skipped acknowledgements meant for an earlier connection; the broker re-sends those messages");
-            stale = 0;
-        }
-        // Fails only when the event loop is gone, i.e. at exit.
-        if !client.ack(&handle).await {
-            return;
         }
     }
 }
