@@ -23,6 +23,7 @@ mod fault;
 mod health;
 mod http;
 mod metrics;
+pub mod offline;
 mod pipeline;
 mod route;
 mod sink;

@@ -20,7 +20,8 @@ use crate::config::DatabaseSettings;
 use crate::pipeline::DeadLetter;
 use crate::route::{RouteId, Routes};
 use nodes::Nodes;
-use target::{Cell, Target};
+use target::Cell;
+pub use target::Target;
 
 /// Rows per statement at most; a statement also stays under MySQL's 65535
 /// placeholders (see [`statement_chunks`]).
@@ -327,6 +328,35 @@ fn bind<'q>(
 /// update would also report one): duplicates = affected - rows.
 const ON_DUPLICATE: &str = " ON DUPLICATE KEY UPDATE `redeliveries` = `redeliveries` + 1";
 
+/// The statement `sql` (from [`values_sql`]) with every cell of `items` bound.
+fn bound_insert<'q>(
+    sql: &'q str,
+    target: &'q Target,
+    items: &[&'q Item<'q>],
+) -> Result<Query<'q, MySql, MySqlArguments>, sqlx::Error> {
+    let mut query = sqlx::query(sql);
+    for item in items {
+        for cell in target.cells(item.message, item.topic) {
+            bind(&mut query, cell)?;
+        }
+    }
+    Ok(query)
+}
+
+/// Builds, without a database, every INSERT the sink would send for
+/// `items` of one route with `target`: the statement text and its bound
+/// values. Returns the rows; the offline benchmark's row-building half.
+pub fn build_inserts(target: &Target, items: &[&Item<'_>]) -> Result<usize, sqlx::Error> {
+    let mut total = 0;
+    for chunk in statement_chunks(target, items) {
+        let rows: usize = chunk.iter().map(|i| target.rows(i.message)).sum();
+        let sql = values_sql(target.insert_prefix(), rows, target.width(), ON_DUPLICATE);
+        drop(bound_insert(&sql, target, chunk)?);
+        total += rows;
+    }
+    Ok(total)
+}
+
 /// Inserts the rows of `items`; returns (newly inserted, duplicates).
 async fn insert_rows(
     tx: &mut Transaction<'_, MySql>,
@@ -335,12 +365,7 @@ async fn insert_rows(
 ) -> Result<(u64, u64), sqlx::Error> {
     let rows: usize = items.iter().map(|i| target.rows(i.message)).sum();
     let sql = values_sql(target.insert_prefix(), rows, target.width(), ON_DUPLICATE);
-    let mut query = sqlx::query(&sql);
-    for item in items {
-        for cell in target.cells(item.message, item.topic) {
-            bind(&mut query, cell)?;
-        }
-    }
+    let query = bound_insert(&sql, target, items)?;
     let affected = query.execute(&mut **tx).await?.rows_affected();
     let rows = rows as u64;
     let duplicates = affected.saturating_sub(rows).min(rows);
