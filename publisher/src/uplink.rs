@@ -334,7 +334,7 @@ impl<L: Link> Uplink<L> {
                 self.forget_in_flight();
                 self.new_session();
             }
-            LinkEvent::Disconnected | LinkEvent::Other => {}
+            LinkEvent::Disconnected | LinkEvent::Received(_) | LinkEvent::Other => {}
         }
     }
 

@@ -8,6 +8,7 @@ mod cluster;
 mod completeness;
 mod corrupt_queue;
 mod disk_full;
+mod doctor;
 mod end_to_end;
 mod power_loss;
 mod queue_bound;
