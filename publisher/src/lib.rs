@@ -10,6 +10,7 @@
 //! `co2-publisher doctor` checks.
 
 pub mod app;
+pub mod backlog;
 pub mod clock;
 pub mod config;
 pub mod doctor;

@@ -2,6 +2,7 @@
 //! Mosquitto brokers, and end to end through the bridge into MariaDB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backlog;
 mod cli;
 mod clock_jump;
 mod cluster;
