@@ -16,7 +16,13 @@
 //! as write on it).
 //!
 //! It connects as `<client id>-doctor` with a clean session, so it neither
-//! takes over the running publisher's session nor leaves one behind. MQTT
+//! takes over the running publisher's session nor leaves one behind; except
+//! where the broker replaces client ids with the user name
+//! (`use_username_as_clientid`, set on the provisioned device listeners):
+//! there the doctor's connection takes the running service's for a moment
+//! (the service reconnects and republishes what was unacknowledged, so no
+//! reading is lost), and the service may take it back before the probe is
+//! answered, which the ACL hop names. MQTT
 //! carries no time, so the clock is not compared with the broker's: it is
 //! checked against `clock.min_time` and the system's synchronisation state.
 
@@ -168,11 +174,11 @@ async fn acl(
         loop {
             match link.poll().await {
                 Ok(LinkEvent::Acked(_)) if !v311 => return Ok(()),
-                Ok(LinkEvent::Refused(_, reason)) => return Err(reason),
+                Ok(LinkEvent::Refused(_, reason)) => return Err(Ok(reason)),
                 Ok(LinkEvent::Acked(_)) => acked = true,
                 Ok(LinkEvent::Received(t)) if t == topic => back = true,
                 Ok(_) => {}
-                Err(e) => return Err(e.0),
+                Err(e) => return Err(Err(e.0)),
             }
             if acked && back {
                 return Ok(());
@@ -185,9 +191,16 @@ async fn acl(
         Ok(Ok(())) => Ok(format!(
             "{user} may publish on {topic} (PUBACK without a refusal)"
         )),
-        Ok(Err(reason)) => Err(fail(
+        Ok(Err(Ok(reason))) => Err(fail(
             format!("the broker refused {user} publishing on {topic}: {reason}"),
             grant,
+        )),
+        // On a listener with `use_username_as_clientid` (the provisioned
+        // device listeners) the doctor and the running service share one
+        // client id, and the broker hands the session to the latest comer.
+        Ok(Err(Err(e))) => Err(fail(
+            format!("the connection closed before the broker answered the probe: {e}"),
+            "if the broker's listener sets use_username_as_clientid (provisioning/mosquitto does), the running service took the connection back: stop it (systemctl stop co2-publisher) and run again",
         )),
         Err(_) if v311 && acked => Err(fail(
             format!(
