@@ -54,6 +54,11 @@ impl Backlog {
         Some(Note::Started(queued))
     }
 
+    /// Whether a drain is under way (its progress is due every [`INTERVAL`]).
+    pub fn active(&self) -> bool {
+        self.drain.is_some()
+    }
+
     /// `n` more readings were acknowledged.
     pub fn acked(&mut self, n: u64) {
         if let Some((_, done)) = &mut self.drain {
@@ -100,6 +105,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Backlog::new(100);
         assert_eq!(b.connected(10_000, t0), Some(Note::Started(10_000)));
+        assert!(b.active());
         b.acked(500);
         assert_eq!(b.tick(9_500, t0 + Duration::from_secs(1)), None);
         b.acked(4_500);
@@ -119,6 +125,18 @@ mod tests {
             Some(Note::Drained(9_950, Duration::from_secs(19)))
         );
         assert_eq!(b.tick(0, t0 + Duration::from_secs(40)), None, "once");
+        assert!(!b.active());
+    }
+
+    #[test]
+    fn a_drain_without_acks_is_reported_as_stalled() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(10);
+        assert!(b.connected(500, t0).is_some());
+        let Some(Note::Progress(u)) = b.tick(500, t0 + INTERVAL) else {
+            panic!("no progress line for a stall");
+        };
+        assert_eq!(u.to_string(), "0 done, 500 left, 0/s, stalled");
     }
 
     #[test]

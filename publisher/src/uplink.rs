@@ -250,6 +250,11 @@ impl<L: Link> Uplink<L> {
                 _ = tokio::time::sleep_until(flush_at), if !self.acked.is_empty() => {
                     self.flush_acks().await?;
                 }
+                // No acks for an interval while a backlog waits: a stall,
+                // which the progress line should say rather than fall silent.
+                _ = tokio::time::sleep_until(self.last_flush + backlog::INTERVAL), if self.backlog.active() => {
+                    self.flush_acks().await?;
+                }
             }
             if self.acked.len() >= ACK_FLUSH_ROWS {
                 self.flush_acks().await?;
@@ -419,7 +424,7 @@ impl<L: Link> Uplink<L> {
 
     async fn flush_acks(&mut self) -> Result<(), SpoolError> {
         self.last_flush = Instant::now();
-        if self.acked.is_empty() {
+        if self.acked.is_empty() && !self.backlog.active() {
             return Ok(());
         }
         let acked = std::mem::take(&mut self.acked);
