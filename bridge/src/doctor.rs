@@ -8,10 +8,10 @@
 //! one behind, and subscribes without `$share/`, so it takes no message away
 //! from the bridges.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use co2_wire::doctor::{fail, resolve, tcp, tls_fix, tls_problem, STEP_TIMEOUT};
+pub use co2_wire::doctor::{Failure, Hop, Report};
 use sqlx::MySqlPool;
 
 use crate::config::Settings;
@@ -19,96 +19,15 @@ use crate::route::Routes;
 use crate::sink::mysql::schema;
 use crate::source::mqtt::{self, MqttEvent};
 
-/// How long one network step may take before it counts as timed out.
-const STEP_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How long the ACL hop listens for traffic on the routes' topics.
 const LISTEN: Duration = Duration::from_secs(5);
 
 /// Largest clock difference to the database that passes.
 const MAX_SKEW: Duration = Duration::from_secs(2);
 
-/// What one hop found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    /// The hop, e.g. `broker tcp`.
-    pub name: String,
-    /// What passed, or what failed and what to do.
-    pub outcome: Result<String, Failure>,
-}
-
-/// A failed hop: what happened and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// What happened.
-    pub what: String,
-    /// What to do.
-    pub fix: String,
-}
-
-fn fail(what: impl Into<String>, fix: impl Into<String>) -> Failure {
-    Failure {
-        what: what.into(),
-        fix: fix.into(),
-    }
-}
-
-/// The hops checked so far; the first failure ends the walk.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Every hop checked, in order.
-    pub hops: Vec<Hop>,
-}
-
-impl Report {
-    /// Records a hop; true when it passed (and the walk goes on).
-    fn hop(&mut self, name: impl Into<String>, outcome: Result<String, Failure>) -> bool {
-        let passed = outcome.is_ok();
-        self.hops.push(Hop {
-            name: name.into(),
-            outcome,
-        });
-        passed
-    }
-
-    /// The report of a configuration that did not even load.
-    pub fn config_failed(error: &str) -> Self {
-        let mut r = Self::default();
-        r.hop(
-            "config",
-            Err(fail(
-                error,
-                "fix that setting (co2-bridge check-config prints what the bridge sees)",
-            )),
-        );
-        r
-    }
-
-    /// True when every hop passed.
-    pub fn passed(&self) -> bool {
-        self.hops.iter().all(|h| h.outcome.is_ok())
-    }
-
-    /// One line per hop, the failure with its fix.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for hop in &self.hops {
-            let _ = match &hop.outcome {
-                Ok(detail) => writeln!(out, "ok    {:<20} {detail}", hop.name),
-                Err(f) => writeln!(
-                    out,
-                    "FAIL  {:<20} {}\n      fix: {}",
-                    hop.name, f.what, f.fix
-                ),
-            };
-        }
-        let _ = match self.hops.iter().find(|h| h.outcome.is_err()) {
-            Some(h) => writeln!(out, "\nThe path fails at: {}", h.name),
-            None => writeln!(out, "\nEvery hop passed."),
-        };
-        out
-    }
-}
+/// What to do about a configuration that does not load.
+pub const CONFIG_FIX: &str =
+    "fix that setting (co2-bridge check-config prints what the bridge sees)";
 
 /// Walks every hop of `settings` (already parsed), stopping at the first failure.
 pub async fn diagnose(settings: &Settings, source: &str) -> Report {
@@ -122,13 +41,7 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
     }) {
         Ok(parts) => parts,
         Err(e) => {
-            r.hop(
-                "config",
-                Err(fail(
-                    e.to_string(),
-                    "fix that setting (co2-bridge check-config prints what the bridge sees)",
-                )),
-            );
+            r.hop("config", Err(fail(e.to_string(), CONFIG_FIX)));
             return r;
         }
     };
@@ -177,25 +90,10 @@ async fn broker(r: &mut Report, settings: &Settings, routes: &Routes) -> bool {
         },
         Err(e) => return r.hop("config", Err(fail(e.to_string(), "fix that setting"))),
     };
-    let addr = match resolve(&m.host, m.port, "mqtt.host").await {
-        Ok(addr) => addr,
-        Err(f) => return r.hop("broker dns", Err(f)),
-    };
-    r.hop("broker dns", Ok(format!("{} is {}", m.host, addr.ip())));
-    let firewall = format!(
-        "open TCP {} towards the broker (ops/firewall.sh on the broker's VM, and the cloud's security group)",
-        m.port
-    );
-    if !r.hop(
-        "broker tcp",
-        tcp(
-            addr,
-            "mqtt.port",
-            "start the broker, or fix mqtt.host/mqtt.port",
-            &firewall,
-        )
-        .await,
-    ) {
+    if co2_wire::doctor::broker_reachable(r, &m.host, m.port)
+        .await
+        .is_none()
+    {
         return false;
     }
     let client_id = format!("{}-doctor", settings.mqtt_client_id(0));
@@ -225,7 +123,9 @@ async fn broker(r: &mut Report, settings: &Settings, routes: &Routes) -> bool {
             )
         }
         Ok(Err(e)) if e.is_tls() => {
-            return r.hop("broker tls", Err(fail(tls_problem(&e.to_string()), e.hint)))
+            let problem = tls_problem(&e.to_string());
+            let fix = tls_fix(&problem);
+            return r.hop("broker tls", Err(fail(problem, fix)));
         }
         Ok(Err(e)) if e.is_auth() => {
             if tls {
@@ -464,72 +364,6 @@ async fn database(r: &mut Report, settings: &Settings, name: &str, pool: &MySqlP
     r.hop(hop("clock"), outcome)
 }
 
-/// The first address of `host:port`.
-async fn resolve(host: &str, port: u16, key: &str) -> Result<SocketAddr, Failure> {
-    match tokio::time::timeout(STEP_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-        Ok(Ok(mut addrs)) => addrs.next().ok_or_else(|| {
-            fail(
-                format!("{host} has no address"),
-                format!("check {key} and the DNS record"),
-            )
-        }),
-        Ok(Err(e)) => Err(fail(
-            format!("cannot resolve {host}: {e}"),
-            format!("check the name in {key} and this machine's DNS (/etc/resolv.conf)"),
-        )),
-        Err(_) => Err(fail(
-            format!(
-                "resolving {host} took more than {} s",
-                STEP_TIMEOUT.as_secs()
-            ),
-            "check this machine's DNS servers (/etc/resolv.conf)",
-        )),
-    }
-}
-
-/// A TCP connection to `addr`: refused (nothing listens) and timed out
-/// (a firewall drops the packets) are different problems.
-async fn tcp(
-    addr: SocketAddr,
-    key: &str,
-    refused_fix: &str,
-    timeout_fix: &str,
-) -> Result<String, Failure> {
-    match tokio::time::timeout(STEP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => Ok(format!("{addr} accepts connections")),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(fail(
-            format!("{addr} refused the connection: nothing listens there ({key})"),
-            refused_fix,
-        )),
-        Ok(Err(e)) => Err(fail(format!("cannot connect to {addr}: {e}"), timeout_fix)),
-        Err(_) => Err(fail(
-            format!(
-                "{addr} did not answer within {} s: a firewall is dropping the packets",
-                STEP_TIMEOUT.as_secs()
-            ),
-            timeout_fix,
-        )),
-    }
-}
-
-/// Names what a TLS error says is wrong with the broker's certificate.
-fn tls_problem(error: &str) -> String {
-    // rustls names some problems by variant, others in words.
-    let e = error.to_ascii_lowercase();
-    let what = if e.contains("expired") {
-        "the broker's certificate has expired"
-    } else if e.contains("notvalidyet") || e.contains("not valid yet") {
-        "the broker's certificate is not valid yet (or this clock is behind)"
-    } else if e.contains("notvalidforname") || e.contains("not valid for name") {
-        "the broker's certificate does not name mqtt.host"
-    } else if e.contains("unknownissuer") || e.contains("badsignature") {
-        "the broker's certificate is not signed by mqtt.tls.ca_file"
-    } else {
-        "the TLS handshake failed"
-    };
-    format!("{what}: {error}")
-}
-
 /// True when a `SHOW GRANTS` line gives `privilege` on every table of `db`.
 fn grants_cover(lines: &[String], db: &str, privilege: &str) -> bool {
     lines.iter().any(|line| {
@@ -573,32 +407,5 @@ mod tests {
         let root =
             vec!["GRANT ALL PRIVILEGES ON *.* TO `root`@`127.0.0.1` WITH GRANT OPTION".to_owned()];
         assert!(grants_cover(&root, "anything", "DELETE"));
-    }
-
-    #[test]
-    fn tls_errors_name_the_certificate_problem() {
-        assert!(tls_problem("invalid peer certificate: Expired").contains("expired"));
-        assert!(tls_problem("invalid peer certificate: UnknownIssuer").contains("ca_file"));
-        assert!(tls_problem("invalid peer certificate: NotValidForName").contains("mqtt.host"));
-        assert!(tls_problem(
-            "invalid peer certificate: certificate not valid for name \"127.0.0.1\""
-        )
-        .contains("does not name mqtt.host"));
-        assert!(
-            tls_problem("invalid peer certificate: certificate expired: verification time")
-                .contains("has expired")
-        );
-    }
-
-    #[test]
-    fn the_report_names_the_failing_hop_and_its_fix() {
-        let mut r = Report::default();
-        assert!(r.hop("config", Ok("valid".into())));
-        assert!(!r.hop("broker tcp", Err(fail("refused", "start it"))));
-        let text = r.render();
-        assert!(!r.passed());
-        assert!(text.contains("FAIL  broker tcp"), "{text}");
-        assert!(text.contains("fix: start it"), "{text}");
-        assert!(text.ends_with("The path fails at: broker tcp\n"), "{text}");
     }
 }

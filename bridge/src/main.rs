@@ -144,10 +144,13 @@ async fn doctor(
     });
     let report = match loaded {
         Ok(settings) => co2_bridge::doctor::diagnose(&settings, &source).await,
-        Err(e) => co2_bridge::doctor::Report::config_failed(&e.to_string()),
+        Err(e) => co2_bridge::doctor::Report::config_failed(
+            &e.to_string(),
+            co2_bridge::doctor::CONFIG_FIX,
+        ),
     };
     print!("{}", report.render());
-    match report.hops.iter().find(|h| h.outcome.is_err()) {
+    match report.failed_hop() {
         None => Ok(()),
         Some(hop) => anyhow::bail!("co2-bridge doctor: the path fails at {}", hop.name),
     }

@@ -6,11 +6,14 @@
 //! written, [`salvage`] for a damaged file) -> [`uplink`] state machine over
 //! a [`link`] (rumqttc) -> broker; a reading leaves the queue only on PUBACK.
 //! What is dropped on the way is recorded in the [`ledger`] and announced;
-//! [`status`] is what `co2-publisher status` reads.
+//! [`status`] is what `co2-publisher status` reads, [`doctor`] what
+//! `co2-publisher doctor` checks.
 
 pub mod app;
+pub mod backlog;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod ledger;
 pub mod link;
 pub mod memory;

@@ -39,6 +39,9 @@ pub enum LinkEvent {
     /// The broker answered this packet id with a PUBACK that refuses the
     /// message (MQTT v5 reason code >= 0x80), for the reason given.
     Refused(u16, String),
+    /// A message arrived on this topic (only after [`RumqttLink::subscribe`],
+    /// which only `co2-publisher doctor` calls).
+    Received(String),
     /// The DISCONNECT packet went out.
     Disconnected,
     /// Anything else (pings...).
@@ -244,6 +247,7 @@ async fn pump_v311(
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => Ok(LinkEvent::Connected),
             Ok(Event::Incoming(Incoming::PubAck(ack))) => Ok(LinkEvent::Acked(ack.pkid)),
+            Ok(Event::Incoming(Incoming::Publish(p))) => Ok(LinkEvent::Received(p.topic)),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
             Ok(_) => continue,
@@ -275,6 +279,9 @@ async fn pump_v5(
                 }
                 reason => LinkEvent::Refused(ack.pkid, format!("{reason:?}")),
             }),
+            Ok(Event5::Incoming(Packet::Publish(p))) => Ok(LinkEvent::Received(
+                String::from_utf8_lossy(&p.topic).into_owned(),
+            )),
             Ok(Event5::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
             Ok(Event5::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
             Ok(_) => continue,
@@ -291,10 +298,17 @@ async fn pump_v5(
 
 /// Whether a v5 connection failed after a broker answered (a refusal, a
 /// garbled or missing CONNACK, a closed socket), where a v3.1.1-only broker
-/// is a likely cause; not when nothing listened or the network failed.
+/// is a likely cause; not when nothing listened or the network failed, nor
+/// when the TLS handshake failed or a v5 CONNACK refused the login (those
+/// say what is wrong, and it is not the protocol version).
 fn reached_the_broker(e: &rumqttc::v5::ConnectionError) -> bool {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
     use std::io::ErrorKind;
     match e {
+        rumqttc::v5::ConnectionError::Tls(_)
+        | rumqttc::v5::ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => false,
         rumqttc::v5::ConnectionError::Io(io) => !matches!(
             io.kind(),
             ErrorKind::ConnectionRefused
@@ -306,6 +320,20 @@ fn reached_the_broker(e: &rumqttc::v5::ConnectionError) -> bool {
         ),
         rumqttc::v5::ConnectionError::Timeout(_) => false,
         _ => true,
+    }
+}
+
+impl RumqttLink {
+    /// Subscribes (QoS 1) to `filter`; what arrives comes as [`LinkEvent::Received`].
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), LinkError> {
+        match &self.client {
+            Client::V5(c) => c
+                .try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .map_err(|e| LinkError(e.to_string())),
+            Client::V311(c) => c
+                .try_subscribe(filter, QoS::AtLeastOnce)
+                .map_err(|e| LinkError(e.to_string())),
+        }
     }
 }
 

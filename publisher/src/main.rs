@@ -36,6 +36,10 @@ enum Command {
     ReadOnce,
     /// Print the effective settings (secrets masked) and exit.
     CheckConfig,
+    /// Check the path to the broker hop by hop (config, DNS, TCP, TLS, login,
+    /// the ACL on the readings topic, the clock); stops at the first hop that
+    /// fails and names what to do; exits 1 unless every hop passes.
+    Doctor,
     /// Print what the running publisher reports (queue, broker, drops, clock)
     /// from its status file; exits 1 when it is not running or not responding.
     Status {
@@ -71,11 +75,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             .exists()
             .then(|| DEFAULT_CONFIG.into())
     });
-    let mut settings =
-        Settings::load(config_path.as_deref()).with_context(|| match &config_path {
-            Some(p) => format!("bad configuration ({} + environment)", p.display()),
-            None => "bad configuration (environment only; no --config file)".into(),
-        })?;
+    let source = match &config_path {
+        Some(p) => format!("{} + environment", p.display()),
+        None => "environment only; no --config file".into(),
+    };
+    let loaded = Settings::load(config_path.as_deref());
+    if let Some(Command::Doctor) = cli.command {
+        // The doctor reports a config that does not load as its first hop.
+        return doctor(loaded, &source);
+    }
+    let mut settings = loaded.with_context(|| format!("bad configuration ({source})"))?;
     if let Some(Command::Status { json }) = cli.command {
         return print_status(&settings, json);
     }
@@ -112,9 +121,30 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("# events topic: {}", settings.events_topic());
             println!("# status file: {}", settings.status_path().display());
         }
-        Command::Status { .. } => {}
+        Command::Status { .. } | Command::Doctor => {}
     }
     Ok(())
+}
+
+/// `doctor`: the report on stdout; exit 1 when a hop fails.
+fn doctor(
+    loaded: Result<Settings, co2_publisher::config::ConfigError>,
+    source: &str,
+) -> anyhow::Result<()> {
+    let report = match loaded {
+        Ok(settings) => tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")?
+            .block_on(co2_publisher::doctor::diagnose(&settings, source)),
+        Err(e) => co2_wire::doctor::Report::config_failed(
+            &e.to_string(),
+            co2_publisher::doctor::CONFIG_FIX,
+        ),
+    };
+    print!("{}", report.render());
+    match report.failed_hop() {
+        None => Ok(()),
+        Some(hop) => anyhow::bail!("co2-publisher doctor: the path fails at {}", hop.name),
+    }
 }
 
 /// `status`: reads the state file the running service rewrites.

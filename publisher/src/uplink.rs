@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{self, Backlog, Note};
 use crate::link::{Link, LinkEvent, Meta};
 use crate::queue::QueueHandle;
 use crate::spool::{Entry, Kind, SpoolError};
@@ -108,6 +109,8 @@ pub struct Uplink<L> {
     /// Acknowledged, not yet deleted from the queue.
     acked: Vec<Tracked>,
     last_flush: Instant,
+    /// A backlog being delivered, for the progress lines.
+    backlog: Backlog,
     /// A refusal was logged this session (one error line per session, not per message).
     refusal_logged: bool,
 }
@@ -143,6 +146,7 @@ impl<L: Link> Uplink<L> {
             inflight: HashMap::new(),
             acked: Vec::new(),
             last_flush: Instant::now(),
+            backlog: Backlog::new(timing.window),
             refusal_logged: false,
         }
     }
@@ -192,8 +196,12 @@ impl<L: Link> Uplink<L> {
                     Ok(LinkEvent::Connected) => {
                         Stats::add(&self.stats.connects, 1);
                         self.stats.connected.store(true, Ordering::Relaxed);
-                        tracing::info!(queued = self.spool.len(), "Connected to the broker");
+                        let queued = self.spool.len();
+                        tracing::info!(queued, "Connected to the broker");
                         self.new_session();
+                        if let Some(note) = self.backlog.connected(queued, Instant::now().into_std()) {
+                            log_backlog(note);
+                        }
                         return Ok(State::Online);
                     }
                     Ok(_) => {}
@@ -232,6 +240,7 @@ impl<L: Link> Uplink<L> {
                         tracing::warn!(error = %e, in_flight = self.outstanding(), queued = self.spool.len(), "Connection to the broker lost; unacknowledged readings will be republished");
                         self.flush_acks().await?;
                         self.forget_in_flight();
+                        self.backlog.interrupted();
                         return Ok(State::Offline { failures: 1 });
                     }
                 },
@@ -239,6 +248,11 @@ impl<L: Link> Uplink<L> {
                     self.caught_up = false;
                 }
                 _ = tokio::time::sleep_until(flush_at), if !self.acked.is_empty() => {
+                    self.flush_acks().await?;
+                }
+                // No acks for an interval while a backlog waits: a stall,
+                // which the progress line should say rather than fall silent.
+                _ = tokio::time::sleep_until(self.last_flush + backlog::INTERVAL), if self.backlog.active() => {
                     self.flush_acks().await?;
                 }
             }
@@ -334,7 +348,7 @@ impl<L: Link> Uplink<L> {
                 self.forget_in_flight();
                 self.new_session();
             }
-            LinkEvent::Disconnected | LinkEvent::Other => {}
+            LinkEvent::Disconnected | LinkEvent::Received(_) | LinkEvent::Other => {}
         }
     }
 
@@ -410,11 +424,15 @@ impl<L: Link> Uplink<L> {
 
     async fn flush_acks(&mut self) -> Result<(), SpoolError> {
         self.last_flush = Instant::now();
-        if self.acked.is_empty() {
+        if self.acked.is_empty() && !self.backlog.active() {
             return Ok(());
         }
         let acked = std::mem::take(&mut self.acked);
-        self.spool
+        let count = acked.len() as u64;
+        // The queue's length, read in the same job as the deletes: the
+        // uplink never waits for the queue's lock on its own.
+        let left = self
+            .spool
             .with(move |q| {
                 // Acks of an older generation are dropped by the queue itself.
                 let mut by_generation: Vec<(u64, Vec<i64>)> = Vec::new();
@@ -427,8 +445,13 @@ impl<L: Link> Uplink<L> {
                 for (generation, ids) in by_generation {
                     q.ack(generation, &ids);
                 }
+                q.len()
             })
             .await?;
+        self.backlog.acked(count);
+        if let Some(note) = self.backlog.tick(left, Instant::now().into_std()) {
+            log_backlog(note);
+        }
         Ok(())
     }
 
@@ -442,6 +465,30 @@ impl<L: Link> Uplink<L> {
         self.cursor = 0;
         self.caught_up = false;
         self.refusal_logged = false;
+    }
+}
+
+/// One line per backlog note, with its figures as fields.
+fn log_backlog(note: Note) {
+    match note {
+        Note::Started(queued) => tracing::info!(
+            queued,
+            every_s = backlog::INTERVAL.as_secs(),
+            "Delivering a backlog; reporting progress at intervals"
+        ),
+        Note::Progress(u) => tracing::info!(
+            delivered = u.done,
+            left = u.left.unwrap_or(0),
+            rate_per_s = u.rate_per_s.round() as u64,
+            eta_s = u.eta.map(|d| d.as_secs()),
+            progress = %u,
+            "Delivering the backlog"
+        ),
+        Note::Drained(delivered, took) => tracing::info!(
+            delivered,
+            took_ms = took.as_millis() as u64,
+            "Backlog delivered"
+        ),
     }
 }
 

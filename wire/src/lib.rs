@@ -5,10 +5,12 @@
 //! its canonical bytes. Both programs use it, so what one writes the other reads.
 //! It also holds the little both need to reach a server that may be one node
 //! of a cluster: the endpoint list ([`endpoint`]) and the retry schedule
-//! ([`backoff`]), so the two programs fail over alike.
+//! ([`backoff`]), so the two programs fail over alike, and what their
+//! doctors share ([`doctor`]), so both diagnose the path in the same words.
 
 pub mod backoff;
 mod datetime;
+pub mod doctor;
 pub mod endpoint;
 mod event;
 mod progress;

@@ -1,11 +1,12 @@
 //! `co2-bridge doctor` against real servers, each hop broken for real: a
 //! closed broker port, a firewall that drops packets (iptables in a network
-//! namespace), a certificate from another CA and one for another host name,
-//! a wrong broker password, an ACL that denies reading the readings (which
-//! Mosquitto still grants the subscription for: only traffic shows it), a
-//! closed database port, a wrong database password, a missing grant,
-//! migrations not applied, a config that does not parse. Each run checks the failing hop is named with its fix, and the
-//! exit status. About 40 s in all.
+//! namespace), a certificate from another CA, one for another host name and
+//! an expired one, a wrong broker password, an ACL that denies reading the
+//! readings (which Mosquitto still grants the subscription for: only traffic
+//! shows it), a closed database port, a wrong database password, a missing
+//! grant, migrations not applied, a config that does not parse. Each run
+//! checks the failing hop is named with its fix, and the exit status. About
+//! 40 s in all.
 
 use std::path::Path;
 use std::process::Command;
@@ -257,14 +258,15 @@ async fn a_wrong_password_an_acl_denial_and_bad_certificates_are_named() {
          mosquitto_passwd -b passwd pi pi-pw
          openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=doctor-ca 2>/dev/null
          openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null
-         for name in good:IP:127.0.0.1 wrong:DNS:mqtt.example.invalid; do
-           n=${name%%:*}; san=${name#*:}
+         for name in good:2:IP:127.0.0.1 wrong:2:DNS:mqtt.example.invalid expired:-1:IP:127.0.0.1; do
+           n=${name%%:*}; rest=${name#*:}; days=${rest%%:*}; san=${rest#*:}
            openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=doctor 2>/dev/null
            echo subjectAltName=$san >$n.ext
-           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days 2 -extfile $n.ext 2>/dev/null
+           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days $days -extfile $n.ext 2>/dev/null
          done",
         d,
     );
+    // `-days -1` above: a certificate whose validity ended a day ago.
     // `reader` may read only the announcements, not the readings.
     std::fs::write(
         d.join("acl"),
@@ -275,16 +277,21 @@ async fn a_wrong_password_an_acl_denial_and_bad_certificates_are_named() {
         ),
     )
     .unwrap();
-    let (tls, wrong_name) = (free_port().unwrap(), free_port().unwrap());
+    let (tls, wrong_name, expired) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
     let p = d.display();
     let broker = Broker::start(&format!(
         "allow_anonymous false\npassword_file {p}/passwd\nacl_file {p}/acl\n\
          listener {tls} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/good.crt\nkeyfile {p}/good.key\n\
-         listener {wrong_name} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/wrong.crt\nkeyfile {p}/wrong.key\n"
+         listener {wrong_name} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/wrong.crt\nkeyfile {p}/wrong.key\n\
+         listener {expired} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/expired.crt\nkeyfile {p}/expired.key\n"
     ))
     .await
     .unwrap();
-    for port in [tls, wrong_name] {
+    for port in [tls, wrong_name, expired] {
         assert!(
             wait_until(std::time::Duration::from_secs(10), || {
                 co2_testkit::port_open(port)
@@ -351,6 +358,13 @@ async fn a_wrong_password_an_acl_denial_and_bad_certificates_are_named() {
     let (code, out) = doctor(&tls_env(wrong_name, "ca.crt")).await;
     let f = failure(&out, "broker tls");
     assert!(f.contains("does not name mqtt.host"), "{f}");
+    assert_eq!(code, 1);
+    let (code, out) = doctor(&tls_env(expired, "ca.crt")).await;
+    let f = failure(&out, "broker tls");
+    assert!(
+        f.contains("certificate has expired") && f.contains("fix: renew the broker's certificate"),
+        "{f}"
+    );
     assert_eq!(code, 1);
     feeder.abort();
 }

@@ -2,12 +2,14 @@
 //! Mosquitto brokers, and end to end through the bridge into MariaDB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backlog;
 mod cli;
 mod clock_jump;
 mod cluster;
 mod completeness;
 mod corrupt_queue;
 mod disk_full;
+mod doctor;
 mod end_to_end;
 mod power_loss;
 mod queue_bound;

@@ -2,6 +2,7 @@
 //! idempotent multi-row `INSERT ... ON DUPLICATE KEY UPDATE` per statement,
 //! the dead letters into `rejected_messages`, all in one transaction.
 
+mod adopt;
 pub(crate) mod completeness;
 pub(crate) mod nodes;
 pub(crate) mod schema;

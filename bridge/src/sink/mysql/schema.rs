@@ -117,7 +117,16 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
     if !pending.is_empty() {
         announce(pool, &pending).await;
     }
-    let run = MIGRATOR.run(pool);
+    let run = async {
+        // A legacy co2_emissions is adopted first, in steps that say what
+        // they do; the first migration then finds it adopted.
+        if pending.contains(&super::adopt::ADOPTING_MIGRATION) {
+            super::adopt::adopt(pool)
+                .await
+                .map_err(MigrateError::Execute)?;
+        }
+        MIGRATOR.run(pool).await
+    };
     tokio::pin!(run);
     let started = std::time::Instant::now();
     let result = loop {

@@ -1,0 +1,200 @@
+//! `co2-publisher doctor` against a test-owned Mosquitto, each hop broken for
+//! real: nothing listening on the port, a wrong password, an ACL that denies
+//! the device its readings topic, a certificate from another CA and an
+//! expired one, in MQTT v5 and 3.1.1. Each run checks the failing hop is named with its fix, and
+//! the exit status. About 10 s in all.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use co2_testkit::{free_port, unique, wait_until, Broker};
+
+use crate::support::publisher_env;
+
+/// Runs the real binary's doctor with `env`; returns (exit code, stdout).
+async fn doctor(env: &[(String, String)]) -> (i32, String) {
+    let out = tokio::process::Command::new(crate::support::publisher_bin())
+        .arg("doctor")
+        .env_remove("CO2_PUBLISHER_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_owned(), value.to_owned()));
+    env
+}
+
+/// The failing hop's line and its fix, or a panic naming what was printed.
+fn failure<'a>(out: &'a str, hop: &str) -> &'a str {
+    let start = out
+        .find(&format!("FAIL  {hop} "))
+        .unwrap_or_else(|| panic!("hop {hop:?} did not fail:\n{out}"));
+    assert!(
+        out.contains(&format!("The path fails at: {hop}\n")),
+        "{out}"
+    );
+    &out[start..]
+}
+
+fn sh(script: &str, dir: &Path) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let prefix = unique("pubdoctor");
+    // `-days -1` makes a certificate whose validity ended a day ago.
+    sh(
+        "mosquitto_passwd -b -c passwd pi pi-pw
+         mosquitto_passwd -b passwd stranger stranger-pw
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=doctor-ca 2>/dev/null
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null
+         echo subjectAltName=IP:127.0.0.1 >san.ext
+         for cert in good:2 expired:-1; do
+           n=${cert%%:*}
+           openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=doctor 2>/dev/null
+           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days ${cert#*:} -extfile san.ext 2>/dev/null
+         done",
+        d,
+    );
+    // `stranger` may log in but publish nowhere; a device may read its own
+    // readings back, which the MQTT 3.1.1 check needs.
+    std::fs::write(
+        d.join("acl"),
+        format!("pattern write {prefix}/%u/emissions\npattern read {prefix}/%u/emissions\n"),
+    )
+    .unwrap();
+    let (tls, expired) = (free_port().unwrap(), free_port().unwrap());
+    let p = d.display();
+    let broker = Broker::start(&format!(
+        "allow_anonymous false\npassword_file {p}/passwd\nacl_file {p}/acl\n\
+         listener {tls} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/good.crt\nkeyfile {p}/good.key\n\
+         listener {expired} 127.0.0.1\ncafile {p}/ca.crt\ncertfile {p}/expired.crt\nkeyfile {p}/expired.key\n"
+    ))
+    .await
+    .unwrap();
+    for port in [tls, expired] {
+        assert!(wait_until(Duration::from_secs(10), || { co2_testkit::port_open(port) }).await);
+    }
+    let base = publisher_env("pi", broker.port(), &prefix, &d.join("q.sqlite3"));
+    let base = with(base, "CO2_PUBLISHER__MQTT__USERNAME", "pi");
+    let right = with(base.clone(), "CO2_PUBLISHER__MQTT__PASSWORD", "pi-pw");
+
+    let (code, out) = doctor(&right).await;
+    assert_eq!(code, 0, "{out}");
+    for hop in [
+        "config",
+        "broker dns",
+        "broker tcp",
+        "broker auth",
+        "broker acl",
+        "clock",
+    ] {
+        assert!(out.contains(&format!("ok    {hop} ")), "{hop}: {out}");
+    }
+    assert!(
+        out.contains(&format!("pi may publish on {prefix}/pi/emissions")),
+        "{out}"
+    );
+    assert!(out.contains("not compared with the broker's"), "{out}");
+    assert!(out.ends_with("Every hop passed.\n"), "{out}");
+
+    let closed = free_port().unwrap();
+    let (code, out) = doctor(&with(
+        right.clone(),
+        "CO2_PUBLISHER__MQTT__PORT",
+        &closed.to_string(),
+    ))
+    .await;
+    let f = failure(&out, "broker tcp");
+    assert!(
+        f.contains("refused the connection") && f.contains("start the broker"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let (code, out) = doctor(&with(base, "CO2_PUBLISHER__MQTT__PASSWORD", "wrong-pw")).await;
+    let f = failure(&out, "broker auth");
+    assert!(
+        f.contains("refused the login") && f.contains("mqtt.password_file"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let stranger = with(right.clone(), "CO2_PUBLISHER__MQTT__USERNAME", "stranger");
+    let stranger = with(stranger, "CO2_PUBLISHER__MQTT__PASSWORD", "stranger-pw");
+    let (code, out) = doctor(&stranger).await;
+    let f = failure(&out, "broker acl");
+    assert!(
+        f.contains(&format!(
+            "refused stranger publishing on {prefix}/pi/emissions: NotAuthorized"
+        )) && f.contains("grant stranger write"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    // MQTT 3.1.1: a PUBACK either way, so only the probe coming back passes.
+    let v311 =
+        |env: &[(String, String)]| with(env.to_vec(), "CO2_PUBLISHER__MQTT__PROTOCOL", "v311");
+    let (code, out) = doctor(&v311(&right)).await;
+    assert!(out.contains("(the probe came back)"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = doctor(&v311(&stranger)).await;
+    let f = failure(&out, "broker acl");
+    assert!(
+        f.contains("did not come back within 5 s") && f.contains("grant stranger write"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let tls_env = |port: u16, ca: &str| {
+        let e = with(
+            right.clone(),
+            "CO2_PUBLISHER__MQTT__PORT",
+            &port.to_string(),
+        );
+        with(e, "CO2_PUBLISHER__MQTT__TLS__CA_FILE", &format!("{p}/{ca}"))
+    };
+    let (code, out) = doctor(&tls_env(tls, "ca.crt")).await;
+    assert!(out.contains("ok    broker tls "), "{out}");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = doctor(&tls_env(tls, "other-ca.crt")).await;
+    let f = failure(&out, "broker tls");
+    assert!(
+        f.contains("not signed by mqtt.tls.ca_file") && f.contains("fix: point mqtt.tls.ca_file"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+    let (code, out) = doctor(&tls_env(expired, "ca.crt")).await;
+    let f = failure(&out, "broker tls");
+    assert!(
+        f.contains("certificate has expired") && f.contains("fix: renew the broker's certificate"),
+        "{f}"
+    );
+    assert_eq!(code, 1);
+
+    let (code, out) = doctor(&with(right, "CO2_PUBLISHER__MQTT__PORT", "many")).await;
+    let f = failure(&out, "config");
+    assert!(f.contains("port"), "{f}");
+    assert_eq!(code, 1);
+}
