@@ -139,14 +139,8 @@ async fn broker(r: &mut Report, settings: &Settings, routes: &Routes) -> bool {
         Ok(Err(e)) => return r.hop("broker mqtt", Err(fail(e.to_string(), e.hint))),
         Ok(Ok(())) => {}
     }
-    if tls {
-        r.hop(
-            "broker tls",
-            Ok("certificate chain, host name and dates valid".into()),
-        );
-    }
+    r.logged_in(tls, settings.mqtt.username.as_deref());
     let user = settings.mqtt.username.as_deref().unwrap_or("(anonymous)");
-    r.hop("broker auth", Ok(format!("logged in as {user}")));
 
     // Without $share/: the doctor's copies take nothing from the bridges' group.
     let topics = routes.subscriptions();

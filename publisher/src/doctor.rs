@@ -138,14 +138,8 @@ async fn broker(r: &mut Report, settings: &Settings, link: &mut RumqttLink) -> b
         }
         Ok(Ok(())) => {}
     }
-    if tls {
-        r.hop(
-            "broker tls",
-            Ok("certificate chain, host name and dates valid".into()),
-        );
-    }
+    r.logged_in(tls, settings.mqtt.username.as_deref());
     let user = settings.mqtt.username.as_deref().unwrap_or("(anonymous)");
-    r.hop("broker auth", Ok(format!("logged in as {user}")));
     let outcome = acl(link, settings, user).await;
     r.hop("broker acl", outcome)
 }

@@ -66,6 +66,19 @@ impl Report {
         r
     }
 
+    /// Records the hops a successful MQTT login proves: the TLS handshake
+    /// (when `tls`) and the authentication of `user`.
+    pub fn logged_in(&mut self, tls: bool, user: Option<&str>) {
+        if tls {
+            self.hop(
+                "broker tls",
+                Ok("certificate chain, host name and dates valid".into()),
+            );
+        }
+        let user = user.unwrap_or("(anonymous)");
+        self.hop("broker auth", Ok(format!("logged in as {user}")));
+    }
+
     /// True when every hop passed.
     pub fn passed(&self) -> bool {
         self.hops.iter().all(|h| h.outcome.is_ok())

@@ -11,6 +11,7 @@
 
 mod broker;
 mod browser;
+mod certs;
 mod database;
 mod galera;
 mod http;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use broker::Broker;
 pub use browser::chromium;
+pub use certs::{make_certs, password_file, ServerCert};
 pub use database::Database;
 pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};

@@ -8,10 +8,11 @@
 //! checks the failing hop is named with its fix, and the exit status. About
 //! 40 s in all.
 
-use std::path::Path;
 use std::process::Command;
 
-use co2_testkit::{free_port, unique, wait_until, Broker, Database};
+use co2_testkit::{
+    free_port, make_certs, password_file, unique, wait_until, Broker, Database, ServerCert,
+};
 use tokio::task::JoinHandle;
 
 /// A device publishing on `topic` every 200 ms (with mosquitto_pub, as a
@@ -234,39 +235,42 @@ async fn a_wrong_database_password_and_a_missing_grant_are_named() {
         .unwrap();
 }
 
-fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .args(["-ec", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_an_acl_denial_and_bad_certificates_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let prefix = unique("doctormq");
-    sh(
-        "mosquitto_passwd -b -c passwd bridge right-pw
-         mosquitto_passwd -b passwd reader right-pw
-         mosquitto_passwd -b passwd pi pi-pw
-         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=doctor-ca 2>/dev/null
-         openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null
-         for name in good:2:IP:127.0.0.1 wrong:2:DNS:mqtt.example.invalid expired:-1:IP:127.0.0.1; do
-           n=${name%%:*}; rest=${name#*:}; days=${rest%%:*}; san=${rest#*:}
-           openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=doctor 2>/dev/null
-           echo subjectAltName=$san >$n.ext
-           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days $days -extfile $n.ext 2>/dev/null
-         done",
+    password_file(
         d,
-    );
-    // `-days -1` above: a certificate whose validity ended a day ago.
+        &[
+            ("bridge", "right-pw"),
+            ("reader", "right-pw"),
+            ("pi", "pi-pw"),
+        ],
+    )
+    .unwrap();
+    let ip = "IP:127.0.0.1";
+    make_certs(
+        d,
+        &[
+            ServerCert {
+                name: "good",
+                days: 2,
+                san: ip,
+            },
+            ServerCert {
+                name: "wrong",
+                days: 2,
+                san: "DNS:mqtt.example.invalid",
+            },
+            ServerCert {
+                name: "expired",
+                days: -1,
+                san: ip,
+            },
+        ],
+    )
+    .unwrap();
     // `reader` may read only the announcements, not the readings.
     std::fs::write(
         d.join("acl"),

@@ -4,11 +4,9 @@
 //! expired one, in MQTT v5 and 3.1.1. Each run checks the failing hop is named with its fix, and
 //! the exit status. About 10 s in all.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use co2_testkit::{free_port, unique, wait_until, Broker};
+use co2_testkit::{free_port, make_certs, password_file, unique, wait_until, Broker, ServerCert};
 
 use crate::support::publisher_env;
 
@@ -45,38 +43,29 @@ fn failure<'a>(out: &'a str, hop: &str) -> &'a str {
     &out[start..]
 }
 
-fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .args(["-ec", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let prefix = unique("pubdoctor");
-    // `-days -1` makes a certificate whose validity ended a day ago.
-    sh(
-        "mosquitto_passwd -b -c passwd pi pi-pw
-         mosquitto_passwd -b passwd stranger stranger-pw
-         openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=doctor-ca 2>/dev/null
-         openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null
-         echo subjectAltName=IP:127.0.0.1 >san.ext
-         for cert in good:2 expired:-1; do
-           n=${cert%%:*}
-           openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=doctor 2>/dev/null
-           openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt -days ${cert#*:} -extfile san.ext 2>/dev/null
-         done",
+    password_file(d, &[("pi", "pi-pw"), ("stranger", "stranger-pw")]).unwrap();
+    let ip = "IP:127.0.0.1";
+    make_certs(
         d,
-    );
+        &[
+            ServerCert {
+                name: "good",
+                days: 2,
+                san: ip,
+            },
+            ServerCert {
+                name: "expired",
+                days: -1,
+                san: ip,
+            },
+        ],
+    )
+    .unwrap();
     // `stranger` may log in but publish nowhere; a device may read its own
     // readings back, which the MQTT 3.1.1 check needs.
     std::fs::write(
