@@ -189,8 +189,18 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
 /// NATS: the node the bridge is connected to is SIGKILLed mid-stream (the
 /// publisher is on another node); the bridge resumes its session on the
 /// next node of `mqtt.hosts`.
+///
+/// Intermittent (on 2026-12-02 it failed 1 of 3 runs, the failing one with the
+/// machine loaded by a build): the killed
+/// node led the `$MQTT_msgs` stream, and while a new leader was elected the
+/// publisher's node logged `timeout for request type "MS"` storing a
+/// publish and sent no PUBACK for it, on a connection it kept open. An MQTT
+/// client re-sends an unacknowledged QoS 1 publish only after reconnecting,
+/// so that reading waits forever and `wait_acked` times out. The fix belongs
+/// in the publisher (a PUBACK timeout that reconnects, so the broker gets the
+/// publish again), not in this test's stand-in device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: with NATS 2.9.10 the publisher's readings are not all acknowledged within 120 s after the bridge's node is killed (seen on a quiet machine); run with --ignored while it is investigated"]
+#[ignore = "intermittent: NATS drops the PUBACK of a publish it failed to store during a stream-leader election, and the publisher never re-sends it (see the doc comment); run with --ignored"]
 async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
