@@ -190,11 +190,11 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
 /// publisher is on another node); the bridge resumes its session on the
 /// next node of `mqtt.hosts`.
 ///
-/// Intermittent (on 2026-12-02 it failed 1 of 3 runs, the failing one with the
-/// machine loaded by a build): the killed
-/// node led the `$MQTT_msgs` stream, and while a new leader was elected the
-/// publisher's node logged `timeout for request type "MS"` storing a
-/// publish and sent no PUBACK for it, on a connection it kept open. An MQTT
+/// Intermittent (on 2026-12-02 it failed 1 of 3 runs, the failing one with
+/// the machine loaded by a build): the killed node led the `$MQTT_msgs`
+/// stream, and while a new leader was elected the publisher's node logged
+/// `timeout for request type "MS"` storing a publish and sent no PUBACK for
+/// it, on a connection it kept open. An MQTT
 /// client re-sends an unacknowledged QoS 1 publish only after reconnecting,
 /// so that reading waits forever and `wait_acked` times out. The fix belongs
 /// in the publisher (a PUBACK timeout that reconnects, so the broker gets the
