@@ -13,6 +13,7 @@ mod broker;
 mod browser;
 mod certs;
 mod database;
+pub mod doctor;
 mod galera;
 mod http;
 mod influx;

@@ -10,6 +10,7 @@
 
 use std::process::Command;
 
+use co2_testkit::doctor::{failure, with};
 use co2_testkit::{
     free_port, make_certs, password_file, unique, wait_until, Broker, Database, ServerCert,
 };
@@ -80,24 +81,6 @@ fn env(mqtt_port: u16, db_url: &str, prefix: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
-}
-
-fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.to_owned()));
-    env
-}
-
-/// The failing hop's line and its fix, or a panic naming what was printed.
-fn failure<'a>(out: &'a str, hop: &str) -> &'a str {
-    let start = out
-        .find(&format!("FAIL  {hop} "))
-        .unwrap_or_else(|| panic!("hop {hop:?} did not fail:\n{out}"));
-    assert!(
-        out.contains(&format!("The path fails at: {hop}\n")),
-        "{out}"
-    );
-    &out[start..]
 }
 
 async fn migrated(db: &Database) {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use co2_testkit::doctor::{failure, with};
 use co2_testkit::{free_port, make_certs, password_file, unique, wait_until, Broker, ServerCert};
 
 use crate::support::publisher_env;
@@ -23,24 +24,6 @@ async fn doctor(env: &[(String, String)]) -> (i32, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), stdout)
-}
-
-fn with(mut env: Vec<(String, String)>, key: &str, value: &str) -> Vec<(String, String)> {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.to_owned()));
-    env
-}
-
-/// The failing hop's line and its fix, or a panic naming what was printed.
-fn failure<'a>(out: &'a str, hop: &str) -> &'a str {
-    let start = out
-        .find(&format!("FAIL  {hop} "))
-        .unwrap_or_else(|| panic!("hop {hop:?} did not fail:\n{out}"));
-    assert!(
-        out.contains(&format!("The path fails at: {hop}\n")),
-        "{out}"
-    );
-    &out[start..]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,93 +2,27 @@
 //! Mosquitto with a TLS listener and a password file.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use co2_publisher::app;
 use co2_publisher::config::Settings;
 use co2_publisher::uplink::Stats;
-use co2_testkit::{free_port, wait_until, Broker};
+use co2_testkit::{free_port, make_certs, password_file, wait_until, Broker, ServerCert};
 use tokio_util::sync::CancellationToken;
-
-fn sh(program: &str, args: &[&str], dir: &Path) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A CA and a server certificate for 127.0.0.1, plus a password file.
 fn credentials(dir: &Path) {
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=co2-test-ca",
-        ],
+    make_certs(
         dir,
-    );
-    sh(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        dir,
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    sh(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-        dir,
-    );
-    sh(
-        "mosquitto_passwd",
-        &["-b", "-c", "passwd", "pi-tls", "right-password"],
-        dir,
-    );
+        &[ServerCert {
+            name: "server",
+            days: 2,
+            san: "IP:127.0.0.1",
+        }],
+    )
+    .unwrap();
+    password_file(dir, &[("pi-tls", "right-password")]).unwrap();
     // mosquitto (running as root here, see co2-testkit) must read the files.
     std::fs::write(dir.join("good-password"), "right-password\n").unwrap();
     std::fs::write(dir.join("bad-password"), "wrong-password\n").unwrap();
