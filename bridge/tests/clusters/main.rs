@@ -74,6 +74,22 @@ impl ReadinessProbe {
     }
 }
 
+/// Publishes `PER_DEVICE` readings of each of `DEVICES` devices under
+/// `prefix`, a round every 10 ms, then waits (up to 120 s) until the broker
+/// has acknowledged every one.
+fn spawn_stream(publisher: Publisher, prefix: &str) -> tokio::task::JoinHandle<()> {
+    let prefix = prefix.to_owned();
+    tokio::spawn(async move {
+        for i in 0..PER_DEVICE {
+            publish_range(&publisher, &prefix, DEVICES, i..i + 1).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let total = (DEVICES * PER_DEVICE) as u64;
+        assert!(publisher.wait_acked(total, Duration::from_secs(120)).await);
+        publisher.disconnect().await;
+    })
+}
+
 /// Galera: the node the bridge writes to is SIGKILLed mid-stream; the bridge
 /// moves to the next node of `database.hosts`, and the surviving nodes hold
 /// every reading exactly once.
@@ -104,18 +120,7 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
     bridge.wait_ready().await;
 
     let publisher = Publisher::connect(broker.port(), &unique("galera-pub"));
-    let stream = {
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            for i in 0..PER_DEVICE {
-                publish_range(&publisher, &prefix, DEVICES, i..i + 1).await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let total = (DEVICES * PER_DEVICE) as u64;
-            assert!(publisher.wait_acked(total, Duration::from_secs(120)).await);
-            publisher.disconnect().await;
-        })
-    };
+    let stream = spawn_stream(publisher, &prefix);
 
     let survivor = cluster.pool(1, &database).await.unwrap();
     let total = (DEVICES * PER_DEVICE) as i64;
@@ -219,18 +224,7 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     bridge.wait_ready().await;
 
     let publisher = Publisher::connect(cluster.mqtt_port(1), &unique("nats-pub"));
-    let stream = {
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            for i in 0..PER_DEVICE {
-                publish_range(&publisher, &prefix, DEVICES, i..i + 1).await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let total = (DEVICES * PER_DEVICE) as u64;
-            assert!(publisher.wait_acked(total, Duration::from_secs(120)).await);
-            publisher.disconnect().await;
-        })
-    };
+    let stream = spawn_stream(publisher, &prefix);
     let total = (DEVICES * PER_DEVICE) as i64;
     assert!(
         wait_until(Duration::from_secs(60), || async {
