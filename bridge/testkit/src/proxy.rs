@@ -1,11 +1,15 @@
 //! A TCP proxy a test can cut: existing connections drop and new ones are
 //! refused until it is restored, like a database host dropping off the network.
+//! Or stall: existing connections stay open but carry nothing more, either
+//! way, while new ones work — a half-open connection behind a NAT that forgot
+//! it, which neither end notices until it times out.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 /// Forwards 127.0.0.1:`port()` to an upstream address.
@@ -13,6 +17,9 @@ pub struct TcpProxy {
     port: u16,
     upstream: SocketAddr,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// Bumped by [`TcpProxy::stall`]: a connection accepted under an older
+    /// value forwards nothing more.
+    stalls: watch::Sender<u64>,
 }
 
 impl TcpProxy {
@@ -24,6 +31,7 @@ impl TcpProxy {
             port,
             upstream,
             tasks: Arc::new(Mutex::new(Vec::new())),
+            stalls: watch::Sender::new(0),
         };
         proxy.serve(listener);
         Ok(proxy)
@@ -43,6 +51,12 @@ impl TcpProxy {
         }
     }
 
+    /// Freezes every open connection: both sockets stay open, nothing more
+    /// is forwarded on them. Connections made afterwards are forwarded.
+    pub fn stall(&self) {
+        self.stalls.send_modify(|n| *n += 1);
+    }
+
     /// Accepts connections again on the same port.
     pub async fn restore(&self) -> anyhow::Result<()> {
         let listener = TcpListener::bind(("127.0.0.1", self.port))
@@ -55,11 +69,22 @@ impl TcpProxy {
     fn serve(&self, listener: TcpListener) {
         let upstream = self.upstream;
         let tasks = self.tasks.clone();
+        let stalls = self.stalls.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut stalled = stalls.subscribe();
+                let born = *stalled.borrow_and_update();
                 let pipe = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let stall = async {
+                            let _ = stalled.wait_for(|n| *n != born).await;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                            _ = stall => {}
+                        }
+                        // Hold both sockets open, unread, until cut or dropped.
+                        std::future::pending::<()>().await;
                     }
                 });
                 if let Ok(mut list) = tasks.lock() {
