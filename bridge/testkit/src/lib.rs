@@ -35,7 +35,7 @@ pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};
 pub use kafka::{KafkaBroker, KafkaProducer};
 pub use nats::NatsCluster;
-pub use process::ChildProcess;
+pub use process::{workspace_binary, ChildProcess};
 pub use proxy::TcpProxy;
 pub use publisher::Publisher;
 

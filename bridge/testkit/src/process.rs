@@ -1,6 +1,6 @@
 //! A child process that is signalled like an operator would: SIGTERM, SIGKILL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -87,5 +87,23 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill_now();
+    }
+}
+
+/// Another of the workspace's binaries, for a test of one crate that runs a
+/// program of another: `$env_var` if set, else `name` in the target
+/// directory of the running test (`<target>/<profile>/deps/it-*` ->
+/// `<target>/<profile>/`), which `cargo build --workspace --bins` fills
+/// (ops/test.sh does, and exports the variables).
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    let path = std::env::var_os(env_var).map(PathBuf::from).or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.parent()?.parent()?.join(name))
+    });
+    match path {
+        Some(path) if path.is_file() => path,
+        other => panic!(
+            "{name} not found at {other:?}: run `cargo build --workspace --bins` or set {env_var}"
+        ),
     }
 }

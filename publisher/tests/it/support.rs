@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use co2_testkit::{free_port, http_get, wait_until, ChildProcess, Database};
+use co2_testkit::{free_port, http_get, wait_until, workspace_binary, ChildProcess, Database};
 use co2_wire::{DeviceEvent, Seq};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
@@ -131,26 +131,9 @@ pub fn parse_payload(payload: &str) -> (i64, i64) {
     (time.timestamp_millis(), cents)
 }
 
-/// The bridge binary: `CO2_BRIDGE_BIN`, else `co2-bridge` in the same target
-/// directory as this test (`<target>/<profile>/deps/it-*` -> `<target>/<profile>/`),
-/// whatever CARGO_TARGET_DIR is (`cargo build -p co2-bridge`; ops/test.sh builds
-/// every binary first).
+/// The bridge binary (`CO2_BRIDGE_BIN`, else beside this test's target directory).
 pub fn bridge_bin() -> PathBuf {
-    let path = std::env::var_os("CO2_BRIDGE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.join("co2-bridge"))
-        })
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/co2-bridge")
-        });
-    assert!(
-        path.is_file(),
-        "bridge binary not found at {}: run `cargo build -p co2-bridge` or set CO2_BRIDGE_BIN",
-        path.display()
-    );
-    path
+    workspace_binary("co2-bridge", "CO2_BRIDGE_BIN")
 }
 
 /// The real bridge binary, subscribed to `<prefix>/+/emissions` on the broker
