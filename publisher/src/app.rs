@@ -286,6 +286,7 @@ pub fn timing(settings: &Settings) -> Timing {
         reconnect_min: Duration::from_millis(m.reconnect_min_ms),
         reconnect_max: Duration::from_millis(m.reconnect_max_ms),
         drain_timeout: Duration::from_millis(m.drain_timeout_ms),
+        ack_timeout: (m.ack_timeout_s > 0).then(|| Duration::from_secs(m.ack_timeout_s)),
     }
 }
 
@@ -466,6 +467,7 @@ impl Housekeeper {
             sensor_errors_total = Stats::get(&s.sensor_errors),
             queue_errors_total = Stats::get(&s.queue_errors),
             connects_total = Stats::get(&s.connects),
+            ack_timeouts_total = Stats::get(&s.ack_timeouts),
             in_queue = self.queue.len(),
             "Stats"
         );
@@ -520,6 +522,7 @@ impl Housekeeper {
                 refused: Stats::get(&s.refused),
                 sensor_errors: Stats::get(&s.sensor_errors),
                 connects: Stats::get(&s.connects),
+                ack_timeouts: Stats::get(&s.ack_timeouts),
                 events_queued: Stats::get(&s.events_queued),
                 events_dropped: Stats::get(&s.events_dropped),
             },

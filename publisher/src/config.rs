@@ -214,6 +214,9 @@ pub struct MqttSettings {
     pub reconnect_max_ms: u64,
     /// On shutdown, wait at most this long for outstanding PUBACKs.
     pub drain_timeout_ms: u64,
+    /// Publishes outstanding and no PUBACK for this many seconds: the
+    /// connection is taken for dead and made again (0: wait for ever).
+    pub ack_timeout_s: u64,
     /// `[mqtt.tls]`; TLS is on when `ca_file` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSettings>,
@@ -237,6 +240,7 @@ impl Default for MqttSettings {
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
             drain_timeout_ms: 10_000,
+            ack_timeout_s: 30,
             tls: None,
         }
     }
@@ -480,6 +484,12 @@ impl Settings {
             return Err(invalid(
                 "mqtt.reconnect_max_ms",
                 "need 0 < reconnect_min_ms <= reconnect_max_ms",
+            ));
+        }
+        if m.ack_timeout_s > 3600 {
+            return Err(invalid(
+                "mqtt.ack_timeout_s",
+                "must be at most 3600 (an hour); 0 waits for ever",
             ));
         }
         if m.keep_alive_s != 0 && m.keep_alive_s < 5 {

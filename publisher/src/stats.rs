@@ -41,6 +41,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections made.
     pub connects: AtomicU64,
+    /// Connections given up because no PUBACK came within `mqtt.ack_timeout_s`.
+    pub ack_timeouts: AtomicU64,
     /// Connected to the broker now.
     pub connected: AtomicBool,
     /// Writing the status file failed (said once).

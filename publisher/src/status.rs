@@ -100,6 +100,9 @@ pub struct Counters {
     pub sensor_errors: u64,
     /// Connections made.
     pub connects: u64,
+    /// Connections given up for want of a PUBACK (absent in files of older versions).
+    #[serde(default)]
+    pub ack_timeouts: u64,
     /// Announcements queued.
     pub events_queued: u64,
     /// Announcements dropped by their own bound.
@@ -362,8 +365,8 @@ pub fn render(s: &Status, now: DateTime<Utc>, alive: bool) -> String {
     line(
         "counters",
         format!(
-            "{} queued, {} published, {} acked, {} refused, {} sensor errors, {} connections",
-            k.queued, k.published, k.acked, k.refused, k.sensor_errors, k.connects
+            "{} queued, {} published, {} acked, {} refused, {} sensor errors, {} connections, {} PUBACK timeouts",
+            k.queued, k.published, k.acked, k.refused, k.sensor_errors, k.connects, k.ack_timeouts
         ),
     );
     line(
@@ -439,6 +442,7 @@ mod tests {
                 refused: 0,
                 sensor_errors: 1,
                 connects: 2,
+                ack_timeouts: 0,
                 events_queued: 1,
                 events_dropped: 0,
             },

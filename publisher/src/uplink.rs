@@ -6,7 +6,12 @@
 //!   PUBACK; delete each from the queue on its PUBACK (deletes are batched).
 //!   On a connection error, forget the in-flight mapping: the next session
 //!   republishes from the queue, and the bridge deduplicates on
-//!   (device, date_time). When the queue switches store (disk to memory and
+//!   (device, date_time). No PUBACK for `ack_timeout` while some are due
+//!   counts as a connection error: MQTT re-sends an unacknowledged publish
+//!   only on a new connection, so a half-open connection, or a broker that
+//!   dropped a publish it could not store (NATS during a JetStream leader
+//!   election), would otherwise hold those readings for as long as the
+//!   connection lives. When the queue switches store (disk to memory and
 //!   back, a damaged file replaced) its ids change meaning: the uplink starts
 //!   over from the new store's oldest entry, and acks for publishes of the
 //!   old store are dropped (those readings are simply sent again).
@@ -66,6 +71,8 @@ pub struct Timing {
     pub reconnect_max: Duration,
     /// Longest wait for outstanding PUBACKs at shutdown.
     pub drain_timeout: Duration,
+    /// Publishes outstanding and no PUBACK for this long: reconnect (`None`: never).
+    pub ack_timeout: Option<Duration>,
 }
 
 /// The state machine's states.
@@ -108,6 +115,8 @@ pub struct Uplink<L> {
     inflight: HashMap<u16, Tracked>,
     /// Acknowledged, not yet deleted from the queue.
     acked: Vec<Tracked>,
+    /// Since when publishes have been outstanding with no PUBACK (or refusal) arriving.
+    unanswered_since: Option<Instant>,
     last_flush: Instant,
     /// A backlog being delivered, for the progress lines.
     backlog: Backlog,
@@ -145,6 +154,7 @@ impl<L: Link> Uplink<L> {
             requested: VecDeque::new(),
             inflight: HashMap::new(),
             acked: Vec::new(),
+            unanswered_since: None,
             last_flush: Instant::now(),
             backlog: Backlog::new(timing.window),
             refusal_logged: false,
@@ -229,6 +239,7 @@ impl<L: Link> Uplink<L> {
                 return Ok(State::Draining);
             }
             let flush_at = self.last_flush + ACK_FLUSH_INTERVAL;
+            let answer_by = self.answer_deadline();
             tokio::select! {
                 biased;
                 _ = self.signals.shutdown.cancelled() => return Ok(State::Draining),
@@ -249,6 +260,18 @@ impl<L: Link> Uplink<L> {
                 }
                 _ = tokio::time::sleep_until(flush_at), if !self.acked.is_empty() => {
                     self.flush_acks().await?;
+                }
+                _ = sleep_until_some(answer_by) => {
+                    let in_flight = self.outstanding();
+                    let timeout_s = self.timing.ack_timeout.map_or(0, |t| t.as_secs());
+                    Stats::add(&self.stats.ack_timeouts, 1);
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    self.stats.note_error(format!("broker: no PUBACK for {timeout_s} s with {in_flight} readings in flight"));
+                    tracing::warn!(in_flight, timeout_s, queued = self.spool.len(), "No acknowledgement from the broker in time; reconnecting, and the unacknowledged readings will be republished (mqtt.ack_timeout_s)");
+                    self.flush_acks().await?;
+                    self.forget_in_flight();
+                    self.backlog.interrupted();
+                    return Ok(State::Offline { failures: 1 });
                 }
                 // No acks for an interval while a backlog waits: a stall,
                 // which the progress line should say rather than fall silent.
@@ -325,6 +348,7 @@ impl<L: Link> Uplink<L> {
             },
             LinkEvent::Acked(pkid) => {
                 if let Some(id) = self.inflight.remove(&pkid) {
+                    self.answered();
                     Stats::add(&self.stats.acked, 1);
                     self.acked.push(id);
                     self.stats
@@ -334,6 +358,7 @@ impl<L: Link> Uplink<L> {
             LinkEvent::Refused(pkid, reason) => {
                 // Not delivered: it stays queued and goes again next session.
                 if let Some((_, id)) = self.inflight.remove(&pkid) {
+                    self.answered();
                     Stats::add(&self.stats.refused, 1);
                     if !self.refusal_logged {
                         self.refusal_logged = true;
@@ -458,6 +483,24 @@ impl<L: Link> Uplink<L> {
     fn forget_in_flight(&mut self) {
         self.requested.clear();
         self.inflight.clear();
+        self.unanswered_since = None;
+    }
+
+    /// When the connection is to be given up if no answer comes: `ack_timeout`
+    /// after the last answer, or after publishing into an empty window.
+    fn answer_deadline(&mut self) -> Option<Instant> {
+        let timeout = self.timing.ack_timeout?;
+        if self.outstanding() == 0 {
+            self.unanswered_since = None;
+            return None;
+        }
+        let since = *self.unanswered_since.get_or_insert_with(Instant::now);
+        Some(since + timeout)
+    }
+
+    /// An answer (PUBACK or refusal) came: the broker is alive.
+    fn answered(&mut self) {
+        self.unanswered_since = Some(Instant::now());
     }
 
     fn new_session(&mut self) {
@@ -465,6 +508,14 @@ impl<L: Link> Uplink<L> {
         self.cursor = 0;
         self.caught_up = false;
         self.refusal_logged = false;
+    }
+}
+
+/// Sleeps until `at`, or for ever without one (a `select!` branch that never fires).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -517,6 +568,10 @@ mod tests {
         disconnected: bool,
         /// The connection dropped: publishes fail until `reconnect`.
         broken: bool,
+        /// Each PUBACK arrives this long after the event before it.
+        ack_delay: Option<Duration>,
+        /// When the PUBACK at the front of `events` is due.
+        ack_due: Option<Instant>,
     }
 
     impl FakeLink {
@@ -542,6 +597,15 @@ mod tests {
 
     impl Link for FakeLink {
         async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
+            // Cancel-safe like the real link: the delay's end is kept across
+            // cancelled polls, and the event is taken only once it is due.
+            if let (Some(delay), Some(Ok(LinkEvent::Acked(_)))) =
+                (self.ack_delay, self.events.front())
+            {
+                let due = *self.ack_due.get_or_insert_with(|| Instant::now() + delay);
+                tokio::time::sleep_until(due).await;
+                self.ack_due = None;
+            }
             match self.events.pop_front() {
                 Some(e) => e,
                 None => std::future::pending().await,
@@ -592,6 +656,7 @@ mod tests {
             reconnect_min: Duration::from_millis(1),
             reconnect_max: Duration::from_millis(4),
             drain_timeout: Duration::from_millis(100),
+            ack_timeout: None,
         }
     }
 
@@ -698,6 +763,47 @@ mod tests {
         let sent = sent.lock().unwrap().clone();
         assert_eq!(sent[..3], names(1..=3)[..]);
         assert_eq!(sent[3..], names(1..=10)[..], "replayed from the oldest");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_stops_acknowledging_is_left_and_the_readings_republished() {
+        let spool = spool_with(10);
+        let link = FakeLink::new(false);
+        let sent = Arc::clone(&link.sent);
+        let mut up = uplink(link, &spool, done_signals(), 5);
+        up.timing.ack_timeout = Some(Duration::from_millis(50));
+        assert_eq!(up.offline(0).await.unwrap(), State::Online);
+        let started = Instant::now();
+        // The connection stays up, but no PUBACK ever comes.
+        assert_eq!(up.online().await.unwrap(), State::Offline { failures: 1 });
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(Stats::get(&up.stats.ack_timeouts), 1);
+        assert_eq!(up.outstanding(), 0, "in-flight mapping forgotten");
+        assert_eq!(spool.len(), 10, "nothing deleted without a PUBACK");
+        up.link.ack = true;
+        assert_eq!(up.offline(1).await.unwrap(), State::Online);
+        assert_eq!(up.link.connect_attempts, 2, "a new connection");
+        assert_eq!(up.online().await.unwrap(), State::Draining);
+        assert!(spool.is_empty());
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent[..5], names(1..=5)[..]);
+        assert_eq!(sent[5..], names(1..=10)[..], "replayed from the oldest");
+    }
+
+    #[tokio::test]
+    async fn slow_acks_that_keep_coming_never_trip_the_ack_timeout() {
+        let spool = spool_with(10);
+        let mut link = FakeLink::new(true);
+        link.ack_delay = Some(Duration::from_millis(20));
+        let mut up = uplink(link, &spool, done_signals(), 1);
+        up.timing.ack_timeout = Some(Duration::from_millis(50));
+        let started = Instant::now();
+        assert_eq!(up.offline(0).await.unwrap(), State::Online);
+        assert_eq!(up.online().await.unwrap(), State::Draining);
+        // Ten acks 20 ms apart: four times the timeout in all, but never 50 ms without one.
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(Stats::get(&up.stats.ack_timeouts), 0);
+        assert!(spool.is_empty());
     }
 
     #[tokio::test]

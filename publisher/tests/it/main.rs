@@ -11,6 +11,7 @@ mod corrupt_queue;
 mod disk_full;
 mod doctor;
 mod end_to_end;
+mod half_open;
 mod power_loss;
 mod queue_bound;
 mod support;
