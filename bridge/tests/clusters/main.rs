@@ -17,10 +17,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use co2_testkit::{
-    http_get, metric_value, unique, wait_until, Broker, Database, GaleraCluster, NatsCluster,
-    Publisher,
+    http_get, metric_value, unique, wait_until, workspace_binary, Broker, ChildProcess, Database,
+    GaleraCluster, NatsCluster, Publisher,
 };
-use support::{assert_exactly_once, assert_exactly_once_in, bridge_env, http_port, publish_range};
+use support::{assert_exactly_once_in, bridge_env, http_port, publish_range};
 
 /// One drill at a time: two clusters plus a bridge each on two cores made
 /// the NATS drill miss readings within its deadline (seen once).
@@ -88,6 +88,52 @@ fn spawn_stream(publisher: Publisher, prefix: &str) -> tokio::task::JoinHandle<(
         assert!(publisher.wait_acked(total, Duration::from_secs(120)).await);
         publisher.disconnect().await;
     })
+}
+
+fn device_name(n: usize) -> String {
+    format!("nats-device-{n}")
+}
+
+fn device_log(dir: &std::path::Path, n: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("{}.log", device_name(n)))).unwrap_or_default()
+}
+
+/// `DEVICES` co2-publisher processes under `dir`, `PER_DEVICE` readings each
+/// at 20 ms, MQTT 3.1.1, on node 1 first (then 2, then 0), with a 3 s ack
+/// timeout.
+fn spawn_devices(dir: &std::path::Path, cluster: &NatsCluster, prefix: &str) -> Vec<ChildProcess> {
+    let hosts = cluster.mqtt_hosts();
+    let nodes = [1, 2, 0].map(|n| format!("{:?}", hosts[n])).join(", ");
+    let config = dir.join("publisher.toml");
+    std::fs::write(
+        &config,
+        format!("[mqtt]\nprotocol = \"v311\"\nhosts = [{nodes}]\nack_timeout_s = 3\nreconnect_min_ms = 100\nreconnect_max_ms = 500\ntopic_prefix = \"{prefix}\"\n"),
+    )
+    .unwrap();
+    let publisher = workspace_binary("co2-publisher", "CO2_PUBLISHER_BIN");
+    (0..DEVICES)
+        .map(|n| {
+            let device = device_name(n);
+            let mut command = std::process::Command::new(&publisher);
+            command
+                .arg("--config")
+                .arg(&config)
+                .args(["run", "--count", &PER_DEVICE.to_string()])
+                .env("CO2_PUBLISHER__DEVICE", &device)
+                .env("CO2_PUBLISHER__INTERVAL_MS", "20")
+                .env(
+                    "CO2_PUBLISHER__QUEUE__PATH",
+                    dir.join(format!("{device}.sqlite3")),
+                )
+                .env(
+                    "CO2_PUBLISHER__STATUS__PATH",
+                    dir.join(format!("{device}.status.json")),
+                )
+                .env("CO2_PUBLISHER__CLOCK__REQUIRE_SYNC", "false")
+                .env("RUST_LOG", "info");
+            ChildProcess::spawn(command, &dir.join(format!("{device}.log"))).unwrap()
+        })
+        .collect()
 }
 
 /// Galera: the node the bridge writes to is SIGKILLed mid-stream; the bridge
@@ -192,20 +238,18 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
 }
 
 /// NATS: the node the bridge is connected to is SIGKILLed mid-stream (the
-/// publisher is on another node); the bridge resumes its session on the
-/// next node of `mqtt.hosts`.
+/// devices are on another node); the bridge resumes its session on the next
+/// node of `mqtt.hosts`.
 ///
-/// Intermittent (on 2026-12-02 it failed 1 of 3 runs, the failing one with
-/// the machine loaded by a build): the killed node led the `$MQTT_msgs`
-/// stream, and while a new leader was elected the publisher's node logged
-/// `timeout for request type "MS"` storing a publish and sent no PUBACK for
-/// it, on a connection it kept open. An MQTT
-/// client re-sends an unacknowledged QoS 1 publish only after reconnecting,
-/// so that reading waits forever and `wait_acked` times out. The fix belongs
-/// in the publisher (a PUBACK timeout that reconnects, so the broker gets the
-/// publish again), not in this test's stand-in device.
+/// The devices are real co2-publisher processes, not a test client, because
+/// the kill also strikes them: the killed node may lead the `$MQTT_msgs`
+/// stream, and while a new leader is elected the devices' node can fail to
+/// store a publish (`timeout for request type "MS"` in its log) and never
+/// answer it, on a connection it keeps open. An MQTT client re-sends an
+/// unacknowledged publish only on a new connection, so a plain client waits
+/// for ever (this drill failed 1 run in 3 that way with one); the
+/// publisher's `mqtt.ack_timeout_s` reconnects and republishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: NATS drops the PUBACK of a publish it failed to store during a stream-leader election, and the publisher never re-sends it (see the doc comment); run with --ignored"]
 async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
@@ -223,8 +267,8 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     let mut bridge = support::Binary::spawn(&env, "nats-drill");
     bridge.wait_ready().await;
 
-    let publisher = Publisher::connect(cluster.mqtt_port(1), &unique("nats-pub"));
-    let stream = spawn_stream(publisher, &prefix);
+    let devices_dir = tempfile::tempdir().unwrap();
+    let mut devices = spawn_devices(devices_dir.path(), &cluster, &prefix);
     let total = (DEVICES * PER_DEVICE) as i64;
     assert!(
         wait_until(Duration::from_secs(60), || async {
@@ -240,7 +284,20 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     let at_kill = db.count("co2_emissions").await.unwrap();
     assert!(at_kill < total, "the stream ended before the kill");
     eprintln!("nats: node 0 SIGKILLed with {at_kill}/{total} rows");
-    stream.await.unwrap();
+    let mut reconnects = 0;
+    for (n, device) in devices.iter_mut().enumerate() {
+        let status = device.wait(Duration::from_secs(120)).await.unwrap();
+        let log = device_log(devices_dir.path(), n);
+        assert!(status.success(), "device {n} exited with {status}: {log}");
+        assert!(
+            log.contains("left_in_queue=0"),
+            "device {n} left readings queued: {log}"
+        );
+        reconnects += log
+            .matches("No acknowledgement from the broker in time")
+            .count();
+    }
+    eprintln!("nats: every device delivered its readings ({reconnects} PUBACK timeouts)");
     let reached = wait_until(Duration::from_secs(90), || async {
         db.count("co2_emissions").await.unwrap_or(0) >= total
     })
@@ -256,9 +313,23 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
         killed_at.elapsed()
     );
     let (ready, unready, silent) = probe.finish().await;
+    for n in 0..DEVICES {
+        let device = device_name(n);
+        let (rows, distinct): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT date_time) FROM co2_emissions WHERE device = ?",
+        )
+        .bind(&device)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            (rows, distinct),
+            (PER_DEVICE as i64, PER_DEVICE as i64),
+            "{device}"
+        );
+    }
     eprintln!("nats: /readyz during the failover: {ready} ready, {unready} not ready, {silent} unanswered");
     assert_eq!(silent, 0, "/readyz stopped answering during the failover");
-    assert_exactly_once(&db, DEVICES, PER_DEVICE).await;
     let ready = ready_within(bridge.http, Duration::from_secs(30)).await;
     assert!(
         ready.is_some(),
@@ -276,6 +347,14 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
         log.contains("Failed over to another broker node") && log.contains("session_present=true"),
         "the session did not survive the failover: {log}"
     );
+    for line in log.lines().filter(|l| {
+        l.contains("Failed over")
+            || l.contains("Lost the broker connection")
+            || l.contains("Subscribed")
+            || l.contains("Still cannot reach")
+    }) {
+        eprintln!("nats: bridge: {line}");
+    }
     bridge
         .process
         .terminate(Duration::from_secs(30))
