@@ -205,8 +205,27 @@ impl NullSubscriber {
 
 /// Ends the broker's session for `endpoint.client_id` (a clean start with no
 /// expiry, then DISCONNECT), so a stopped bridge's session stops queueing (and,
-/// in a shared group, stops taking a share of) later messages.
+/// in a shared group, stops taking a share of) later messages. A broker that
+/// speaks only MQTT 3.1.1 (NATS 2.9) refuses the v5 CONNECT; then a 3.1.1
+/// clean-session CONNECT, which discards the session just the same.
 pub async fn clear_session(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let v5 = tokio::time::timeout(Duration::from_secs(10), clear_session_v5(endpoint))
+        .await
+        .context("clearing a session timed out")
+        .and_then(|r| r);
+    match v5 {
+        Ok(()) => Ok(()),
+        Err(v5_error) => {
+            tokio::time::timeout(Duration::from_secs(10), clear_session_v311(endpoint))
+                .await
+                .context("clearing a session (MQTT 3.1.1) timed out")
+                .and_then(|r| r)
+                .with_context(|| format!("after MQTT 5 failed: {v5_error:#}"))
+        }
+    }
+}
+
+async fn clear_session_v5(endpoint: &Endpoint) -> anyhow::Result<()> {
     let mut o = rumqttc::v5::MqttOptions::new(&endpoint.client_id, &endpoint.host, endpoint.port);
     o.set_clean_start(true)
         .set_session_expiry_interval(None)
@@ -215,23 +234,40 @@ pub async fn clear_session(endpoint: &Endpoint) -> anyhow::Result<()> {
         o.set_credentials(u.clone(), p.clone());
     }
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 8);
-    let run = async {
-        loop {
-            match eventloop.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(_))) => {
-                    client.disconnect().await?;
-                }
-                Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                    return anyhow::Ok(());
-                }
-                Ok(_) => {}
-                Err(e) => bail!("clearing session {}: {e}", endpoint.client_id),
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(_))) => {
+                client.disconnect().await?;
             }
+            Ok(rumqttc::v5::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) => bail!("clearing session {}: {e}", endpoint.client_id),
         }
-    };
-    tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .context("clearing a session timed out")?
+    }
+}
+
+async fn clear_session_v311(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let mut o = rumqttc::MqttOptions::new(&endpoint.client_id, &endpoint.host, endpoint.port);
+    o.set_clean_session(true)
+        .set_keep_alive(Duration::from_secs(30));
+    if let Some((u, p)) = &endpoint.credentials {
+        o.set_credentials(u.clone(), p.clone());
+    }
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 8);
+    loop {
+        match eventloop.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                client.disconnect().await?;
+            }
+            Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) => bail!("clearing session {} (MQTT 3.1.1): {e}", endpoint.client_id),
+        }
+    }
 }
 
 /// What the naive consumer did.
