@@ -32,6 +32,67 @@ const MAX_YEAR_DIGITS: usize = 6;
 
 /// Parses `text`, truncating fractional seconds to milliseconds (the column's precision).
 pub(crate) fn parse(text: &str) -> Result<ParsedDateTime, Unparsable> {
+    match parse_canonical(text) {
+        Some(parsed) => Ok(parsed),
+        None => parse_grammar(text),
+    }
+}
+
+/// The layout nearly every publisher sends, `YYYY-MM-DD HH:MM:SS[.f…][Z]`,
+/// read at fixed positions: the general grammar below costs about twenty
+/// times as much, a fifth of the bridge's own work per CO2 reading. `None`
+/// for anything else, valid or not, which the grammar then reads, so this
+/// refuses nothing itself and reads nothing differently (the property
+/// tests compare the two).
+fn parse_canonical(text: &str) -> Option<ParsedDateTime> {
+    let (body, offset) = match text.as_bytes().split_last() {
+        Some((b'Z' | b'z', body)) => (body, Some(FixedOffset::east_opt(0)?)),
+        _ => (text.as_bytes(), None),
+    };
+    let (head, fraction) = body.split_at_checked(19)?;
+    let [y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b' ' | b'T' | b't', h0, h1, b':', mi0, mi1, b':', s0, s1] =
+        *head
+    else {
+        return None;
+    };
+    let year = digits(&[y0, y1, y2, y3])?;
+    let (month, day) = (digits(&[mo0, mo1])?, digits(&[d0, d1])?);
+    let (hour, minute, second) = (digits(&[h0, h1])?, digits(&[mi0, mi1])?, digits(&[s0, s1])?);
+    let millis = match fraction {
+        [] => 0,
+        [b'.' | b',', frac @ ..] if (1..=9).contains(&frac.len()) => {
+            digits(frac)?;
+            // Truncated to milliseconds, as the grammar does.
+            let mut padded = [b'0'; 3];
+            for (to, from) in padded.iter_mut().zip(frac) {
+                *to = *from;
+            }
+            digits(&padded)?
+        }
+        _ => return None,
+    };
+    if !(1000..=9999).contains(&year) || second > 59 {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let time = NaiveTime::from_hms_milli_opt(hour, minute, second, millis)?;
+    Some(ParsedDateTime {
+        local: NaiveDateTime::new(date, time),
+        offset,
+    })
+}
+
+/// The value of a run of ASCII digits; `None` if any byte is not one or it
+/// does not fit.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |n, &b| {
+        let digit = char::from(b).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// The whole grammar, with a reason for every refusal.
+fn parse_grammar(text: &str) -> Result<ParsedDateTime, Unparsable> {
     let (date, rest) = text.split_once([' ', 'T', 't']).ok_or(Unparsable::Syntax)?;
     let (time, offset) = split_offset(rest.trim_start()).ok_or(Unparsable::Syntax)?;
     let date = parse_date(date)?;
@@ -139,6 +200,73 @@ fn small_uint(text: &str, max_len: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    prop_compose! {
+        /// Texts of the canonical layout, mostly real dates and times, with
+        /// any separator, fraction and suffix the fast path might see.
+        fn canonical_layout()(
+            (y, mo, d) in (990u32..10_010, 0u32..=13, 0u32..=32),
+            (h, mi, s) in (0u32..=24, 0u32..=60, 0u32..=60),
+            sep in r"[ Tt]",
+            fraction in r"([.,][0-9]{0,10})?",
+            suffix in r"[Zz+]?",
+        ) -> String {
+            format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{fraction}{suffix}")
+        }
+    }
+
+    proptest! {
+        /// Whatever the fixed-layout reader accepts, the grammar reads the same.
+        #[test]
+        fn the_fast_path_agrees_with_the_grammar(text in canonical_layout()) {
+            if let Some(fast) = parse_canonical(&text) {
+                prop_assert_eq!(Ok(fast), parse_grammar(&text), "{}", text);
+            }
+        }
+
+        /// Near misses (any character replaced) are the grammar's to read.
+        #[test]
+        fn near_misses_agree_too(
+            text in canonical_layout(),
+            at in 0usize..32,
+            with in r"[ -~]|é",
+        ) {
+            let mut text = text;
+            if let Some((i, c)) = text.char_indices().nth(at) {
+                text.replace_range(i..i + c.len_utf8(), &with);
+            }
+            if let Some(fast) = parse_canonical(&text) {
+                prop_assert_eq!(Ok(fast), parse_grammar(&text), "{}", text);
+            }
+        }
+    }
+
+    /// The fast path takes the forms it is for (else it saves nothing).
+    #[test]
+    fn the_fast_path_takes_the_common_layouts() {
+        for text in [
+            "2020-07-13 22:43:23",
+            "2020-07-13T22:43:23",
+            "2020-07-13T22:43:23Z",
+            "2020-07-13 22:43:23.5",
+            "2020-07-13T22:43:23.123Z",
+            "2020-07-13 22:43:23,123456789",
+        ] {
+            assert!(parse_canonical(text).is_some(), "{text:?}");
+            assert_eq!(
+                parse_canonical(text).ok_or(()),
+                parse_grammar(text).map_err(|_| ())
+            );
+        }
+        for text in [
+            "2020-7-13 22:43:23",
+            "2020-07-13 22:43:23+02:00",
+            "0999-12-31 23:59:59",
+        ] {
+            assert!(parse_canonical(text).is_none(), "{text:?}");
+        }
+    }
 
     fn local(text: &str) -> NaiveDateTime {
         parse(text).map(|p| p.local).unwrap_or_default()
