@@ -315,6 +315,44 @@ impl EventLoop {
 
     /// Polls once. Not cancel safe: never race it in a `select!`.
     pub async fn poll(&mut self) -> Result<MqttEvent, MqttError> {
+        // rumqttc's poll future is about 2.7 KB and was copied several times
+        // per event on its way into the caller's future, although most polls
+        // only hand out an event that an earlier socket read already decoded
+        // (one read yields up to ten packets, each with its outgoing ack).
+        // Those are taken here without building it; the rest poll it boxed,
+        // so that what callers hold and move stays small.
+        if let Some(event) = self.buffered() {
+            return Ok(event);
+        }
+        let polled = Box::pin(self.poll_network()).await;
+        if polled.is_err() {
+            self.drop_buffered();
+        }
+        polled
+    }
+
+    /// An event decoded by an earlier read, as rumqttc's own poll would
+    /// return it first.
+    fn buffered(&mut self) -> Option<MqttEvent> {
+        match &mut self.inner {
+            Inner::V5 { eventloop, .. } => eventloop.state.events.pop_front().map(v5_event),
+            Inner::V311 { eventloop, .. } => eventloop.state.events.pop_front().map(v311_event),
+        }
+    }
+
+    /// Forgets what the lost connection had decoded but not yet handed out.
+    /// rumqttc would return it after the next CONNACK, as if it had come on
+    /// the new connection; the broker redelivers the unacknowledged messages
+    /// there itself, and an ack for an old packet id could confirm one of
+    /// the redeliveries before it is stored.
+    fn drop_buffered(&mut self) {
+        match &mut self.inner {
+            Inner::V5 { eventloop, .. } => eventloop.state.events.clear(),
+            Inner::V311 { eventloop, .. } => eventloop.state.events.clear(),
+        }
+    }
+
+    async fn poll_network(&mut self) -> Result<MqttEvent, MqttError> {
         match &mut self.inner {
             Inner::V5 { eventloop, .. } => eventloop.poll().await.map(v5_event).map_err(v5_error),
             Inner::V311 { eventloop, .. } => {
