@@ -53,14 +53,16 @@ pub struct Quarantine {
 pub fn fingerprint(source: &[u8], payload: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    // The length separates source from payload: ("ab", "c") is not ("a", "bc").
+    // FNV-1a. The length separates source from payload: ("ab", "c") is not
+    // ("a", "bc"). One loop per part: a chained iterator made this a fifth of
+    // the intake's work per reading.
     let len = (source.len() as u64).to_le_bytes();
-    for &byte in len.iter().chain(source).chain(payload) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash
+    [len.as_slice(), source, payload]
+        .into_iter()
+        .fold(OFFSET, |hash, part| {
+            part.iter()
+                .fold(hash, |h, &byte| (h ^ u64::from(byte)).wrapping_mul(PRIME))
+        })
 }
 
 impl Quarantine {
@@ -231,5 +233,16 @@ mod tests {
     fn fingerprints_separate_source_and_payload() {
         assert_ne!(fingerprint(b"ab", b"c"), fingerprint(b"a", b"bc"));
         assert_eq!(fingerprint(b"t", b"p"), fingerprint(b"t", b"p"));
+    }
+
+    /// Fingerprints outlive the process in the quarantine file: they must
+    /// not change between releases. Values computed by the first version.
+    #[test]
+    fn fingerprints_are_stable() {
+        assert_eq!(fingerprint(b"", b""), 0xa8c7_f832_281a_39c5);
+        assert_eq!(
+            fingerprint(b"co2/dev-01/emissions", b"2020-07-13 22:43:23|3500.00"),
+            0x6961_6d0e_443e_bccf
+        );
     }
 }
