@@ -39,6 +39,13 @@ const NULL: Value = Value::Null;
 const FALSE: Value = Value::Int(0);
 const TRUE: Value = Value::Int(1);
 
+/// What a target that derives nothing derives.
+static NOTHING_DERIVED: Derived = Derived {
+    tags: None,
+    tags_key: Vec::new(),
+    content_key: Vec::new(),
+};
+
 /// What some columns compute from the whole message, once per message.
 #[derive(Debug, Default)]
 struct Derived {
@@ -95,29 +102,28 @@ impl Target {
         message: &'a Message,
         topic: &'a str,
     ) -> impl Iterator<Item = Cell<'a>> {
-        let derived = Arc::new(self.derive(message));
-        let rows: Box<dyn Iterator<Item = Option<usize>> + Send + 'a> = if self.long {
-            Box::new((0..message.fields.len()).map(Some))
-        } else {
-            Box::new(std::iter::once(None))
-        };
-        rows.flat_map(move |field| {
-            let derived = Arc::clone(&derived);
-            self.sources
-                .iter()
-                .map(move |source| cell(source, message, topic, field, &derived))
+        // This runs for every reading: most targets derive nothing, and then
+        // nothing here allocates.
+        let derived = self.derive(message).map(Arc::new);
+        let (rows, long) = (self.rows(message), self.long);
+        (0..rows).flat_map(move |row| {
+            let (field, derived) = (long.then_some(row), derived.clone());
+            self.sources.iter().map(move |source| {
+                let derived = derived.as_deref().unwrap_or(&NOTHING_DERIVED);
+                cell(source, message, topic, field, derived)
+            })
         })
     }
 
-    /// Computes only what this target's columns use.
-    fn derive(&self, message: &Message) -> Derived {
+    /// Computes only what this target's columns use; `None` if they use nothing.
+    fn derive(&self, message: &Message) -> Option<Derived> {
         let uses = |c: &Column| self.sources.contains(c);
         let (tags_key, content_key) = (uses(&Column::TagsKey), uses(&Column::ContentKey));
         if !(uses(&Column::Tags) || tags_key || content_key) {
-            return Derived::default();
+            return None;
         }
         let tags = tags_json(message);
-        Derived {
+        Some(Derived {
             tags_key: match (&tags, tags_key) {
                 (Some(json), true) => Sha256::digest(json.as_bytes()).to_vec(),
                 _ => Vec::new(),
@@ -128,7 +134,7 @@ impl Target {
                 Vec::new()
             },
             tags,
-        }
+        })
     }
 
     /// A wide target of `width` columns, for tests.
