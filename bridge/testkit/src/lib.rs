@@ -5,7 +5,8 @@
 //! a [`Database`] is a uniquely named database dropped afterwards (kept when
 //! the test panics, for a post-mortem), a [`TcpProxy`] can cut a connection,
 //! an [`Influx`] is a private `influxd` on free loopback ports, a
-//! [`KafkaBroker`] a private in-memory `tansu`, and a [`GaleraCluster`] and
+//! [`KafkaBroker`] a private `tansu` (in memory, or on PostgreSQL with SCRAM
+//! users and stunnel's TLS in front), and a [`GaleraCluster`] and
 //! a [`NatsCluster`] are private three-node clusters whose nodes a drill may
 //! SIGKILL; [`chromium`] opens a page in headless Chromium.
 
@@ -33,7 +34,7 @@ pub use database::Database;
 pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};
 pub use influx::{Influx, Series};
-pub use kafka::{KafkaBroker, KafkaProducer};
+pub use kafka::{KafkaBroker, KafkaProducer, KafkaSecurity};
 pub use nats::NatsCluster;
 pub use process::{workspace_binary, ChildProcess};
 pub use proxy::TcpProxy;
