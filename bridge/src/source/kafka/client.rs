@@ -134,6 +134,21 @@ pub fn client_config(
     Ok(config)
 }
 
+/// What to fix for the errors that retrying never cures: the broker
+/// refused the bridge's credentials or the bridge refused the broker's
+/// certificate.
+fn configuration_hint(code: RDKafkaErrorCode) -> Option<&'static str> {
+    match code {
+        RDKafkaErrorCode::Authentication => Some(
+            "check username, password_file and sasl_mechanism against the broker's users",
+        ),
+        RDKafkaErrorCode::SSL => Some(
+            "check [sources.tls] ca_file (it must have signed the broker's certificate) and the client certificate",
+        ),
+        _ => None,
+    }
+}
+
 fn partition_of(topic: &str, partition: i32) -> Partition {
     (Arc::from(topic), partition)
 }
@@ -155,11 +170,31 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(source = %self.name, error = %error, reason, "Kafka client error; librdkafka retries by itself");
-        self.health
-            .source_error(self.index, format!("{error}: {reason}"));
+        let code = error.rdkafka_error_code();
+        if let Some(fix) = code.and_then(configuration_hint) {
+            tracing::error!(source = %self.name, error = %error, reason, fix, "Kafka broker refused the connection; librdkafka retries, but this takes a configuration change");
+            self.health
+                .source_error(self.index, format!("{error}: {reason} ({fix})"));
+        } else if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::warn!(source = %self.name, error = %error, reason, "Kafka client error; librdkafka retries by itself");
+            // It follows the error that says why (a refused certificate or
+            // password, a refused connection); the status page keeps that.
+            let known = self
+                .health
+                .source_states()
+                .get(self.index)
+                .is_some_and(|s| s.track.last_error.is_some());
+            if !known {
+                self.health
+                    .source_error(self.index, format!("{error}: {reason}"));
+            }
+        } else {
+            tracing::warn!(source = %self.name, error = %error, reason, "Kafka client error; librdkafka retries by itself");
+            self.health
+                .source_error(self.index, format!("{error}: {reason}"));
+        }
         // Said at once; the next statistics say when a broker is back.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.set_source_up(self.index, false);
         }
     }
