@@ -18,6 +18,16 @@ use crate::support::*;
 
 /// A bridge config reading `topic` in `group` into the CO2 route, MQTT off.
 fn write_config(kafka: &KafkaBroker, topic: &str, group: &str) -> PathBuf {
+    write_config_with(kafka, topic, group, "")
+}
+
+/// As [`write_config`], with `source` (TOML) appended to the Kafka source.
+pub(crate) fn write_config_with(
+    kafka: &KafkaBroker,
+    topic: &str,
+    group: &str,
+    source: &str,
+) -> PathBuf {
     let path = std::env::temp_dir().join(format!("{}.toml", unique("kafka-bridge")));
     let config = format!(
         r#"[mqtt]
@@ -31,7 +41,7 @@ topics = ["{topic}"]
 group_id = "{group}"
 device_from_key = true
 session_timeout_ms = 6000
-"#,
+{source}"#,
         bootstrap = kafka.bootstrap()
     );
     std::fs::write(&path, config).unwrap();
@@ -39,7 +49,11 @@ session_timeout_ms = 6000
 }
 
 /// The environment of a Kafka-fed bridge writing to `db_url`.
-fn kafka_env(db_url: &str, config: &std::path::Path, name: &str) -> Vec<(String, String)> {
+pub(crate) fn kafka_env(
+    db_url: &str,
+    config: &std::path::Path,
+    name: &str,
+) -> Vec<(String, String)> {
     [
         ("CO2_BRIDGE_CONFIG", config.display().to_string()),
         ("CO2_BRIDGE__DATABASE__URL", db_url.to_owned()),
@@ -67,7 +81,7 @@ async fn kafka_with_topic(name: &str, partitions: u32) -> (KafkaBroker, String, 
 
 /// Produces readings `0..per_device` of `devices` devices, device `d` keyed
 /// `devd` on partition `d % partitions`, a round at a time with `pause`.
-fn spawn_kafka_stream(
+pub(crate) fn spawn_kafka_stream(
     kafka: &KafkaBroker,
     topic: &str,
     partitions: i32,
@@ -110,23 +124,34 @@ async fn metric(bridge: &Binary, name: &str) -> f64 {
 }
 
 /// Waits until `group` has committed the end of every partition of `topic`.
-async fn assert_committed_to_the_end(
+pub(crate) async fn assert_committed_to_the_end(
     kafka: &KafkaBroker,
     group: &str,
     topic: &str,
     partitions: i32,
 ) {
     let end = kafka.end_offsets(topic, partitions).unwrap();
+    assert_committed(kafka, group, topic, &end).await;
+}
+
+/// Waits until `group` has committed `offsets` (one per partition) of `topic`.
+pub(crate) async fn assert_committed(
+    kafka: &KafkaBroker,
+    group: &str,
+    topic: &str,
+    offsets: &[i64],
+) {
+    let partitions = i32::try_from(offsets.len()).unwrap();
     let caught_up = wait_until(Duration::from_secs(20), || async {
         kafka
             .committed(group, topic, partitions)
             .unwrap_or_default()
-            == end
+            == offsets
     })
     .await;
     assert!(
         caught_up,
-        "committed {:?}, end {end:?}",
+        "committed {:?}, expected {offsets:?}",
         kafka
             .committed(group, topic, partitions)
             .unwrap_or_default()

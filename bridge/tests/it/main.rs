@@ -13,6 +13,7 @@ mod hostile;
 mod influx;
 mod json;
 mod kafka;
+mod kafka_auth;
 mod observability;
 mod routes;
 mod scale_out;
