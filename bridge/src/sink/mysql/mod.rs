@@ -126,11 +126,9 @@ impl MysqlSink {
             };
             let (mut inserted, mut duplicates) = (0, 0);
             for chunk in statement_chunks(target, &items) {
-                for piece in cached_shapes(chunk) {
-                    let (i, d) = insert_rows(&mut tx, target, piece).await?;
-                    inserted += i;
-                    duplicates += d;
-                }
+                let (i, d) = insert_rows(&mut tx, target, chunk).await?;
+                inserted += i;
+                duplicates += d;
             }
             written.inserted.push((route, inserted));
             written.duplicates.push((route, duplicates));
@@ -274,24 +272,6 @@ fn statement_chunks<'a, 'i>(target: &Target, items: &'a [&'i Item<'i>]) -> Vec<&
     chunks
 }
 
-/// Splits a statement's items into runs of 2^k items, largest first.
-///
-/// Every distinct row count is a statement of its own: MySQL prepares it
-/// (and sends back a definition of every parameter, 4,000 for 1,000 rows of
-/// four columns), and sqlx keeps 100 of them per connection. Batches vary
-/// in size, so nearly every INSERT was prepared anew. Powers of two leave a
-/// handful of shapes that stay prepared, for at most log2(n) more executes
-/// in the same transaction.
-fn cached_shapes<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        let take = 1usize << rest.len().checked_ilog2()?;
-        let (piece, tail) = rest.split_at_checked(take)?;
-        rest = tail;
-        Some(piece)
-    })
-}
-
 /// `INSERT ... VALUES (?, ?), (?, ?) ...` for `rows` rows of `columns` values.
 ///
 /// Written out here rather than with sqlx's `QueryBuilder`, whose `push_bind`
@@ -369,13 +349,10 @@ fn bound_insert<'q>(
 /// values. Returns the rows; the offline benchmark's row-building half.
 pub fn build_inserts(target: &Target, items: &[&Item<'_>]) -> Result<usize, sqlx::Error> {
     let mut total = 0;
-    for piece in statement_chunks(target, items)
-        .into_iter()
-        .flat_map(cached_shapes)
-    {
-        let rows: usize = piece.iter().map(|i| target.rows(i.message)).sum();
+    for chunk in statement_chunks(target, items) {
+        let rows: usize = chunk.iter().map(|i| target.rows(i.message)).sum();
         let sql = values_sql(target.insert_prefix(), rows, target.width(), ON_DUPLICATE);
-        drop(bound_insert(&sql, target, piece)?);
+        drop(bound_insert(&sql, target, chunk)?);
         total += rows;
     }
     Ok(total)
@@ -504,21 +481,6 @@ mod tests {
             fields,
             reading: None,
         }
-    }
-
-    #[test]
-    fn statements_come_in_few_shapes_and_keep_every_item_in_order() {
-        let mut shapes = std::collections::BTreeSet::new();
-        for n in 0..=1_500usize {
-            let items: Vec<usize> = (0..n).collect();
-            let pieces: Vec<&[usize]> = cached_shapes(&items).collect();
-            assert!(pieces.len() <= n.count_ones() as usize, "{n}");
-            assert_eq!(pieces.concat(), items, "{n}");
-            shapes.extend(pieces.iter().map(|p| p.len()));
-        }
-        // 1, 2, 4, ..., 1024: eleven statements for every batch size up to 1,500.
-        assert_eq!(shapes.len(), 11);
-        assert!(shapes.iter().all(|n| n.is_power_of_two()));
     }
 
     #[test]
