@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     raise_file_limit();
     // TLS to the broker uses rustls with ring (see the workspace Cargo.toml).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -179,6 +179,20 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// The async runtime: one worker thread unless `TOKIO_WORKER_THREADS` asks
+/// for more. The bridge's work is small per message and mostly waiting, and
+/// on a box it shares with the broker and the database a second worker cost
+/// more in wake-ups between the two than it saved: in the 200,000-reading
+/// burst (BENCHMARKS.md, "Bridge CPU per reading") one worker used about a
+/// tenth less CPU per reading, at the same throughput and latency.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    builder.enable_all().build()
 }
 
 /// Raises the soft limit on open files to the hard one: systemd gives
