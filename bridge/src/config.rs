@@ -103,6 +103,11 @@ pub struct MqttSettings {
     pub receive_maximum: u16,
     /// Seconds between keep-alive pings.
     pub keep_alive_s: u64,
+    /// Milliseconds to wait before reading the socket again after a read that
+    /// emptied it (0: read as soon as anything arrives). A bridge that keeps
+    /// up otherwise wakes for every few messages; waiting lets one read bring
+    /// many, for at most this much more latency (0..=100).
+    pub read_linger_ms: u64,
     /// How long (seconds) the broker keeps the session, and queues for it, while the
     /// bridge is away.
     pub session_expiry_s: u32,
@@ -515,6 +520,7 @@ impl Default for MqttSettings {
             password_file: None,
             receive_maximum: u16::MAX,
             keep_alive_s: 30,
+            read_linger_ms: 1,
             session_expiry_s: 7 * 24 * 3600,
             reconnect_max_ms: 30_000,
             tls: None,
@@ -687,6 +693,12 @@ impl Settings {
         }
         if self.mqtt.keep_alive_s < 5 {
             return Err(invalid("mqtt.keep_alive_s", "must be at least 5 seconds"));
+        }
+        if self.mqtt.read_linger_ms > 100 {
+            return Err(invalid(
+                "mqtt.read_linger_ms",
+                "must be 0..=100 (it adds up to that much latency to every reading)",
+            ));
         }
         if self.mqtt.session_expiry_s == 0 {
             return Err(invalid(
@@ -1206,6 +1218,11 @@ mod tests {
                 "CO2_BRIDGE__MQTT__SESSION_EXPIRY_S",
                 "0",
                 "mqtt.session_expiry_s",
+            ),
+            (
+                "CO2_BRIDGE__MQTT__READ_LINGER_MS",
+                "101",
+                "mqtt.read_linger_ms",
             ),
         ];
         for (key, value, named) in cases {

@@ -101,6 +101,10 @@ pub enum Client {
 /// (packets awaiting acks) stay.
 pub struct EventLoop {
     inner: Inner,
+    /// `mqtt.read_linger_ms`.
+    linger: Duration,
+    /// The last socket read brought messages and emptied the socket.
+    drained: bool,
 }
 
 enum Inner {
@@ -230,7 +234,14 @@ fn open(
             )
         }
     };
-    Ok((client, EventLoop { inner }))
+    Ok((
+        client,
+        EventLoop {
+            inner,
+            linger: Duration::from_millis(mqtt.read_linger_ms),
+            drained: false,
+        },
+    ))
 }
 
 fn no_broker() -> ConfigError {
@@ -245,6 +256,11 @@ fn no_broker() -> ConfigError {
 /// where upstream makes 256 `writev` calls, and the broker reads them in one
 /// go too.
 const ACK_BATCH: usize = 256;
+
+/// The most packets rumqttc's `Network::readb` takes from the socket per
+/// poll (its `max_readb_count` is 10, counted from 1). A read that returns
+/// fewer stopped because the socket had nothing more.
+const READ_BATCH: usize = 9;
 
 /// Largest packet accepted: CO2 payloads are bounded by the decoder; other routes
 /// (camera snapshots) need megabytes.
@@ -324,11 +340,31 @@ impl EventLoop {
         if let Some(event) = self.buffered() {
             return Ok(event);
         }
+        // A bridge that keeps up would otherwise wake, and make a read call,
+        // for every few messages as they arrive (one per 7 readings in the
+        // burst benchmark; BENCHMARKS.md, "Bridge CPU per reading": waking
+        // less nearly halved the CPU per reading). After a read that emptied
+        // the socket it waits a moment, so that the next read brings what
+        // arrived meanwhile. Acks queued meanwhile wait too, and then leave
+        // in one write. While the broker sends faster than the bridge reads,
+        // no read empties the socket and nothing waits.
+        if std::mem::take(&mut self.drained) && !self.linger.is_zero() {
+            tokio::time::sleep(self.linger).await;
+        }
         let polled = Box::pin(self.poll_network()).await;
-        if polled.is_err() {
-            self.drop_buffered();
+        match &polled {
+            Ok(MqttEvent::Publish { .. }) => self.drained = self.buffered_len() + 1 < READ_BATCH,
+            Ok(_) => {}
+            Err(_) => self.drop_buffered(),
         }
         polled
+    }
+
+    fn buffered_len(&self) -> usize {
+        match &self.inner {
+            Inner::V5 { eventloop, .. } => eventloop.state.events.len(),
+            Inner::V311 { eventloop, .. } => eventloop.state.events.len(),
+        }
     }
 
     /// An event decoded by an earlier read, as rumqttc's own poll would
@@ -528,5 +564,98 @@ impl Client {
             Client::V5(c) => c.disconnect().await.is_ok(),
             Client::V311(c) => c.disconnect().await.is_ok(),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use co2_testkit::{unique, Broker, Publisher};
+
+    const MESSAGES: usize = 400;
+
+    fn voluntary_switches_of_this_thread() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Receives `MESSAGES` published about one per millisecond by another
+    /// thread, with `linger_ms`; returns how often the polling thread blocked
+    /// (in `epoll_wait` for the socket, or asleep in the linger).
+    fn blocks_while_receiving(linger_ms: u64) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let broker = Broker::start("max_inflight_messages 1000").await.unwrap();
+            let port = broker.port();
+            let topic = unique("linger");
+            let env = [
+                ("CO2_BRIDGE__MQTT__PORT", port.to_string()),
+                ("CO2_BRIDGE__MQTT__TOPICS", topic.clone()),
+                ("CO2_BRIDGE__MQTT__CLIENT_ID", unique("linger-sub")),
+                ("CO2_BRIDGE__MQTT__READ_LINGER_MS", linger_ms.to_string()),
+            ];
+            let env: Vec<_> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let settings = Settings::load_from(None, env).unwrap();
+            let (client, mut eventloop) = connect(&settings, 0).unwrap();
+            client.subscribe(&settings.mqtt.topics);
+            while !matches!(eventloop.poll().await, Ok(MqttEvent::Subscribed(_))) {}
+
+            let publishing = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let publisher = Publisher::connect(port, &unique("linger-pub"));
+                    for i in 0..MESSAGES {
+                        publisher.publish(&topic, i.to_string()).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    assert!(
+                        publisher
+                            .wait_acked(MESSAGES as u64, Duration::from_secs(30))
+                            .await
+                    );
+                });
+            });
+
+            let before = voluntary_switches_of_this_thread();
+            let mut received = Vec::with_capacity(MESSAGES);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while received.len() < MESSAGES {
+                assert!(tokio::time::Instant::now() < deadline, "{received:?}");
+                if let MqttEvent::Publish { payload, ack, .. } = eventloop.poll().await.unwrap() {
+                    received.push(String::from_utf8(payload.to_vec()).unwrap());
+                    assert!(client.ack(&ack).await);
+                }
+            }
+            let blocked = voluntary_switches_of_this_thread() - before;
+            let sent: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
+            assert_eq!(received, sent, "every message, in order");
+            publishing.join().unwrap();
+            blocked
+        })
+    }
+
+    /// Without the linger, a receiver that keeps up blocks for about every
+    /// message of a trickle (seen here: 400 messages, about 400 blocks on a
+    /// quiet machine, fewer when the machine is busy and messages bunch up).
+    /// With it, a read brings what arrived during the wait.
+    #[test]
+    fn a_trickle_is_read_in_groups_with_the_linger() {
+        let with = blocks_while_receiving(20);
+        let without = blocks_while_receiving(0);
+        eprintln!("{MESSAGES} messages, one a millisecond: blocked {with} times with a 20 ms linger, {without} without");
+        assert!(
+            with * 3 < MESSAGES as u64,
+            "with a 20 ms linger the receiver should block about once per 20 messages: {with} blocks for {MESSAGES} (without: {without})"
+        );
     }
 }
