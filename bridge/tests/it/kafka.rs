@@ -5,7 +5,8 @@
 //! outage loses nothing, bridges in one group split the partitions and
 //! survive losing a member, an unreachable broker fails `/readyz` until it
 //! is back, and the DHT11 and camera producers' JSON goes through the
-//! shipped routes unchanged. Each test takes 15-40 s, mostly the group joins
+//! shipped routes unchanged; `auto_offset_reset` decides where a new group
+//! starts. Each test takes 15-40 s, mostly the group joins
 //! (tansu answers a join after about half the session timeout, 6 s here).
 
 use std::path::PathBuf;
@@ -463,6 +464,88 @@ async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is
     );
     assert_exactly_once(&db, 1, 200).await;
     assert_committed_to_the_end(&kafka, &group, &topic, 1).await;
+}
+
+/// Produces readings `range` of device 0 (key `dev0`) to partition 0.
+async fn produce_range(kafka: &KafkaBroker, topic: &str, range: std::ops::Range<usize>) {
+    let producer = kafka.producer().unwrap();
+    for i in range {
+        let (device, time, value) = reading(0, i);
+        producer
+            .send(
+                topic,
+                Some(0),
+                Some(&device),
+                payload(time, value).as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A group without a committed offset starts where `auto_offset_reset`
+/// says: `latest` skips what the topic held before it joined and stores
+/// what comes after; a second group with `earliest` then reads the topic
+/// from the start (what the first stored counts as duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_latest_starts_at_the_end_and_earliest_at_the_start() {
+    let db = Database::create("kreset").await.unwrap();
+    let (kafka, topic, group) = kafka_with_topic("kreset", 1).await;
+    produce_range(&kafka, &topic, 0..10).await;
+
+    let config = write_config_with(&kafka, &topic, &group, "auto_offset_reset = \"latest\"\n");
+    let mut latest = Binary::spawn(&kafka_env(&db.url(), &config, "kreset"), "kreset-latest");
+    latest.wait_ready().await;
+    let assigned = wait_until(Duration::from_secs(30), || async {
+        metric(&latest, "co2_bridge_kafka_partitions_assigned").await >= 1.0
+    })
+    .await;
+    assert!(assigned, "{}", latest.log_text());
+    // The start offset is looked up once fetching begins, just after the
+    // assignment; records produced before that would count as "before".
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    produce_range(&kafka, &topic, 10..20).await;
+    assert_eq!(
+        wait_for_rows(&db, 10, Duration::from_secs(30)).await,
+        10,
+        "{}",
+        latest.log_text()
+    );
+    assert_committed(&kafka, &group, &topic, &[20]).await;
+    let (stored, rows) = stored_in(db.pool()).await;
+    let after: std::collections::BTreeSet<_> = expected(1, 20)
+        .difference(&expected(1, 10))
+        .cloned()
+        .collect();
+    assert_eq!(
+        (stored, rows),
+        (after, 10),
+        "only what came after it joined"
+    );
+    let status = latest
+        .process
+        .terminate(Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}: {}", latest.log_text());
+
+    let other_group = unique("kreset-earliest");
+    let config = write_config_with(
+        &kafka,
+        &topic,
+        &other_group,
+        "auto_offset_reset = \"earliest\"\n",
+    );
+    let earliest = Binary::spawn(&kafka_env(&db.url(), &config, "kreset"), "kreset-earliest");
+    earliest.wait_ready().await;
+    assert_eq!(
+        wait_for_rows(&db, 20, Duration::from_secs(30)).await,
+        20,
+        "{}",
+        earliest.log_text()
+    );
+    assert_committed(&kafka, &other_group, &topic, &[20]).await;
+    assert_exactly_once(&db, 1, 20).await;
 }
 
 /// The DHT11 producer (string values, device in `m_id`) and camera
