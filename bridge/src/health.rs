@@ -119,8 +119,11 @@ impl Health {
             sources: vec![Track::default(); sources.len()],
             sinks: vec![Track::default(); sinks.len()],
         };
-        // No Kafka source: nothing to wait for (an empty `all` is true).
+        // No Kafka source, or `[mqtt]` off: nothing to wait for (an empty
+        // `all` is true). Left at 0, the gauge would fire the MQTT alert on a
+        // bridge that only reads Kafka.
         metrics.kafka_connected.set(i64::from(sources.is_empty()));
+        metrics.mqtt_connected.set(i64::from(n == 0));
         Self {
             metrics,
             connected: (0..n).map(|_| AtomicBool::new(false)).collect(),
@@ -422,6 +425,29 @@ mod tests {
         h.set_connected(0, false);
         let link = &h.links()[0];
         assert_eq!((link.track.up, link.subscribed), (Some(false), true));
+    }
+
+    #[test]
+    fn without_mqtt_or_kafka_their_gauges_say_connected() {
+        let metrics = Arc::new(Metrics::new(10, &[("co2", "mysql")], &["mysql"]).unwrap());
+        let kafka_only = Health::new(
+            metrics.clone(),
+            0,
+            vec!["sources.0".into()],
+            vec![("mysql".into(), "mysql")],
+            Duration::from_secs(30),
+        );
+        assert_eq!(kafka_only.metrics.mqtt_connected.get(), 1);
+        assert_eq!(kafka_only.metrics.kafka_connected.get(), 0);
+        let mqtt_only = Health::new(
+            metrics,
+            1,
+            Vec::new(),
+            vec![("mysql".into(), "mysql")],
+            Duration::from_secs(30),
+        );
+        assert_eq!(mqtt_only.metrics.mqtt_connected.get(), 0);
+        assert_eq!(mqtt_only.metrics.kafka_connected.get(), 1);
     }
 
     #[test]

@@ -267,7 +267,7 @@ impl Metrics {
             )?,
             mqtt_connected: gauge(
                 "co2_bridge_mqtt_connected",
-                "1 while the bridge is connected to the broker.",
+                "1 while every MQTT connection of the bridge is up (1 with [mqtt] off).",
             )?,
             db_up: gauge(
                 "co2_bridge_db_up",

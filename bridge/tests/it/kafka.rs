@@ -402,6 +402,11 @@ async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is
         metric_value(&scrape, "co2_bridge_kafka_connected"),
         Some(1.0)
     );
+    // MQTT is off here: its gauge must not fire CO2BridgeMqttDisconnected.
+    assert_eq!(
+        metric_value(&scrape, "co2_bridge_mqtt_connected"),
+        Some(1.0)
+    );
 
     spawn_kafka_stream(&kafka, &topic, 1, 1, 100, Duration::ZERO)
         .await
