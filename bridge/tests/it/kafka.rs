@@ -113,6 +113,23 @@ pub(crate) fn spawn_kafka_stream(
     })
 }
 
+/// Produces readings `range` of device 0 (key `dev0`) to partition 0.
+async fn produce_range(kafka: &KafkaBroker, topic: &str, range: std::ops::Range<usize>) {
+    let producer = kafka.producer().unwrap();
+    for i in range {
+        let (device, time, value) = reading(0, i);
+        producer
+            .send(
+                topic,
+                Some(0),
+                Some(&device),
+                payload(time, value).as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 async fn metric(bridge: &Binary, name: &str) -> f64 {
     match http_get(bridge.http, "/metrics").await {
         Ok((200, scrape)) => scrape
@@ -448,19 +465,7 @@ async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is
     })
     .await;
     assert!(back, "{}", bridge.log_text());
-    let producer = kafka.producer().unwrap();
-    for i in 100..200 {
-        let (device, time, value) = reading(0, i);
-        producer
-            .send(
-                &topic,
-                Some(0),
-                Some(&device),
-                payload(time, value).as_bytes(),
-            )
-            .await
-            .unwrap();
-    }
+    produce_range(&kafka, &topic, 100..200).await;
     assert_eq!(
         wait_for_rows(&db, 200, Duration::from_secs(30)).await,
         200,
@@ -469,23 +474,6 @@ async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is
     );
     assert_exactly_once(&db, 1, 200).await;
     assert_committed_to_the_end(&kafka, &group, &topic, 1).await;
-}
-
-/// Produces readings `range` of device 0 (key `dev0`) to partition 0.
-async fn produce_range(kafka: &KafkaBroker, topic: &str, range: std::ops::Range<usize>) {
-    let producer = kafka.producer().unwrap();
-    for i in range {
-        let (device, time, value) = reading(0, i);
-        producer
-            .send(
-                topic,
-                Some(0),
-                Some(&device),
-                payload(time, value).as_bytes(),
-            )
-            .await
-            .unwrap();
-    }
 }
 
 /// A group without a committed offset starts where `auto_offset_reset`
