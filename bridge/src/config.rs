@@ -106,7 +106,8 @@ pub struct MqttSettings {
     /// Milliseconds to wait before reading the socket again after a read that
     /// emptied it (0: read as soon as anything arrives). A bridge that keeps
     /// up otherwise wakes for every few messages; waiting lets one read bring
-    /// many, for at most this much more latency (0..=100).
+    /// many, for at most this much more latency, rounded up to the timer's
+    /// next millisecond tick (0..=100).
     pub read_linger_ms: u64,
     /// How long (seconds) the broker keeps the session, and queues for it, while the
     /// bridge is away.
