@@ -10,11 +10,14 @@
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 
-/// A parsed datetime: the wall-clock time plus the offset, if the text had one.
+/// A datetime as a payload wrote it: the wall-clock time plus the offset, if
+/// the text had one (read with [`WallTime::parse`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ParsedDateTime {
-    pub(crate) local: NaiveDateTime,
-    pub(crate) offset: Option<FixedOffset>,
+pub struct WallTime {
+    /// The date and time of day as written, fractions truncated to milliseconds.
+    pub local: NaiveDateTime,
+    /// The offset the text gave (`Z`, `+09:00`), if any.
+    pub offset: Option<FixedOffset>,
 }
 
 /// Why a text is not a datetime.
@@ -31,7 +34,7 @@ pub(crate) enum Unparsable {
 const MAX_YEAR_DIGITS: usize = 6;
 
 /// Parses `text`, truncating fractional seconds to milliseconds (the column's precision).
-pub(crate) fn parse(text: &str) -> Result<ParsedDateTime, Unparsable> {
+pub(crate) fn parse(text: &str) -> Result<WallTime, Unparsable> {
     match parse_canonical(text) {
         Some(parsed) => Ok(parsed),
         None => parse_grammar(text),
@@ -44,7 +47,7 @@ pub(crate) fn parse(text: &str) -> Result<ParsedDateTime, Unparsable> {
 /// for anything else, valid or not, which the grammar then reads, so this
 /// refuses nothing itself and reads nothing differently (the property
 /// tests compare the two).
-fn parse_canonical(text: &str) -> Option<ParsedDateTime> {
+fn parse_canonical(text: &str) -> Option<WallTime> {
     let (body, offset) = match text.as_bytes().split_last() {
         Some((b'Z' | b'z', body)) => (body, Some(FixedOffset::east_opt(0)?)),
         _ => (text.as_bytes(), None),
@@ -76,7 +79,7 @@ fn parse_canonical(text: &str) -> Option<ParsedDateTime> {
     }
     let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
     let time = NaiveTime::from_hms_milli_opt(hour, minute, second, millis)?;
-    Some(ParsedDateTime {
+    Some(WallTime {
         local: NaiveDateTime::new(date, time),
         offset,
     })
@@ -92,12 +95,12 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 }
 
 /// The whole grammar, with a reason for every refusal.
-fn parse_grammar(text: &str) -> Result<ParsedDateTime, Unparsable> {
+fn parse_grammar(text: &str) -> Result<WallTime, Unparsable> {
     let (date, rest) = text.split_once([' ', 'T', 't']).ok_or(Unparsable::Syntax)?;
     let (time, offset) = split_offset(rest.trim_start()).ok_or(Unparsable::Syntax)?;
     let date = parse_date(date)?;
     let time = parse_time(time).ok_or(Unparsable::Syntax)?;
-    Ok(ParsedDateTime {
+    Ok(WallTime {
         local: NaiveDateTime::new(date, time),
         offset,
     })

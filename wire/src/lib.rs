@@ -9,6 +9,7 @@
 //! doctors share ([`doctor`]), so both diagnose the path in the same words.
 
 pub mod backoff;
+mod clock_offset;
 mod datetime;
 pub mod doctor;
 pub mod endpoint;
@@ -18,7 +19,10 @@ mod reading;
 mod sequence;
 mod topic;
 mod unix_time;
+mod zone;
 
+pub use clock_offset::{explain as explain_offset, ClockOffset, ZONE_TOLERANCE_S};
+pub use datetime::WallTime;
 pub use event::{
     DeviceEvent, DropCause, EventError, EventId, EventKind, EVENTS_TOPIC_LEVEL, EVENT_VERSION,
     MAX_EVENT_BYTES, MAX_RANGES,
@@ -28,3 +32,4 @@ pub use reading::{Decoder, Limits, Reading, Rejection, MAX_TIME_MILLIS, MIN_TIME
 pub use sequence::{ranges_of, Epoch, Seq, SeqError, SeqRange, MAX_SEQ_LEN, SEQ_PROPERTY};
 pub use topic::{DeviceId, DeviceIdError, TopicFilter, TopicFilterError, TopicMatch};
 pub use unix_time::UnixUnit;
+pub use zone::{Localize, UtcOffset, Zone, ZoneError};

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::datetime::{self, Unparsable};
+use crate::datetime::{self, Unparsable, WallTime};
 use crate::unix_time::UnixUnit;
+use crate::zone::{Localize, Zone};
 
 /// One validated measurement: a UTC time (millisecond precision) and a value.
 ///
@@ -159,7 +160,7 @@ impl Default for Limits {
 /// Turns payload bytes into a [`Reading`]; configured once, used for every message.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    zone: Tz,
+    zone: Zone,
     limits: Limits,
 }
 
@@ -171,8 +172,24 @@ impl Default for Decoder {
 
 impl Decoder {
     /// A decoder that reads offset-less datetimes in `zone`.
-    pub fn new(zone: Tz, limits: Limits) -> Self {
-        Self { zone, limits }
+    pub fn new(zone: impl Into<Zone>, limits: Limits) -> Self {
+        Self {
+            zone: zone.into(),
+            limits,
+        }
+    }
+
+    /// The same decoder reading offset-less datetimes in `zone`.
+    pub fn with_zone(&self, zone: Zone) -> Self {
+        Self {
+            zone,
+            limits: self.limits.clone(),
+        }
+    }
+
+    /// The zone offset-less datetimes are read in.
+    pub fn zone(&self) -> Zone {
+        self.zone
     }
 
     /// The limits this decoder enforces.
@@ -199,19 +216,26 @@ impl Decoder {
         text: &str,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, Rejection> {
-        let parsed = datetime::parse(text).map_err(|e| match e {
-            Unparsable::Syntax => Rejection::BadDatetime,
-            Unparsable::YearOutOfRange => Rejection::TimeOutOfRange,
-        })?;
-        let time = match parsed.offset {
+        let wall = WallTime::parse(text)?;
+        let time = self.place(&wall, now)?;
+        self.check_time(time, now)
+    }
+
+    /// The instant a parsed datetime names: by its own offset, else in the
+    /// configured zone (see [`Zone::localize`] for daylight saving; a time
+    /// in a skipped hour is `bad_datetime`). `now` is when it arrived.
+    pub fn place(&self, wall: &WallTime, now: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+        match wall.offset {
             Some(offset) => offset
-                .from_local_datetime(&parsed.local)
+                .from_local_datetime(&wall.local)
                 .single()
                 .map(|t| t.with_timezone(&Utc))
-                .ok_or(Rejection::BadDatetime)?,
-            None => self.localize(parsed.local)?,
-        };
-        self.check_time(time, now)
+                .ok_or(Rejection::BadDatetime),
+            None => self
+                .zone
+                .localize(wall.local, now)
+                .map_err(|Localize::Skipped| Rejection::BadDatetime),
+        }
     }
 
     /// Reads a Unix time (seconds or a finer `unit`, possibly fractional) and
@@ -245,15 +269,15 @@ impl Decoder {
         }
         Ok(time)
     }
+}
 
-    /// Reads a wall-clock time in the configured zone. In the autumn DST fold
-    /// the earlier instant wins; a time inside the spring gap does not exist
-    /// and is refused rather than guessed.
-    fn localize(&self, local: NaiveDateTime) -> Result<DateTime<Utc>, Rejection> {
-        match self.zone.from_local_datetime(&local) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(t.with_timezone(&Utc)),
-            LocalResult::None => Err(Rejection::BadDatetime),
-        }
+impl WallTime {
+    /// Parses the lenient forms payloads use (`Y-M-D[ T]h:m:s[.frac][offset]`).
+    pub fn parse(text: &str) -> Result<Self, Rejection> {
+        datetime::parse(text).map_err(|e| match e {
+            Unparsable::Syntax => Rejection::BadDatetime,
+            Unparsable::YearOutOfRange => Rejection::TimeOutOfRange,
+        })
     }
 }
 
@@ -346,12 +370,14 @@ mod tests {
         // 02:30 on the spring-forward night does not exist in Berlin.
         let gap = berlin.decode(b"2021-03-28 02:30:00|1", now());
         assert_eq!(gap, Err(Rejection::BadDatetime));
-        // 02:30 on the fall-back night happens twice: the first one is taken.
-        let fold = berlin.decode(b"2021-10-31 02:30:00|1", now()).unwrap();
-        assert_eq!(
-            fold.time(),
-            Utc.with_ymd_and_hms(2021, 10, 31, 0, 30, 0).unwrap()
-        );
+        // 02:30 on the fall-back night happens twice: the one nearer to the
+        // reading's arrival is taken (see `Zone::localize`).
+        let first = Utc.with_ymd_and_hms(2021, 10, 31, 0, 30, 0).unwrap();
+        let second = Utc.with_ymd_and_hms(2021, 10, 31, 1, 30, 0).unwrap();
+        for (arrival, want) in [(first, first), (second, second), (now(), second)] {
+            let fold = berlin.decode(b"2021-10-31 02:30:00|1", arrival).unwrap();
+            assert_eq!(fold.time(), want, "arrived {arrival}");
+        }
     }
 
     #[test]
