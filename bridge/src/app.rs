@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::clocks::{self, DeviceClocks};
 use crate::config::SourceSettings;
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
@@ -40,6 +41,9 @@ const FAILED_LINGER: Duration = Duration::from_secs(1);
 
 /// How often readiness re-checks the sinks when nothing is being written.
 const SINK_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often learned time zones are saved and clock offsets reach the metrics.
+const CLOCKS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the bridge stopped with an error. Anything else is retried, not fatal.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +142,11 @@ impl Bridge {
         let faults = Faults::from_env();
         let mut routes = Routes::from_settings(&settings)?;
         routes.load_tokens()?;
-        let routes = Arc::new(routes.with_faults(faults.clone()));
+        let clocks = Arc::new(DeviceClocks::load(
+            settings.metrics.max_devices,
+            clocks::state_file(&settings.state_dir()),
+        ));
+        let routes = Arc::new(routes.with_faults(faults.clone()).with_clocks(clocks));
         let built = sink::from_settings(&settings, &routes)?;
         let sinks = Arc::new(built.sinks);
         let route_sinks: Vec<(&str, &str)> = routes.iter().map(|r| (r.name(), r.sink())).collect();
@@ -179,6 +187,7 @@ impl Bridge {
                 * u64::from(settings.mqtt.connections.max(1)),
             max_inflight_bytes: u64::try_from(settings.batch.max_inflight_bytes)
                 .unwrap_or(u64::MAX),
+            clocks: (routes.clocks().clone(), routes.zones().clone()),
         });
         let listener = bind("http.listen", settings.http_listen()?).await?;
         let device_listener = match settings.device_listen()? {
@@ -298,6 +307,20 @@ impl Bridge {
             "sink probe",
             probe_sinks(sinks.clone(), health.clone(), shutdown.clone()),
         );
+        let clock_metrics = metrics.clone();
+        let clock_keeper = supervisor.spawn(
+            "device clocks",
+            clocks::keep(
+                routes.clocks().clone(),
+                CLOCKS_EVERY,
+                move |views| {
+                    for (device, view) in views {
+                        clock_metrics.clock_offset(device, view.offset.map(|o| o.seconds()));
+                    }
+                },
+                shutdown.clone(),
+            ),
+        );
 
         let ready = tokio::select! {
             biased;
@@ -333,6 +356,7 @@ impl Bridge {
 
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), probe).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), clock_keeper).await;
         if let Some(scan) = scan {
             let _ = tokio::time::timeout(Duration::from_secs(5), scan).await;
         }

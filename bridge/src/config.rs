@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use co2_wire::endpoint::{self, Endpoint};
 use co2_wire::{DeviceId, Limits, TopicFilter};
+
+use crate::clocks::{DevicePattern, ZoneSetting};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -47,6 +49,22 @@ pub struct Settings {
     pub routes: Vec<crate::route::settings::RouteSettings>,
     /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
     pub sources: Vec<SourceSettings>,
+    /// Settings of single devices or patterns of them (`[[devices]]`).
+    pub devices: Vec<DeviceSettings>,
+}
+
+/// `[[devices]]`: what holds for the devices a pattern matches.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSettings {
+    /// A device id, or a pattern with `*` and `?` (`pi-seoul-*`); an exact
+    /// id wins over patterns, and the pattern with more literal characters
+    /// over one with fewer.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Zone of the device's times sent without an offset: an IANA name, a
+    /// fixed offset (`+09:00`) or `auto`; wins over its route's.
+    pub time_zone: Option<String>,
 }
 
 /// `[[sources]]`: where else deliveries come from, by kind.
@@ -344,6 +362,8 @@ pub struct Co2Settings {
     pub events: bool,
     /// For an InfluxDB sink: the measurement (default: the topic).
     pub measurement: Option<String>,
+    /// Zone of CO2 times sent without an offset (default: `wire.time_zone`).
+    pub time_zone: Option<String>,
 }
 
 impl Default for Co2Settings {
@@ -352,6 +372,7 @@ impl Default for Co2Settings {
             sink: crate::route::DEFAULT_SINK.to_owned(),
             events: true,
             measurement: None,
+            time_zone: None,
         }
     }
 }
@@ -431,7 +452,9 @@ pub struct BatchSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WireSettings {
-    /// IANA zone for datetimes sent without an offset (stored as UTC).
+    /// Zone of datetimes sent without an offset, for every route and device
+    /// that sets none: an IANA name (`Europe/Berlin`), a fixed offset
+    /// (`+09:00`) or `auto` (learned per device). Times are stored in UTC.
     pub time_zone: String,
     /// Smallest accepted value.
     pub min_emissions: f64,
@@ -782,7 +805,9 @@ impl Settings {
                 "must be at least 1 second",
             ));
         }
-        self.time_zone()?;
+        self.zone_setting()?;
+        self.co2_zone()?;
+        self.device_zones()?;
         if self
             .wire
             .min_emissions
@@ -973,17 +998,45 @@ impl Settings {
             .transpose()
     }
 
-    /// The zone for offset-less datetimes.
-    pub fn time_zone(&self) -> Result<chrono_tz::Tz, ConfigError> {
-        chrono_tz::Tz::from_str(&self.wire.time_zone).map_err(|_| {
-            invalid(
-                "wire.time_zone",
-                format!(
-                    "{:?} is not an IANA zone such as UTC or Europe/Berlin",
-                    self.wire.time_zone
-                ),
-            )
-        })
+    /// `wire.time_zone`: the zone of offset-less datetimes where nothing more specific is set.
+    pub fn zone_setting(&self) -> Result<ZoneSetting, ConfigError> {
+        self.wire
+            .time_zone
+            .parse()
+            .map_err(|e: co2_wire::ZoneError| invalid("wire.time_zone", e.to_string()))
+    }
+
+    /// `co2.time_zone`, the CO2 route's own zone, if set.
+    pub fn co2_zone(&self) -> Result<Option<ZoneSetting>, ConfigError> {
+        self.co2
+            .time_zone
+            .as_deref()
+            .map(|z| {
+                z.parse()
+                    .map_err(|e: co2_wire::ZoneError| invalid("co2.time_zone", e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The `[[devices]]` entries that set a zone, in file order.
+    pub fn device_zones(&self) -> Result<Vec<(DevicePattern, ZoneSetting)>, ConfigError> {
+        let mut zones = Vec::new();
+        for (i, device) in self.devices.iter().enumerate() {
+            let key = |k: &str| format!("devices.{i}.{k}");
+            let pattern = DevicePattern::new(&device.pattern).ok_or_else(|| {
+                invalid(
+                    key("match"),
+                    "must be a device id or pattern of 1-64 characters",
+                )
+            })?;
+            if let Some(zone) = &device.time_zone {
+                let zone = zone
+                    .parse()
+                    .map_err(|e: co2_wire::ZoneError| invalid(key("time_zone"), e.to_string()))?;
+                zones.push((pattern, zone));
+            }
+        }
+        Ok(zones)
     }
 
     /// The payload limits.

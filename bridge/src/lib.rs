@@ -17,6 +17,7 @@
 
 pub mod acl;
 mod app;
+mod clocks;
 pub mod config;
 pub mod doctor;
 mod fault;
@@ -33,6 +34,7 @@ mod supervisor;
 mod tokens;
 
 pub use app::{migrate, Bridge, MigrateError, RunError};
+pub use clocks::learned_note;
 pub use config::{ConfigError, Settings};
 pub use supervisor::install_panic_hook;
 

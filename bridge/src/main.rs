@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::CheckConfig => {
             print!("{}", settings.to_masked_toml());
+            print!("{}", co2_bridge::learned_note(&settings.state_dir()));
             Ok(())
         }
         Command::Acl => {

@@ -70,6 +70,7 @@ pub struct Metrics {
 struct DeviceSeries {
     latest: GaugeVec,
     last_seen: GaugeVec,
+    clock_offset: GaugeVec,
     missing: IntCounterVec,
     late: IntCounterVec,
     unnumbered: IntCounterVec,
@@ -189,6 +190,16 @@ impl Metrics {
             &["device"],
         )?;
         registry.register(Box::new(last_seen.clone()))?;
+        let clock_offset = GaugeVec::new(
+            Opts::new(
+                "co2_device_clock_offset_seconds",
+                "Steady difference between the time a device's live readings carry (as stored, \
+                 UTC) and their arrival; positive is ahead. Set once several live readings \
+                 agree; hours long means a device that sends local time read in another zone.",
+            ),
+            &["device"],
+        )?;
+        registry.register(Box::new(clock_offset.clone()))?;
 
         let missing = IntCounterVec::new(
             Opts::new(
@@ -343,6 +354,7 @@ impl Metrics {
             devices: DeviceSeries {
                 latest,
                 last_seen,
+                clock_offset,
                 missing,
                 late,
                 unnumbered,
@@ -379,6 +391,25 @@ impl Metrics {
         if unix_time >= seen.get() {
             seen.set(unix_time);
             d.latest.with_label_values(&label).set(emissions);
+        }
+    }
+
+    /// Sets a device's clock offset in seconds (`None`: not steady, no series).
+    /// Devices past `metrics.max_devices` get no series.
+    pub fn clock_offset(&self, device: &DeviceId, seconds: Option<f64>) {
+        let d = &self.devices;
+        let tracked = {
+            let mut known = d.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.contains(device) || (known.len() < d.max && known.insert(device.clone()))
+        };
+        if !tracked {
+            return;
+        }
+        match seconds {
+            Some(s) => d.clock_offset.with_label_values(&[device.as_str()]).set(s),
+            None => {
+                let _ = d.clock_offset.remove_label_values(&[device.as_str()]);
+            }
         }
     }
 

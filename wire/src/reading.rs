@@ -199,13 +199,26 @@ impl Decoder {
 
     /// Decodes `payload`; `now` is the receiver's clock, for the future check.
     pub fn decode(&self, payload: &[u8], now: DateTime<Utc>) -> Result<Reading, Rejection> {
+        let (time, value) = self.split(payload)?;
+        let time = self.time_from_text(time, now)?;
+        self.finish(time, value)
+    }
+
+    /// The datetime and value texts of `payload`, trimmed, for a receiver
+    /// that places the time itself (in a zone chosen per device) before
+    /// [`Decoder::finish`].
+    pub fn split<'p>(&self, payload: &'p [u8]) -> Result<(&'p str, &'p str), Rejection> {
         if payload.len() > self.limits.max_payload_bytes {
             return Err(Rejection::Oversized);
         }
         let text = std::str::from_utf8(payload).map_err(|_| Rejection::NotUtf8)?;
         let (time, value) = text.split_once('|').ok_or(Rejection::MissingSeparator)?;
-        let time = self.time_from_text(time.trim(), now)?;
-        let emissions = parse_number(value.trim())?;
+        Ok((time.trim(), value.trim()))
+    }
+
+    /// The reading of a checked `time` and a payload's value text.
+    pub fn finish(&self, time: DateTime<Utc>, value: &str) -> Result<Reading, Rejection> {
+        let emissions = parse_number(value)?;
         Reading::new(time, emissions, &self.limits)
     }
 
@@ -221,21 +234,10 @@ impl Decoder {
         self.check_time(time, now)
     }
 
-    /// The instant a parsed datetime names: by its own offset, else in the
-    /// configured zone (see [`Zone::localize`] for daylight saving; a time
-    /// in a skipped hour is `bad_datetime`). `now` is when it arrived.
+    /// The instant a parsed datetime names, read in this decoder's zone
+    /// (see [`WallTime::place`]). `now` is when it arrived.
     pub fn place(&self, wall: &WallTime, now: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
-        match wall.offset {
-            Some(offset) => offset
-                .from_local_datetime(&wall.local)
-                .single()
-                .map(|t| t.with_timezone(&Utc))
-                .ok_or(Rejection::BadDatetime),
-            None => self
-                .zone
-                .localize(wall.local, now)
-                .map_err(|Localize::Skipped| Rejection::BadDatetime),
-        }
+        wall.place(self.zone, now)
     }
 
     /// Reads a Unix time (seconds or a finer `unit`, possibly fractional) and
@@ -278,6 +280,22 @@ impl WallTime {
             Unparsable::Syntax => Rejection::BadDatetime,
             Unparsable::YearOutOfRange => Rejection::TimeOutOfRange,
         })
+    }
+
+    /// The instant this names: by its own offset, else in `zone` (see
+    /// [`Zone::localize`] for daylight saving; a time in a skipped hour is
+    /// `bad_datetime`). `arrival` is when the reading arrived.
+    pub fn place(&self, zone: Zone, arrival: DateTime<Utc>) -> Result<DateTime<Utc>, Rejection> {
+        match self.offset {
+            Some(offset) => offset
+                .from_local_datetime(&self.local)
+                .single()
+                .map(|t| t.with_timezone(&Utc))
+                .ok_or(Rejection::BadDatetime),
+            None => zone
+                .localize(self.local, arrival)
+                .map_err(|Localize::Skipped| Rejection::BadDatetime),
+        }
     }
 }
 

@@ -84,11 +84,17 @@ pub enum Reason {
     CrashedBridge,
     /// An announcement on an events topic that is not one.
     BadEvent,
+    /// A time sent without an offset from a device whose zone is learned
+    /// (`time_zone = "auto"`) and not known yet, or whose offset seems to
+    /// have changed: held rather than stored at a guessed time (the
+    /// dead letter's detail says which; `dead-letters replay` stores it
+    /// once the zone is known).
+    TimeZoneUnknown,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -122,6 +128,7 @@ impl Reason {
         Reason::DecoderPanic,
         Reason::CrashedBridge,
         Reason::BadEvent,
+        Reason::TimeZoneUnknown,
     ];
 
     /// The stable snake_case name: metric label, `rejected_messages.reason`, HTTP answer.
@@ -160,6 +167,7 @@ impl Reason {
             Reason::DecoderPanic => "decoder_panic",
             Reason::CrashedBridge => "crashed_bridge",
             Reason::BadEvent => "bad_event",
+            Reason::TimeZoneUnknown => "time_zone_unknown",
         }
     }
 }

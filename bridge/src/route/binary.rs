@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use co2_wire::Decoder;
 use serde_json::Value as Json;
 
 use super::json::{device, time};
@@ -24,17 +23,15 @@ const FIELDS: [&str; 3] = ["content_type", "size", "data"];
 pub struct BinaryDecoder {
     settings: BinarySettings,
     max_bytes: usize,
-    times: Decoder,
     names: [Arc<str>; 3],
 }
 
 impl BinaryDecoder {
     /// Builds the decoder; files larger than `max_bytes` are refused, never truncated.
-    pub fn new(settings: &BinarySettings, max_bytes: usize, times: Decoder) -> Self {
+    pub fn new(settings: &BinarySettings, max_bytes: usize) -> Self {
         Self {
             settings: settings.clone(),
             max_bytes,
-            times,
             names: FIELDS.map(Arc::from),
         }
     }
@@ -56,7 +53,7 @@ impl BinaryDecoder {
             };
             let device = device(&object, Some(&self.settings.device_field), ctx)?;
             let time = match object.get(&self.settings.time_field) {
-                Some(v) => time(v, &self.times, self.settings.time_unit.into(), ctx)?,
+                Some(v) => time(v, self.settings.time_unit.into(), ctx)?,
                 None => ctx.received(),
             };
             let text = object
@@ -122,18 +119,22 @@ mod tests {
 
     fn decode(payload: &[u8], max: usize) -> Result<Message, &'static str> {
         let device = DeviceId::parse("cam").unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let decoder = co2_wire::Decoder::default();
+        let times = crate::route::MessageTimes::new(&decoder, Some(co2_wire::Zone::UTC), now);
         let ctx = Context {
             device: &device,
             device_from_source: false,
             trust_payload_device: true,
             seq: None,
-            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            now,
             topic: "t",
             tags: &[],
             route: 0,
             clock: &ReceiveClock::default(),
+            times: &times,
         };
-        BinaryDecoder::new(&BinarySettings::default(), max, Decoder::default())
+        BinaryDecoder::new(&BinarySettings::default(), max)
             .decode(&Bytes::copy_from_slice(payload), &ctx)
             .map_err(Reason::as_str)
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use co2_wire::{Decoder, DeviceId};
+use co2_wire::DeviceId;
 
 use super::layout::{Column, Layout};
 use super::message::{Field, Message, Value};
@@ -16,7 +16,6 @@ use crate::pipeline::Reason;
 pub struct Delimited {
     separator: String,
     fields: Vec<Part>,
-    times: Decoder,
 }
 
 /// One field of the payload and where it goes.
@@ -33,7 +32,7 @@ struct Part {
 
 impl Delimited {
     /// Builds the decoder; the caller has validated the settings.
-    pub fn new(settings: &DelimitedSettings, times: Decoder) -> Self {
+    pub fn new(settings: &DelimitedSettings) -> Self {
         Self {
             separator: settings.separator.clone(),
             fields: settings
@@ -51,7 +50,6 @@ impl Delimited {
                     flag: f.flag_column.as_deref().map(Arc::from),
                 })
                 .collect(),
-            times,
         }
     }
 
@@ -137,7 +135,7 @@ impl Delimited {
                     value
                 }
                 FieldKind::Datetime => {
-                    let t = self.times.time_from_text(&text, ctx.now)?.naive_utc();
+                    let t = ctx.times.read_text(&text)?.naive_utc();
                     time.get_or_insert(t);
                     Value::Time(t)
                 }
@@ -190,18 +188,22 @@ mod tests {
 
     fn decode(payload: &str) -> Result<Message, Reason> {
         let device = DeviceId::parse("fallback").unwrap();
+        let now = Utc::now();
+        let decoder = co2_wire::Decoder::default();
+        let times = crate::route::MessageTimes::new(&decoder, Some(co2_wire::Zone::UTC), now);
         let ctx = Context {
             device: &device,
             device_from_source: false,
             trust_payload_device: true,
             seq: None,
-            now: Utc::now(),
+            now,
             topic: "t",
             tags: &[],
             route: 0,
             clock: &ReceiveClock::default(),
+            times: &times,
         };
-        Delimited::new(&bins(), Decoder::default()).decode(payload.as_bytes(), &ctx)
+        Delimited::new(&bins()).decode(payload.as_bytes(), &ctx)
     }
 
     #[test]

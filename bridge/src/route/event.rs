@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use co2_wire::{Decoder, DeviceEvent, MAX_EVENT_BYTES};
+use co2_wire::{DeviceEvent, MAX_EVENT_BYTES};
 
 use super::layout::{Column, Layout};
 use super::message::{Field, Message, Value};
@@ -21,15 +21,13 @@ pub const MAX_PAYLOAD: usize = MAX_EVENT_BYTES;
 /// Decodes announcements.
 #[derive(Debug, Clone)]
 pub struct EventDecoder {
-    times: Decoder,
     names: [Arc<str>; 3],
 }
 
 impl EventDecoder {
     /// A decoder checking event times like any other.
-    pub fn new(times: Decoder) -> Self {
+    pub fn new() -> Self {
         Self {
-            times,
             names: FIELDS.map(Arc::from),
         }
     }
@@ -45,7 +43,7 @@ impl EventDecoder {
     pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Message, Reason> {
         let event = DeviceEvent::decode(payload).map_err(|_| Reason::BadEvent)?;
         let time = match event.at {
-            Some(at) => self.times.check_time(at, ctx.now)?,
+            Some(at) => ctx.times.check(at)?,
             None => ctx.now,
         };
         let body = std::str::from_utf8(payload).map_err(|_| Reason::NotUtf8)?;
@@ -76,13 +74,17 @@ impl EventDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::MessageTimes;
     use chrono::DateTime;
     use co2_wire::{DeviceId, DropCause, Epoch, EventId, EventKind, SeqRange};
 
     static CLOCK: std::sync::LazyLock<crate::route::ReceiveClock> =
         std::sync::LazyLock::new(Default::default);
 
-    fn ctx(device: &DeviceId) -> Context<'_> {
+    static DECODER: std::sync::LazyLock<co2_wire::Decoder> =
+        std::sync::LazyLock::new(Default::default);
+
+    fn ctx<'a>(device: &'a DeviceId, times: &'a MessageTimes<'a>) -> Context<'a> {
         Context {
             device,
             device_from_source: true,
@@ -93,6 +95,7 @@ mod tests {
             tags: &[],
             route: 0,
             clock: &CLOCK,
+            times,
         }
     }
 
@@ -110,8 +113,13 @@ mod tests {
         };
         let payload = event.encode();
         let device = DeviceId::parse("pi").unwrap();
-        let m = EventDecoder::new(Decoder::default())
-            .decode(&payload, &ctx(&device))
+        let times = MessageTimes::new(
+            &DECODER,
+            None,
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        );
+        let m = EventDecoder::new()
+            .decode(&payload, &ctx(&device, &times))
             .unwrap();
         assert_eq!(
             m.field("event_id"),
@@ -131,7 +139,12 @@ mod tests {
     #[test]
     fn what_is_not_an_announcement_is_refused() {
         let device = DeviceId::parse("pi").unwrap();
-        let d = EventDecoder::new(Decoder::default());
+        let times = MessageTimes::new(
+            &DECODER,
+            None,
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        );
+        let d = EventDecoder::new();
         for payload in [
             &b"{}"[..],
             b"not json",
@@ -139,7 +152,7 @@ mod tests {
             br#"{"v": 1, "kind": "x"}"#,
         ] {
             assert_eq!(
-                d.decode(payload, &ctx(&device)).unwrap_err(),
+                d.decode(payload, &ctx(&device, &times)).unwrap_err(),
                 Reason::BadEvent,
                 "{payload:?}"
             );

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use co2_wire::{Decoder, DeviceId, UnixUnit};
+use co2_wire::{DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
 use super::flatten::{flatten, Shape, MAX_DEPTH};
@@ -49,13 +49,12 @@ pub struct JsonDecoder {
     time_unit: UnixUnit,
     numeric_strings: bool,
     shape: Shape,
-    times: Decoder,
     document: Arc<str>,
 }
 
 impl JsonDecoder {
-    /// Builds the decoder; `times` reads offset-less times in the route's zone.
-    pub fn new(settings: &JsonSettings, times: Decoder) -> Self {
+    /// Builds the decoder.
+    pub fn new(settings: &JsonSettings) -> Self {
         let document = settings.mode == JsonMode::Document;
         let default_fields = if document {
             DEFAULT_MAX_DOCUMENT_FIELDS
@@ -82,7 +81,6 @@ impl JsonDecoder {
                 keep_fields: !document,
                 check_names: settings.mode == JsonMode::Long,
             },
-            times,
             document: Arc::from(DOCUMENT_FIELD),
         }
     }
@@ -124,7 +122,7 @@ impl JsonDecoder {
         let mut picked = flat.picked.into_iter();
         let time_leaf = picked.next().flatten();
         let device = device_of(picked.next().flatten(), ctx)?;
-        let time = time_of(time_leaf, &self.times, self.time_unit, ctx)?.naive_utc();
+        let time = time_of(time_leaf, self.time_unit, ctx)?.naive_utc();
         let fields = match self.mode {
             JsonMode::Long => {
                 let mut fields = Vec::with_capacity(flat.fields.len());
@@ -203,20 +201,14 @@ fn device_of(leaf: Option<Leaf>, ctx: &Context<'_>) -> Result<DeviceId, Reason> 
 /// a datetime read like the CO2 payload's (ISO 8601 with or without offset,
 /// `%Y-%m-%d %H:%M:%S`, offset-less ones in the route's zone). Either way it
 /// is checked against the column's range and the future bound.
-fn time_of(
-    leaf: Option<Leaf>,
-    times: &Decoder,
-    unit: UnixUnit,
-    ctx: &Context<'_>,
-) -> Result<DateTime<Utc>, Reason> {
-    let now = ctx.now;
-    let unix = |v: f64| Ok(times.time_from_unix(v, unit, now)?);
+fn time_of(leaf: Option<Leaf>, unit: UnixUnit, ctx: &Context<'_>) -> Result<DateTime<Utc>, Reason> {
+    let unix = |v: f64| ctx.times.read_unix(v, unit);
     match leaf {
         None | Some(Leaf::Null) => Ok(ctx.received()),
         Some(Leaf::Number(n)) => unix(n.as_f64().ok_or(Reason::BadDatetime)?),
         Some(Leaf::Text(s)) => match plain_number(&s) {
             Ok(Some(v)) => unix(v),
-            Ok(None) => Ok(times.time_from_text(s.trim(), now)?),
+            Ok(None) => ctx.times.read_text(s.trim()),
             Err(_) => Err(Reason::TimeOutOfRange),
         },
         Some(Leaf::Bool(_) | Leaf::Nested) => Err(Reason::BadDatetime),
@@ -245,11 +237,10 @@ pub(super) fn device(
 /// The time of a parsed value (for the binary decoder's JSON form).
 pub(super) fn time(
     value: &Json,
-    times: &Decoder,
     unit: UnixUnit,
     ctx: &Context<'_>,
 ) -> Result<DateTime<Utc>, Reason> {
-    time_of(Some(leaf(value)), times, unit, ctx)
+    time_of(Some(leaf(value)), unit, ctx)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod layout;
 mod message;
 mod scalar;
 pub(crate) mod settings;
+mod times;
 mod value;
 
 use std::collections::HashMap;
@@ -23,8 +24,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use co2_wire::{Decoder, DeviceId, Seq, TopicFilter, TopicMatch};
+use co2_wire::{ClockOffset, Decoder, DeviceId, Seq, TopicFilter, TopicMatch};
 
+use crate::clocks::{DeviceClocks, Seen, Verdict, ZoneRules, ZoneSetting};
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
 use crate::pipeline::{DeadLetter, Reason, Record};
@@ -38,6 +40,7 @@ use json::JsonDecoder;
 pub use layout::{Column, Layout};
 pub use message::{Field, Message, Value};
 use settings::{DecoderKind, FieldKind, JsonMode, RouteSettings};
+pub use times::MessageTimes;
 use value::ValueDecoder;
 
 /// Name of the built-in CO2 route.
@@ -77,6 +80,8 @@ pub struct Context<'a> {
     pub route: RouteId,
     /// Where unique receive stamps come from.
     pub clock: &'a ReceiveClock,
+    /// How the payload's times are read (in the device's zone) and checked.
+    pub times: &'a MessageTimes<'a>,
 }
 
 impl Context<'_> {
@@ -133,6 +138,10 @@ pub struct Route {
     name: Arc<str>,
     filters: Vec<TopicFilter>,
     default_device: DeviceId,
+    /// The payload limits its times are checked against.
+    times: Decoder,
+    /// Its own `time_zone`, if it has one.
+    zone: Option<ZoneSetting>,
     decode: Decode,
     table: String,
     layout: Layout,
@@ -208,7 +217,9 @@ impl Route {
         }
         match &self.decode {
             Decode::Pipe(decoder, field) => {
-                let reading = decoder.decode(payload, ctx.now)?;
+                let (time, value) = decoder.split(payload)?;
+                let time = ctx.times.read_text(time)?;
+                let reading = decoder.finish(time, value)?;
                 let mut fields = vec![Field {
                     name: field.clone(),
                     value: Value::Float(reading.emissions()),
@@ -252,6 +263,10 @@ pub struct Routes {
     dead_letter_bytes: usize,
     faults: Faults,
     clock: ReceiveClock,
+    /// Which zone each device's offset-less times are read in.
+    zones: ZoneRules,
+    /// What the devices' clocks look like, and the offsets learned.
+    clocks: Arc<DeviceClocks>,
 }
 
 /// A delivery no route can take: the route it matched (if any), and why.
@@ -318,8 +333,8 @@ impl Routes {
     /// I/O: token files are read by [`Routes::load_tokens`]. Errors name the
     /// route and the key.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
-        let zone = settings.time_zone()?;
-        let times = Decoder::new(zone, settings.limits());
+        let times = Decoder::new(co2_wire::Zone::UTC, settings.limits());
+        let co2_zone = settings.co2_zone()?;
         let default_device = settings.default_device()?;
         let mut routes = Vec::new();
         if !settings.mqtt.topics.is_empty() {
@@ -335,6 +350,8 @@ impl Routes {
                 name: Arc::from(CO2_ROUTE),
                 filters,
                 default_device: default_device.clone(),
+                times: times.clone(),
+                zone: co2_zone,
                 decode: Decode::Pipe(times.clone(), Arc::from("emissions")),
                 table: "co2_emissions".to_owned(),
                 column_names: layout.columns().iter().map(|(c, _)| c.clone()).collect(),
@@ -353,7 +370,9 @@ impl Routes {
                     name: Arc::from(EVENTS_ROUTE),
                     filters: events,
                     default_device: default_device.clone(),
-                    decode: Decode::Event(EventDecoder::new(times.clone())),
+                    times: times.clone(),
+                    zone: co2_zone,
+                    decode: Decode::Event(EventDecoder::new()),
                     table: "device_events".to_owned(),
                     column_names: layout.columns().iter().map(|(c, _)| c.clone()).collect(),
                     layout,
@@ -370,12 +389,38 @@ impl Routes {
             routes.push(build(route, &times, &default_device, settings)?);
         }
         check_names_and_overlaps(&routes, &settings.routes)?;
+        let zones = ZoneRules::new(
+            settings.zone_setting()?,
+            routes
+                .iter()
+                .map(|r| r.zone.map(|z| (z, r.name.to_string())))
+                .collect(),
+            settings.device_zones()?,
+        );
         Ok(Self {
             routes,
             dead_letter_bytes: settings.wire.dead_letter_payload_bytes,
             faults: Faults::default(),
             clock: ReceiveClock::default(),
+            zones,
+            clocks: Arc::new(DeviceClocks::new(settings.metrics.max_devices, None)),
         })
+    }
+
+    /// The same routes observing device clocks into `clocks` (the bridge's
+    /// one, which keeps learned offsets across restarts).
+    pub fn with_clocks(self, clocks: Arc<DeviceClocks>) -> Self {
+        Self { clocks, ..self }
+    }
+
+    /// The device clocks these routes observe.
+    pub fn clocks(&self) -> &Arc<DeviceClocks> {
+        &self.clocks
+    }
+
+    /// The zone rules (for the status page: where a device's zone comes from).
+    pub fn zones(&self) -> &ZoneRules {
+        &self.zones
     }
 
     /// Reads every route's HTTP tokens file (at start, so a typo fails then).
@@ -460,21 +505,52 @@ impl Routes {
             topic,
             tags,
         } = resolved;
-        let ctx = Context {
-            device: &device,
-            device_from_source,
-            trust_payload_device: route.trust_payload_device,
-            seq,
-            now,
-            topic: &topic,
-            tags: &tags,
-            route: id,
-            clock: &self.clock,
+        let setting = self.zones.setting(id, device.as_str());
+        let attempt = |zone| {
+            let times = MessageTimes::new(&route.times, zone, now);
+            let ctx = Context {
+                device: &device,
+                device_from_source,
+                trust_payload_device: route.trust_payload_device,
+                seq,
+                now,
+                topic: &topic,
+                tags: &tags,
+                route: id,
+                clock: &self.clock,
+                times: &times,
+            };
+            let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.faults.at_decode(&payload);
+                route.decode(&payload, &ctx)
+            }));
+            (decoded, times.seen())
         };
-        let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.faults.at_decode(&payload);
-            route.decode(&payload, &ctx)
-        }));
+        let zone = match setting {
+            ZoneSetting::Zone(zone) => Some(zone),
+            ZoneSetting::Auto => self.clocks.learned(&device),
+        };
+        let (mut decoded, seen) = attempt(zone);
+        let mut detail = None;
+        if let Some(seen) = seen {
+            match self
+                .clocks
+                .observe(&device, id, &seen, now, setting == ZoneSetting::Auto)
+            {
+                Verdict::Store => {}
+                // This very reading taught it: read it again in its zone.
+                Verdict::Learned(zone) => decoded = attempt(Some(zone)).0,
+                Verdict::Hold(why) => {
+                    if matches!(decoded, Ok(Ok(_)) | Ok(Err(Reason::TimeZoneUnknown))) {
+                        decoded = Ok(Err(Reason::TimeZoneUnknown));
+                        detail = Some(why);
+                    }
+                }
+            }
+            if matches!(decoded, Ok(Err(Reason::TooFarInFuture))) {
+                detail = Some(ahead_of_arrival(&seen, now, &route.name));
+            }
+        }
         match decoded {
             Ok(Ok(message)) => Record::Decoded {
                 route: id,
@@ -483,7 +559,14 @@ impl Routes {
                 payload,
             },
             Ok(Err(reason)) => {
-                self.reject(Some(id), &letter_topic(origin, &topic), &payload, reason)
+                let mut letter = self.dead_letter(&letter_topic(origin, &topic), &payload, reason);
+                if let Some(detail) = detail {
+                    letter = letter.with_detail(&detail);
+                }
+                Record::Rejected {
+                    route: Some(id),
+                    letter,
+                }
             }
             Err(panic) => {
                 tracing::error!(
@@ -616,6 +699,17 @@ impl Routes {
     }
 }
 
+/// The dead letter's words for a reading stamped too far ahead of its
+/// arrival: how far, and, when that is a whole zone offset, which zone the
+/// device seems to live in and what to set.
+fn ahead_of_arrival(seen: &Seen, arrival: DateTime<Utc>, route: &str) -> String {
+    let error = ClockOffset::between(seen.time, arrival);
+    let wall = seen
+        .wall
+        .map(|w| ClockOffset::between(w.and_utc(), arrival));
+    co2_wire::explain_offset(error, wall, &format!("route {route} or of this device"))
+}
+
 /// How a dead letter names where a delivery came from: its topic, or for a
 /// Kafka record its topic, partition and offset.
 fn letter_topic<'t>(origin: &Origin, topic: &'t str) -> std::borrow::Cow<'t, str> {
@@ -707,14 +801,14 @@ fn build(
             let d = s.delimited.as_ref().ok_or_else(|| missing("delimited"))?;
             check_delimited(name, d)?;
             (
-                Decode::Delimited(Delimited::new(d, times.clone())),
+                Decode::Delimited(Delimited::new(d)),
                 Delimited::layout(d).with_tag_columns(tags.iter().copied()),
                 None,
             )
         }
         DecoderKind::Json => {
             let j = s.json.clone().unwrap_or_default();
-            let decoder = json_decoder(name, &j, times)?;
+            let decoder = json_decoder(name, &j)?;
             let layout = JsonDecoder::layout(&j);
             match j.mode {
                 JsonMode::Long => (decoder, layout, Some("readings")),
@@ -733,7 +827,6 @@ fn build(
                 Decode::Binary(BinaryDecoder::new(
                     &s.binary.clone().unwrap_or_default(),
                     max_payload,
-                    times.clone(),
                 )),
                 BinaryDecoder::layout(),
                 Some("images"),
@@ -793,6 +886,8 @@ fn build(
         name: Arc::from(name.as_str()),
         filters,
         default_device,
+        times: times.clone(),
+        zone: route_zone(s)?,
         decode,
         table,
         layout,
@@ -804,6 +899,24 @@ fn build(
         tokens_file: s.http.as_ref().map(|h| h.tokens_file.clone()),
         tokens: None,
     })
+}
+
+/// A route's own `time_zone` (or, as before it existed, `json.time_zone`).
+fn route_zone(s: &RouteSettings) -> Result<Option<ZoneSetting>, ConfigError> {
+    let json = s.json.as_ref().and_then(|j| j.time_zone.as_ref());
+    let (key, text) = match (&s.time_zone, json) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &s.name,
+                "time_zone",
+                "set it once: time_zone, or json.time_zone (its older name), not both",
+            ))
+        }
+        (Some(text), None) => ("time_zone", text),
+        (None, Some(text)) => ("json.time_zone", text),
+        (None, None) => return Ok(None),
+    };
+    text.parse().map(Some).map_err(|e| invalid(&s.name, key, e))
 }
 
 /// The names of the named levels (tags) of every filter, each once, in order.
@@ -833,11 +946,7 @@ fn refuse_tags(route: &str, key: &str, tags: &[&str], table: &str) -> Result<(),
 }
 
 /// The JSON decoder of a route, its settings checked.
-fn json_decoder(
-    name: &str,
-    j: &settings::JsonSettings,
-    times: &Decoder,
-) -> Result<Decode, ConfigError> {
+fn json_decoder(name: &str, j: &settings::JsonSettings) -> Result<Decode, ConfigError> {
     if j.mode == JsonMode::Columns && j.fields.is_empty() {
         return Err(invalid(
             name,
@@ -875,20 +984,7 @@ fn json_decoder(
             return Err(invalid(name, key, "must not be empty"));
         }
     }
-    let times = match &j.time_zone {
-        None => times.clone(),
-        Some(zone) => {
-            let zone: chrono_tz::Tz = zone.parse().map_err(|_| {
-                invalid(
-                    name,
-                    "json.time_zone",
-                    format!("{zone:?} is not an IANA zone such as UTC or Europe/Berlin"),
-                )
-            })?;
-            Decoder::new(zone, times.limits().clone())
-        }
-    };
-    Ok(Decode::Json(JsonDecoder::new(j, times)))
+    Ok(Decode::Json(JsonDecoder::new(j)))
 }
 
 /// True for a plain SQL identifier, safe to quote with backticks.

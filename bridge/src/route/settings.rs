@@ -25,6 +25,10 @@ pub struct RouteSettings {
     pub table: Option<String>,
     /// Device for messages that name none (default: `mqtt.default_device`).
     pub default_device: Option<String>,
+    /// Zone of this route's times sent without an offset: an IANA name, a
+    /// fixed offset (`+09:00`) or `auto` (default: `wire.time_zone`);
+    /// `[[devices]]` entries override it per device.
+    pub time_zone: Option<String>,
     /// Allow this route's topics to overlap an earlier route's (the earlier wins).
     #[serde(default)]
     pub allow_overlap: bool,
@@ -140,7 +144,7 @@ pub struct JsonSettings {
     /// Unit of a numeric time: `auto` (by magnitude), `s`, `ms`, `us` or `ns`.
     #[serde(default)]
     pub time_unit: TimeUnit,
-    /// IANA zone of times without an offset (default: `wire.time_zone`).
+    /// The route's zone, as `time_zone` beside `decoder` (its older name, kept working).
     pub time_zone: Option<String>,
     /// Read a string that is a plain decimal number (`"21.0"`, `" 40 "`,
     /// `"1e-05"`) as that number (default true); false keeps it as text.

@@ -363,6 +363,8 @@ fn a_payload_cannot_speak_for_another_device() {
     let pi = DeviceId::parse("pi").unwrap();
     let other = DeviceId::parse("other").unwrap();
     let clock = ReceiveClock::default();
+    let decoder = Decoder::default();
+    let times = MessageTimes::new(&decoder, Some(co2_wire::Zone::UTC), now());
     let ctx = |from_source, trust| Context {
         device: &pi,
         device_from_source: from_source,
@@ -373,6 +375,7 @@ fn a_payload_cannot_speak_for_another_device() {
         tags: &[],
         route: 0,
         clock: &clock,
+        times: &times,
     };
     // The topic or token names `pi`.
     for trust in [false, true] {

@@ -101,16 +101,20 @@ mod tests {
             .iter()
             .map(|(n, v)| (Arc::from(*n), (*v).to_owned()))
             .collect();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let decoder = co2_wire::Decoder::default();
+        let times = crate::route::MessageTimes::new(&decoder, Some(co2_wire::Zone::UTC), now);
         let ctx = Context {
             device: &device,
             device_from_source: true,
             trust_payload_device: false,
             seq: None,
-            now: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            now,
             topic,
             tags: &tags,
             route: 0,
             clock: &ReceiveClock::default(),
+            times: &times,
         };
         ValueDecoder.decode(payload, &ctx).map_err(Reason::as_str)
     }

@@ -4,6 +4,7 @@
 //! last errors from [`Health`]; completeness and dead letters from the
 //! tables, read when the page is asked for.
 
+mod clocks;
 pub(crate) mod history;
 pub(crate) mod page;
 pub(crate) mod samples;
@@ -16,10 +17,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::MySqlPool;
 
+use crate::clocks::{DeviceClocks, ZoneRules};
 use crate::health::{Health, Track};
 use crate::metrics::Metrics;
 use crate::sink::mysql::completeness::{self, DeviceCompleteness};
 use crate::sink::{Sinks, StoredLetter};
+pub use clocks::ClockRow;
 
 /// Dead letters the page lists.
 const DEAD_LETTERS: u32 = 20;
@@ -51,6 +54,8 @@ pub struct Status {
     pub window: u64,
     /// `batch.max_inflight_bytes`.
     pub max_inflight_bytes: u64,
+    /// The devices' clocks, and the rules that set their zones.
+    pub clocks: (Arc<DeviceClocks>, ZoneRules),
 }
 
 /// What the page shows, as `/status.json` serves it.
@@ -76,6 +81,8 @@ pub struct Snapshot {
     pub routes: Vec<RouteFigures>,
     /// Per device, newest first.
     pub devices: Vec<DeviceRow>,
+    /// Per device seen, its clock (those with a hint first).
+    pub clocks: Vec<ClockRow>,
     /// Seconds after which a device counts as stale.
     pub stale_after_s: u64,
     /// Seconds between reloads of the page.
@@ -293,6 +300,7 @@ impl Status {
             },
             routes,
             devices,
+            clocks: clocks::rows(&self.clocks.0, &self.clocks.1),
             stale_after_s: self.stale_after.as_secs(),
             refresh_s: self.refresh.as_secs(),
             completeness,

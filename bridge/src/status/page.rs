@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::{Component, Snapshot};
+use super::{ClockRow, Component, Snapshot};
 use crate::http::html::escape as html;
 
 /// The page for `snapshot`.
@@ -120,6 +120,8 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
         o.push_str("</table></div>\n");
     }
 
+    clocks(o, &s.clocks)?;
+
     o.push_str("<h2>Completeness (last hour, from the table)</h2>\n");
     if !s.completeness.available {
         o.push_str("<p class=\"muted\">Not tracked: the CO2 route does not write to a MySQL sink, or completeness.enabled is false.</p>\n");
@@ -176,6 +178,34 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
         "<h2>Effective configuration (secrets masked)</h2><pre id=\"config\">{}</pre>\n</body></html>\n",
         html(&s.config)
     )
+}
+
+/// "Device clocks": only devices whose readings carried a time of their own.
+fn clocks(o: &mut String, rows: &[ClockRow]) -> std::fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    o.push_str("<h2>Device clocks</h2><p class=\"muted\">How far the times live readings carry are from their arrival. Hours mean a device that sends local time read in another zone.</p>\n");
+    o.push_str("<div class=\"scroll\"><table id=\"clocks\"><tr><th>Device</th><th>Time zone</th><th class=\"n\">Offset</th><th>What it means</th></tr>\n");
+    for r in rows {
+        writeln!(
+            o,
+            r#"<tr id="clock-{id}"><td>{id}</td><td>{zone}</td><td class="n">{offset}</td><td{class}>{hint}</td></tr>"#,
+            id = html(&r.device),
+            zone = html(&r.zone),
+            offset = r.offset_s.map_or("–".to_owned(), |s| {
+                html(&co2_wire::ClockOffset::from_millis((s * 1000.0) as i64).to_string())
+            }),
+            class = if r.hint.is_some() {
+                r#" class="bad""#
+            } else {
+                ""
+            },
+            hint = html(r.hint.as_deref().unwrap_or("")),
+        )?;
+    }
+    o.push_str("</table></div>\n");
+    Ok(())
 }
 
 fn component_row(o: &mut String, c: &Component) -> std::fmt::Result {

@@ -1,7 +1,8 @@
 use super::*;
 use crate::route::settings::TimeUnit;
-use crate::route::ReceiveClock;
+use crate::route::{MessageTimes, ReceiveClock};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use co2_wire::Decoder;
 use proptest::prelude::*;
 
 fn now() -> DateTime<Utc> {
@@ -16,6 +17,7 @@ fn decode_with(
 ) -> Result<Message, &'static str> {
     let device = DeviceId::parse("from-topic").unwrap();
     let tags = [(Arc::from("room"), "hall".to_owned())];
+    let times = MessageTimes::new(&times, Some(times.zone()), now());
     let ctx = Context {
         device: &device,
         device_from_source: topic_device,
@@ -26,8 +28,9 @@ fn decode_with(
         tags: &tags,
         route: 0,
         clock: &ReceiveClock::default(),
+        times: &times,
     };
-    JsonDecoder::new(settings, times)
+    JsonDecoder::new(settings)
         .decode(payload.as_bytes(), &ctx)
         .map_err(Reason::as_str)
 }
