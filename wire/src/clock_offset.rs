@@ -105,7 +105,7 @@ impl fmt::Display for ClockOffset {
 /// sent, read as UTC) from its arrival, when the text had no offset: that is
 /// the zone the device lives in, whatever zone it was read in.
 pub fn explain(error: ClockOffset, wall: Option<ClockOffset>, subject: &str) -> String {
-    let mut text = format!("{error} of its arrival");
+    let mut text = arrival_words(error);
     if !error.is_zone_like() {
         return text;
     }
@@ -122,6 +122,12 @@ pub fn explain(error: ClockOffset, wall: Option<ClockOffset>, subject: &str) -> 
         None => {}
     }
     text
+}
+
+/// `9 h 00 min ahead of its arrival`, `5 h 00 min behind its arrival`.
+pub fn arrival_words(offset: ClockOffset) -> String {
+    let of = if offset.millis() < 0 { "" } else { " of" };
+    format!("{offset}{of} its arrival")
 }
 
 #[cfg(test)]
@@ -192,6 +198,10 @@ mod tests {
         assert_eq!(
             explain(offset(400), Some(offset(400)), "x"),
             "6 min 40 s ahead of its arrival"
+        );
+        assert_eq!(
+            explain(offset(-5 * 3600), Some(offset(-5 * 3600)), "x"),
+            "5 h 00 min behind its arrival: local time of UTC-05:00? set the time zone of x"
         );
     }
 }

@@ -21,7 +21,7 @@ mod topic;
 mod unix_time;
 mod zone;
 
-pub use clock_offset::{explain as explain_offset, ClockOffset, ZONE_TOLERANCE_S};
+pub use clock_offset::{arrival_words, explain as explain_offset, ClockOffset, ZONE_TOLERANCE_S};
 pub use datetime::WallTime;
 pub use event::{
     DeviceEvent, DropCause, EventError, EventId, EventKind, EVENTS_TOPIC_LEVEL, EVENT_VERSION,

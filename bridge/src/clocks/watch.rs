@@ -161,9 +161,10 @@ impl Watch {
                 // hour behind is a backlog unless the reading is live.
                 if error.is_zone_like() && (error.millis() > 0 || paced) {
                     Verdict::Hold(format!(
-                        "{error} of its arrival read at the learned {}: the device's \
-                         offset seems to have changed (daylight saving, or it moved); \
-                         relearning from its next live readings",
+                        "{} read at the learned {}: the device's offset seems to have \
+                         changed (daylight saving, or it moved); relearning from its next \
+                         live readings",
+                        co2_wire::arrival_words(error),
                         learned.zone
                     ))
                 } else {

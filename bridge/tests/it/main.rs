@@ -20,3 +20,4 @@ mod scale_out;
 mod schema;
 mod status_page;
 mod support;
+mod time_zones;
