@@ -50,22 +50,33 @@ impl Reading {
         self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
-    /// The canonical payload bytes, e.g. `2020-07-13 22:43:23|3500.00`.
+    /// The payload bytes to send, e.g. `2020-07-13 22:43:23Z|3500.00`: the
+    /// canonical form with its time marked as UTC, so a bridge that reads
+    /// offset-less times in another zone (for devices that send their local
+    /// time) still reads this one at its instant.
     pub fn to_payload(&self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        format!("{}Z|{:.2}", UtcText(self.time), self.emissions).into_bytes()
     }
 }
 
 /// Canonical form: UTC, no offset, milliseconds only when non-zero.
 impl fmt::Display for Reading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let naive = self.time.naive_utc();
-        if self.time.timestamp_subsec_millis() == 0 {
-            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S"))?;
+        write!(f, "{}|{:.2}", UtcText(self.time), self.emissions)
+    }
+}
+
+/// A time as UTC without an offset, milliseconds only when non-zero.
+struct UtcText(DateTime<Utc>);
+
+impl fmt::Display for UtcText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let naive = self.0.naive_utc();
+        if self.0.timestamp_subsec_millis() == 0 {
+            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S"))
         } else {
-            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S%.3f"))?;
+            write!(f, "{}", naive.format("%Y-%m-%d %H:%M:%S%.3f"))
         }
-        write!(f, "|{:.2}", self.emissions)
     }
 }
 
@@ -353,6 +364,20 @@ mod tests {
         );
         assert_eq!(r.emissions(), 3500.0);
         assert_eq!(r.to_string(), "2020-07-13 22:43:23|3500.00");
+    }
+
+    #[test]
+    fn payloads_say_they_are_utc_and_read_the_same_in_any_zone() {
+        let r = decode("2020-07-13 22:43:23.5|3500").unwrap();
+        assert_eq!(r.to_payload(), b"2020-07-13 22:43:23.500Z|3500.00");
+        let whole = decode("2020-07-13 22:43:23|3500").unwrap();
+        assert_eq!(whole.to_payload(), b"2020-07-13 22:43:23Z|3500.00");
+        // A bridge set to read its Pis' local times (Seoul, New York) still
+        // stores this reading at its instant.
+        for zone in [chrono_tz::Asia::Seoul, chrono_tz::America::New_York] {
+            let bridge = Decoder::new(zone, Limits::default());
+            assert_eq!(bridge.decode(&r.to_payload(), now()), Ok(r), "{zone}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! End to end: 3 publisher binaries -> test-owned Mosquitto (stopped for 10 s
 //! mid-run) -> the real bridge binary -> MariaDB, with one publisher killed
 //! (SIGKILL) and restarted. Every reading a publisher queued must be stored
-//! exactly once, in time order per device.
+//! exactly once, in time order per device. And: its readings say they are
+//! UTC, so a bridge set to read other devices' local times stores them at
+//! their instant.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,9 @@ use std::time::Duration;
 
 use co2_testkit::{unique, wait_until, Broker, ChildProcess, Database};
 
-use crate::support::{queued_readings, spawn_publisher as spawn, start_bridge, stored};
+use crate::support::{
+    queued_readings, spawn_publisher as spawn, start_bridge, start_bridge_with, stored,
+};
 
 fn spawn_publisher(dir: &Path, device: &str, port: u16, prefix: &str, count: u64) -> ChildProcess {
     spawn(
@@ -117,4 +121,36 @@ async fn outage_and_kill_lose_nothing_and_duplicate_nothing() {
             log.matches("Connected to the broker").count()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_reading_local_times_of_seoul_stores_its_readings_at_their_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("pubzone");
+    let broker = Broker::start("").await.unwrap();
+    let db = Database::create("pub_zone").await.unwrap();
+    // As a bridge for Pis that send Seoul's wall-clock time without an offset.
+    let _bridge = start_bridge_with(
+        dir.path(),
+        broker.port(),
+        &prefix,
+        &db,
+        &[("CO2_BRIDGE__WIRE__TIME_ZONE", "Asia/Seoul")],
+    )
+    .await;
+    let device = "zone-a";
+    let mut publisher = spawn_publisher(dir.path(), device, broker.port(), &prefix, 20);
+    let status = publisher.wait(Duration::from_secs(60)).await.unwrap();
+    let log = std::fs::read_to_string(dir.path().join(format!("{device}.log"))).unwrap();
+    assert!(status.success(), "exited with {status}: {log}");
+    let produced = queued_readings(&log);
+    assert_eq!(produced.len(), 20, "{log}");
+    let db = &db;
+    let all_in = wait_until(Duration::from_secs(30), || async move {
+        stored(db, device).await.len() >= 20
+    })
+    .await;
+    assert!(all_in, "{:?}", stored(db, device).await);
+    let rows: BTreeMap<i64, i64> = stored(db, device).await.into_iter().collect();
+    assert_eq!(rows, produced);
 }

@@ -121,9 +121,11 @@ pub fn queued_lines(log: &str) -> Vec<QueuedLine> {
         .collect()
 }
 
-/// A canonical payload as (epoch ms, cents).
+/// A canonical payload as (epoch ms, cents); its time may say it is UTC
+/// (`Z`, as sent) or not (as logged).
 pub fn parse_payload(payload: &str) -> (i64, i64) {
     let (time, value) = payload.split_once('|').unwrap();
+    let time = time.strip_suffix('Z').unwrap_or(time);
     let time = NaiveDateTime::parse_from_str(time, "%Y-%m-%d %H:%M:%S%.f")
         .unwrap()
         .and_utc();

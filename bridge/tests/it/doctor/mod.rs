@@ -6,7 +6,9 @@
 //! shows it), a closed database port, a wrong database password, a missing
 //! grant, migrations not applied, a config that does not parse. Each run
 //! checks the failing hop is named with its fix, and the exit status. About
-//! 40 s in all.
+//! 40 s in all. The devices' clocks: `clocks`.
+
+mod clocks;
 
 use std::process::Command;
 
@@ -121,9 +123,14 @@ async fn every_hop_passes_on_a_working_setup_and_closed_ports_are_named() {
         "mysql grants",
         "mysql migrations",
         "mysql clock",
+        "mysql device clocks",
     ] {
         assert!(out.contains(&format!("ok    {hop} ")), "{hop}: {out}");
     }
+    assert!(
+        out.contains("ok    mysql device clocks  no readings received in the last 15 min"),
+        "{out}"
+    );
     assert!(out.ends_with("Every hop passed.\n"), "{out}");
 
     let closed = free_port().unwrap();

@@ -3,10 +3,13 @@
 //! do: the config, the broker (DNS, TCP, TLS, authentication, the ACL on
 //! every route's topics), every MySQL sink (TCP, authentication, the grants
 //! the bridge needs, the migrations, the clock against the database's),
-//! every other sink. It connects under its own client id with a clean
+//! every other sink; then what travels the path: the clocks of the devices
+//! whose readings reached each MySQL sink lately (`clocks`). It connects under its own client id with a clean
 //! session, so it neither takes over the running bridge's session nor leaves
 //! one behind, and subscribes without `$share/`, so it takes no message away
 //! from the bridges.
+
+mod clocks;
 
 use std::time::Duration;
 
@@ -74,6 +77,19 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
             )),
         };
         if !r.hop(format!("sink {name}"), outcome) {
+            return r;
+        }
+    }
+    // Last, as it judges the devices rather than the path: a device in the
+    // wrong zone must not hide a sink that is down.
+    let zone = settings
+        .time_zone()
+        .map(co2_wire::Zone::from)
+        .unwrap_or(co2_wire::Zone::UTC); // validated above
+    for (name, pool) in &built.mysql_pools {
+        let outcome = clocks::check(pool, name, &routes, zone).await;
+        pool.close().await;
+        if !r.hop(format!("{name} device clocks"), outcome) {
             return r;
         }
     }
@@ -354,7 +370,6 @@ async fn database(r: &mut Report, settings: &Settings, name: &str, pool: &MySqlP
             }
         }
     };
-    pool.close().await;
     r.hop(hop("clock"), outcome)
 }
 
