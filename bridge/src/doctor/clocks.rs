@@ -21,6 +21,7 @@ use co2_wire::doctor::{fail, Failure};
 use co2_wire::{explain_offset, ClockOffset, Decoder, Limits, WallTime, Zone};
 use sqlx::MySqlPool;
 
+use crate::clocks::ZoneSetting;
 use crate::route::{Column, Routes, EVENTS_ROUTE};
 
 /// How far back the hop looks, by arrival.
@@ -94,13 +95,8 @@ struct Findings {
     unread: Vec<String>,
 }
 
-/// The hop for the MySQL sink `sink`; `zone` is where offset-less times are read.
-pub async fn check(
-    pool: &MySqlPool,
-    sink: &str,
-    routes: &Routes,
-    zone: Zone,
-) -> Result<String, Failure> {
+/// The hop for the MySQL sink `sink`.
+pub async fn check(pool: &MySqlPool, sink: &str, routes: &Routes) -> Result<String, Failure> {
     let now = Utc::now();
     let mut found = Findings::default();
     for table in tables(routes, sink) {
@@ -114,12 +110,13 @@ pub async fn check(
         let rows = recent_rows(pool, &table)
             .await
             .map_err(|e| read_failed(&table.name, &e))?;
-        judge_rows(&mut found, &table, rows, zone, now);
+        let zone_of = |device: &str| zone_for(routes, Some(&table.route), Some(device));
+        judge_rows(&mut found, &table, rows, zone_of, now);
     }
     let letters = future_letters(pool)
         .await
         .map_err(|e| read_failed("rejected_messages", &e))?;
-    judge_letters(&mut found, routes, &letters, zone);
+    judge_letters(&mut found, routes, &letters);
     verdict(found)
 }
 
@@ -239,7 +236,7 @@ fn judge_rows(
     found: &mut Findings,
     table: &Table,
     rows: Vec<Rows>,
-    zone: Zone,
+    zone_of: impl Fn(&str) -> Zone,
     now: DateTime<Utc>,
 ) {
     for row in rows {
@@ -257,9 +254,9 @@ fn judge_rows(
         if !row.offset.is_zone_like() {
             continue;
         }
-        // Stored times were read in `zone`: the device's own wall clock is
-        // that far further east.
-        let east_ms = i64::from(zone.offset_at(now).local_minus_utc()) * 1000;
+        // Stored times were read in the device's zone: its own wall clock
+        // is that far further east.
+        let east_ms = i64::from(zone_of(&row.device).offset_at(now).local_minus_utc()) * 1000;
         let wall = ClockOffset::from_millis(row.offset.millis().saturating_add(east_ms));
         found.wrong.push(format!(
             "device {} in {}: {}",
@@ -272,12 +269,13 @@ fn judge_rows(
 
 /// Every topic with future dead letters is wrong: their readings are not
 /// stored. Named with the offset of the farthest one whose time can be read.
-fn judge_letters(found: &mut Findings, routes: &Routes, letters: &[Letter], zone: Zone) {
-    let decoder = Decoder::new(zone, Limits::default());
+fn judge_letters(found: &mut Findings, routes: &Routes, letters: &[Letter]) {
     let mut by_topic: BTreeMap<&str, (u64, Option<Offsets>)> = BTreeMap::new();
     for letter in letters {
         let (count, farthest) = by_topic.entry(&letter.topic).or_default();
         *count += 1;
+        let (route, device) = route_of(routes, &letter.topic);
+        let decoder = Decoder::new(zone_for(routes, route, device), Limits::default());
         let Some(read) = letter_offsets(&decoder, &letter.payload, letter.arrived) else {
             continue;
         };
@@ -315,6 +313,18 @@ fn letter_offsets(decoder: &Decoder, payload: &[u8], arrived: DateTime<Utc>) -> 
         .is_none()
         .then(|| ClockOffset::between(wall.local.and_utc(), arrived));
     Some((ClockOffset::between(carried, arrived), own))
+}
+
+/// The zone the bridge reads `device`'s offset-less times in on `route`
+/// (UTC for `auto`: the offsets a running bridge learned are not read here).
+fn zone_for(routes: &Routes, route: Option<&str>, device: Option<&str>) -> Zone {
+    let id = route
+        .and_then(|r| routes.by_name(r))
+        .map_or(0, |(id, _)| id);
+    match routes.zones().setting(id, device.unwrap_or_default()) {
+        ZoneSetting::Zone(zone) => zone,
+        ZoneSetting::Auto => Zone::UTC,
+    }
 }
 
 /// The route a dead letter's topic belongs to, and the device it names.
@@ -404,11 +414,11 @@ mod tests {
             rows("pi-drift", 90, -7 * 60),
             rows("pi-new", 2, -5 * 3600),
         ];
-        judge_rows(&mut found, &table(), rows, Zone::UTC, arrival());
+        judge_rows(&mut found, &table(), rows, |_| Zone::UTC, arrival());
         assert_eq!(
             found.wrong,
             [
-                "device pi-ny in co2_emissions: 5 h 00 min behind of its arrival: local time of \
+                "device pi-ny in co2_emissions: 5 h 00 min behind its arrival: local time of \
               UTC-05:00? set the time zone of route co2 or of this device"
             ]
         );
@@ -427,7 +437,7 @@ mod tests {
             &mut found,
             &table(),
             vec![rows("pi-ny", 5, -6 * 3600)],
-            berlin,
+            |_| berlin,
             arrival(),
         );
         assert_eq!(found.wrong.len(), 1);
@@ -442,11 +452,11 @@ mod tests {
     fn correct_clocks_pass_and_say_how_far_the_farthest_is() {
         let mut found = Findings::default();
         let rows = vec![rows("pi-a", 90, -1), rows("pi-b", 90, -4)];
-        judge_rows(&mut found, &table(), rows, Zone::UTC, arrival());
+        judge_rows(&mut found, &table(), rows, |_| Zone::UTC, arrival());
         assert_eq!(
             verdict(found).unwrap(),
             "2 device(s) sent readings in the last 15 min, none a time zone off \
-             (farthest: pi-b, 4 s behind of its arrival)"
+             (farthest: pi-b, 4 s behind its arrival)"
         );
         assert_eq!(
             verdict(Findings::default()).unwrap(),

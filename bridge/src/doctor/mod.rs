@@ -82,12 +82,8 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
     }
     // Last, as it judges the devices rather than the path: a device in the
     // wrong zone must not hide a sink that is down.
-    let zone = settings
-        .time_zone()
-        .map(co2_wire::Zone::from)
-        .unwrap_or(co2_wire::Zone::UTC); // validated above
     for (name, pool) in &built.mysql_pools {
-        let outcome = clocks::check(pool, name, &routes, zone).await;
+        let outcome = clocks::check(pool, name, &routes).await;
         pool.close().await;
         if !r.hop(format!("{name} device clocks"), outcome) {
             return r;

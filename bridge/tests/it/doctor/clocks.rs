@@ -91,7 +91,7 @@ async fn devices_in_another_zone_are_named_with_it_and_correct_clocks_pass() {
     let f = failure(&out, "mysql device clocks");
     assert!(
         f.contains(
-            "device pi-ny in co2_emissions: 5 h 00 min behind of its arrival: local time of \
+            "device pi-ny in co2_emissions: 5 h 00 min behind its arrival: local time of \
              UTC-05:00? set the time zone of route co2 or of this device"
         ),
         "{f}"
