@@ -25,8 +25,13 @@ pub async fn delete_letters(conn: &mut MySqlConnection, ids: &[u64]) -> Result<u
 
 /// `DELETE ... WHERE id IN (?, ?, ...)` for `n` ids.
 fn delete_sql(n: usize) -> String {
-    let mut sql = String::with_capacity(48 + n * 3);
-    sql.push_str("DELETE FROM rejected_messages WHERE id IN (");
+    format!("DELETE FROM rejected_messages WHERE id IN {}", id_list(n))
+}
+
+/// `(?, ?, ...)`: `n` placeholders for an `IN` list.
+pub fn id_list(n: usize) -> String {
+    let mut sql = String::with_capacity(2 + n * 3);
+    sql.push('(');
     for i in 0..n {
         if i > 0 {
             sql.push_str(", ");
