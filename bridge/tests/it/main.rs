@@ -5,6 +5,7 @@
 
 mod ack_batching;
 mod completeness;
+mod dead_letter_replay;
 mod delivery;
 mod doctor;
 mod edges;
