@@ -7,13 +7,15 @@
 //! reading a row with its true UTC time, delete the letters, and change
 //! nothing when run again. Letters that cannot be stored stay and are
 //! counted (a reading ahead of its arrival stays ahead of it, however late
-//! the replay), and the filters take only what they name.
+//! the replay), and the filters take only what they name. A route that
+//! writes to InfluxDB gets its points, and a run cut between the points and
+//! the deletion of the letters is finished by the next without doubles.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use co2_testkit::{unique, wait_until, Database, Publisher};
+use co2_testkit::{unique, wait_until, Database, Influx, Publisher};
 
 use crate::support::*;
 
@@ -349,5 +351,124 @@ async fn letters_that_cannot_be_stored_stay_counted_and_filters_take_only_theirs
     assert_eq!(code, 2);
     let (code, _) = dead_letters(&seoul_env, &["list", "--reason", "late"]).await;
     assert_eq!(code, 2);
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_on_influxdb_gets_its_points_and_a_cut_run_is_finished_by_the_next() {
+    let db = Database::create("replay_influx").await.unwrap();
+    let influx = Influx::start().await.unwrap();
+    let points = influx.create_database("replay").await.unwrap();
+    let prefix = unique("replay-influx");
+    let dir = std::env::temp_dir().join(unique("co2-replay-cfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bridge.toml");
+    // Readings go to InfluxDB, dead letters stay in MySQL.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[mqtt]
+port = {SHARED_BROKER}
+client_id = "{prefix}-bridge"
+topics = ["{prefix}/+/emissions"]
+reconnect_max_ms = 1000
+
+[database]
+url = "{db_url}"
+
+[sinks.influx]
+kind = "influxdb"
+url = "{influx_url}"
+database = "{points}"
+retry_max_ms = 1000
+
+[co2]
+sink = "influx"
+measurement = "co2"
+
+[dead_letters]
+sink = "mysql"
+"#,
+            db_url = db.url(),
+            influx_url = influx.url(),
+        ),
+    )
+    .unwrap();
+    let env = vec![(
+        "CO2_BRIDGE__HTTP__LISTEN".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    )];
+    let bridge = InProcess::start_with(env, Some(&config)).await;
+
+    let now = Utc::now().timestamp();
+    let readings: Vec<(i64, f64)> = (0..5)
+        .map(|i| (now - 600 + i * 60, 500.5 + i as f64))
+        .collect();
+    let messages: Vec<(String, String)> = seoul_payloads(&readings)
+        .into_iter()
+        .map(|p| (format!("{prefix}/pi-x/emissions"), p))
+        .collect();
+    publish_and_wait(&db, &messages, 5).await;
+    let letters: Vec<(chrono::NaiveDateTime, String, Vec<u8>, u32)> = sqlx::query_as(
+        "SELECT received_at, topic, payload, payload_bytes FROM rejected_messages ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(letters.len(), 5);
+
+    let seoul = in_seoul(&[("CO2_BRIDGE_CONFIG".to_owned(), config.display().to_string())]);
+    let stored = || async {
+        let series = influx
+            .query(&points, r#"SELECT "device", "emissions" FROM "co2""#)
+            .await
+            .unwrap();
+        let rows: Vec<(String, i64, i64)> = series
+            .iter()
+            .flat_map(|s| &s.values)
+            .map(|row| {
+                (
+                    row[1].as_str().unwrap().to_owned(),
+                    row[0].as_i64().unwrap(),
+                    (row[2].as_f64().unwrap() * 100.0).round() as i64,
+                )
+            })
+            .collect();
+        rows
+    };
+    let want: Vec<(String, i64, i64)> = readings
+        .iter()
+        .map(|(t, v)| ("pi-x".to_owned(), t * 1000, (v * 100.0).round() as i64))
+        .collect();
+    let (code, out) = dead_letters(&seoul, &["replay"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("replayed: 5 (rows new: 5"), "{out}");
+    assert_eq!(stored().await, want, "every reading at its UTC time");
+    assert_eq!(db.count("rejected_messages").await.unwrap(), 0);
+
+    // A run cut after the points were written, before the letters went:
+    // the letters are back, the points are there.
+    for (received_at, topic, payload, bytes) in &letters {
+        sqlx::query(
+            "INSERT INTO rejected_messages (received_at, topic, payload, payload_bytes, reason) \
+             VALUES (?, ?, ?, ?, 'too_far_in_future')",
+        )
+        .bind(received_at)
+        .bind(topic)
+        .bind(payload)
+        .bind(bytes)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let (code, out) = dead_letters(&seoul, &["replay"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("replayed: 5"), "{out}");
+    assert_eq!(stored().await, want, "the same points, none twice");
+    assert_eq!(db.count("rejected_messages").await.unwrap(), 0);
+    let (code, out) = dead_letters(&seoul, &["replay"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("Nothing selected"), "{out}");
     bridge.stop().await;
 }
