@@ -70,9 +70,23 @@ pub enum ReplayError {
         /// What failed, and what to do.
         message: String,
     },
+    /// The list could not be written out.
+    #[error("cannot write the list: {0}")]
+    Output(#[from] std::io::Error),
     /// Reading or updating `rejected_messages` failed.
-    #[error("dead letters: {0}; what was replayed before is stored, so running again is safe")]
-    Database(#[from] sqlx::Error),
+    #[error(
+        "rejected_messages: {0} (a replay can be run again: what it stored stays stored, \
+         and its letters are gone)"
+    )]
+    Database(sqlx::Error),
+}
+
+// By hand rather than `#[from]`: the message already shows the error, and a
+// source would print it twice in the chain.
+impl From<sqlx::Error> for ReplayError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
 }
 
 impl ReplayError {
@@ -147,16 +161,11 @@ impl DeadLetters {
         out: &mut dyn std::io::Write,
     ) -> Result<u64, ReplayError> {
         self.check(selection)?;
-        let io = |e: std::io::Error| ReplayError::Sink {
-            sink: "stdout".to_owned(),
-            message: e.to_string(),
-        };
+        let mut scan = Scan::new(self, selection).await?;
         writeln!(
             out,
             "id\treceived_at\treason\troute\tdevice\ttoday\tdetail\tpayload"
-        )
-        .map_err(io)?;
-        let mut scan = Scan::new(self, selection).await?;
+        )?;
         while let Some(chunk) = scan.next().await? {
             for c in &chunk {
                 let l = &c.letter;
@@ -177,8 +186,7 @@ impl DeadLetters {
                     } else {
                         ""
                     },
-                )
-                .map_err(io)?;
+                )?;
             }
         }
         Ok(scan.taken)
