@@ -17,10 +17,13 @@ mod selection;
 mod summary;
 mod write;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use co2_wire::DeviceId;
 use sqlx::MySqlPool;
 
+use crate::clocks::{self, DeviceClocks};
 use crate::config::{ConfigError, Settings};
 use crate::pipeline::{DeadLetter, Reason, Record};
 use crate::route::{RouteId, Routes};
@@ -129,10 +132,14 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// Builds the routes and sinks the bridge would build from `settings`
-    /// (no I/O: pools connect when first used).
+    /// (pools connect when first used), with the time zones the bridge has
+    /// learned for `time_zone = "auto"` devices. Those are only read: what
+    /// the replay learns is not saved, the running bridge owns the file.
     pub fn from_settings(settings: &Settings) -> Result<Self, ReplayError> {
         settings.validate()?;
-        let routes = Routes::from_settings(settings)?;
+        let learned = clocks::state_file(&settings.state_dir());
+        let clocks = DeviceClocks::load(settings.metrics.max_devices, learned);
+        let routes = Routes::from_settings(settings)?.with_clocks(Arc::new(clocks));
         let built = sink::from_settings(settings, &routes)?;
         let sinks = built.sinks;
         let name = sinks.name(sinks.dead_letters()).to_owned();
