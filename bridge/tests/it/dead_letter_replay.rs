@@ -19,12 +19,12 @@ use co2_testkit::{unique, wait_until, Database, Influx, Publisher};
 
 use crate::support::*;
 
-const SHARED_BROKER: u16 = 1883;
+pub(crate) const SHARED_BROKER: u16 = 1883;
 
 /// The reference publisher's payload for each (Unix second, value): its
 /// f-string over `datetime.now()`, run by python3 with `TZ=Asia/Seoul`
 /// (`datetime.fromtimestamp` is what `now()` returns at that second).
-fn seoul_payloads(readings: &[(i64, f64)]) -> Vec<String> {
+pub(crate) fn seoul_payloads(readings: &[(i64, f64)]) -> Vec<String> {
     let script = "\
 import sys
 from datetime import datetime
@@ -72,7 +72,7 @@ for arg in sys.argv[1:]:
 }
 
 /// Runs `co2-bridge dead-letters <args>` with `env`; (exit code, stdout).
-async fn dead_letters(env: &[(String, String)], args: &[&str]) -> (i32, String) {
+pub(crate) async fn dead_letters(env: &[(String, String)], args: &[&str]) -> (i32, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_co2-bridge"))
         .arg("dead-letters")
         .args(args)
@@ -90,7 +90,7 @@ async fn dead_letters(env: &[(String, String)], args: &[&str]) -> (i32, String) 
 }
 
 /// `env` with the zone the Pi's clock is in.
-fn in_seoul(env: &[(String, String)]) -> Vec<(String, String)> {
+pub(crate) fn in_seoul(env: &[(String, String)]) -> Vec<(String, String)> {
     let mut env = env.to_vec();
     env.push(("CO2_BRIDGE__WIRE__TIME_ZONE".into(), "Asia/Seoul".into()));
     env
@@ -109,7 +109,7 @@ fn listed(stdout: &str) -> Vec<Vec<String>> {
 }
 
 /// `(reason, count)` of every stored letter.
-async fn letters_by_reason(db: &Database) -> Vec<(String, i64)> {
+pub(crate) async fn letters_by_reason(db: &Database) -> Vec<(String, i64)> {
     sqlx::query_as(
         "SELECT CAST(reason AS CHAR), COUNT(*) FROM rejected_messages GROUP BY reason ORDER BY 1",
     )
@@ -119,7 +119,7 @@ async fn letters_by_reason(db: &Database) -> Vec<(String, i64)> {
 }
 
 /// Publishes `(topic, payload)`s and waits until `letters` dead letters are stored.
-async fn publish_and_wait(db: &Database, messages: &[(String, String)], letters: i64) {
+pub(crate) async fn publish_and_wait(db: &Database, messages: &[(String, String)], letters: i64) {
     let publisher = Publisher::connect(SHARED_BROKER, &unique("seoul-pi"));
     for (topic, payload) in messages {
         publisher.publish(topic, payload.clone()).await.unwrap();
@@ -471,4 +471,5 @@ sink = "mysql"
     assert_eq!(code, 0);
     assert!(out.contains("Nothing selected"), "{out}");
     bridge.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
