@@ -79,8 +79,8 @@ Feed the selected dead letters through today's configuration: what decodes now
 is stored through its route's sink and its letter deleted, exactly once.
 
 For letters a setting refused: say a Pi sends local time without an offset
-and every reading became too_far_in_future. Set wire.time_zone (or the
-route's zone), then:
+and every reading became too_far_in_future. Set its zone (a [[devices]]
+entry's time_zone, co2.time_zone, a route's or wire.time_zone), then:
 
   co2-bridge dead-letters list --reason too_far_in_future     # what would be taken
   co2-bridge dead-letters replay --reason too_far_in_future --dry-run
@@ -93,8 +93,10 @@ when the route writes to the MySQL database that keeps the letters; other
 sinks (InfluxDB) are written first, then the letters deleted, and a run cut
 in between is finished by the next (the writes are idempotent). Running it
 again changes nothing. A letter refused again stays, with today's reason and
-detail. Safe while the bridge runs: letters stored after the run started are
-left for the next.
+detail. Zones the bridge learned for time_zone = \"auto\" devices are read
+from its state directory (run with the bridge's state.dir), so readings held
+as time_zone_unknown are stored in them. Safe while the bridge runs: letters
+stored after the run started are left for the next.
 
 Not replayed (skipped, counted): letters whose payload was truncated
 (wire.dead_letter_payload_bytes kept only its start); HTTP ingest letters
