@@ -304,7 +304,7 @@ impl DeadLetters {
             *summary.refused.entry(reason.clone()).or_default() += 1;
         }
         if !summary.dry_run {
-            // One statement per distinct (reason, detail): usually one per chunk.
+            // One statement per distinct (reason, detail), not one per letter.
             refused.sort_by(|a, b| (&a.1, &a.2).cmp(&(&b.1, &b.2)));
             for group in refused.chunk_by(|a, b| (&a.1, &a.2) == (&b.1, &b.2)) {
                 let ids: Vec<u64> = group.iter().map(|(id, _, _)| *id).collect();
