@@ -9,7 +9,8 @@
 //!   splitting and dead letters, then acknowledges;
 //! - `sink`: where batches are stored (MySQL, InfluxDB).
 //!
-//! Around them: `config` (a leaf: validation does no I/O), `health`
+//! Around them: `config` (a leaf: validation does no I/O), `replay` (dead
+//! letters fed through today's routes and sinks again), `health`
 //! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
 //! status page it serves at `/`), `supervisor`
 //! (every task supervised; a dead one stops the bridge) and `app`, which
@@ -26,6 +27,7 @@ mod http;
 mod metrics;
 pub mod offline;
 mod pipeline;
+pub mod replay;
 mod route;
 mod sink;
 mod source;

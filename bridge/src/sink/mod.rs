@@ -34,6 +34,12 @@ pub struct Batch<'a> {
     pub items: Vec<Item<'a>>,
     /// Dead letters, in arrival order.
     pub letters: Vec<&'a DeadLetter>,
+    /// Ids of stored dead letters that `items` replace (`co2-bridge
+    /// dead-letters replay`): the MySQL sink deletes them from its
+    /// `rejected_messages` in the same transaction, so a replayed letter and
+    /// its rows never both exist or both vanish. Only the sink that keeps
+    /// those letters is given any; live batches leave it empty.
+    pub settles: Vec<u64>,
 }
 
 /// What a successful write stored, per route.

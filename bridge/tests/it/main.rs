@@ -5,6 +5,8 @@
 
 mod ack_batching;
 mod completeness;
+mod dead_letter_replay;
+mod dead_letter_replay_auto_zone;
 mod delivery;
 mod doctor;
 mod edges;

@@ -559,6 +559,7 @@ mod tests {
         let both = Batch {
             items: vec![item(&good), item(&evil)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         match sink.write(&both).await {
             Err(SinkError::Refused(why)) => assert!(why.contains("line break"), "{why}"),
@@ -572,6 +573,7 @@ mod tests {
         let one = Batch {
             items: vec![item(&good)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         let written = sink.write(&one).await.unwrap();
         assert_eq!(written.inserted, [(0, 1)]);
@@ -600,6 +602,7 @@ mod tests {
         let bad = Batch {
             items: vec![item(&evil)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         assert!(matches!(sink.write(&bad).await, Err(SinkError::Refused(_))));
         assert_eq!(

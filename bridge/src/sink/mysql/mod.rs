@@ -1,11 +1,13 @@
 //! The MySQL sink: each route's messages go into its table with one
 //! idempotent multi-row `INSERT ... ON DUPLICATE KEY UPDATE` per statement,
-//! the dead letters into `rejected_messages`, all in one transaction.
+//! the dead letters into `rejected_messages`, all in one transaction (with
+//! the deletion of the dead letters a replayed batch settles).
 
 mod adopt;
 pub(crate) mod completeness;
 pub(crate) mod nodes;
 pub(crate) mod schema;
+pub(crate) mod settle;
 mod target;
 
 use std::time::Duration;
@@ -135,6 +137,9 @@ impl MysqlSink {
         }
         for chunk in batch.letters.chunks(ROWS_PER_STATEMENT) {
             insert_dead_letters(&mut tx, chunk).await?;
+        }
+        if !batch.settles.is_empty() {
+            settle::delete_letters(&mut tx, &batch.settles).await?;
         }
         tx.commit().await?;
         Ok(written)
