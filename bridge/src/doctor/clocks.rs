@@ -358,7 +358,8 @@ fn verdict(found: Findings) -> Result<String, Failure> {
     let mut text = match (&found.farthest, found.judged) {
         (Some((device, offset)), judged) => format!(
             "{judged} device(s) sent readings in the last {WINDOW_MIN} min, none a time zone \
-             off (farthest: {device}, {offset} of its arrival)"
+             off (farthest: {device}, {})",
+            co2_wire::arrival_words(*offset)
         ),
         (None, _) => {
             format!("no readings received in the last {WINDOW_MIN} min: nothing to judge yet")
