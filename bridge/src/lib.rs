@@ -13,7 +13,7 @@
 //! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
 //! status page it serves at `/`), `supervisor`
 //! (every task supervised; a dead one stops the bridge) and `app`, which
-//! wires it all together.
+//! wires it all together. `retime` repairs stored times after the fact.
 
 pub mod acl;
 mod app;
@@ -26,6 +26,7 @@ mod http;
 mod metrics;
 pub mod offline;
 mod pipeline;
+pub mod retime;
 mod route;
 mod sink;
 mod source;
