@@ -43,6 +43,9 @@ enum Command {
     /// each database's TCP/login/grants/migrations/clock, each sink); exit 0
     /// only when every hop passes.
     Doctor,
+    /// Move one device's stored times by a fixed shift (readings stored in
+    /// the wrong time zone or by a wrong clock), in one transaction.
+    Retime(co2_bridge::retime::RetimeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,6 +125,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(cli.config.as_deref(), Ok(settings)).await,
+        Command::Retime(args) => {
+            let report = co2_bridge::retime::run(&settings, &args).await?;
+            print!("{}", report.render());
+            Ok(report.outcome()?)
+        }
         Command::Run => {
             let bridge = Bridge::build(settings).await?;
             if let Some(addr) = bridge.http_addr() {
