@@ -205,8 +205,10 @@ impl Report {
         let gaps = self.gaps.unwrap_or(0);
         let collisions = self.collisions();
         if self.committed {
+            let touched = self.tables.iter().filter(|t| t.moved > 0).count();
             return format!(
-                "Moved {} row(s) in {} table(s) and {gaps} completeness record(s), in one transaction.",
+                "Moved {} row(s) in {touched} of {} table(s) and {gaps} completeness record(s), \
+                 in one transaction.",
                 self.moved(),
                 self.tables.len()
             );
