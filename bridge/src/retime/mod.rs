@@ -147,7 +147,15 @@ pub enum RetimeError {
     Refused(u64),
     /// The database failed.
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+// Not `#[from]`: that makes the sqlx error the source too, and its text
+// would be printed twice in a chain that already shows it.
+impl From<sqlx::Error> for RetimeError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
 }
 
 /// Runs `args` against the database `settings` name; the report says what
@@ -234,6 +242,13 @@ async fn once(
                 table.routes.join(", ")
             )),
         }
+    }
+    if shapes.is_empty() {
+        return Err(RetimeError::Schema(format!(
+            "none of the routes' tables exists in sink {}'s database; is database.url right, \
+             and the schema migrated (co2-bridge migrate)?",
+            plan.sink
+        )));
     }
     // Lock every table's selected rows before anything changes.
     for shape in &shapes {
