@@ -81,8 +81,9 @@ pub struct RetimeArgs {
 }
 
 const AFTER_HELP: &str = "\
-Set the device's time zone (or fix its clock) first, and note when: rows \
-that arrive while the old setting is in force are stored wrong again. Then \
+Set the device's time zone first ([[devices]] time_zone, see \
+docs/time-zones.md) or fix its clock, and note when: rows that arrive while \
+the old setting is in force are stored wrong again. Then \
 move the rows stored before that moment with --to; try --dry-run first. \
 Readings the bridge stores during the run wait for it and are not moved. \
 A zone with daylight saving time needs one run per offset (e.g. +5h for \
