@@ -14,7 +14,7 @@
 //! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
 //! status page it serves at `/`), `supervisor`
 //! (every task supervised; a dead one stops the bridge) and `app`, which
-//! wires it all together.
+//! wires it all together. `retime` repairs stored times after the fact.
 
 pub mod acl;
 mod app;
@@ -28,6 +28,7 @@ mod metrics;
 pub mod offline;
 mod pipeline;
 pub mod replay;
+pub mod retime;
 mod route;
 mod sink;
 mod source;

@@ -49,6 +49,9 @@ enum Command {
     /// through today's configuration.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Move one device's stored times by a fixed shift (readings stored in
+    /// the wrong time zone or by a wrong clock), in one transaction.
+    Retime(co2_bridge::retime::RetimeArgs),
 }
 
 #[derive(Subcommand)]
@@ -191,6 +194,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Doctor => doctor(cli.config.as_deref(), Ok(settings)).await,
         Command::DeadLetters(command) => dead_letters(&settings, command).await,
+        Command::Retime(args) => {
+            let report = co2_bridge::retime::run(&settings, &args).await?;
+            print!("{}", report.render());
+            Ok(report.outcome()?)
+        }
         Command::Run => {
             let bridge = Bridge::build(settings).await?;
             if let Some(addr) = bridge.http_addr() {

@@ -17,6 +17,8 @@ mod json;
 mod kafka;
 mod kafka_auth;
 mod observability;
+mod retime;
+mod retime_collisions;
 mod routes;
 mod scale_out;
 mod schema;
