@@ -25,6 +25,7 @@ mod fault;
 mod health;
 mod http;
 mod metrics;
+mod model;
 pub mod offline;
 mod pipeline;
 pub mod replay;
@@ -44,9 +45,8 @@ pub use supervisor::install_panic_hook;
 /// The decoding half of the pipeline, public for the fuzz targets: a
 /// delivery's bytes in, a record (a message for a sink, or a dead letter) out.
 pub mod decode {
-    pub use crate::pipeline::{DeadLetter, Reason, Record};
-    pub use crate::route::{Field, Message, Routes, Value};
-    pub use crate::source::Origin;
+    pub use crate::model::{DeadLetter, Field, Message, Origin, Reason, Record, Value};
+    pub use crate::route::Routes;
 }
 
 /// The bridge's HTTP listeners without sockets, public for the HTTP fuzz target.

@@ -10,7 +10,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::pipeline::Reason;
+use crate::model::Reason;
 use crate::status::history::History;
 use crate::status::samples::Samples;
 

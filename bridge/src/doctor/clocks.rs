@@ -22,7 +22,8 @@ use co2_wire::{explain_offset, ClockOffset, Decoder, Limits, WallTime, Zone};
 use sqlx::MySqlPool;
 
 use crate::clocks::ZoneSetting;
-use crate::route::{Column, Routes, EVENTS_ROUTE};
+use crate::model::Column;
+use crate::route::{Routes, EVENTS_ROUTE};
 
 /// How far back the hop looks, by arrival.
 const WINDOW_MIN: u32 = 15;

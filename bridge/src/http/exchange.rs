@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::server::{connection_builder, Limits};
 use crate::app::{Bridge, RunError};
 use crate::config::Settings;
-use crate::pipeline::Record;
+use crate::model::Record;
 use crate::route::Routes;
 use crate::source::{Ack, Delivery, HttpOutcome};
 

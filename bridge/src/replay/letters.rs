@@ -140,7 +140,7 @@ pub async fn delete(pool: &MySqlPool, ids: &[u64]) -> Result<u64, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Reason;
+    use crate::model::Reason;
 
     #[test]
     fn each_filter_adds_its_condition_and_placeholders() {

@@ -25,8 +25,9 @@ use sqlx::MySqlPool;
 
 use crate::clocks::{self, DeviceClocks};
 use crate::config::{ConfigError, Settings};
-use crate::pipeline::{DeadLetter, Reason, Record};
-use crate::route::{RouteId, Routes};
+use crate::model::RouteId;
+use crate::model::{DeadLetter, Reason, Record};
+use crate::route::Routes;
 use crate::sink::{self, PrepareError, Sinks};
 use letters::Letter;
 use origin::{KeyedTopics, Unreplayable};

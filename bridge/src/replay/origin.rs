@@ -16,9 +16,10 @@ use bytes::Bytes;
 use co2_wire::DeviceId;
 
 use crate::config::{Settings, SourceSettings};
-use crate::route::{RouteId, Routes};
-use crate::source::kafka::KafkaOrigin;
-use crate::source::Origin;
+use crate::model::KafkaOrigin;
+use crate::model::Origin;
+use crate::model::RouteId;
+use crate::route::Routes;
 
 /// Characters of `rejected_messages.topic` (VARCHAR(255)): a topic that fills
 /// it may have been cut.

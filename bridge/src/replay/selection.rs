@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use co2_wire::DeviceId;
 
-use crate::pipeline::Reason;
+use crate::model::Reason;
 
 /// The filters of `dead-letters list` and `dead-letters replay`; a letter is
 /// selected when it passes every one given.

@@ -19,7 +19,7 @@ use sqlx::MySqlPool;
 
 use super::letters;
 use super::ReplayError;
-use crate::pipeline::Record;
+use crate::model::Record;
 use crate::sink::{Batch, Item, Sink, SinkError, Written};
 use co2_wire::backoff::Backoff;
 

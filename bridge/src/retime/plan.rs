@@ -3,8 +3,9 @@
 //! a renamed column or a custom table is found like the built-in ones.
 
 use crate::config::{sink_name, DatabaseSettings, Settings, SinkSettings};
+use crate::model::Column;
 use crate::route::settings::FieldKind;
-use crate::route::{Column, Route, Routes, CO2_ROUTE, EVENTS_ROUTE};
+use crate::route::{Route, Routes, CO2_ROUTE, EVENTS_ROUTE};
 
 use super::RetimeError;
 

@@ -10,8 +10,6 @@ mod delimited;
 mod event;
 mod flatten;
 mod json;
-mod layout;
-mod message;
 mod scalar;
 pub(crate) mod settings;
 mod times;
@@ -29,16 +27,15 @@ use co2_wire::{ClockOffset, Decoder, DeviceId, Seq, TopicFilter, TopicMatch};
 use crate::clocks::{DeviceClocks, Seen, Verdict, ZoneRules, ZoneSetting};
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
-use crate::pipeline::{DeadLetter, Reason, Record};
-use crate::source::Origin;
+use crate::model::Origin;
+use crate::model::{Column, Field, Layout, Message, RouteId, Value};
+use crate::model::{DeadLetter, Reason, Record};
 use crate::tokens::Tokens;
 use binary::BinaryDecoder;
 pub use clock::ReceiveClock;
 use delimited::Delimited;
 use event::EventDecoder;
 use json::JsonDecoder;
-pub use layout::{Column, Layout};
-pub use message::{Field, Message, Value};
 use settings::{DecoderKind, FieldKind, JsonMode, RouteSettings};
 pub use times::MessageTimes;
 use value::ValueDecoder;
@@ -54,9 +51,6 @@ pub const UNROUTED: &str = "unrouted";
 
 /// The name of the sink `[database]` configures, and the default of every route.
 pub const DEFAULT_SINK: &str = "mysql";
-
-/// A route's position in [`Routes`].
-pub type RouteId = usize;
 
 /// What a decoder sees besides the payload.
 #[derive(Debug, Clone, Copy)]

@@ -12,8 +12,9 @@ use futures_util::future::BoxFuture;
 use sqlx::MySqlPool;
 
 use crate::config::{sink_name, ConfigError, Settings, SinkSettings};
-use crate::pipeline::DeadLetter;
-use crate::route::{Message, RouteId, Routes, DEFAULT_SINK};
+use crate::model::DeadLetter;
+use crate::model::{Message, RouteId};
+use crate::route::{Routes, DEFAULT_SINK};
 
 /// A message for a sink, with what it needs besides the message.
 #[derive(Debug, Clone, Copy)]

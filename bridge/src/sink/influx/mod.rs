@@ -39,8 +39,9 @@ use futures_util::FutureExt;
 
 use super::{Batch, Item, PrepareError, Sink, SinkError, Written};
 use crate::config::{ConfigError, InfluxSettings, Precision};
-use crate::pipeline::DeadLetter;
-use crate::route::{RouteId, Routes, Value};
+use crate::model::DeadLetter;
+use crate::model::{RouteId, Value};
+use crate::route::Routes;
 use client::{Client, Failure};
 use line::{FieldValue, LineError};
 
@@ -369,8 +370,8 @@ fn influxql_escape(name: &str) -> String {
 mod tests {
     use super::line::parse::{lines, point, ParsedValue};
     use super::*;
-    use crate::pipeline::Reason;
-    use crate::route::{Field, Message};
+    use crate::model::Reason;
+    use crate::model::{Field, Message};
     use co2_wire::DeviceId;
 
     fn message(fields: Vec<Field>, tags: Vec<(Arc<str>, String)>) -> Message {

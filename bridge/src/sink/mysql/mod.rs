@@ -20,8 +20,9 @@ use sqlx::{MySql, MySqlPool, Transaction};
 
 use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, StoredLetter, Written};
 use crate::config::DatabaseSettings;
-use crate::pipeline::DeadLetter;
-use crate::route::{RouteId, Routes};
+use crate::model::DeadLetter;
+use crate::model::RouteId;
+use crate::route::Routes;
 use nodes::Nodes;
 use target::Cell;
 pub use target::Target;
@@ -310,7 +311,7 @@ fn bind<'q>(
     query: &mut Query<'q, MySql, MySqlArguments>,
     cell: Cell<'q>,
 ) -> Result<(), sqlx::Error> {
-    use crate::route::Value;
+    use crate::model::Value;
     match cell {
         Cell::Str(s) => query.try_bind(s),
         Cell::Time(t) => query.try_bind(t),
@@ -475,7 +476,7 @@ fn is_transient_number(number: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{Field, Message, Value};
+    use crate::model::{Field, Message, Value};
     use co2_wire::DeviceId;
 
     fn message(fields: Vec<Field>) -> Message {

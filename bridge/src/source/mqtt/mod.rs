@@ -35,9 +35,10 @@ pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, P
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;
-use super::{Ack, Delivery, Origin};
+use super::{Ack, Delivery};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::model::Origin;
 use client::AckHandle;
 
 /// The task that owns the event loop.
