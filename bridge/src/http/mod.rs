@@ -6,7 +6,6 @@
 //! the accept loop of [`server`], with its timeouts and connection cap.
 
 pub(crate) mod exchange;
-pub(crate) mod html;
 pub(crate) mod images;
 pub(crate) mod server;
 

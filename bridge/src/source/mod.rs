@@ -95,7 +95,7 @@ impl HttpReply {
         }
     }
 
-    /// Answers the request (also for [`crate::http::exchange`]).
+    /// Answers the request (also for the HTTP listeners without sockets).
     pub(crate) fn send(self, outcome: HttpOutcome) {
         // The caller may have hung up; the data is stored either way.
         let _ = self.answer.send(outcome);
