@@ -26,7 +26,6 @@ mod health;
 mod http;
 mod metrics;
 mod model;
-pub mod offline;
 mod pipeline;
 pub mod replay;
 pub mod retime;
@@ -36,6 +35,9 @@ mod source;
 mod status;
 mod supervisor;
 mod tokens;
+mod tooling;
+
+pub use tooling::offline;
 
 pub use app::{migrate, Bridge, MigrateError, RunError};
 pub use clocks::learned_note;
@@ -51,7 +53,7 @@ pub mod decode {
 
 /// The bridge's HTTP listeners without sockets, public for the HTTP fuzz target.
 pub mod http_exchange {
-    pub use crate::http::exchange::{Exchange, ExchangeError};
+    pub use crate::tooling::exchange::{Exchange, ExchangeError};
 }
 
 /// The InfluxDB line-protocol encoder, public for its fuzz target.
