@@ -35,8 +35,10 @@ mod source;
 mod status;
 mod supervisor;
 mod tokens;
+#[cfg(feature = "tooling")]
 mod tooling;
 
+#[cfg(feature = "tooling")]
 pub use tooling::offline;
 
 pub use app::{migrate, Bridge, MigrateError, RunError};
@@ -52,6 +54,7 @@ pub mod decode {
 }
 
 /// The bridge's HTTP listeners without sockets, public for the HTTP fuzz target.
+#[cfg(feature = "tooling")]
 pub mod http_exchange {
     pub use crate::tooling::exchange::{Exchange, ExchangeError};
 }

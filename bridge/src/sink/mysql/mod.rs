@@ -353,6 +353,7 @@ fn bound_insert<'q>(
 /// Builds, without a database, every INSERT the sink would send for
 /// `items` of one route with `target`: the statement text and its bound
 /// values. Returns the rows; the offline benchmark's row-building half.
+#[cfg(feature = "tooling")]
 pub fn build_inserts(target: &Target, items: &[&Item<'_>]) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     for chunk in statement_chunks(target, items) {
