@@ -2,9 +2,9 @@
 //! time are: read from the configured routes (their tables and layouts), so
 //! a renamed column or a custom table is found like the built-in ones.
 
+use crate::config::routes::FieldKind;
 use crate::config::{sink_name, DatabaseSettings, Settings, SinkSettings};
 use crate::model::Column;
-use crate::route::settings::FieldKind;
 use crate::route::{Route, Routes, CO2_ROUTE, EVENTS_ROUTE};
 
 use super::RetimeError;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use serde_json::Value as Json;
 
 use super::json::{device, time};
-use super::settings::BinarySettings;
 use super::Context;
+use crate::config::routes::BinarySettings;
 use crate::model::Reason;
 use crate::model::{Column, Layout};
 use crate::model::{Field, Message, Value};

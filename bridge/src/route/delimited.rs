@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use co2_wire::DeviceId;
 
-use super::settings::{DelimitedSettings, FieldKind};
 use super::Context;
+use crate::config::routes::{DelimitedSettings, FieldKind};
 use crate::model::Reason;
 use crate::model::{Column, Layout};
 use crate::model::{Field, Message, Value};
@@ -161,7 +161,7 @@ impl Delimited {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::settings::FieldSettings;
+    use crate::config::routes::FieldSettings;
     use crate::route::ReceiveClock;
     use chrono::{NaiveDate, Utc};
 

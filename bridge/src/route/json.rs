@@ -20,8 +20,8 @@ use serde_json::{Map, Value as Json};
 
 use super::flatten::{flatten, Shape, MAX_DEPTH};
 use super::scalar::{plain_number, Leaf};
-use super::settings::{JsonMode, JsonSettings};
 use super::Context;
+use crate::config::routes::{JsonMode, JsonSettings};
 use crate::model::Reason;
 use crate::model::{Column, Layout};
 use crate::model::{Field, Message, Value};

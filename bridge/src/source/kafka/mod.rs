@@ -16,7 +16,6 @@
 
 mod client;
 mod offsets;
-pub mod settings;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -29,9 +28,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::KafkaSettings;
 pub use client::{client_config, KafkaConsumer, SourceContext};
 pub use offsets::Partition;
-pub use settings::KafkaSettings;
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;

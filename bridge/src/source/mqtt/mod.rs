@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckToken, Acker, ConnectionEpoch};
-pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, Protocol};
+pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent};
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;
