@@ -14,6 +14,7 @@ pub mod backlog;
 pub mod clock;
 pub mod config;
 pub mod doctor;
+pub mod event;
 pub mod ledger;
 pub mod link;
 pub mod memory;

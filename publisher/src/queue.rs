@@ -24,6 +24,7 @@ use co2_wire::{DeviceEvent, EventId, EventKind, Seq};
 
 use crate::clock::Timekeeper;
 use crate::config::Settings;
+use crate::event::short;
 use crate::ledger::Numbering;
 use crate::memory::MemoryQueue;
 use crate::salvage::{self, Retention, Topics};
@@ -812,15 +813,6 @@ impl Queue {
                     .as_secs(),
             }),
         }
-    }
-}
-
-/// An error text cut to what an announcement carries (events are bounded in size).
-pub(crate) fn short(text: &str) -> String {
-    const MAX: usize = 300;
-    match text.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
     }
 }
 

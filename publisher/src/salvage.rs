@@ -68,7 +68,7 @@ impl Recovery {
     /// The announcement.
     pub fn event(&self) -> EventKind {
         EventKind::QueueCorrupt {
-            reason: crate::queue::short(&self.reason),
+            reason: crate::event::short(&self.reason),
             moved_to: self
                 .moved_to
                 .file_name()

@@ -42,15 +42,6 @@ fn events(q: &mut Queue) -> Vec<DeviceEvent> {
 }
 
 #[test]
-fn reasons_are_cut_on_a_character_boundary() {
-    assert_eq!(short("disk full"), "disk full");
-    let long = "é".repeat(400);
-    let cut = short(&long);
-    assert_eq!(cut.chars().count(), 303);
-    assert!(cut.ends_with("..."));
-}
-
-#[test]
 fn a_damaged_file_at_start_is_replaced_and_announced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.sqlite3");
