@@ -24,4 +24,5 @@ pub mod sensor;
 pub mod spool;
 pub mod stats;
 pub mod status;
+pub mod store;
 pub mod uplink;

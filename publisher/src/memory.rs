@@ -10,7 +10,7 @@ use std::time::Duration;
 use co2_wire::DropCause;
 
 use crate::ledger::{DropLedger, Numbering};
-use crate::spool::{Entry, Kind, NewEntry};
+use crate::store::{Entry, Kind, NewEntry};
 
 /// Most events held in memory; beyond it the oldest go (counted).
 pub const MAX_MEMORY_EVENTS: usize = 1_000;

@@ -28,8 +28,9 @@ use crate::event::short;
 use crate::ledger::Numbering;
 use crate::memory::MemoryQueue;
 use crate::salvage::{self, Retention, Topics};
-use crate::spool::{Bounds, Entry, Extras, Failure, NewEntry, Options, Spool, SpoolError};
+use crate::spool::{Bounds, Extras, Failure, Options, Spool, SpoolError};
 use crate::stats::Stats;
+use crate::store::{Dropped, Entry, NewEntry};
 
 /// Announce drops without waiting for the broker once this many ranges pile up.
 const ANNOUNCE_RANGES: usize = 4 * co2_wire::MAX_RANGES;
@@ -362,7 +363,7 @@ impl Queue {
         }
     }
 
-    fn count_disk_drops(&self, d: &crate::spool::Dropped) {
+    fn count_disk_drops(&self, d: &Dropped) {
         if d.total() > 0 {
             Stats::add(&self.stats.dropped_over_rows, d.over_rows);
             Stats::add(&self.stats.dropped_too_old, d.too_old);

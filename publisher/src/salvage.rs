@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use co2_wire::{ranges_of, DeviceEvent, Epoch, EventKind, Seq, SeqRange};
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::spool::{
-    meta_int, read_numbering, seq_of, Extras, Kind, NewEntry, Options, Spool, SpoolError,
-};
+use crate::spool::{meta_int, read_numbering, seq_of, Extras, Options, Spool, SpoolError};
+use crate::store::{Kind, NewEntry};
 
 /// Rows copied per transaction.
 const BATCH: usize = 500;

@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backlog::{self, Backlog, Note};
 use crate::link::{Link, LinkEvent, Meta};
 use crate::queue::QueueHandle;
-use crate::spool::{Entry, Kind, SpoolError};
+use crate::spool::SpoolError;
+use crate::store::{Entry, Kind};
 
 /// Queue rows fetched per read: large enough to keep a big window full
 /// while draining a backlog, small enough to bound memory.
