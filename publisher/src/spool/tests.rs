@@ -1,4 +1,5 @@
 use super::*;
+use co2_wire::{DropCause, Epoch, Seq};
 
 const HOUR_MS: i64 = 3_600_000;
 
