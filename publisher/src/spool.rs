@@ -26,12 +26,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use crate::config::Synchronous;
 use crate::ledger::{DropLedger, Numbering};
-pub use crate::store::{Appended, Dropped, Entry, Kind, NewEntry};
+pub use crate::store::{Appended, Dropped, Entry, Failure, Kind, NewEntry, SpoolError};
 
-mod error;
 mod sql;
 
-pub use error::{Failure, SpoolError};
 use sql::{
     add_missing_columns, apply_bounds, classify, meta_text, quick_check, row_entry, set_meta,
     sqlite,

@@ -1,7 +1,11 @@
 //! What the queue's stores hold and hand back: entries (readings and
-//! device events), and what an append did.
+//! device events), what an append did, and how a store fails.
 
 use co2_wire::Seq;
+
+mod error;
+
+pub use error::{Failure, SpoolError};
 
 /// What a queued message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! How the disk queue fails, and what each failure means for its owner.
+//! How a store fails (only the disk does), and what each failure means
+//! for the queue.
 
 use std::path::PathBuf;
 
