@@ -1,6 +1,7 @@
-//! The queue the rest of the publisher sees: the disk queue ([`Spool`]) when
-//! the disk works, the bounded [`MemoryQueue`] when it does not, and the
-//! moves between them. No disk failure stops the publisher:
+//! The queue the rest of the publisher sees: one active [`QueueStore`], the
+//! disk queue ([`Spool`]) when the disk works, the bounded [`MemoryQueue`]
+//! when it does not, and the moves between them. No disk failure stops the
+//! publisher:
 //!
 //! - a damaged file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, a failed integrity
 //!   check), at start or later, is moved aside and salvaged into a fresh
@@ -20,17 +21,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use co2_wire::{DeviceEvent, EventId, EventKind, Seq};
+use co2_wire::{EventKind, Seq};
 
 use crate::clock::Timekeeper;
 use crate::config::Settings;
-use crate::event::short;
+use crate::event::{self, short};
 use crate::ledger::Numbering;
 use crate::memory::MemoryQueue;
 use crate::salvage::{self, Retention, Topics};
-use crate::spool::{Bounds, Extras, Failure, Options, Spool, SpoolError};
+use crate::spool::{Bounds, Extras, Options, Spool};
 use crate::stats::Stats;
-use crate::store::{Dropped, Entry, NewEntry};
+use crate::store::{Appended, Dropped, Entry, Failure, NewEntry, QueueStore, SpoolError};
 
 /// Announce drops without waiting for the broker once this many ranges pile up.
 const ANNOUNCE_RANGES: usize = 4 * co2_wire::MAX_RANGES;
@@ -113,7 +114,36 @@ pub struct Fetched {
     pub stale: bool,
 }
 
-/// The memory side, while the disk cannot be written.
+/// The store new readings go to.
+enum Active {
+    /// The disk queue.
+    Disk(Spool),
+    /// Memory, while the disk cannot be written.
+    Memory(Memory),
+    /// Neither: before the first store is open, and while a damaged file is
+    /// moved aside (its connection must be closed first).
+    Closed,
+}
+
+impl Active {
+    fn store(&self) -> Option<&dyn QueueStore> {
+        match self {
+            Active::Disk(disk) => Some(disk),
+            Active::Memory(m) => Some(&m.queue),
+            Active::Closed => None,
+        }
+    }
+
+    fn store_mut(&mut self) -> Option<&mut dyn QueueStore> {
+        match self {
+            Active::Disk(disk) => Some(disk),
+            Active::Memory(m) => Some(&mut m.queue),
+            Active::Closed => None,
+        }
+    }
+}
+
+/// Memory mode: the memory queue, and why and since when it is used.
 struct Memory {
     queue: MemoryQueue,
     since: Instant,
@@ -121,6 +151,8 @@ struct Memory {
     next_retry: Instant,
     /// Readings left in the disk queue (known when the failure happened).
     stranded: Option<u64>,
+    /// The disk's connection, kept when the disk was merely full (retried as is).
+    full_disk: Option<Spool>,
 }
 
 /// The queue's state, for the status file.
@@ -168,10 +200,7 @@ pub struct MemorySnapshot {
 /// The publisher's queue (see the module docs).
 pub struct Queue {
     cfg: QueueConfig,
-    /// In disk mode always `Some`; in memory mode `Some` only when the disk
-    /// was merely full (the connection is kept and retried).
-    disk: Option<Spool>,
-    memory: Option<Memory>,
+    active: Active,
     generation: u64,
     stats: Arc<Stats>,
     clock: Arc<Timekeeper>,
@@ -189,13 +218,13 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Result<Self, SpoolError> {
-        let mut q = Self::new(cfg, None, stats, clock);
+        let mut q = Self::new(cfg, Active::Closed, stats, clock);
         match Spool::open(&q.cfg.path, q.cfg.options) {
             Ok(spool) => {
                 if spool.fresh_numbering() {
                     tracing::info!(epoch = %spool.numbering().epoch, queue = %q.cfg.path.display(), "Queue numbers readings in a new epoch");
                 }
-                q.disk = Some(spool);
+                q.active = Active::Disk(spool);
             }
             Err(e) if e.failure() == Failure::Locked => return Err(e),
             Err(e) => q.disk_failed(e),
@@ -211,19 +240,13 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Self {
-        Self::new(cfg, Some(spool), stats, clock)
+        Self::new(cfg, Active::Disk(spool), stats, clock)
     }
 
-    fn new(
-        cfg: QueueConfig,
-        disk: Option<Spool>,
-        stats: Arc<Stats>,
-        clock: Arc<Timekeeper>,
-    ) -> Self {
+    fn new(cfg: QueueConfig, active: Active, stats: Arc<Stats>, clock: Arc<Timekeeper>) -> Self {
         Self {
             cfg,
-            disk,
-            memory: None,
+            active,
             generation: 1,
             stats,
             clock,
@@ -251,19 +274,23 @@ impl Queue {
 
     /// Where new readings go.
     pub fn store(&self) -> Store {
-        if self.memory.is_some() {
-            Store::Memory
-        } else {
-            Store::Disk
+        match self.active {
+            Active::Memory(_) => Store::Memory,
+            Active::Disk(_) | Active::Closed => Store::Disk,
+        }
+    }
+
+    /// Readings left on the disk while in memory.
+    fn stranded(&self) -> u64 {
+        match &self.active {
+            Active::Memory(m) => m.stranded.unwrap_or(0),
+            Active::Disk(_) | Active::Closed => 0,
         }
     }
 
     /// Everything waiting: the current store's readings and events, plus readings stranded on disk.
     pub fn len(&self) -> u64 {
-        match &self.memory {
-            Some(m) => m.queue.len() + m.stranded.unwrap_or(0),
-            None => self.disk.as_ref().map_or(0, Spool::len),
-        }
+        self.active.store().map_or(0, |s| s.len()) + self.stranded()
     }
 
     /// Whether nothing waits.
@@ -273,10 +300,7 @@ impl Queue {
 
     /// The numbering new readings get.
     pub fn numbering(&self) -> Option<Numbering> {
-        match &self.memory {
-            Some(m) => Some(m.queue.numbering()),
-            None => self.disk.as_ref().map(Spool::numbering),
-        }
+        self.active.store().map(|s| s.numbering())
     }
 
     /// Queues a reading (never fails: disk, else memory).
@@ -294,17 +318,7 @@ impl Queue {
     }
 
     fn event_entry(&self, kind: EventKind) -> NewEntry {
-        let at = self.clock.now();
-        let event = DeviceEvent {
-            id: EventId(rand::random()),
-            at,
-            kind,
-        };
-        NewEntry::event(
-            self.cfg.topics.events.clone(),
-            event.encode(),
-            at.map_or(0, |t| t.timestamp_millis()),
-        )
+        event::entry(&self.cfg.topics.events, self.clock.now(), kind)
     }
 
     fn now_ms(&self) -> i64 {
@@ -317,53 +331,39 @@ impl Queue {
         // Two tries on disk: after a checkpoint freed the WAL's space, or
         // after a damaged file was replaced by a fresh one.
         for attempt in 0..2 {
-            if self.memory.is_some() {
-                break;
-            }
             let now_ms = self.now_ms();
-            let Some(disk) = self.disk.as_mut() else {
+            let Active::Disk(disk) = &mut self.active else {
                 break;
             };
             match disk.append(std::slice::from_ref(&entry), now_ms) {
-                Ok(out) => {
-                    self.count_disk_drops(&out.dropped);
-                    return Queued {
-                        id: out.ids.first().copied().unwrap_or_default(),
-                        seq: out.seqs.first().copied().flatten(),
-                        store: Store::Disk,
-                    };
-                }
+                Ok(out) => return self.queued(&out, Store::Disk),
                 Err(e) if attempt == 0 && is_disk_full(&e) && disk.checkpoint().is_ok() => {
                     tracing::debug!("Disk full; checkpointed the queue's WAL to make room");
                 }
                 Err(e) => self.disk_failed(e),
             }
         }
-        let stats = Arc::clone(&self.stats);
-        let memory = self.memory_mode("the disk queue failed twice in a row".into());
-        let out = memory.queue.append(vec![entry]);
-        let max = memory.queue.max_readings();
-        if out.dropped > 0 {
-            Stats::add(&stats.dropped_memory, out.dropped);
-            tracing::warn!(
-                dropped = out.dropped,
-                max,
-                dropped_total = Stats::get(&stats.dropped_memory),
-                "Memory queue full; dropped the oldest readings (announced once the broker is reachable)"
-            );
-        }
-        if out.events_dropped > 0 {
-            Stats::add(&stats.events_dropped, out.events_dropped);
-        }
-        let e = out.entries.first();
+        self.enter_memory("the disk queue failed twice in a row".into(), false);
+        let now_ms = self.now_ms();
+        let out = match self.active.store_mut().map(|s| s.append(&[entry], now_ms)) {
+            Some(Ok(out)) => out,
+            // Unreachable: the queue is in memory now, and memory does not fail.
+            Some(Err(_)) | None => Appended::default(),
+        };
+        self.queued(&out, Store::Memory)
+    }
+
+    /// Where the one entry of `out` went; counts what the bounds dropped for it.
+    fn queued(&self, out: &Appended, store: Store) -> Queued {
+        self.count_drops(&out.dropped);
         Queued {
-            id: e.map_or(0, |e| e.id),
-            seq: e.and_then(|e| e.seq),
-            store: Store::Memory,
+            id: out.ids.first().copied().unwrap_or_default(),
+            seq: out.seqs.first().copied().flatten(),
+            store,
         }
     }
 
-    fn count_disk_drops(&self, d: &Dropped) {
+    fn count_drops(&self, d: &Dropped) {
         if d.total() > 0 {
             Stats::add(&self.stats.dropped_over_rows, d.over_rows);
             Stats::add(&self.stats.dropped_too_old, d.too_old);
@@ -372,6 +372,15 @@ impl Queue {
                 too_old = d.too_old,
                 dropped_total = self.stats.dropped(),
                 "Queue bound reached; dropped the oldest readings (announced once the broker is reachable)"
+            );
+        }
+        if d.memory_bound > 0 {
+            Stats::add(&self.stats.dropped_memory, d.memory_bound);
+            tracing::warn!(
+                dropped = d.memory_bound,
+                max = self.cfg.memory_max_rows.max(1),
+                dropped_total = Stats::get(&self.stats.dropped_memory),
+                "Memory queue full; dropped the oldest readings (announced once the broker is reachable)"
             );
         }
         if d.events > 0 {
@@ -388,45 +397,32 @@ impl Queue {
         self.stats.note_error(format!("queue: {e}"));
         match e.failure() {
             Failure::Corrupt => self.recover(e.reason()),
+            // Read-only or failing: reopen from scratch when retrying.
             Failure::Unwritable | Failure::Locked => {
-                let stranded = self.disk.as_ref().map(Spool::len);
-                let from = self.disk.as_ref().map(Spool::numbering);
-                if !is_disk_full(&e) {
-                    // Read-only or failing: reopen from scratch when retrying.
-                    self.disk = None;
-                }
-                self.enter_memory(e.reason(), from, stranded);
+                self.enter_memory(e.reason(), is_disk_full(&e))
             }
         }
     }
 
     /// Moves the damaged file aside and continues on a fresh one.
     fn recover(&mut self, reason: String) {
+        if let Active::Disk(_) = self.active {
+            // The connection must be closed before its file is renamed.
+            self.active = Active::Closed;
+        }
         if self.recovering {
             // The fresh file failed at once, while announcing the first one: stop trying.
-            self.disk = None;
-            self.enter_memory(
-                format!("fresh queue failed right away: {reason}"),
-                None,
-                None,
-            );
+            self.enter_memory(format!("fresh queue failed right away: {reason}"), false);
             return;
         }
         self.recovering = true;
-        // The connection must be closed before its file is renamed.
-        self.disk = None;
         match self.replace_damaged(reason) {
             Ok((spool, r)) => {
-                self.disk = Some(spool);
-                self.generation += 1;
+                self.switch(Active::Disk(spool));
                 self.push_event(r.event());
             }
             Err(e) => {
-                self.enter_memory(
-                    format!("damaged queue could not be replaced: {e}"),
-                    None,
-                    None,
-                );
+                self.enter_memory(format!("damaged queue could not be replaced: {e}"), false);
             }
         }
         self.recovering = false;
@@ -481,11 +477,28 @@ impl Queue {
         Ok((spool, r))
     }
 
-    /// Switches to memory (if not there yet), announcing it.
-    fn enter_memory(&mut self, reason: String, from: Option<Numbering>, stranded: Option<u64>) {
-        if self.memory.is_some() {
-            return;
-        }
+    /// Makes `to` the active store. Every switch starts a new generation.
+    fn switch(&mut self, to: Active) {
+        self.active = to;
+        self.generation += 1;
+    }
+
+    /// Switches to memory (if not there yet), announcing it; keeps the
+    /// disk's connection for the retries when `keep_disk` (merely full).
+    fn enter_memory(&mut self, reason: String, keep_disk: bool) {
+        let (from, stranded, full_disk) = match std::mem::replace(&mut self.active, Active::Closed)
+        {
+            Active::Memory(m) => {
+                self.active = Active::Memory(m);
+                return;
+            }
+            Active::Disk(disk) => (
+                Some(disk.numbering()),
+                Some(disk.len()),
+                keep_disk.then_some(disk),
+            ),
+            Active::Closed => (None, None, None),
+        };
         let numbering = Numbering::fresh();
         tracing::error!(
             %reason,
@@ -497,14 +510,14 @@ impl Queue {
             "Queue cannot be written; holding readings in memory and retrying the disk"
         );
         Stats::add(&self.stats.memory_mode_entries, 1);
-        self.memory = Some(Memory {
+        self.switch(Active::Memory(Memory {
             queue: MemoryQueue::new(self.cfg.memory_max_rows, numbering),
             since: Instant::now(),
             reason: reason.clone(),
             next_retry: Instant::now() + self.cfg.retry,
             stranded,
-        });
-        self.generation += 1;
+            full_disk,
+        }));
         self.push_event(EventKind::MemoryMode {
             reason: short(&reason),
             from_epoch: from.map(|n| n.epoch),
@@ -514,29 +527,10 @@ impl Queue {
         });
     }
 
-    /// Memory, entering memory mode if needed.
-    fn memory_mode(&mut self, reason: String) -> &mut Memory {
-        if self.memory.is_none() {
-            let from = self.disk.as_ref().map(Spool::numbering);
-            let stranded = self.disk.as_ref().map(Spool::len);
-            self.disk = None;
-            self.enter_memory(reason, from, stranded);
-        }
-        // enter_memory always leaves Some; this only keeps the function total.
-        let max = self.cfg.memory_max_rows;
-        self.memory.get_or_insert_with(|| Memory {
-            queue: MemoryQueue::new(max, Numbering::fresh()),
-            since: Instant::now(),
-            reason: String::new(),
-            next_retry: Instant::now(),
-            stranded: None,
-        })
-    }
-
     /// In memory mode, when due (or `now`), tries to move memory's contents
     /// to the disk and continue there. Returns whether it did.
     pub fn retry_disk(&mut self, now: bool) -> bool {
-        let Some(m) = &mut self.memory else {
+        let Active::Memory(m) = &mut self.active else {
             return false;
         };
         if !now && Instant::now() < m.next_retry {
@@ -544,7 +538,7 @@ impl Queue {
         }
         m.next_retry = Instant::now() + self.cfg.retry;
         let mut recovered = None;
-        let mut spool = match self.disk.take() {
+        let mut spool = match m.full_disk.take() {
             Some(s) => s,
             None => match Spool::open(&self.cfg.path, self.cfg.options) {
                 Ok(s) => s,
@@ -562,7 +556,7 @@ impl Queue {
                 }
             },
         };
-        let Some(m) = &self.memory else {
+        let Active::Memory(m) = &self.active else {
             return false;
         };
         let mut entries = m.queue.contents();
@@ -597,15 +591,13 @@ impl Queue {
                     &self.stats.events_queued,
                     1 + u64::from(recovered.is_some()),
                 );
-                self.disk = Some(spool);
-                self.memory = None;
-                self.generation += 1;
+                self.switch(Active::Disk(spool));
                 true
             }
             Err(e) => {
                 tracing::debug!(error = %e, "Disk queue still cannot be written");
-                if is_disk_full(&e) {
-                    self.disk = Some(spool);
+                if let (true, Active::Memory(m)) = (is_disk_full(&e), &mut self.active) {
+                    m.full_disk = Some(spool);
                 }
                 false
             }
@@ -621,17 +613,13 @@ impl Queue {
                 stale: true,
             };
         }
-        let entries = if let Some(m) = &self.memory {
-            m.queue.next_after(after, limit)
-        } else {
-            match self.disk.as_ref().map(|d| d.next_after(after, limit)) {
-                Some(Ok(entries)) => entries,
-                Some(Err(e)) => {
-                    self.disk_failed(e);
-                    Vec::new()
-                }
-                None => Vec::new(),
+        let entries = match self.active.store().map(|s| s.next_after(after, limit)) {
+            Some(Ok(entries)) => entries,
+            Some(Err(e)) => {
+                self.disk_failed(e);
+                Vec::new()
             }
+            None => Vec::new(),
         };
         Fetched {
             stale: generation != self.generation,
@@ -646,10 +634,7 @@ impl Queue {
         if generation != self.generation || ids.is_empty() {
             return 0;
         }
-        if let Some(m) = &mut self.memory {
-            return m.queue.ack(ids);
-        }
-        match self.disk.as_mut().map(|d| d.ack(ids)) {
+        match self.active.store_mut().map(|s| s.ack(ids)) {
             Some(Ok(n)) => n,
             Some(Err(e)) => {
                 self.disk_failed(e);
@@ -668,24 +653,17 @@ impl Queue {
         if self.last_trim.elapsed() >= TRIM_EVERY && now_ms > 0 {
             self.last_trim = Instant::now();
             if let Some(max_age) = self.cfg.options.bounds.max_age {
-                if let Some(m) = &mut self.memory {
-                    let n = m.queue.trim(now_ms, max_age);
-                    Stats::add(&self.stats.dropped_too_old, n);
-                } else if let Some(d) = self.disk.as_mut() {
-                    match d.trim(now_ms) {
-                        Ok(d) => self.count_disk_drops(&d),
-                        Err(e) => self.disk_failed(e),
-                    }
+                match self.active.store_mut().map(|s| s.trim(now_ms, max_age)) {
+                    Some(Ok(d)) => self.count_drops(&d),
+                    Some(Err(e)) => self.disk_failed(e),
+                    None => {}
                 }
             }
         }
-        let ranges = match &self.memory {
-            Some(m) => m.queue.pending_drops().range_count(),
-            None => self
-                .disk
-                .as_ref()
-                .map_or(0, |d| d.pending_drops().range_count()),
-        };
+        let ranges = self
+            .active
+            .store()
+            .map_or(0, |s| s.pending_drops().range_count());
         if connected || ranges >= ANNOUNCE_RANGES {
             grew |= self.announce_pending();
         }
@@ -694,57 +672,35 @@ impl Queue {
 
     /// Announces pending drops now, if there are any; returns whether it queued events.
     pub fn announce_pending(&mut self) -> bool {
-        let pending = match &self.memory {
-            Some(m) => !m.queue.pending_drops().is_empty(),
-            None => self
-                .disk
-                .as_ref()
-                .is_some_and(|d| !d.pending_drops().is_empty()),
-        };
+        let pending = self
+            .active
+            .store()
+            .is_some_and(|s| !s.pending_drops().is_empty());
         pending && self.announce_drops()
     }
 
     /// Turns pending drops into `readings_dropped` events.
     fn announce_drops(&mut self) -> bool {
-        if let Some(m) = &mut self.memory {
-            let ledger = m.queue.take_drops();
-            let kinds = ledger.announcements();
-            let n = kinds.len();
-            for kind in kinds {
-                self.push_event(kind);
-            }
-            tracing::info!(
-                events = n,
-                readings = ledger.total(),
-                "Announcing dropped readings"
-            );
-            return n > 0;
-        }
         let now_ms = self.now_ms();
-        let topic = self.cfg.topics.events.clone();
         let at = self.clock.now();
-        let Some(disk) = self.disk.as_mut() else {
+        let topic = self.cfg.topics.events.clone();
+        let Some(store) = self.active.store_mut() else {
             return false;
         };
-        let total = disk.pending_drops().total();
-        let result = disk.announce_drops(now_ms, |ledger| {
+        let readings = store.pending_drops().total();
+        let result = store.announce_drops(now_ms, &mut |ledger| {
             ledger
                 .announcements()
                 .into_iter()
-                .map(|kind| {
-                    let event = DeviceEvent {
-                        id: EventId(rand::random()),
-                        at,
-                        kind,
-                    };
-                    NewEntry::event(topic.clone(), event.encode(), now_ms)
-                })
+                .map(|kind| event::entry(&topic, at, kind))
                 .collect()
         });
         match result {
-            Ok(n) => {
+            Ok(out) => {
+                let n = out.ids.len();
+                self.count_drops(&out.dropped);
                 Stats::add(&self.stats.events_queued, n as u64);
-                tracing::info!(events = n, readings = total, "Announcing dropped readings");
+                tracing::info!(events = n, readings, "Announcing dropped readings");
                 n > 0
             }
             Err(e) => {
@@ -756,52 +712,35 @@ impl Queue {
 
     /// At shutdown in memory mode: one last try to keep memory's readings on disk.
     pub fn shutdown(&mut self) {
-        if let Some(m) = &self.memory {
-            if m.queue.is_empty() {
-                return;
-            }
-            if !self.retry_disk(true) {
-                if let Some(m) = &self.memory {
-                    tracing::error!(
-                        readings = m.queue.readings(),
-                        epoch = %m.queue.numbering().epoch,
-                        "The disk still cannot be written: readings held in memory are lost at exit"
-                    );
-                }
-            }
+        let Active::Memory(m) = &self.active else {
+            return;
+        };
+        if m.queue.is_empty() || self.retry_disk(true) {
+            return;
+        }
+        if let Active::Memory(m) = &self.active {
+            tracing::error!(
+                readings = m.queue.readings(),
+                epoch = %m.queue.numbering().epoch,
+                "The disk still cannot be written: readings held in memory are lost at exit"
+            );
         }
     }
 
     /// The state, for the status file (reads the disk for the oldest reading).
     pub fn snapshot(&self) -> QueueSnapshot {
         let numbering = self.numbering();
-        let (readings, events, oldest, drops) = match &self.memory {
-            Some(m) => (
-                m.queue.readings() + m.stranded.unwrap_or(0),
-                m.queue.len() - m.queue.readings(),
-                m.queue.oldest_reading_ms(),
-                m.queue.pending_drops().total(),
+        let (readings, events, oldest, drops) = match self.active.store() {
+            Some(s) => (
+                s.readings() + self.stranded(),
+                s.len().saturating_sub(s.readings()),
+                s.oldest_reading_ms().ok().flatten(),
+                s.pending_drops().total(),
             ),
-            None => match &self.disk {
-                Some(d) => (
-                    d.readings(),
-                    d.events(),
-                    d.oldest_reading_ms().ok().flatten(),
-                    d.pending_drops().total(),
-                ),
-                None => (0, 0, None, 0),
-            },
+            None => (0, 0, None, 0),
         };
-        QueueSnapshot {
-            store: self.store(),
-            path: self.cfg.path.clone(),
-            readings,
-            events,
-            oldest_reading_ms: oldest,
-            epoch: numbering.map(|n| n.epoch.to_string()),
-            last_seq: numbering.and_then(|n| n.last()),
-            drops_pending: drops,
-            memory: self.memory.as_ref().map(|m| MemorySnapshot {
+        let memory = match &self.active {
+            Active::Memory(m) => Some(MemorySnapshot {
                 reason: m.reason.clone(),
                 for_s: m.since.elapsed().as_secs(),
                 readings: m.queue.readings(),
@@ -813,6 +752,18 @@ impl Queue {
                     .saturating_duration_since(Instant::now())
                     .as_secs(),
             }),
+            Active::Disk(_) | Active::Closed => None,
+        };
+        QueueSnapshot {
+            store: self.store(),
+            path: self.cfg.path.clone(),
+            readings,
+            events,
+            oldest_reading_ms: oldest,
+            epoch: numbering.map(|n| n.epoch.to_string()),
+            last_seq: numbering.and_then(|n| n.last()),
+            drops_pending: drops,
+            memory,
         }
     }
 }

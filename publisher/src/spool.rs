@@ -26,6 +26,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use crate::config::Synchronous;
 use crate::ledger::{DropLedger, Numbering};
+use crate::store::QueueStore;
 pub use crate::store::{Appended, Dropped, Entry, Failure, Kind, NewEntry, SpoolError};
 
 mod sql;
@@ -415,15 +416,23 @@ impl Spool {
         now_ms: i64,
         make: impl FnOnce(&DropLedger) -> Vec<NewEntry>,
     ) -> Result<usize, SpoolError> {
+        Ok(self.announce(now_ms, make)?.ids.len())
+    }
+
+    fn announce(
+        &mut self,
+        now_ms: i64,
+        make: impl FnOnce(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<Appended, SpoolError> {
         if self.ledger.is_empty() {
-            return Ok(0);
+            return Ok(Appended::default());
         }
         let entries = make(&self.ledger);
         let extras = Extras {
             clear_drops: true,
             ..Extras::default()
         };
-        Ok(self.write(&entries, now_ms, extras)?.ids.len())
+        self.write(&entries, now_ms, extras)
     }
 
     /// Up to `limit` entries with an id greater than `after`, oldest first.
@@ -513,6 +522,54 @@ impl Spool {
             self.sync_now = Some(value);
         }
         Ok(())
+    }
+}
+
+impl QueueStore for Spool {
+    fn len(&self) -> u64 {
+        Spool::len(self)
+    }
+
+    fn readings(&self) -> u64 {
+        Spool::readings(self)
+    }
+
+    fn numbering(&self) -> Numbering {
+        self.numbering
+    }
+
+    fn pending_drops(&self) -> &DropLedger {
+        &self.ledger
+    }
+
+    fn oldest_reading_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Spool::oldest_reading_ms(self)
+    }
+
+    fn append(&mut self, entries: &[NewEntry], now_ms: i64) -> Result<Appended, SpoolError> {
+        Spool::append(self, entries, now_ms)
+    }
+
+    fn next_after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        Spool::next_after(self, after, limit)
+    }
+
+    fn ack(&mut self, ids: &[i64]) -> Result<u64, SpoolError> {
+        Spool::ack(self, ids)
+    }
+
+    /// The file keeps the bounds it was opened with (`queue.max_age_s`,
+    /// as `max_age` is), and applies them all.
+    fn trim(&mut self, now_ms: i64, _max_age: Duration) -> Result<Dropped, SpoolError> {
+        Spool::trim(self, now_ms)
+    }
+
+    fn announce_drops(
+        &mut self,
+        now_ms: i64,
+        make: &mut dyn FnMut(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<Appended, SpoolError> {
+        self.announce(now_ms, make)
     }
 }
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::clock::SystemClock;
 use crate::config::Synchronous;
-use co2_wire::DropCause;
+use co2_wire::{DeviceEvent, DropCause};
 
 fn cfg(path: PathBuf, max_rows: u64, memory_max_rows: u64) -> QueueConfig {
     QueueConfig {
