@@ -17,7 +17,6 @@
 //! nothing in another, so the uplink starts over from the new store's oldest
 //! entry (a few republished readings, which the bridge deduplicates).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,11 +24,10 @@ use co2_wire::{EventKind, Seq};
 
 use crate::clock::Timekeeper;
 use crate::config::Settings;
-use crate::event::{self, short};
+use crate::event;
 use crate::ledger::Numbering;
 use crate::memory::MemoryQueue;
-use crate::salvage::{self, Retention, Topics};
-use crate::spool::{Bounds, Extras, Options, Spool};
+use crate::spool::Spool;
 use crate::stats::Stats;
 use crate::store::{Appended, Dropped, Entry, Failure, NewEntry, QueueStore, SpoolError};
 
@@ -37,50 +35,6 @@ use crate::store::{Appended, Dropped, Entry, Failure, NewEntry, QueueStore, Spoo
 const ANNOUNCE_RANGES: usize = 4 * co2_wire::MAX_RANGES;
 /// Between age-bound passes of an idle queue.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
-
-/// What the queue needs from the settings.
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    /// The disk queue's file.
-    pub path: PathBuf,
-    /// Its bounds and `synchronous`.
-    pub options: Options,
-    /// Readings held in memory at most.
-    pub memory_max_rows: u64,
-    /// Between attempts to get back to the disk.
-    pub retry: Duration,
-    /// Damaged files kept.
-    pub retention: Retention,
-    /// Where readings and events go.
-    pub topics: Topics,
-}
-
-impl QueueConfig {
-    /// The queue `[queue]` and `[mqtt]` describe.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let q = &settings.queue;
-        Self {
-            path: q.path.clone(),
-            options: Options {
-                bounds: Bounds {
-                    max_rows: q.max_rows,
-                    max_age: (q.max_age_s > 0).then(|| Duration::from_secs(q.max_age_s)),
-                },
-                synchronous: q.synchronous,
-            },
-            memory_max_rows: q.memory_max_rows,
-            retry: Duration::from_secs(q.retry_s),
-            retention: Retention {
-                files: q.keep_corrupt_files,
-                bytes: q.keep_corrupt_bytes,
-            },
-            topics: Topics {
-                readings: settings.topic(),
-                events: settings.events_topic(),
-            },
-        }
-    }
-}
 
 /// Which store holds new readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,48 +107,6 @@ struct Memory {
     stranded: Option<u64>,
     /// The disk's connection, kept when the disk was merely full (retried as is).
     full_disk: Option<Spool>,
-}
-
-/// The queue's state, for the status file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueueSnapshot {
-    /// Where new readings go.
-    pub store: Store,
-    /// The disk queue's file.
-    pub path: PathBuf,
-    /// Readings waiting (in the current store, plus any stranded on disk).
-    pub readings: u64,
-    /// Events waiting.
-    pub events: u64,
-    /// When the oldest waiting reading was stamped (Unix ms).
-    pub oldest_reading_ms: Option<i64>,
-    /// The epoch new readings are numbered in.
-    pub epoch: Option<String>,
-    /// The last number given in it.
-    pub last_seq: Option<u64>,
-    /// Drops not yet announced.
-    pub drops_pending: u64,
-    /// Memory mode, when in it.
-    pub memory: Option<MemorySnapshot>,
-}
-
-/// Memory mode, for the status file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemorySnapshot {
-    /// Why the disk was left.
-    pub reason: String,
-    /// Seconds in memory mode.
-    pub for_s: u64,
-    /// Readings held.
-    pub readings: u64,
-    /// The bound.
-    pub max_readings: u64,
-    /// Most held at once.
-    pub high_water: u64,
-    /// Readings left on disk until it works again.
-    pub stranded: Option<u64>,
-    /// Seconds to the next disk attempt.
-    pub next_retry_s: u64,
 }
 
 /// The publisher's queue (see the module docs).
@@ -392,218 +304,6 @@ impl Queue {
         }
     }
 
-    /// Handles a disk failure: salvage a damaged file, or go to memory.
-    fn disk_failed(&mut self, e: SpoolError) {
-        self.stats.note_error(format!("queue: {e}"));
-        match e.failure() {
-            Failure::Corrupt => self.recover(e.reason()),
-            // Read-only or failing: reopen from scratch when retrying.
-            Failure::Unwritable | Failure::Locked => {
-                self.enter_memory(e.reason(), is_disk_full(&e))
-            }
-        }
-    }
-
-    /// Moves the damaged file aside and continues on a fresh one.
-    fn recover(&mut self, reason: String) {
-        if let Active::Disk(_) = self.active {
-            // The connection must be closed before its file is renamed.
-            self.active = Active::Closed;
-        }
-        if self.recovering {
-            // The fresh file failed at once, while announcing the first one: stop trying.
-            self.enter_memory(format!("fresh queue failed right away: {reason}"), false);
-            return;
-        }
-        self.recovering = true;
-        match self.replace_damaged(reason) {
-            Ok((spool, r)) => {
-                self.switch(Active::Disk(spool));
-                self.push_event(r.event());
-            }
-            Err(e) => {
-                self.enter_memory(format!("damaged queue could not be replaced: {e}"), false);
-            }
-        }
-        self.recovering = false;
-    }
-
-    /// Moves the damaged file aside and opens a fresh one with what could be
-    /// salvaged; logs and counts it.
-    fn replace_damaged(
-        &mut self,
-        reason: String,
-    ) -> Result<(Spool, salvage::Recovery), SpoolError> {
-        let path = self.cfg.path.clone();
-        tracing::error!(queue = %path.display(), %reason, "Queue file is damaged; moving it aside and salvaging what can be read");
-        let result = salvage::recover(
-            &path,
-            self.cfg.options,
-            reason.clone(),
-            &self.cfg.topics,
-            self.cfg.retention,
-        );
-        let (spool, r) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot replace the damaged queue");
-                self.stats
-                    .note_error(format!("queue: cannot replace the damaged file: {e}"));
-                return Err(e);
-            }
-        };
-        Stats::add(&self.stats.corrupt_files, 1);
-        Stats::add(&self.stats.salvaged, r.salvaged);
-        let lost = r.lost.map_or("unknown".to_owned(), |n| n.to_string());
-        tracing::warn!(
-            moved_to = %r.moved_to.display(),
-            salvaged = r.salvaged,
-            salvaged_events = r.salvaged_events,
-            %lost,
-            old_epoch = %r.old_epoch.map(|e| e.to_string()).unwrap_or_default(),
-            new_epoch = %r.new_epoch,
-            pruned = r.pruned.len(),
-            "Damaged queue moved aside; a fresh queue starts a new epoch"
-        );
-        self.stats.note(|n| {
-            n.last_recovery = Some(format!(
-                "{}: {} readings salvaged, {} lost ({})",
-                r.moved_to.display(),
-                r.salvaged,
-                lost,
-                reason
-            ))
-        });
-        Ok((spool, r))
-    }
-
-    /// Makes `to` the active store. Every switch starts a new generation.
-    fn switch(&mut self, to: Active) {
-        self.active = to;
-        self.generation += 1;
-    }
-
-    /// Switches to memory (if not there yet), announcing it; keeps the
-    /// disk's connection for the retries when `keep_disk` (merely full).
-    fn enter_memory(&mut self, reason: String, keep_disk: bool) {
-        let (from, stranded, full_disk) = match std::mem::replace(&mut self.active, Active::Closed)
-        {
-            Active::Memory(m) => {
-                self.active = Active::Memory(m);
-                return;
-            }
-            Active::Disk(disk) => (
-                Some(disk.numbering()),
-                Some(disk.len()),
-                keep_disk.then_some(disk),
-            ),
-            Active::Closed => (None, None, None),
-        };
-        let numbering = Numbering::fresh();
-        tracing::error!(
-            %reason,
-            queue = %self.cfg.path.display(),
-            max_in_memory = self.cfg.memory_max_rows,
-            retry_s = self.cfg.retry.as_secs(),
-            epoch = %numbering.epoch,
-            stranded = stranded.unwrap_or(0),
-            "Queue cannot be written; holding readings in memory and retrying the disk"
-        );
-        Stats::add(&self.stats.memory_mode_entries, 1);
-        self.switch(Active::Memory(Memory {
-            queue: MemoryQueue::new(self.cfg.memory_max_rows, numbering),
-            since: Instant::now(),
-            reason: reason.clone(),
-            next_retry: Instant::now() + self.cfg.retry,
-            stranded,
-            full_disk,
-        }));
-        self.push_event(EventKind::MemoryMode {
-            reason: short(&reason),
-            from_epoch: from.map(|n| n.epoch),
-            from_last_seq: from.and_then(|n| n.last()),
-            epoch: numbering.epoch,
-            stranded,
-        });
-    }
-
-    /// In memory mode, when due (or `now`), tries to move memory's contents
-    /// to the disk and continue there. Returns whether it did.
-    pub fn retry_disk(&mut self, now: bool) -> bool {
-        let Active::Memory(m) = &mut self.active else {
-            return false;
-        };
-        if !now && Instant::now() < m.next_retry {
-            return false;
-        }
-        m.next_retry = Instant::now() + self.cfg.retry;
-        let mut recovered = None;
-        let mut spool = match m.full_disk.take() {
-            Some(s) => s,
-            None => match Spool::open(&self.cfg.path, self.cfg.options) {
-                Ok(s) => s,
-                Err(e) if e.failure() == Failure::Corrupt => match self.replace_damaged(e.reason())
-                {
-                    Ok((s, r)) => {
-                        recovered = Some(r);
-                        s
-                    }
-                    Err(_) => return false,
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "Disk queue still unusable");
-                    return false;
-                }
-            },
-        };
-        let Active::Memory(m) = &self.active else {
-            return false;
-        };
-        let mut entries = m.queue.contents();
-        let moved = m.queue.readings();
-        let memory_s = m.since.elapsed().as_secs();
-        let numbering = m.queue.numbering();
-        if let Some(r) = &recovered {
-            entries.push(self.event_entry(r.event()));
-        }
-        entries.push(self.event_entry(EventKind::DiskMode {
-            epoch: numbering.epoch,
-            moved,
-            memory_s,
-        }));
-        let extras = Extras {
-            numbering: Some(numbering),
-            drops: Some(m.queue.pending_drops()),
-            clear_drops: false,
-        };
-        // On a full disk the WAL may be what fills it: fold it into the file first.
-        let _ = spool.checkpoint();
-        match spool.write(&entries, 0, extras) {
-            Ok(_) => {
-                tracing::info!(
-                    moved,
-                    memory_s,
-                    epoch = %numbering.epoch,
-                    queue = %self.cfg.path.display(),
-                    "Disk queue writable again; readings held in memory moved to it"
-                );
-                Stats::add(
-                    &self.stats.events_queued,
-                    1 + u64::from(recovered.is_some()),
-                );
-                self.switch(Active::Disk(spool));
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "Disk queue still cannot be written");
-                if let (true, Active::Memory(m)) = (is_disk_full(&e), &mut self.active) {
-                    m.full_disk = Some(spool);
-                }
-                false
-            }
-        }
-    }
-
     /// Entries after `after` for generation `generation`, oldest first.
     pub fn fetch(&mut self, generation: u64, after: i64, limit: usize) -> Fetched {
         if generation != self.generation {
@@ -709,112 +409,17 @@ impl Queue {
             }
         }
     }
-
-    /// At shutdown in memory mode: one last try to keep memory's readings on disk.
-    pub fn shutdown(&mut self) {
-        let Active::Memory(m) = &self.active else {
-            return;
-        };
-        if m.queue.is_empty() || self.retry_disk(true) {
-            return;
-        }
-        if let Active::Memory(m) = &self.active {
-            tracing::error!(
-                readings = m.queue.readings(),
-                epoch = %m.queue.numbering().epoch,
-                "The disk still cannot be written: readings held in memory are lost at exit"
-            );
-        }
-    }
-
-    /// The state, for the status file (reads the disk for the oldest reading).
-    pub fn snapshot(&self) -> QueueSnapshot {
-        let numbering = self.numbering();
-        let (readings, events, oldest, drops) = match self.active.store() {
-            Some(s) => (
-                s.readings() + self.stranded(),
-                s.len().saturating_sub(s.readings()),
-                s.oldest_reading_ms().ok().flatten(),
-                s.pending_drops().total(),
-            ),
-            None => (0, 0, None, 0),
-        };
-        let memory = match &self.active {
-            Active::Memory(m) => Some(MemorySnapshot {
-                reason: m.reason.clone(),
-                for_s: m.since.elapsed().as_secs(),
-                readings: m.queue.readings(),
-                max_readings: m.queue.max_readings(),
-                high_water: m.queue.high_water(),
-                stranded: m.stranded,
-                next_retry_s: m
-                    .next_retry
-                    .saturating_duration_since(Instant::now())
-                    .as_secs(),
-            }),
-            Active::Disk(_) | Active::Closed => None,
-        };
-        QueueSnapshot {
-            store: self.store(),
-            path: self.cfg.path.clone(),
-            readings,
-            events,
-            oldest_reading_ms: oldest,
-            epoch: numbering.map(|n| n.epoch.to_string()),
-            last_seq: numbering.and_then(|n| n.last()),
-            drops_pending: drops,
-            memory,
-        }
-    }
 }
 
-fn is_disk_full(e: &SpoolError) -> bool {
-    match e {
-        SpoolError::Sqlite { source, .. } => {
-            source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-        }
-        SpoolError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-        _ => false,
-    }
-}
+mod config;
+mod failover;
+mod handle;
+mod snapshot;
 
-/// A [`Queue`] shared by async tasks; every call runs on a blocking thread.
-#[derive(Clone)]
-pub struct QueueHandle(Arc<std::sync::Mutex<Queue>>);
-
-impl QueueHandle {
-    /// Shares `queue`.
-    pub fn new(queue: Queue) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(queue)))
-    }
-
-    /// Runs `f` with the queue on a blocking thread.
-    pub async fn with<R, F>(&self, f: F) -> Result<R, SpoolError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Queue) -> R + Send + 'static,
-    {
-        let inner = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            let mut queue = inner
-                .lock()
-                .map_err(|_| SpoolError::Worker("queue lock poisoned".into()))?;
-            Ok(f(&mut queue))
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))?
-    }
-
-    /// Everything waiting (no disk access; may wait for a running queue call).
-    pub fn len(&self) -> u64 {
-        self.0.lock().map(|q| q.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use config::QueueConfig;
+use failover::is_disk_full;
+pub use handle::QueueHandle;
+pub use snapshot::{MemorySnapshot, QueueSnapshot};
 
 #[cfg(test)]
 mod tests;

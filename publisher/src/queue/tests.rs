@@ -1,6 +1,10 @@
 use super::*;
+use std::path::PathBuf;
+
 use crate::clock::SystemClock;
 use crate::config::Synchronous;
+use crate::salvage::{Retention, Topics};
+use crate::spool::{Bounds, Options};
 use co2_wire::{DeviceEvent, DropCause};
 
 fn cfg(path: PathBuf, max_rows: u64, memory_max_rows: u64) -> QueueConfig {
