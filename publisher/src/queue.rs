@@ -5,7 +5,7 @@
 //!
 //! - a damaged file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, a failed integrity
 //!   check), at start or later, is moved aside and salvaged into a fresh
-//!   queue ([`salvage`]), announced as `queue_corrupt`;
+//!   queue ([`salvage`](crate::salvage)), announced as `queue_corrupt`;
 //! - a disk that cannot be written (full, read-only, I/O error) sends new
 //!   readings to memory, announced as `memory_mode`; every `queue.retry_s`
 //!   the disk is tried again, and when it takes memory's readings (one
