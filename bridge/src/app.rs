@@ -98,6 +98,14 @@ pub enum MigrateError {
     },
 }
 
+/// What `check-config` checks: the settings, the routes built from them,
+/// and that the routes fit the sinks (no file is read, nothing connects).
+pub fn check(settings: &Settings) -> Result<(), ConfigError> {
+    settings.validate()?;
+    let routes = Routes::from_settings(settings)?;
+    sink::routes_fit_sinks(settings, &routes)
+}
+
 /// Applies pending migrations to every MySQL sink a route uses; returns how
 /// many were applied in all.
 pub async fn migrate(settings: &Settings) -> Result<usize, MigrateError> {

@@ -41,7 +41,7 @@ mod tooling;
 #[cfg(feature = "tooling")]
 pub use tooling::offline;
 
-pub use app::{migrate, Bridge, MigrateError, RunError};
+pub use app::{check, migrate, Bridge, MigrateError, RunError};
 pub use clocks::learned_note;
 pub use config::{ConfigError, Settings};
 pub use supervisor::install_panic_hook;

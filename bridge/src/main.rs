@@ -174,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::CheckConfig => {
+            co2_bridge::check(&settings)?;
             print!("{}", settings.to_masked_toml());
             print!("{}", co2_bridge::learned_note(&settings.state_dir()));
             Ok(())

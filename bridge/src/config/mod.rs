@@ -827,49 +827,11 @@ impl Settings {
                 "must be smaller than wire.max_emissions",
             ));
         }
-        let routes = crate::route::Routes::from_settings(self)?;
-        let sinks = self.sink_settings();
-        let known: Vec<String> = sinks.iter().map(|(k, _)| k.clone()).collect();
-        for route in routes.iter() {
-            let key = if route.name() == crate::route::CO2_ROUTE {
-                "co2.sink".to_owned()
-            } else {
-                format!("routes.{}.sink", route.name())
-            };
-            let Some((_, sink)) = sinks.iter().find(|(k, _)| sink_name(k) == route.sink()) else {
-                return Err(invalid(
-                    key,
-                    format!("no sink {:?}; sinks are {known:?}", route.sink()),
-                ));
-            };
-            if let (SinkSettings::Influxdb(_), Some(measurement)) = (sink, route.measurement()) {
-                crate::sink::influx::line::check(
-                    crate::sink::influx::line::Part::Measurement,
-                    measurement,
-                )
-                .map_err(|e| {
-                    invalid(
-                        if route.name() == crate::route::CO2_ROUTE {
-                            "co2.measurement".to_owned()
-                        } else {
-                            format!("routes.{}.measurement", route.name())
-                        },
-                        e.to_string(),
-                    )
-                })?;
-            }
-            if matches!(sink, SinkSettings::Influxdb(_)) && route.is_binary() {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "sink {:?} is an InfluxDB, which stores no files; send the binary route {:?} \
-                         to a MySQL sink",
-                        route.sink(),
-                        route.name()
-                    ),
-                ));
-            }
-        }
+        let known: Vec<String> = self
+            .sink_settings()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         if self.completeness.scan_interval_s == 0 {
             return Err(invalid(
                 "completeness.scan_interval_s",

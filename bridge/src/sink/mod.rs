@@ -5,6 +5,8 @@
 //! for every sink alike: retries with back-off, splitting a refused batch
 //! down to the message, dead letters and acknowledgements.
 
+mod check;
+pub use check::routes_fit_sinks;
 pub(crate) mod influx;
 pub(crate) mod mysql;
 
@@ -163,6 +165,7 @@ pub struct Built {
 /// Creates every sink the routes or the dead letters use (no I/O: pools
 /// connect lazily), each with a target per route that writes to it.
 pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, ConfigError> {
+    routes_fit_sinks(settings, routes)?;
     let dead_letters = dead_letter_sink(settings, routes);
     let mut sinks = Vec::new();
     let mut mysql_pools = Vec::new();
