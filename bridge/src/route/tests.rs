@@ -1,4 +1,7 @@
+use super::build::co2_layout;
 use super::*;
+use crate::config::{ConfigError, Settings};
+use crate::model::{Origin, Record};
 
 fn settings(extra: &str) -> Result<Settings, ConfigError> {
     let dir = std::env::temp_dir().join(format!(
