@@ -1,0 +1,167 @@
+//! The sinks' side of a run: what is built beside them (completeness,
+//! images), waiting until they are ready, probing them, and dead-letter
+//! retention.
+
+use super::*;
+
+/// The completeness scan of the CO2 route's sink, when it is a MySQL one.
+pub(super) fn completeness(
+    settings: &Settings,
+    routes: &Routes,
+    pools: &[(String, sqlx::MySqlPool)],
+    metrics: &Arc<Metrics>,
+) -> Option<Completeness> {
+    let c = &settings.completeness;
+    let co2 = routes.by_name(crate::route::CO2_ROUTE)?.1;
+    let (_, pool) = pools.iter().find(|(n, _)| n == co2.sink())?;
+    c.enabled.then(|| {
+        Completeness::new(
+            pool.clone(),
+            metrics.clone(),
+            Duration::from_secs(c.scan_interval_s),
+            Duration::from_secs(c.late_after_s),
+        )
+    })
+}
+
+/// The images page of the binary route, if one writes to a MySQL sink and
+/// viewers are configured (a token file, or `http.images_public`).
+pub(super) fn images(
+    settings: &Settings,
+    routes: &Routes,
+    pools: &[(String, sqlx::MySqlPool)],
+) -> Result<Option<Images>, ConfigError> {
+    let Some(route) = routes.iter().find(|r| r.is_binary()) else {
+        return Ok(None);
+    };
+    let Some((_, pool)) = pools.iter().find(|(n, _)| n == route.sink()) else {
+        return Ok(None);
+    };
+    let access = match (
+        &settings.http.viewer_tokens_file,
+        settings.http.images_public,
+    ) {
+        (Some(path), _) => {
+            Access::Viewers(crate::tokens::Tokens::load(path).map_err(|message| {
+                ConfigError::Invalid {
+                    key: "http.viewer_tokens_file".to_owned(),
+                    message,
+                }
+            })?)
+        }
+        (None, true) => Access::Public,
+        (None, false) => {
+            tracing::info!(
+                "The images page is off: set http.viewer_tokens_file (or http.images_public = true)"
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Images::new(routes, pool.clone(), access))
+}
+
+/// Keeps each sink's readiness current while nothing is being written.
+pub(super) async fn probe_sinks(sinks: Arc<Sinks>, health: Arc<Health>, stop: CancellationToken) {
+    let mut was_up: Vec<Option<bool>> = vec![None; sinks.len()];
+    loop {
+        for (i, was) in was_up.iter_mut().enumerate() {
+            let Some(sink) = sinks.get(i) else { continue };
+            let up = sink.probe().await;
+            if !up && *was != Some(false) {
+                health.sink_error(i, "did not answer the readiness probe".to_owned());
+            }
+            health.set_sink_up(i, up);
+            if *was != Some(up) {
+                let name = sinks.name(i);
+                if up {
+                    tracing::info!(sink = name, kind = sink.kind(), "Sink reachable");
+                } else {
+                    tracing::warn!(
+                        sink = name,
+                        kind = sink.kind(),
+                        "Sink unreachable; readings wait unacknowledged at their sources"
+                    );
+                }
+                *was = Some(up);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SINK_PROBE_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes old dead letters every `interval`, a little at a time, until `stop`.
+pub(super) async fn prune_dead_letters(
+    sinks: Arc<Sinks>,
+    days: u32,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let Some(sink) = sinks.get(sinks.dead_letters()) else {
+        return stop.cancelled().await;
+    };
+    let mut warned = false;
+    loop {
+        if days > 0 {
+            match sink.prune_dead_letters(days).await {
+                Ok(pruned) => {
+                    metrics.dead_letters_pruned.inc_by(pruned.deleted);
+                    if let Some(n) = pruned.remaining {
+                        metrics
+                            .dead_letters_stored
+                            .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                    if pruned.deleted > 0 {
+                        tracing::info!(deleted = pruned.deleted, days, "Deleted old dead letters");
+                    }
+                    warned = false;
+                }
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "Cannot delete old dead letters; they are kept");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Waits for every sink and readies it (migrations). Returns false if stopped while waiting.
+pub(super) async fn prepare_sinks(
+    sinks: &Sinks,
+    stop: &CancellationToken,
+) -> Result<bool, RunError> {
+    for i in 0..sinks.len() {
+        let Some(sink) = sinks.get(i) else { continue };
+        let name = sinks.name(i);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match sink.prepare().await {
+                Ok(()) => break,
+                Err(PrepareError::Fatal(message)) => {
+                    return Err(RunError::Sink {
+                        sink: name.to_owned(),
+                        message,
+                    })
+                }
+                Err(PrepareError::Unavailable(e)) => {
+                    if backoff.attempts() == 0 {
+                        tracing::warn!(sink = name, error = %e, "Waiting for the sink before starting");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.cancelled() => return Ok(false),
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
