@@ -1,20 +1,24 @@
 //! co2-bridge: sensor readings from MQTT (and HTTP) into MySQL, at least
 //! once end to end and exactly once in the table, with Prometheus metrics.
 //!
-//! The shape is sources → pipeline → sinks:
-//! - `source`: where deliveries come from and how each is acknowledged
-//!   (MQTT PUBACKs in arrival order, HTTP ingest answers);
-//! - `pipeline`: the only place that knows about ordering: batches, decodes
-//!   through the routes (`route`), writes through the sinks with retries,
-//!   splitting and dead letters, then acknowledges;
-//! - `sink`: where batches are stored (MySQL, InfluxDB).
+//! The layers, each importing only those below it (docs/architecture.md
+//! walks one reading through them; `ops/checks/56-module-layers.sh` fails on
+//! an import cycle):
+//! - `app`: build, run, ordered shutdown; beside it the commands `replay`,
+//!   `retime`, `doctor` and `acl`;
+//! - `http`, `status`: the operator and device listeners, the status page;
+//! - `pipeline`: intake, batches, commit, splitting, dead letters, acks in
+//!   arrival order, the crash quarantine;
+//! - `source` (MQTT, HTTP, Kafka in) and `sink` (MySQL, InfluxDB out);
+//! - `route`: routes and decoders, payload bytes to the model;
+//! - `config`: every section's settings, validated without I/O;
+//! - `clocks`: device zones and clock offsets;
+//! - `model`: the shared vocabulary (reasons, records, messages, layouts,
+//!   origins).
 //!
-//! Around them: `config` (a leaf: validation does no I/O), `replay` (dead
-//! letters fed through today's routes and sinks again), `health`
-//! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
-//! status page it serves at `/`), `supervisor`
-//! (every task supervised; a dead one stops the bridge) and `app`, which
-//! wires it all together. `retime` repairs stored times after the fact.
+//! `health` and `metrics` are read by every layer and import only the
+//! model; `supervisor`, `fault` and `tokens` are leaves. `tooling` (feature
+//! `tooling`) holds the benchmark's and the fuzzer's entry points.
 
 pub mod acl;
 mod app;

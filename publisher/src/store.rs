@@ -12,8 +12,8 @@ mod error;
 pub use error::{Failure, SpoolError};
 
 /// One store interface over the two places the queue holds messages: the
-/// disk ([`Spool`](crate::spool::Spool)) and memory
-/// ([`MemoryQueue`](crate::memory::MemoryQueue)). The queue keeps whichever
+/// disk (the SQLite spool) and memory (the bounded in-memory queue), which
+/// implement it; the store depends on neither. The queue keeps whichever
 /// is active and switches between them; only the disk fails, so memory's
 /// calls always succeed.
 pub trait QueueStore {
@@ -137,7 +137,7 @@ pub struct Dropped {
     /// Oldest readings dropped because memory held more than its bound.
     pub memory_bound: u64,
     /// Oldest events dropped because the store held more than it keeps
-    /// ([`MAX_EVENTS`](crate::spool::MAX_EVENTS) on disk).
+    /// (the spool's `MAX_EVENTS` on disk).
     pub events: u64,
 }
 
