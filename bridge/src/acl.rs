@@ -90,6 +90,7 @@ impl Acl {
     }
 
     /// Topics without a device level, which no device is granted here.
+    #[cfg(test)]
     pub fn shared_topics(&self) -> &[String] {
         &self.shared
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::datetime::{self, Unparsable, WallTime};
@@ -43,11 +43,6 @@ impl Reading {
     /// The measured value, rounded to two decimals.
     pub fn emissions(&self) -> f64 {
         self.emissions
-    }
-
-    /// The time as RFC 3339 with milliseconds, e.g. for logs.
-    pub fn time_rfc3339(&self) -> String {
-        self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
     /// The payload bytes to send, e.g. `2020-07-13 22:43:23Z|3500.00`: the
@@ -346,6 +341,7 @@ fn round_cents(value: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SecondsFormat;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
