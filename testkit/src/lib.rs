@@ -9,16 +9,24 @@
 //! users and stunnel's TLS in front), and a [`GaleraCluster`] and
 //! a [`NatsCluster`] are private three-node clusters whose nodes a drill may
 //! SIGKILL; [`chromium`] opens a page in headless Chromium.
+//!
+//! The back-ends with heavy clients are features: `kafka` (librdkafka),
+//! `influx` (reqwest) and `clusters` (Galera, NATS); a crate turns on those
+//! its tests use.
 
 mod broker;
 mod browser;
 mod certs;
 mod database;
 pub mod doctor;
+#[cfg(feature = "clusters")]
 mod galera;
 mod http;
+#[cfg(feature = "influx")]
 mod influx;
+#[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "clusters")]
 mod nats;
 mod process;
 mod proxy;
@@ -31,10 +39,14 @@ pub use broker::Broker;
 pub use browser::chromium;
 pub use certs::{make_certs, password_file, ServerCert};
 pub use database::Database;
+#[cfg(feature = "clusters")]
 pub use galera::GaleraCluster;
 pub use http::{http_get, http_request, metric_value};
+#[cfg(feature = "influx")]
 pub use influx::{Influx, Series};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBroker, KafkaProducer, KafkaSecurity};
+#[cfg(feature = "clusters")]
 pub use nats::NatsCluster;
 pub use process::{workspace_binary, ChildProcess};
 pub use proxy::TcpProxy;
