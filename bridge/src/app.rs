@@ -228,7 +228,8 @@ impl Bridge {
 
     /// The two listeners' routers as [`Bridge::run_until_stopped`] serves
     /// them, ingest sending to `tx`, with the routes it decodes with; for
-    /// [`crate::http::exchange`], which serves them without sockets.
+    /// the HTTP fuzz target's exchange, which serves them without sockets.
+    #[cfg(feature = "tooling")]
     pub(crate) fn into_routers(
         self,
         tx: &mpsc::Sender<Delivery>,

@@ -9,11 +9,12 @@
 //!   splitting and dead letters, then acknowledges;
 //! - `sink`: where batches are stored (MySQL, InfluxDB).
 //!
-//! Around them: `config` (a leaf: validation does no I/O), `health`
+//! Around them: `config` (a leaf: validation does no I/O), `replay` (dead
+//! letters fed through today's routes and sinks again), `health`
 //! (`/readyz`), `metrics`, `http` (the operator listener), `status` (the
 //! status page it serves at `/`), `supervisor`
 //! (every task supervised; a dead one stops the bridge) and `app`, which
-//! wires it all together.
+//! wires it all together. `retime` repairs stored times after the fact.
 
 pub mod acl;
 mod app;
@@ -24,14 +25,21 @@ mod fault;
 mod health;
 mod http;
 mod metrics;
-pub mod offline;
+mod model;
 mod pipeline;
+pub mod replay;
+pub mod retime;
 mod route;
 mod sink;
 mod source;
 mod status;
 mod supervisor;
 mod tokens;
+#[cfg(feature = "tooling")]
+mod tooling;
+
+#[cfg(feature = "tooling")]
+pub use tooling::offline;
 
 pub use app::{migrate, Bridge, MigrateError, RunError};
 pub use clocks::learned_note;
@@ -41,14 +49,14 @@ pub use supervisor::install_panic_hook;
 /// The decoding half of the pipeline, public for the fuzz targets: a
 /// delivery's bytes in, a record (a message for a sink, or a dead letter) out.
 pub mod decode {
-    pub use crate::pipeline::{DeadLetter, Reason, Record};
-    pub use crate::route::{Field, Message, Routes, Value};
-    pub use crate::source::Origin;
+    pub use crate::model::{DeadLetter, Field, Message, Origin, Reason, Record, Value};
+    pub use crate::route::Routes;
 }
 
 /// The bridge's HTTP listeners without sockets, public for the HTTP fuzz target.
+#[cfg(feature = "tooling")]
 pub mod http_exchange {
-    pub use crate::http::exchange::{Exchange, ExchangeError};
+    pub use crate::tooling::exchange::{Exchange, ExchangeError};
 }
 
 /// The InfluxDB line-protocol encoder, public for its fuzz target.

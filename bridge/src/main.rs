@@ -1,10 +1,12 @@
-//! `co2-bridge`: run the bridge, migrate the schema, or print the effective config.
+//! `co2-bridge`: run the bridge, migrate the schema, print the effective
+//! config, check the path, or list and replay dead letters.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use co2_bridge::replay::{DeadLetters, Progress, ReplayError, Selection};
 use co2_bridge::{Bridge, ConfigError, MigrateError, RunError, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -43,7 +45,74 @@ enum Command {
     /// each database's TCP/login/grants/migrations/clock, each sink); exit 0
     /// only when every hop passes.
     Doctor,
+    /// List the dead letters (rejected_messages in MySQL), or replay them
+    /// through today's configuration.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+    /// Move one device's stored times by a fixed shift (readings stored in
+    /// the wrong time zone or by a wrong clock), in one transaction.
+    Retime(co2_bridge::retime::RetimeArgs),
 }
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Print the selected dead letters, a tab-separated line each: id,
+    /// received_at (UTC), reason, route, device, what a replay would do
+    /// today (replay, refused:<reason>, skip:<why>), detail, payload preview.
+    List {
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// Feed the selected dead letters through today's configuration: what
+    /// decodes now is stored through its route's sink and its letter deleted,
+    /// exactly once.
+    #[command(long_about = REPLAY_ABOUT)]
+    Replay {
+        #[command(flatten)]
+        selection: Selection,
+        /// Decode and report, but write and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `co2-bridge dead-letters replay --help`.
+const REPLAY_ABOUT: &str = "\
+Feed the selected dead letters through today's configuration: what decodes now
+is stored through its route's sink and its letter deleted, exactly once.
+
+For letters a setting refused: say a Pi sends local time without an offset
+and every reading became too_far_in_future. Set its zone (a [[devices]]
+entry's time_zone, co2.time_zone, a route's or wire.time_zone), then:
+
+  co2-bridge dead-letters list --reason too_far_in_future     # what would be taken
+  co2-bridge dead-letters replay --reason too_far_in_future --dry-run
+  co2-bridge dead-letters replay --reason too_far_in_future
+
+Each letter is decoded as a delivery on the topic it was stored with, with
+\"now\" = its received_at, so the future check compares a reading with when it
+arrived. Rows and the deletion of their letters commit in one transaction
+when the route writes to the MySQL database that keeps the letters; other
+sinks (InfluxDB) are written first, then the letters deleted, and a run cut
+in between is finished by the next (the writes are idempotent). Running it
+again changes nothing. A letter refused again stays, with today's reason and
+detail. Zones the bridge learned for time_zone = \"auto\" devices are read
+from its state directory (run with the bridge's state.dir), so readings held
+as time_zone_unknown are stored in them. Safe while the bridge runs: letters
+stored after the run started are left for the next.
+
+Not replayed (skipped, counted): letters whose payload was truncated
+(wire.dead_letter_payload_bytes kept only its start); HTTP ingest letters
+named http/ingest/<route> (the device came from the bearer token, which is
+not stored); Kafka letters whose device came from the record key
+(device_from_key on a topic that names none; the key is not stored); topics
+that fill the 255-character column; crashed_bridge letters unless --reason
+crashed_bridge names them. Readings replayed from MQTT v5 lose their
+co2-seq number, which a dead letter does not keep.
+
+Exit status: 0 when every selected letter was replayed (or nothing was
+selected), 1 when some stay refused or were skipped, or a store failed,
+2 for a configuration or argument error.";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -91,6 +160,8 @@ fn is_config_error(e: &anyhow::Error) -> bool {
             e.downcast_ref::<MigrateError>(),
             Some(MigrateError::Config(_))
         )
+        || e.downcast_ref::<ReplayError>()
+            .is_some_and(ReplayError::is_config)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -122,6 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(cli.config.as_deref(), Ok(settings)).await,
+        Command::DeadLetters(command) => dead_letters(&settings, command).await,
+        Command::Retime(args) => {
+            let report = co2_bridge::retime::run(&settings, &args).await?;
+            print!("{}", report.render());
+            Ok(report.outcome()?)
+        }
         Command::Run => {
             let bridge = Bridge::build(settings).await?;
             if let Some(addr) = bridge.http_addr() {
@@ -154,6 +231,37 @@ async fn doctor(
     match report.failed_hop() {
         None => Ok(()),
         Some(hop) => anyhow::bail!("co2-bridge doctor: the path fails at {}", hop.name),
+    }
+}
+
+/// `co2-bridge dead-letters list|replay`: the letters or the summary on
+/// stdout; a replay that leaves selected letters behind exits 1.
+async fn dead_letters(settings: &Settings, command: DeadLettersCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let letters = DeadLetters::from_settings(settings)?;
+    match command {
+        DeadLettersCommand::List { selection } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = letters.list(&selection, &mut out).await?;
+            out.flush().context("cannot write to stdout")?;
+            eprintln!("{n} dead letter(s) selected");
+            Ok(())
+        }
+        DeadLettersCommand::Replay { selection, dry_run } => {
+            let summary = letters
+                .replay(&selection, dry_run, &mut Progress::stderr())
+                .await?;
+            print!("{}", summary.render());
+            if summary.complete() {
+                return Ok(());
+            }
+            anyhow::bail!(
+                "{} of {} selected dead letter(s) {} (see above)",
+                summary.selected - summary.replayed,
+                summary.selected,
+                if dry_run { "would stay" } else { "stay" }
+            )
+        }
     }
 }
 

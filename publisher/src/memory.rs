@@ -10,7 +10,7 @@ use std::time::Duration;
 use co2_wire::DropCause;
 
 use crate::ledger::{DropLedger, Numbering};
-use crate::spool::{Entry, Kind, NewEntry};
+use crate::store::{Appended, Dropped, Entry, Kind, NewEntry, QueueStore, SpoolError};
 
 /// Most events held in memory; beyond it the oldest go (counted).
 pub const MAX_MEMORY_EVENTS: usize = 1_000;
@@ -215,6 +215,68 @@ impl MemoryQueue {
         self.readings = 0;
         self.events = 0;
         self.ledger = DropLedger::default();
+    }
+}
+
+/// Memory's calls never fail.
+impl QueueStore for MemoryQueue {
+    fn len(&self) -> u64 {
+        MemoryQueue::len(self)
+    }
+
+    fn readings(&self) -> u64 {
+        self.readings
+    }
+
+    fn numbering(&self) -> Numbering {
+        self.numbering
+    }
+
+    fn pending_drops(&self) -> &DropLedger {
+        &self.ledger
+    }
+
+    fn oldest_reading_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Ok(MemoryQueue::oldest_reading_ms(self))
+    }
+
+    /// Memory applies its count bound only; its age bound is [`QueueStore::trim`].
+    fn append(&mut self, entries: &[NewEntry], _now_ms: i64) -> Result<Appended, SpoolError> {
+        let out = MemoryQueue::append(self, entries.to_vec());
+        Ok(Appended {
+            ids: out.entries.iter().map(|e| e.id).collect(),
+            seqs: out.entries.iter().map(|e| e.seq).collect(),
+            dropped: Dropped {
+                memory_bound: out.dropped,
+                events: out.events_dropped,
+                ..Dropped::default()
+            },
+        })
+    }
+
+    fn next_after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        Ok(MemoryQueue::next_after(self, after, limit))
+    }
+
+    fn ack(&mut self, ids: &[i64]) -> Result<u64, SpoolError> {
+        Ok(MemoryQueue::ack(self, ids))
+    }
+
+    fn trim(&mut self, now_ms: i64, max_age: Duration) -> Result<Dropped, SpoolError> {
+        Ok(Dropped {
+            too_old: MemoryQueue::trim(self, now_ms, max_age),
+            ..Dropped::default()
+        })
+    }
+
+    fn announce_drops(
+        &mut self,
+        now_ms: i64,
+        make: &mut dyn FnMut(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<Appended, SpoolError> {
+        let ledger = self.take_drops();
+        let entries = make(&ledger);
+        QueueStore::append(self, &entries, now_ms)
     }
 }
 

@@ -1,10 +1,11 @@
-//! The queue the rest of the publisher sees: the disk queue ([`Spool`]) when
-//! the disk works, the bounded [`MemoryQueue`] when it does not, and the
-//! moves between them. No disk failure stops the publisher:
+//! The queue the rest of the publisher sees: one active [`QueueStore`], the
+//! disk queue ([`Spool`]) when the disk works, the bounded [`MemoryQueue`]
+//! when it does not, and the moves between them. No disk failure stops the
+//! publisher:
 //!
 //! - a damaged file (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, a failed integrity
 //!   check), at start or later, is moved aside and salvaged into a fresh
-//!   queue ([`salvage`]), announced as `queue_corrupt`;
+//!   queue ([`salvage`](crate::salvage)), announced as `queue_corrupt`;
 //! - a disk that cannot be written (full, read-only, I/O error) sends new
 //!   readings to memory, announced as `memory_mode`; every `queue.retry_s`
 //!   the disk is tried again, and when it takes memory's readings (one
@@ -16,68 +17,24 @@
 //! nothing in another, so the uplink starts over from the new store's oldest
 //! entry (a few republished readings, which the bridge deduplicates).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use co2_wire::{DeviceEvent, EventId, EventKind, Seq};
+use co2_wire::{EventKind, Seq};
 
 use crate::clock::Timekeeper;
 use crate::config::Settings;
+use crate::event;
 use crate::ledger::Numbering;
 use crate::memory::MemoryQueue;
-use crate::salvage::{self, Retention, Topics};
-use crate::spool::{Bounds, Entry, Extras, Failure, NewEntry, Options, Spool, SpoolError};
+use crate::spool::Spool;
 use crate::stats::Stats;
+use crate::store::{Appended, Dropped, Entry, Failure, NewEntry, QueueStore, SpoolError};
 
 /// Announce drops without waiting for the broker once this many ranges pile up.
 const ANNOUNCE_RANGES: usize = 4 * co2_wire::MAX_RANGES;
 /// Between age-bound passes of an idle queue.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
-
-/// What the queue needs from the settings.
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    /// The disk queue's file.
-    pub path: PathBuf,
-    /// Its bounds and `synchronous`.
-    pub options: Options,
-    /// Readings held in memory at most.
-    pub memory_max_rows: u64,
-    /// Between attempts to get back to the disk.
-    pub retry: Duration,
-    /// Damaged files kept.
-    pub retention: Retention,
-    /// Where readings and events go.
-    pub topics: Topics,
-}
-
-impl QueueConfig {
-    /// The queue `[queue]` and `[mqtt]` describe.
-    pub fn from_settings(settings: &Settings) -> Self {
-        let q = &settings.queue;
-        Self {
-            path: q.path.clone(),
-            options: Options {
-                bounds: Bounds {
-                    max_rows: q.max_rows,
-                    max_age: (q.max_age_s > 0).then(|| Duration::from_secs(q.max_age_s)),
-                },
-                synchronous: q.synchronous,
-            },
-            memory_max_rows: q.memory_max_rows,
-            retry: Duration::from_secs(q.retry_s),
-            retention: Retention {
-                files: q.keep_corrupt_files,
-                bytes: q.keep_corrupt_bytes,
-            },
-            topics: Topics {
-                readings: settings.topic(),
-                events: settings.events_topic(),
-            },
-        }
-    }
-}
 
 /// Which store holds new readings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +68,36 @@ pub struct Fetched {
     pub stale: bool,
 }
 
-/// The memory side, while the disk cannot be written.
+/// The store new readings go to.
+enum Active {
+    /// The disk queue.
+    Disk(Spool),
+    /// Memory, while the disk cannot be written.
+    Memory(Memory),
+    /// Neither: before the first store is open, and while a damaged file is
+    /// moved aside (its connection must be closed first).
+    Closed,
+}
+
+impl Active {
+    fn store(&self) -> Option<&dyn QueueStore> {
+        match self {
+            Active::Disk(disk) => Some(disk),
+            Active::Memory(m) => Some(&m.queue),
+            Active::Closed => None,
+        }
+    }
+
+    fn store_mut(&mut self) -> Option<&mut dyn QueueStore> {
+        match self {
+            Active::Disk(disk) => Some(disk),
+            Active::Memory(m) => Some(&mut m.queue),
+            Active::Closed => None,
+        }
+    }
+}
+
+/// Memory mode: the memory queue, and why and since when it is used.
 struct Memory {
     queue: MemoryQueue,
     since: Instant,
@@ -119,57 +105,14 @@ struct Memory {
     next_retry: Instant,
     /// Readings left in the disk queue (known when the failure happened).
     stranded: Option<u64>,
-}
-
-/// The queue's state, for the status file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueueSnapshot {
-    /// Where new readings go.
-    pub store: Store,
-    /// The disk queue's file.
-    pub path: PathBuf,
-    /// Readings waiting (in the current store, plus any stranded on disk).
-    pub readings: u64,
-    /// Events waiting.
-    pub events: u64,
-    /// When the oldest waiting reading was stamped (Unix ms).
-    pub oldest_reading_ms: Option<i64>,
-    /// The epoch new readings are numbered in.
-    pub epoch: Option<String>,
-    /// The last number given in it.
-    pub last_seq: Option<u64>,
-    /// Drops not yet announced.
-    pub drops_pending: u64,
-    /// Memory mode, when in it.
-    pub memory: Option<MemorySnapshot>,
-}
-
-/// Memory mode, for the status file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MemorySnapshot {
-    /// Why the disk was left.
-    pub reason: String,
-    /// Seconds in memory mode.
-    pub for_s: u64,
-    /// Readings held.
-    pub readings: u64,
-    /// The bound.
-    pub max_readings: u64,
-    /// Most held at once.
-    pub high_water: u64,
-    /// Readings left on disk until it works again.
-    pub stranded: Option<u64>,
-    /// Seconds to the next disk attempt.
-    pub next_retry_s: u64,
+    /// The disk's connection, kept when the disk was merely full (retried as is).
+    full_disk: Option<Spool>,
 }
 
 /// The publisher's queue (see the module docs).
 pub struct Queue {
     cfg: QueueConfig,
-    /// In disk mode always `Some`; in memory mode `Some` only when the disk
-    /// was merely full (the connection is kept and retried).
-    disk: Option<Spool>,
-    memory: Option<Memory>,
+    active: Active,
     generation: u64,
     stats: Arc<Stats>,
     clock: Arc<Timekeeper>,
@@ -187,13 +130,13 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Result<Self, SpoolError> {
-        let mut q = Self::new(cfg, None, stats, clock);
+        let mut q = Self::new(cfg, Active::Closed, stats, clock);
         match Spool::open(&q.cfg.path, q.cfg.options) {
             Ok(spool) => {
                 if spool.fresh_numbering() {
                     tracing::info!(epoch = %spool.numbering().epoch, queue = %q.cfg.path.display(), "Queue numbers readings in a new epoch");
                 }
-                q.disk = Some(spool);
+                q.active = Active::Disk(spool);
             }
             Err(e) if e.failure() == Failure::Locked => return Err(e),
             Err(e) => q.disk_failed(e),
@@ -209,19 +152,13 @@ impl Queue {
         stats: Arc<Stats>,
         clock: Arc<Timekeeper>,
     ) -> Self {
-        Self::new(cfg, Some(spool), stats, clock)
+        Self::new(cfg, Active::Disk(spool), stats, clock)
     }
 
-    fn new(
-        cfg: QueueConfig,
-        disk: Option<Spool>,
-        stats: Arc<Stats>,
-        clock: Arc<Timekeeper>,
-    ) -> Self {
+    fn new(cfg: QueueConfig, active: Active, stats: Arc<Stats>, clock: Arc<Timekeeper>) -> Self {
         Self {
             cfg,
-            disk,
-            memory: None,
+            active,
             generation: 1,
             stats,
             clock,
@@ -249,19 +186,23 @@ impl Queue {
 
     /// Where new readings go.
     pub fn store(&self) -> Store {
-        if self.memory.is_some() {
-            Store::Memory
-        } else {
-            Store::Disk
+        match self.active {
+            Active::Memory(_) => Store::Memory,
+            Active::Disk(_) | Active::Closed => Store::Disk,
+        }
+    }
+
+    /// Readings left on the disk while in memory.
+    fn stranded(&self) -> u64 {
+        match &self.active {
+            Active::Memory(m) => m.stranded.unwrap_or(0),
+            Active::Disk(_) | Active::Closed => 0,
         }
     }
 
     /// Everything waiting: the current store's readings and events, plus readings stranded on disk.
     pub fn len(&self) -> u64 {
-        match &self.memory {
-            Some(m) => m.queue.len() + m.stranded.unwrap_or(0),
-            None => self.disk.as_ref().map_or(0, Spool::len),
-        }
+        self.active.store().map_or(0, |s| s.len()) + self.stranded()
     }
 
     /// Whether nothing waits.
@@ -271,10 +212,7 @@ impl Queue {
 
     /// The numbering new readings get.
     pub fn numbering(&self) -> Option<Numbering> {
-        match &self.memory {
-            Some(m) => Some(m.queue.numbering()),
-            None => self.disk.as_ref().map(Spool::numbering),
-        }
+        self.active.store().map(|s| s.numbering())
     }
 
     /// Queues a reading (never fails: disk, else memory).
@@ -292,17 +230,7 @@ impl Queue {
     }
 
     fn event_entry(&self, kind: EventKind) -> NewEntry {
-        let at = self.clock.now();
-        let event = DeviceEvent {
-            id: EventId(rand::random()),
-            at,
-            kind,
-        };
-        NewEntry::event(
-            self.cfg.topics.events.clone(),
-            event.encode(),
-            at.map_or(0, |t| t.timestamp_millis()),
-        )
+        event::entry(&self.cfg.topics.events, self.clock.now(), kind)
     }
 
     fn now_ms(&self) -> i64 {
@@ -315,53 +243,39 @@ impl Queue {
         // Two tries on disk: after a checkpoint freed the WAL's space, or
         // after a damaged file was replaced by a fresh one.
         for attempt in 0..2 {
-            if self.memory.is_some() {
-                break;
-            }
             let now_ms = self.now_ms();
-            let Some(disk) = self.disk.as_mut() else {
+            let Active::Disk(disk) = &mut self.active else {
                 break;
             };
             match disk.append(std::slice::from_ref(&entry), now_ms) {
-                Ok(out) => {
-                    self.count_disk_drops(&out.dropped);
-                    return Queued {
-                        id: out.ids.first().copied().unwrap_or_default(),
-                        seq: out.seqs.first().copied().flatten(),
-                        store: Store::Disk,
-                    };
-                }
+                Ok(out) => return self.queued(&out, Store::Disk),
                 Err(e) if attempt == 0 && is_disk_full(&e) && disk.checkpoint().is_ok() => {
                     tracing::debug!("Disk full; checkpointed the queue's WAL to make room");
                 }
                 Err(e) => self.disk_failed(e),
             }
         }
-        let stats = Arc::clone(&self.stats);
-        let memory = self.memory_mode("the disk queue failed twice in a row".into());
-        let out = memory.queue.append(vec![entry]);
-        let max = memory.queue.max_readings();
-        if out.dropped > 0 {
-            Stats::add(&stats.dropped_memory, out.dropped);
-            tracing::warn!(
-                dropped = out.dropped,
-                max,
-                dropped_total = Stats::get(&stats.dropped_memory),
-                "Memory queue full; dropped the oldest readings (announced once the broker is reachable)"
-            );
-        }
-        if out.events_dropped > 0 {
-            Stats::add(&stats.events_dropped, out.events_dropped);
-        }
-        let e = out.entries.first();
+        self.enter_memory("the disk queue failed twice in a row".into(), false);
+        let now_ms = self.now_ms();
+        let out = match self.active.store_mut().map(|s| s.append(&[entry], now_ms)) {
+            Some(Ok(out)) => out,
+            // Unreachable: the queue is in memory now, and memory does not fail.
+            Some(Err(_)) | None => Appended::default(),
+        };
+        self.queued(&out, Store::Memory)
+    }
+
+    /// Where the one entry of `out` went; counts what the bounds dropped for it.
+    fn queued(&self, out: &Appended, store: Store) -> Queued {
+        self.count_drops(&out.dropped);
         Queued {
-            id: e.map_or(0, |e| e.id),
-            seq: e.and_then(|e| e.seq),
-            store: Store::Memory,
+            id: out.ids.first().copied().unwrap_or_default(),
+            seq: out.seqs.first().copied().flatten(),
+            store,
         }
     }
 
-    fn count_disk_drops(&self, d: &crate::spool::Dropped) {
+    fn count_drops(&self, d: &Dropped) {
         if d.total() > 0 {
             Stats::add(&self.stats.dropped_over_rows, d.over_rows);
             Stats::add(&self.stats.dropped_too_old, d.too_old);
@@ -372,241 +286,21 @@ impl Queue {
                 "Queue bound reached; dropped the oldest readings (announced once the broker is reachable)"
             );
         }
+        if d.memory_bound > 0 {
+            Stats::add(&self.stats.dropped_memory, d.memory_bound);
+            tracing::warn!(
+                dropped = d.memory_bound,
+                max = self.cfg.memory_max_rows.max(1),
+                dropped_total = Stats::get(&self.stats.dropped_memory),
+                "Memory queue full; dropped the oldest readings (announced once the broker is reachable)"
+            );
+        }
         if d.events > 0 {
             Stats::add(&self.stats.events_dropped, d.events);
             tracing::warn!(
                 dropped = d.events,
                 "Too many announcements queued; dropped the oldest"
             );
-        }
-    }
-
-    /// Handles a disk failure: salvage a damaged file, or go to memory.
-    fn disk_failed(&mut self, e: SpoolError) {
-        self.stats.note_error(format!("queue: {e}"));
-        match e.failure() {
-            Failure::Corrupt => self.recover(e.reason()),
-            Failure::Unwritable | Failure::Locked => {
-                let stranded = self.disk.as_ref().map(Spool::len);
-                let from = self.disk.as_ref().map(Spool::numbering);
-                if !is_disk_full(&e) {
-                    // Read-only or failing: reopen from scratch when retrying.
-                    self.disk = None;
-                }
-                self.enter_memory(e.reason(), from, stranded);
-            }
-        }
-    }
-
-    /// Moves the damaged file aside and continues on a fresh one.
-    fn recover(&mut self, reason: String) {
-        if self.recovering {
-            // The fresh file failed at once, while announcing the first one: stop trying.
-            self.disk = None;
-            self.enter_memory(
-                format!("fresh queue failed right away: {reason}"),
-                None,
-                None,
-            );
-            return;
-        }
-        self.recovering = true;
-        // The connection must be closed before its file is renamed.
-        self.disk = None;
-        match self.replace_damaged(reason) {
-            Ok((spool, r)) => {
-                self.disk = Some(spool);
-                self.generation += 1;
-                self.push_event(r.event());
-            }
-            Err(e) => {
-                self.enter_memory(
-                    format!("damaged queue could not be replaced: {e}"),
-                    None,
-                    None,
-                );
-            }
-        }
-        self.recovering = false;
-    }
-
-    /// Moves the damaged file aside and opens a fresh one with what could be
-    /// salvaged; logs and counts it.
-    fn replace_damaged(
-        &mut self,
-        reason: String,
-    ) -> Result<(Spool, salvage::Recovery), SpoolError> {
-        let path = self.cfg.path.clone();
-        tracing::error!(queue = %path.display(), %reason, "Queue file is damaged; moving it aside and salvaging what can be read");
-        let result = salvage::recover(
-            &path,
-            self.cfg.options,
-            reason.clone(),
-            &self.cfg.topics,
-            self.cfg.retention,
-        );
-        let (spool, r) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot replace the damaged queue");
-                self.stats
-                    .note_error(format!("queue: cannot replace the damaged file: {e}"));
-                return Err(e);
-            }
-        };
-        Stats::add(&self.stats.corrupt_files, 1);
-        Stats::add(&self.stats.salvaged, r.salvaged);
-        let lost = r.lost.map_or("unknown".to_owned(), |n| n.to_string());
-        tracing::warn!(
-            moved_to = %r.moved_to.display(),
-            salvaged = r.salvaged,
-            salvaged_events = r.salvaged_events,
-            %lost,
-            old_epoch = %r.old_epoch.map(|e| e.to_string()).unwrap_or_default(),
-            new_epoch = %r.new_epoch,
-            pruned = r.pruned.len(),
-            "Damaged queue moved aside; a fresh queue starts a new epoch"
-        );
-        self.stats.note(|n| {
-            n.last_recovery = Some(format!(
-                "{}: {} readings salvaged, {} lost ({})",
-                r.moved_to.display(),
-                r.salvaged,
-                lost,
-                reason
-            ))
-        });
-        Ok((spool, r))
-    }
-
-    /// Switches to memory (if not there yet), announcing it.
-    fn enter_memory(&mut self, reason: String, from: Option<Numbering>, stranded: Option<u64>) {
-        if self.memory.is_some() {
-            return;
-        }
-        let numbering = Numbering::fresh();
-        tracing::error!(
-            %reason,
-            queue = %self.cfg.path.display(),
-            max_in_memory = self.cfg.memory_max_rows,
-            retry_s = self.cfg.retry.as_secs(),
-            epoch = %numbering.epoch,
-            stranded = stranded.unwrap_or(0),
-            "Queue cannot be written; holding readings in memory and retrying the disk"
-        );
-        Stats::add(&self.stats.memory_mode_entries, 1);
-        self.memory = Some(Memory {
-            queue: MemoryQueue::new(self.cfg.memory_max_rows, numbering),
-            since: Instant::now(),
-            reason: reason.clone(),
-            next_retry: Instant::now() + self.cfg.retry,
-            stranded,
-        });
-        self.generation += 1;
-        self.push_event(EventKind::MemoryMode {
-            reason: short(&reason),
-            from_epoch: from.map(|n| n.epoch),
-            from_last_seq: from.and_then(|n| n.last()),
-            epoch: numbering.epoch,
-            stranded,
-        });
-    }
-
-    /// Memory, entering memory mode if needed.
-    fn memory_mode(&mut self, reason: String) -> &mut Memory {
-        if self.memory.is_none() {
-            let from = self.disk.as_ref().map(Spool::numbering);
-            let stranded = self.disk.as_ref().map(Spool::len);
-            self.disk = None;
-            self.enter_memory(reason, from, stranded);
-        }
-        // enter_memory always leaves Some; this only keeps the function total.
-        let max = self.cfg.memory_max_rows;
-        self.memory.get_or_insert_with(|| Memory {
-            queue: MemoryQueue::new(max, Numbering::fresh()),
-            since: Instant::now(),
-            reason: String::new(),
-            next_retry: Instant::now(),
-            stranded: None,
-        })
-    }
-
-    /// In memory mode, when due (or `now`), tries to move memory's contents
-    /// to the disk and continue there. Returns whether it did.
-    pub fn retry_disk(&mut self, now: bool) -> bool {
-        let Some(m) = &mut self.memory else {
-            return false;
-        };
-        if !now && Instant::now() < m.next_retry {
-            return false;
-        }
-        m.next_retry = Instant::now() + self.cfg.retry;
-        let mut recovered = None;
-        let mut spool = match self.disk.take() {
-            Some(s) => s,
-            None => match Spool::open(&self.cfg.path, self.cfg.options) {
-                Ok(s) => s,
-                Err(e) if e.failure() == Failure::Corrupt => match self.replace_damaged(e.reason())
-                {
-                    Ok((s, r)) => {
-                        recovered = Some(r);
-                        s
-                    }
-                    Err(_) => return false,
-                },
-                Err(e) => {
-                    tracing::debug!(error = %e, "Disk queue still unusable");
-                    return false;
-                }
-            },
-        };
-        let Some(m) = &self.memory else {
-            return false;
-        };
-        let mut entries = m.queue.contents();
-        let moved = m.queue.readings();
-        let memory_s = m.since.elapsed().as_secs();
-        let numbering = m.queue.numbering();
-        if let Some(r) = &recovered {
-            entries.push(self.event_entry(r.event()));
-        }
-        entries.push(self.event_entry(EventKind::DiskMode {
-            epoch: numbering.epoch,
-            moved,
-            memory_s,
-        }));
-        let extras = Extras {
-            numbering: Some(numbering),
-            drops: Some(m.queue.pending_drops()),
-            clear_drops: false,
-        };
-        // On a full disk the WAL may be what fills it: fold it into the file first.
-        let _ = spool.checkpoint();
-        match spool.write(&entries, 0, extras) {
-            Ok(_) => {
-                tracing::info!(
-                    moved,
-                    memory_s,
-                    epoch = %numbering.epoch,
-                    queue = %self.cfg.path.display(),
-                    "Disk queue writable again; readings held in memory moved to it"
-                );
-                Stats::add(
-                    &self.stats.events_queued,
-                    1 + u64::from(recovered.is_some()),
-                );
-                self.disk = Some(spool);
-                self.memory = None;
-                self.generation += 1;
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "Disk queue still cannot be written");
-                if is_disk_full(&e) {
-                    self.disk = Some(spool);
-                }
-                false
-            }
         }
     }
 
@@ -619,17 +313,13 @@ impl Queue {
                 stale: true,
             };
         }
-        let entries = if let Some(m) = &self.memory {
-            m.queue.next_after(after, limit)
-        } else {
-            match self.disk.as_ref().map(|d| d.next_after(after, limit)) {
-                Some(Ok(entries)) => entries,
-                Some(Err(e)) => {
-                    self.disk_failed(e);
-                    Vec::new()
-                }
-                None => Vec::new(),
+        let entries = match self.active.store().map(|s| s.next_after(after, limit)) {
+            Some(Ok(entries)) => entries,
+            Some(Err(e)) => {
+                self.disk_failed(e);
+                Vec::new()
             }
+            None => Vec::new(),
         };
         Fetched {
             stale: generation != self.generation,
@@ -644,10 +334,7 @@ impl Queue {
         if generation != self.generation || ids.is_empty() {
             return 0;
         }
-        if let Some(m) = &mut self.memory {
-            return m.queue.ack(ids);
-        }
-        match self.disk.as_mut().map(|d| d.ack(ids)) {
+        match self.active.store_mut().map(|s| s.ack(ids)) {
             Some(Ok(n)) => n,
             Some(Err(e)) => {
                 self.disk_failed(e);
@@ -666,24 +353,17 @@ impl Queue {
         if self.last_trim.elapsed() >= TRIM_EVERY && now_ms > 0 {
             self.last_trim = Instant::now();
             if let Some(max_age) = self.cfg.options.bounds.max_age {
-                if let Some(m) = &mut self.memory {
-                    let n = m.queue.trim(now_ms, max_age);
-                    Stats::add(&self.stats.dropped_too_old, n);
-                } else if let Some(d) = self.disk.as_mut() {
-                    match d.trim(now_ms) {
-                        Ok(d) => self.count_disk_drops(&d),
-                        Err(e) => self.disk_failed(e),
-                    }
+                match self.active.store_mut().map(|s| s.trim(now_ms, max_age)) {
+                    Some(Ok(d)) => self.count_drops(&d),
+                    Some(Err(e)) => self.disk_failed(e),
+                    None => {}
                 }
             }
         }
-        let ranges = match &self.memory {
-            Some(m) => m.queue.pending_drops().range_count(),
-            None => self
-                .disk
-                .as_ref()
-                .map_or(0, |d| d.pending_drops().range_count()),
-        };
+        let ranges = self
+            .active
+            .store()
+            .map_or(0, |s| s.pending_drops().range_count());
         if connected || ranges >= ANNOUNCE_RANGES {
             grew |= self.announce_pending();
         }
@@ -692,57 +372,35 @@ impl Queue {
 
     /// Announces pending drops now, if there are any; returns whether it queued events.
     pub fn announce_pending(&mut self) -> bool {
-        let pending = match &self.memory {
-            Some(m) => !m.queue.pending_drops().is_empty(),
-            None => self
-                .disk
-                .as_ref()
-                .is_some_and(|d| !d.pending_drops().is_empty()),
-        };
+        let pending = self
+            .active
+            .store()
+            .is_some_and(|s| !s.pending_drops().is_empty());
         pending && self.announce_drops()
     }
 
     /// Turns pending drops into `readings_dropped` events.
     fn announce_drops(&mut self) -> bool {
-        if let Some(m) = &mut self.memory {
-            let ledger = m.queue.take_drops();
-            let kinds = ledger.announcements();
-            let n = kinds.len();
-            for kind in kinds {
-                self.push_event(kind);
-            }
-            tracing::info!(
-                events = n,
-                readings = ledger.total(),
-                "Announcing dropped readings"
-            );
-            return n > 0;
-        }
         let now_ms = self.now_ms();
-        let topic = self.cfg.topics.events.clone();
         let at = self.clock.now();
-        let Some(disk) = self.disk.as_mut() else {
+        let topic = self.cfg.topics.events.clone();
+        let Some(store) = self.active.store_mut() else {
             return false;
         };
-        let total = disk.pending_drops().total();
-        let result = disk.announce_drops(now_ms, |ledger| {
+        let readings = store.pending_drops().total();
+        let result = store.announce_drops(now_ms, &mut |ledger| {
             ledger
                 .announcements()
                 .into_iter()
-                .map(|kind| {
-                    let event = DeviceEvent {
-                        id: EventId(rand::random()),
-                        at,
-                        kind,
-                    };
-                    NewEntry::event(topic.clone(), event.encode(), now_ms)
-                })
+                .map(|kind| event::entry(&topic, at, kind))
                 .collect()
         });
         match result {
-            Ok(n) => {
+            Ok(out) => {
+                let n = out.ids.len();
+                self.count_drops(&out.dropped);
                 Stats::add(&self.stats.events_queued, n as u64);
-                tracing::info!(events = n, readings = total, "Announcing dropped readings");
+                tracing::info!(events = n, readings, "Announcing dropped readings");
                 n > 0
             }
             Err(e) => {
@@ -751,285 +409,17 @@ impl Queue {
             }
         }
     }
-
-    /// At shutdown in memory mode: one last try to keep memory's readings on disk.
-    pub fn shutdown(&mut self) {
-        if let Some(m) = &self.memory {
-            if m.queue.is_empty() {
-                return;
-            }
-            if !self.retry_disk(true) {
-                if let Some(m) = &self.memory {
-                    tracing::error!(
-                        readings = m.queue.readings(),
-                        epoch = %m.queue.numbering().epoch,
-                        "The disk still cannot be written: readings held in memory are lost at exit"
-                    );
-                }
-            }
-        }
-    }
-
-    /// The state, for the status file (reads the disk for the oldest reading).
-    pub fn snapshot(&self) -> QueueSnapshot {
-        let numbering = self.numbering();
-        let (readings, events, oldest, drops) = match &self.memory {
-            Some(m) => (
-                m.queue.readings() + m.stranded.unwrap_or(0),
-                m.queue.len() - m.queue.readings(),
-                m.queue.oldest_reading_ms(),
-                m.queue.pending_drops().total(),
-            ),
-            None => match &self.disk {
-                Some(d) => (
-                    d.readings(),
-                    d.events(),
-                    d.oldest_reading_ms().ok().flatten(),
-                    d.pending_drops().total(),
-                ),
-                None => (0, 0, None, 0),
-            },
-        };
-        QueueSnapshot {
-            store: self.store(),
-            path: self.cfg.path.clone(),
-            readings,
-            events,
-            oldest_reading_ms: oldest,
-            epoch: numbering.map(|n| n.epoch.to_string()),
-            last_seq: numbering.and_then(|n| n.last()),
-            drops_pending: drops,
-            memory: self.memory.as_ref().map(|m| MemorySnapshot {
-                reason: m.reason.clone(),
-                for_s: m.since.elapsed().as_secs(),
-                readings: m.queue.readings(),
-                max_readings: m.queue.max_readings(),
-                high_water: m.queue.high_water(),
-                stranded: m.stranded,
-                next_retry_s: m
-                    .next_retry
-                    .saturating_duration_since(Instant::now())
-                    .as_secs(),
-            }),
-        }
-    }
 }
 
-/// An error text cut to what an announcement carries (events are bounded in size).
-pub(crate) fn short(text: &str) -> String {
-    const MAX: usize = 300;
-    match text.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
-    }
-}
+mod config;
+mod failover;
+mod handle;
+mod snapshot;
 
-fn is_disk_full(e: &SpoolError) -> bool {
-    match e {
-        SpoolError::Sqlite { source, .. } => {
-            source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-        }
-        SpoolError::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
-        _ => false,
-    }
-}
-
-/// A [`Queue`] shared by async tasks; every call runs on a blocking thread.
-#[derive(Clone)]
-pub struct QueueHandle(Arc<std::sync::Mutex<Queue>>);
-
-impl QueueHandle {
-    /// Shares `queue`.
-    pub fn new(queue: Queue) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(queue)))
-    }
-
-    /// Runs `f` with the queue on a blocking thread.
-    pub async fn with<R, F>(&self, f: F) -> Result<R, SpoolError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Queue) -> R + Send + 'static,
-    {
-        let inner = Arc::clone(&self.0);
-        tokio::task::spawn_blocking(move || {
-            let mut queue = inner
-                .lock()
-                .map_err(|_| SpoolError::Worker("queue lock poisoned".into()))?;
-            Ok(f(&mut queue))
-        })
-        .await
-        .map_err(|e| SpoolError::Worker(e.to_string()))?
-    }
-
-    /// Everything waiting (no disk access; may wait for a running queue call).
-    pub fn len(&self) -> u64 {
-        self.0.lock().map(|q| q.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use config::QueueConfig;
+use failover::is_disk_full;
+pub use handle::QueueHandle;
+pub use snapshot::{MemorySnapshot, QueueSnapshot};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::SystemClock;
-    use crate::config::Synchronous;
-    use co2_wire::DropCause;
-
-    fn cfg(path: PathBuf, max_rows: u64, memory_max_rows: u64) -> QueueConfig {
-        QueueConfig {
-            path,
-            options: Options {
-                bounds: Bounds {
-                    max_rows,
-                    max_age: None,
-                },
-                synchronous: Synchronous::Full,
-            },
-            memory_max_rows,
-            retry: Duration::from_millis(1),
-            retention: Retention {
-                files: 3,
-                bytes: u64::MAX,
-            },
-            topics: Topics {
-                readings: "co2/a/emissions".into(),
-                events: "co2/a/events".into(),
-            },
-        }
-    }
-
-    fn clock() -> Arc<Timekeeper> {
-        let tk = Timekeeper::new(Arc::new(SystemClock), Duration::from_secs(2));
-        tk.start();
-        Arc::new(tk)
-    }
-
-    fn events(q: &mut Queue) -> Vec<DeviceEvent> {
-        q.fetch(q.generation(), 0, 10_000)
-            .entries
-            .iter()
-            .filter(|e| e.kind == crate::spool::Kind::Event)
-            .map(|e| DeviceEvent::decode(&e.payload).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn reasons_are_cut_on_a_character_boundary() {
-        assert_eq!(short("disk full"), "disk full");
-        let long = "é".repeat(400);
-        let cut = short(&long);
-        assert_eq!(cut.chars().count(), 303);
-        assert!(cut.ends_with("..."));
-    }
-
-    #[test]
-    fn a_damaged_file_at_start_is_replaced_and_announced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.sqlite3");
-        std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        let stats = Arc::new(Stats::default());
-        let mut q = Queue::open(cfg(path.clone(), 100, 10), Arc::clone(&stats), clock()).unwrap();
-        assert_eq!(q.store(), Store::Disk);
-        assert_eq!(Stats::get(&stats.corrupt_files), 1);
-        let queued = q.push_reading(b"2026-01-01 00:00:00|1.00".to_vec(), 1);
-        assert_eq!(queued.store, Store::Disk);
-        assert_eq!(queued.seq.map(|s| s.n()), Some(1));
-        let ev = events(&mut q);
-        assert!(
-            matches!(
-                ev[0].kind,
-                EventKind::QueueCorrupt {
-                    salvaged: 0,
-                    lost: None,
-                    ..
-                }
-            ),
-            "{ev:?}"
-        );
-        let damaged: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
-            .collect();
-        assert_eq!(damaged.len(), 1);
-    }
-
-    #[test]
-    fn an_unwritable_disk_goes_to_memory_and_back_keeping_numbers_and_drops() {
-        let dir = tempfile::tempdir().unwrap();
-        // A directory where the file should be: SQLite cannot open it.
-        let path = dir.path().join("queue.sqlite3");
-        std::fs::create_dir(&path).unwrap();
-        let stats = Arc::new(Stats::default());
-        let mut q = Queue::open(cfg(path.clone(), 100, 3), Arc::clone(&stats), clock()).unwrap();
-        assert_eq!(q.store(), Store::Memory);
-        let g = q.generation();
-        let epoch = q.numbering().unwrap().epoch;
-        for i in 0..5 {
-            let queued = q.push_reading(format!("2026-01-01 00:00:0{i}|1.00").into_bytes(), 1);
-            assert_eq!(queued.store, Store::Memory);
-        }
-        assert_eq!(Stats::get(&stats.dropped_memory), 2);
-        assert_eq!(q.snapshot().memory.unwrap().high_water, 3);
-        // The disk comes back.
-        std::fs::remove_dir(&path).unwrap();
-        assert!(q.retry_disk(true));
-        assert_eq!(q.store(), Store::Disk);
-        assert_ne!(q.generation(), g);
-        let stale = q.fetch(g, 0, 10);
-        assert!(stale.stale && stale.entries.is_empty());
-        let all = q.fetch(q.generation(), 0, 100).entries;
-        let numbers: Vec<u64> = all.iter().filter_map(|e| e.seq).map(|s| s.n()).collect();
-        assert_eq!(
-            numbers,
-            [3, 4, 5],
-            "the 3 newest, numbered in memory's epoch"
-        );
-        assert!(all.iter().filter_map(|e| e.seq).all(|s| s.epoch() == epoch));
-        // Memory's numbering continues on disk.
-        let next = q.push_reading(b"2026-01-01 00:00:09|1.00".to_vec(), 1);
-        assert_eq!(next.seq, Seq::new(epoch, 6));
-        // The drops survive the move and are announced exactly.
-        assert!(q.housekeeping(true));
-        let ev = events(&mut q);
-        let kinds: Vec<&str> = ev.iter().map(|e| e.kind.name()).collect();
-        assert_eq!(kinds, ["memory_mode", "disk_mode", "readings_dropped"]);
-        assert!(matches!(
-            &ev[2].kind,
-            EventKind::ReadingsDropped { cause: DropCause::MemoryBound, count: 2, ranges, .. }
-                if ranges[0].first() == 1 && ranges[0].last() == 2
-        ));
-    }
-
-    #[test]
-    fn runtime_corruption_replaces_the_file_and_keeps_going() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.sqlite3");
-        let stats = Arc::new(Stats::default());
-        let mut q = Queue::open(cfg(path.clone(), 100, 10), Arc::clone(&stats), clock()).unwrap();
-        let first = q.push_reading(b"2026-01-01 00:00:00|1.00".to_vec(), 1);
-        let g = q.generation();
-        q.disk_failed(SpoolError::Corrupt {
-            path: path.clone(),
-            reason: "test".into(),
-        });
-        assert_ne!(q.generation(), g);
-        let again = q.push_reading(b"2026-01-01 00:00:01|1.00".to_vec(), 2);
-        assert_eq!(again.store, Store::Disk);
-        assert_ne!(
-            again.seq.unwrap().epoch(),
-            first.seq.unwrap().epoch(),
-            "a new epoch"
-        );
-        let entries = q.fetch(q.generation(), 0, 10).entries;
-        assert_eq!(
-            entries.iter().filter(|e| e.seq == first.seq).count(),
-            1,
-            "salvaged with its number"
-        );
-    }
-}
+mod tests;

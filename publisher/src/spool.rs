@@ -22,99 +22,25 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use co2_wire::{DropCause, Epoch, Seq};
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::config::Synchronous;
 use crate::ledger::{DropLedger, Numbering};
+use crate::store::QueueStore;
+pub use crate::store::{Appended, Dropped, Entry, Failure, Kind, NewEntry, SpoolError};
+
+mod sql;
+
+use sql::{
+    add_missing_columns, apply_bounds, classify, meta_text, quick_check, row_entry, set_meta,
+    sqlite,
+};
+pub(crate) use sql::{meta_int, read_numbering, seq_of};
 
 /// Most device events kept in the queue; beyond it the oldest go (counted).
 pub const MAX_EVENTS: u64 = 10_000;
 /// WAL pages between checkpoints (SQLite's default is 1000).
 const WAL_PAGES: i64 = 256;
-
-/// Why the queue failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    /// SQLite refused an operation.
-    #[error("queue {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-    /// The file failed SQLite's integrity check.
-    #[error("queue {path} is damaged: {reason}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// What the check said.
-        reason: String,
-    },
-    /// A file operation next to the queue failed (creating its directory, moving it aside).
-    #[error("queue {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Another process holds the queue (two publishers on one file would
-    /// publish each reading twice and miscount).
-    #[error("queue {0} is in use by another process")]
-    Locked(PathBuf),
-    /// A thread panicked while holding the queue, or the blocking task died.
-    #[error("queue worker failed: {0}")]
-    Worker(String),
-}
-
-/// What a failure means for the queue's owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The file is damaged: move it aside and start a fresh one.
-    Corrupt,
-    /// The disk cannot take writes now (full, read-only, I/O error): hold readings in memory.
-    Unwritable,
-    /// Another process has the file.
-    Locked,
-}
-
-impl SpoolError {
-    /// What to do about it.
-    pub fn failure(&self) -> Failure {
-        match self {
-            SpoolError::Corrupt { .. } => Failure::Corrupt,
-            SpoolError::Locked(_) => Failure::Locked,
-            SpoolError::Sqlite { source, .. } => match source.sqlite_error_code() {
-                Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Failure::Corrupt,
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Failure::Locked,
-                _ => Failure::Unwritable,
-            },
-            SpoolError::Io { .. } | SpoolError::Worker(_) => Failure::Unwritable,
-        }
-    }
-
-    /// A short reason for logs, events and the status file.
-    pub fn reason(&self) -> String {
-        match self {
-            SpoolError::Sqlite { source, .. } => source.to_string(),
-            SpoolError::Corrupt { reason, .. } => reason.clone(),
-            SpoolError::Io { source, .. } => source.to_string(),
-            SpoolError::Locked(_) => "in use by another process".into(),
-            SpoolError::Worker(why) => why.clone(),
-        }
-    }
-}
-
-/// What a queued message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A reading (`<prefix>/<device>/emissions`).
-    Reading,
-    /// A device event (`<prefix>/<device>/events`).
-    Event,
-}
 
 impl Kind {
     fn code(self) -> i64 {
@@ -131,104 +57,6 @@ impl Kind {
             Kind::Reading
         }
     }
-}
-
-/// One queued message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Queue position: larger is newer; never reused within one store.
-    pub id: i64,
-    /// Reading or event.
-    pub kind: Kind,
-    /// MQTT topic it goes to.
-    pub topic: String,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// The reading's number (`None` for events and readings queued before numbering).
-    pub seq: Option<Seq>,
-    /// When it was stamped, in Unix milliseconds.
-    pub stamped_ms: i64,
-}
-
-/// A message to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEntry {
-    /// Reading or event.
-    pub kind: Kind,
-    /// MQTT topic.
-    pub topic: String,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// When it was stamped, in Unix milliseconds (for the age bound).
-    pub stamped_ms: i64,
-    /// A number it already has (moved from memory, salvaged); a reading
-    /// without one is numbered by the queue.
-    pub seq: Option<Seq>,
-}
-
-impl NewEntry {
-    /// A new reading, to be numbered by the queue.
-    pub fn reading(topic: impl Into<String>, payload: Vec<u8>, stamped_ms: i64) -> Self {
-        Self {
-            kind: Kind::Reading,
-            topic: topic.into(),
-            payload,
-            stamped_ms,
-            seq: None,
-        }
-    }
-
-    /// A device event.
-    pub fn event(topic: impl Into<String>, payload: Vec<u8>, stamped_ms: i64) -> Self {
-        Self {
-            kind: Kind::Event,
-            topic: topic.into(),
-            payload,
-            stamped_ms,
-            seq: None,
-        }
-    }
-}
-
-impl From<Entry> for NewEntry {
-    fn from(e: Entry) -> Self {
-        Self {
-            kind: e.kind,
-            topic: e.topic,
-            payload: e.payload,
-            stamped_ms: e.stamped_ms,
-            seq: e.seq,
-        }
-    }
-}
-
-/// What the bounds dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dropped {
-    /// Oldest readings dropped because the queue held more than `max_rows`.
-    pub over_rows: u64,
-    /// Readings dropped because they were older than `max_age`.
-    pub too_old: u64,
-    /// Oldest events dropped because the queue held more than [`MAX_EVENTS`].
-    pub events: u64,
-}
-
-impl Dropped {
-    /// Readings dropped, both causes together.
-    pub fn total(&self) -> u64 {
-        self.over_rows + self.too_old
-    }
-}
-
-/// What an append did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Appended {
-    /// The new ids, in order.
-    pub ids: Vec<i64>,
-    /// The number each entry has now.
-    pub seqs: Vec<Option<Seq>>,
-    /// What the bounds dropped to make room.
-    pub dropped: Dropped,
 }
 
 /// Size and age bounds.
@@ -588,15 +416,23 @@ impl Spool {
         now_ms: i64,
         make: impl FnOnce(&DropLedger) -> Vec<NewEntry>,
     ) -> Result<usize, SpoolError> {
+        Ok(self.announce(now_ms, make)?.ids.len())
+    }
+
+    fn announce(
+        &mut self,
+        now_ms: i64,
+        make: impl FnOnce(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<Appended, SpoolError> {
         if self.ledger.is_empty() {
-            return Ok(0);
+            return Ok(Appended::default());
         }
         let entries = make(&self.ledger);
         let extras = Extras {
             clear_drops: true,
             ..Extras::default()
         };
-        Ok(self.write(&entries, now_ms, extras)?.ids.len())
+        self.write(&entries, now_ms, extras)
     }
 
     /// Up to `limit` entries with an id greater than `after`, oldest first.
@@ -689,391 +525,53 @@ impl Spool {
     }
 }
 
-/// A reading's number from its `epoch` and `seq` columns (NULL: none).
-pub(crate) fn seq_of(epoch: Option<i64>, n: Option<i64>) -> Option<Seq> {
-    // The epoch is stored as the u64's bits in SQLite's i64.
-    Seq::new(Epoch::new(epoch? as u64), u64::try_from(n?).ok()?)
-}
-
-fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-    let seq = seq_of(r.get(4)?, r.get(5)?);
-    Ok(Entry {
-        id: r.get(0)?,
-        kind: Kind::from_code(r.get(1)?),
-        topic: r.get(2)?,
-        payload: r.get(3)?,
-        seq,
-        stamped_ms: r.get(6)?,
-    })
-}
-
-fn apply_bounds(
-    tx: &rusqlite::Transaction<'_>,
-    bounds: Bounds,
-    rows: &mut u64,
-    now_ms: i64,
-    ledger: &mut DropLedger,
-) -> Result<Dropped, rusqlite::Error> {
-    let mut dropped = Dropped::default();
-    let returned = |stmt: &mut rusqlite::Statement<'_>, arg: i64| {
-        stmt.query_map([arg], |r| Ok(seq_of(r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<Option<Seq>>>>()
-    };
-    if let Some(max_age) = bounds.max_age {
-        if now_ms > 0 {
-            let age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = now_ms.saturating_sub(age_ms);
-            let mut stmt = tx.prepare_cached(
-                "DELETE FROM readings WHERE kind = 0 AND stamped_ms < ?1 RETURNING epoch, seq",
-            )?;
-            let seqs = returned(&mut stmt, cutoff)?;
-            dropped.too_old = seqs.len() as u64;
-            *rows = rows.saturating_sub(dropped.too_old);
-            ledger.add(DropCause::MaxAge, seqs);
-        }
+impl QueueStore for Spool {
+    fn len(&self) -> u64 {
+        Spool::len(self)
     }
-    if *rows > bounds.max_rows {
-        let excess = i64::try_from(*rows - bounds.max_rows).unwrap_or(i64::MAX);
-        // Ids grow with time, so the smallest ids are the oldest readings.
-        let mut stmt = tx.prepare_cached(
-            "DELETE FROM readings WHERE id IN \
-             (SELECT id FROM readings WHERE kind = 0 ORDER BY id LIMIT ?1) RETURNING epoch, seq",
-        )?;
-        let seqs = returned(&mut stmt, excess)?;
-        dropped.over_rows = seqs.len() as u64;
-        *rows = rows.saturating_sub(dropped.over_rows);
-        ledger.add(DropCause::MaxRows, seqs);
+
+    fn readings(&self) -> u64 {
+        Spool::readings(self)
     }
-    Ok(dropped)
-}
 
-/// `PRAGMA quick_check`: every page readable and well formed (not the
-/// indexes' content: that costs a full `integrity_check`).
-fn quick_check(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
-    let mut stmt = conn
-        .prepare("PRAGMA quick_check(5)")
-        .map_err(|e| classify(path, e))?;
-    let lines: Vec<String> = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| classify(path, e))?;
-    if lines.len() == 1 && lines[0] == "ok" {
-        return Ok(());
+    fn numbering(&self) -> Numbering {
+        self.numbering
     }
-    Err(SpoolError::Corrupt {
-        path: path.to_owned(),
-        reason: format!("integrity check failed: {}", lines.join("; ")),
-    })
-}
 
-fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("PRAGMA table_info(readings)")?;
-    let have: Vec<String> = stmt
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<Result<_, _>>()?;
-    for (name, decl) in ADDED_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE readings ADD COLUMN {name} {decl}"))?;
-        }
+    fn pending_drops(&self) -> &DropLedger {
+        &self.ledger
     }
-    Ok(())
-}
 
-/// The stored numbering, if the file has one.
-pub(crate) fn read_numbering(conn: &Connection) -> rusqlite::Result<Option<Numbering>> {
-    let epoch = meta_int(conn, "epoch")?;
-    let next = meta_int(conn, "next_seq")?;
-    Ok(match (epoch, next) {
-        (Some(e), Some(n)) => Some(Numbering {
-            epoch: Epoch::new(e as u64),
-            next: u64::try_from(n).unwrap_or(1).max(1),
-        }),
-        _ => None,
-    })
-}
-
-pub(crate) fn meta_int(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-        r.get::<_, Option<i64>>(0)
-    })
-    .optional()
-    .map(Option::flatten)
-}
-
-fn meta_text(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-        r.get::<_, Option<String>>(0)
-    })
-    .optional()
-    .map(Option::flatten)
-}
-
-fn set_meta(
-    tx: &rusqlite::Transaction<'_>,
-    key: &str,
-    value: impl rusqlite::ToSql,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
-    Ok(())
-}
-
-fn sqlite(path: &Path, source: rusqlite::Error) -> SpoolError {
-    SpoolError::Sqlite {
-        path: path.to_owned(),
-        source,
+    fn oldest_reading_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Spool::oldest_reading_ms(self)
     }
-}
 
-/// Like [`sqlite`], but "busy" means another process holds the file.
-fn classify(path: &Path, source: rusqlite::Error) -> SpoolError {
-    match source.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) => SpoolError::Locked(path.to_owned()),
-        _ => sqlite(path, source),
+    fn append(&mut self, entries: &[NewEntry], now_ms: i64) -> Result<Appended, SpoolError> {
+        Spool::append(self, entries, now_ms)
+    }
+
+    fn next_after(&self, after: i64, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        Spool::next_after(self, after, limit)
+    }
+
+    fn ack(&mut self, ids: &[i64]) -> Result<u64, SpoolError> {
+        Spool::ack(self, ids)
+    }
+
+    /// The file keeps the bounds it was opened with (`queue.max_age_s`,
+    /// as `max_age` is), and applies them all.
+    fn trim(&mut self, now_ms: i64, _max_age: Duration) -> Result<Dropped, SpoolError> {
+        Spool::trim(self, now_ms)
+    }
+
+    fn announce_drops(
+        &mut self,
+        now_ms: i64,
+        make: &mut dyn FnMut(&DropLedger) -> Vec<NewEntry>,
+    ) -> Result<Appended, SpoolError> {
+        self.announce(now_ms, make)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HOUR_MS: i64 = 3_600_000;
-
-    fn entry(n: i64) -> NewEntry {
-        NewEntry::reading("co2/a/emissions", format!("p{n}").into_bytes(), n * 1000)
-    }
-
-    fn payloads(entries: &[Entry]) -> Vec<String> {
-        entries
-            .iter()
-            .map(|e| String::from_utf8(e.payload.clone()).unwrap())
-            .collect()
-    }
-
-    fn unbounded() -> Bounds {
-        Bounds {
-            max_rows: 1_000_000,
-            max_age: None,
-        }
-    }
-
-    #[test]
-    fn append_ack_and_replay_in_order() {
-        let mut s = Spool::open_in_memory(unbounded()).unwrap();
-        let out = s
-            .append(&(1..=5).map(entry).collect::<Vec<_>>(), 0)
-            .unwrap();
-        assert_eq!(out.dropped, Dropped::default());
-        let ids = out.ids;
-        assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        let first = s.next_after(0, 3).unwrap();
-        assert_eq!(payloads(&first), ["p1", "p2", "p3"]);
-        let rest = s.next_after(first[2].id, 10).unwrap();
-        assert_eq!(payloads(&rest), ["p4", "p5"]);
-        // Acks may arrive out of order; what is left replays oldest first.
-        assert_eq!(s.ack(&[ids[1], ids[3]]).unwrap(), 2);
-        assert_eq!(s.ack(&[ids[1]]).unwrap(), 0, "an ack counts once");
-        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p1", "p3", "p5"]);
-        assert_eq!(s.len(), 3);
-    }
-
-    #[test]
-    fn readings_are_numbered_from_one_and_events_are_not() {
-        let mut s = Spool::open_in_memory(unbounded()).unwrap();
-        let epoch = s.numbering().epoch;
-        assert!(s.fresh_numbering());
-        let out = s
-            .append(
-                &[
-                    entry(1),
-                    NewEntry::event("co2/a/events", b"{}".to_vec(), 0),
-                    entry(2),
-                ],
-                0,
-            )
-            .unwrap();
-        let ns: Vec<Option<u64>> = out.seqs.iter().map(|s| s.map(|s| s.n())).collect();
-        assert_eq!(ns, [Some(1), None, Some(2)]);
-        assert!(out.seqs.iter().flatten().all(|s| s.epoch() == epoch));
-        let stored = s.next_after(0, 10).unwrap();
-        assert_eq!(stored[0].seq, out.seqs[0]);
-        assert_eq!(stored[1].kind, Kind::Event);
-        assert_eq!((s.readings(), s.events()), (2, 1));
-        // A number it already has is kept (moved from memory, salvaged).
-        let moved = NewEntry {
-            seq: Seq::new(Epoch::new(5), 77),
-            ..entry(3)
-        };
-        let out = s.append(&[moved], 0).unwrap();
-        assert_eq!(out.seqs[0], Seq::new(Epoch::new(5), 77));
-        assert_eq!(
-            s.numbering().next,
-            3,
-            "the queue's own numbering did not move"
-        );
-    }
-
-    #[test]
-    fn ids_are_not_reused_after_everything_is_acked() {
-        let mut s = Spool::open_in_memory(unbounded()).unwrap();
-        let ids = s.append(&[entry(1)], 0).unwrap().ids;
-        s.ack(&ids).unwrap();
-        let again = s.append(&[entry(2)], 0).unwrap().ids;
-        assert!(again[0] > ids[0]);
-    }
-
-    #[test]
-    fn row_bound_drops_the_oldest_counts_them_and_keeps_their_numbers_for_announcing() {
-        let mut s = Spool::open_in_memory(Bounds {
-            max_rows: 3,
-            max_age: None,
-        })
-        .unwrap();
-        let epoch = s.numbering().epoch;
-        let mut dropped = 0;
-        for n in 1..=10 {
-            dropped += s.append(&[entry(n)], 0).unwrap().dropped.over_rows;
-        }
-        assert_eq!(dropped, 7);
-        assert_eq!(s.len(), 3);
-        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p8", "p9", "p10"]);
-        let pending = s.pending_drops().causes();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].cause, DropCause::MaxRows);
-        assert_eq!(
-            pending[0].ranges,
-            [co2_wire::SeqRange::new(epoch, 1, 7).unwrap()]
-        );
-        // Events are never dropped by the reading bounds.
-        s.append(&[NewEntry::event("e", b"{}".to_vec(), 0)], 0)
-            .unwrap();
-        let out = s
-            .append(&(11..=15).map(entry).collect::<Vec<_>>(), 0)
-            .unwrap();
-        assert_eq!(out.dropped.over_rows, 5);
-        let left = s.next_after(0, 10).unwrap();
-        assert_eq!(payloads(&left), ["{}", "p13", "p14", "p15"]);
-        assert_eq!(s.pending_drops().total(), 12);
-    }
-
-    #[test]
-    fn announcing_drops_queues_events_and_clears_the_ledger() {
-        let mut s = Spool::open_in_memory(Bounds {
-            max_rows: 1,
-            max_age: None,
-        })
-        .unwrap();
-        s.append(&(1..=4).map(entry).collect::<Vec<_>>(), 0)
-            .unwrap();
-        assert_eq!(s.pending_drops().total(), 3);
-        let n = s
-            .announce_drops(0, |ledger| {
-                ledger
-                    .announcements()
-                    .into_iter()
-                    .map(|_| NewEntry::event("e", b"drop".to_vec(), 0))
-                    .collect()
-            })
-            .unwrap();
-        assert_eq!(n, 1);
-        assert!(s.pending_drops().is_empty());
-        assert_eq!(s.events(), 1);
-        assert_eq!(s.announce_drops(0, |_| unreachable!()).unwrap(), 0);
-    }
-
-    #[test]
-    fn age_bound_drops_old_readings() {
-        let mut s = Spool::open_in_memory(Bounds {
-            max_rows: 100,
-            max_age: Some(Duration::from_secs(3600)),
-        })
-        .unwrap();
-        let old = NewEntry {
-            stamped_ms: 1,
-            ..entry(1)
-        };
-        let fresh = NewEntry {
-            stamped_ms: 2 * HOUR_MS,
-            ..entry(2)
-        };
-        s.append(&[old, fresh], HOUR_MS / 2).unwrap();
-        assert_eq!(s.len(), 2, "both young enough when appended");
-        let d = s.trim(2 * HOUR_MS).unwrap();
-        assert_eq!(d.too_old, 1);
-        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p2"]);
-        assert_eq!(s.pending_drops().causes()[0].cause, DropCause::MaxAge);
-    }
-
-    #[test]
-    fn survives_reopen_with_its_numbering_and_locks_out_a_second_process() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/queue.sqlite3");
-        let (epoch, ledger) = {
-            let mut s = Spool::open(
-                &path,
-                Options::new(Bounds {
-                    max_rows: 3,
-                    max_age: None,
-                }),
-            )
-            .unwrap();
-            s.append(&(1..=5).map(entry).collect::<Vec<_>>(), 0)
-                .unwrap();
-            let second = Spool::open(&path, Options::new(unbounded()));
-            assert!(
-                matches!(second, Err(SpoolError::Locked(_))),
-                "{:?}",
-                second.err()
-            );
-            (s.numbering().epoch, s.pending_drops().clone())
-        };
-        let mut s = Spool::open(&path, Options::new(unbounded())).unwrap();
-        assert!(!s.fresh_numbering());
-        assert_eq!(s.len(), 3);
-        assert_eq!(payloads(&s.next_after(0, 10).unwrap()), ["p3", "p4", "p5"]);
-        assert_eq!(s.numbering(), Numbering { epoch, next: 6 });
-        assert_eq!(
-            s.pending_drops(),
-            &ledger,
-            "unannounced drops survive a restart"
-        );
-        let out = s.append(&[entry(6)], 0).unwrap();
-        assert_eq!(out.seqs[0], Seq::new(epoch, 6));
-    }
-
-    #[test]
-    fn a_queue_from_before_numbering_is_upgraded_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.sqlite3");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    stamped_ms INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
-                 INSERT INTO readings (stamped_ms, topic, payload) VALUES (1, 't', x'6f6c64');",
-            )
-            .unwrap();
-        }
-        let mut s = Spool::open(&path, Options::new(unbounded())).unwrap();
-        assert!(s.fresh_numbering());
-        let old = s.next_after(0, 10).unwrap();
-        assert_eq!(
-            (old.len(), old[0].seq, old[0].kind),
-            (1, None, Kind::Reading)
-        );
-        let out = s.append(&[entry(1)], 0).unwrap();
-        assert_eq!(out.seqs[0].map(|s| s.n()), Some(1));
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_database_is_reported_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("queue.sqlite3");
-        std::fs::write(&path, vec![0x5au8; 8192]).unwrap();
-        let err = Spool::open(&path, Options::new(unbounded())).err().unwrap();
-        assert_eq!(err.failure(), Failure::Corrupt, "{err}");
-    }
-}
+mod tests;

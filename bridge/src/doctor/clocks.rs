@@ -22,7 +22,8 @@ use co2_wire::{explain_offset, ClockOffset, Decoder, Limits, WallTime, Zone};
 use sqlx::MySqlPool;
 
 use crate::clocks::ZoneSetting;
-use crate::route::{Column, Routes, EVENTS_ROUTE};
+use crate::model::Column;
+use crate::route::{Routes, EVENTS_ROUTE};
 
 /// How far back the hop looks, by arrival.
 const WINDOW_MIN: u32 = 15;
@@ -358,7 +359,8 @@ fn verdict(found: Findings) -> Result<String, Failure> {
     let mut text = match (&found.farthest, found.judged) {
         (Some((device, offset)), judged) => format!(
             "{judged} device(s) sent readings in the last {WINDOW_MIN} min, none a time zone \
-             off (farthest: {device}, {offset} of its arrival)"
+             off (farthest: {device}, {})",
+            co2_wire::arrival_words(*offset)
         ),
         (None, _) => {
             format!("no readings received in the last {WINDOW_MIN} min: nothing to judge yet")

@@ -20,9 +20,9 @@ use sqlx::MySqlPool;
 
 use base64::Engine;
 
-use super::html::escape;
 use super::text;
 use crate::route::Routes;
+use crate::status::html::escape;
 use crate::tokens::Tokens;
 
 /// Who may see the images.

@@ -5,8 +5,6 @@
 //! ([`crate::source::http`]) and the `/images` page ([`images`]). Both run
 //! the accept loop of [`server`], with its timeouts and connection cap.
 
-pub(crate) mod exchange;
-pub(crate) mod html;
 pub(crate) mod images;
 pub(crate) mod server;
 

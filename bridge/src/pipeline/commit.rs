@@ -18,10 +18,11 @@ use co2_wire::{DeviceId, Reading};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{abandon, Decoded, InFlight, Reason, Record};
+use super::{abandon, Decoded, InFlight};
 use crate::fault::Faults;
 use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
+use crate::model::{Reason, Record};
 use crate::pipeline::quarantine::Quarantine;
 use crate::route::Routes;
 use crate::sink::{Batch, Item, SinkError, Sinks, Written};

@@ -6,8 +6,6 @@
 mod batch;
 mod commit;
 pub(crate) mod quarantine;
-mod record;
-mod reject;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,16 +19,17 @@ use tokio_util::sync::CancellationToken;
 use crate::fault::Faults;
 use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
-use crate::route::{RouteId, Routes};
+use crate::model::Origin;
+use crate::model::RouteId;
+use crate::model::{Reason, Record};
+use crate::route::Routes;
 use crate::sink::Sinks;
 use crate::source::budget::Held;
-use crate::source::{Ack, Acker, Delivery, Origin};
+use crate::source::{Ack, Acker, Delivery};
 use crate::supervisor::Supervisor;
 use batch::Batcher;
 use commit::Committer;
 use quarantine::{fingerprint, Quarantine, Verdict};
-pub use record::{DeadLetter, Record};
-pub use reject::Reason;
 
 /// Supervisor name of the batching and decoding task.
 pub const INTAKE_TASK: &str = "intake";

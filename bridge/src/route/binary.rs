@@ -9,11 +9,11 @@ use bytes::Bytes;
 use serde_json::Value as Json;
 
 use super::json::{device, time};
-use super::layout::{Column, Layout};
-use super::message::{Field, Message, Value};
-use super::settings::BinarySettings;
 use super::Context;
-use crate::pipeline::Reason;
+use crate::config::routes::BinarySettings;
+use crate::model::Reason;
+use crate::model::{Column, Layout};
+use crate::model::{Field, Message, Value};
 
 /// The fields of an image message, which are also its columns.
 const FIELDS: [&str; 3] = ["content_type", "size", "data"];

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use co2_wire::DeviceId;
 
-use super::layout::{Column, Layout};
-use super::message::{Field, Message, Value};
-use super::settings::{DelimitedSettings, FieldKind};
 use super::Context;
-use crate::pipeline::Reason;
+use crate::config::routes::{DelimitedSettings, FieldKind};
+use crate::model::Reason;
+use crate::model::{Column, Layout};
+use crate::model::{Field, Message, Value};
 
 /// A configured delimited decoder.
 #[derive(Debug, Clone)]
@@ -161,7 +161,7 @@ impl Delimited {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::settings::FieldSettings;
+    use crate::config::routes::FieldSettings;
     use crate::route::ReceiveClock;
     use chrono::{NaiveDate, Utc};
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use co2_wire::{DeviceEvent, MAX_EVENT_BYTES};
 
-use super::layout::{Column, Layout};
-use super::message::{Field, Message, Value};
 use super::Context;
-use crate::pipeline::Reason;
+use crate::model::Reason;
+use crate::model::{Column, Layout};
+use crate::model::{Field, Message, Value};
 
 /// The fields of an event message, which are also its columns.
 const FIELDS: [&str; 3] = ["event_id", "kind", "body"];

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::scalar::Leaf;
-use crate::pipeline::Reason;
+use crate::model::Reason;
 
 /// Longest field name, dotted path included (the `field` column is 64 wide).
 pub const MAX_FIELD_NAME: usize = 64;

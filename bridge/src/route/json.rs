@@ -19,12 +19,12 @@ use co2_wire::{DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
 use super::flatten::{flatten, Shape, MAX_DEPTH};
-use super::layout::{Column, Layout};
-use super::message::{Field, Message, Value};
 use super::scalar::{plain_number, Leaf};
-use super::settings::{JsonMode, JsonSettings};
 use super::Context;
-use crate::pipeline::Reason;
+use crate::config::routes::{JsonMode, JsonSettings};
+use crate::model::Reason;
+use crate::model::{Column, Layout};
+use crate::model::{Field, Message, Value};
 
 /// Fields one message may have unless the route says otherwise.
 pub const DEFAULT_MAX_FIELDS: usize = 64;

@@ -10,10 +10,7 @@ mod delimited;
 mod event;
 mod flatten;
 mod json;
-mod layout;
-mod message;
 mod scalar;
-pub(crate) mod settings;
 mod times;
 mod value;
 
@@ -27,36 +24,24 @@ use chrono::{DateTime, Utc};
 use co2_wire::{ClockOffset, Decoder, DeviceId, Seq, TopicFilter, TopicMatch};
 
 use crate::clocks::{DeviceClocks, Seen, Verdict, ZoneRules, ZoneSetting};
+use crate::config::routes::{DecoderKind, FieldKind, JsonMode, RouteSettings};
 use crate::config::{ConfigError, Settings};
+pub use crate::config::{CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
 use crate::fault::Faults;
-use crate::pipeline::{DeadLetter, Reason, Record};
-use crate::source::Origin;
+use crate::model::Origin;
+use crate::model::{Column, Field, Layout, Message, RouteId, Value};
+use crate::model::{DeadLetter, Reason, Record};
 use crate::tokens::Tokens;
 use binary::BinaryDecoder;
 pub use clock::ReceiveClock;
 use delimited::Delimited;
 use event::EventDecoder;
 use json::JsonDecoder;
-pub use layout::{Column, Layout};
-pub use message::{Field, Message, Value};
-use settings::{DecoderKind, FieldKind, JsonMode, RouteSettings};
 pub use times::MessageTimes;
 use value::ValueDecoder;
 
-/// Name of the built-in CO2 route.
-pub const CO2_ROUTE: &str = "co2";
-
-/// Name of the built-in route of device announcements (`<prefix>/<device>/events`).
-pub const EVENTS_ROUTE: &str = "events";
-
 /// The `route` label of messages no route matched.
 pub const UNROUTED: &str = "unrouted";
-
-/// The name of the sink `[database]` configures, and the default of every route.
-pub const DEFAULT_SINK: &str = "mysql";
-
-/// A route's position in [`Routes`].
-pub type RouteId = usize;
 
 /// What a decoder sees besides the payload.
 #[derive(Debug, Clone, Copy)]
@@ -946,7 +931,10 @@ fn refuse_tags(route: &str, key: &str, tags: &[&str], table: &str) -> Result<(),
 }
 
 /// The JSON decoder of a route, its settings checked.
-fn json_decoder(name: &str, j: &settings::JsonSettings) -> Result<Decode, ConfigError> {
+fn json_decoder(
+    name: &str,
+    j: &crate::config::routes::JsonSettings,
+) -> Result<Decode, ConfigError> {
     if j.mode == JsonMode::Columns && j.fields.is_empty() {
         return Err(invalid(
             name,
@@ -995,7 +983,10 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn check_delimited(name: &str, d: &settings::DelimitedSettings) -> Result<(), ConfigError> {
+fn check_delimited(
+    name: &str,
+    d: &crate::config::routes::DelimitedSettings,
+) -> Result<(), ConfigError> {
     if d.separator.is_empty() {
         return Err(invalid(name, "delimited.separator", "must not be empty"));
     }

@@ -6,8 +6,8 @@
 
 use serde_json::Number;
 
-use super::message::Value;
-use crate::pipeline::Reason;
+use crate::model::Reason;
+use crate::model::Value;
 
 /// Longest text value kept, in characters: what a MySQL `TEXT` column holds
 /// in utf8mb4 (65,535 bytes), and well under InfluxDB's 64 KiB string field.

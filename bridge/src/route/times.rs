@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use co2_wire::{Decoder, UnixUnit, WallTime, Zone};
 
 use crate::clocks::Seen;
-use crate::pipeline::Reason;
+use crate::model::Reason;
 
 /// The time reader of one message.
 #[derive(Debug)]

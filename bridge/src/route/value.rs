@@ -10,11 +10,11 @@
 use std::sync::Arc;
 
 use super::flatten::MAX_FIELD_NAME;
-use super::layout::Layout;
-use super::message::{Field, Message, Value};
 use super::scalar::{plain_number, text_value, Leaf};
 use super::Context;
-use crate::pipeline::Reason;
+use crate::model::Layout;
+use crate::model::Reason;
+use crate::model::{Field, Message, Value};
 
 /// The named level that names the field instead of being a tag.
 pub const FIELD_LEVEL: &str = "field";

@@ -12,8 +12,9 @@ use futures_util::future::BoxFuture;
 use sqlx::MySqlPool;
 
 use crate::config::{sink_name, ConfigError, Settings, SinkSettings};
-use crate::pipeline::DeadLetter;
-use crate::route::{Message, RouteId, Routes, DEFAULT_SINK};
+use crate::model::DeadLetter;
+use crate::model::{Message, RouteId};
+use crate::route::{Routes, DEFAULT_SINK};
 
 /// A message for a sink, with what it needs besides the message.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +35,12 @@ pub struct Batch<'a> {
     pub items: Vec<Item<'a>>,
     /// Dead letters, in arrival order.
     pub letters: Vec<&'a DeadLetter>,
+    /// Ids of stored dead letters that `items` replace (`co2-bridge
+    /// dead-letters replay`): the MySQL sink deletes them from its
+    /// `rejected_messages` in the same transaction, so a replayed letter and
+    /// its rows never both exist or both vanish. Only the sink that keeps
+    /// those letters is given any; live batches leave it empty.
+    pub settles: Vec<u64>,
 }
 
 /// What a successful write stored, per route.

@@ -138,8 +138,9 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Origin;
     use crate::source::budget::ByteBudget;
-    use crate::source::{Ack, HttpReply, Origin};
+    use crate::source::{Ack, HttpReply};
 
     fn delivery(budget: &Arc<ByteBudget>, n: u8) -> Delivery {
         let (reply, _wait) = HttpReply::new();

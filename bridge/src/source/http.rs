@@ -14,10 +14,11 @@ use axum::Router;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::budget::ByteBudget;
-use super::{Ack, Delivery, HttpOutcome, HttpReply, Origin};
+use super::{Ack, Delivery, HttpOutcome, HttpReply};
 use crate::config::HttpSettings;
 use crate::metrics::Metrics;
-use crate::pipeline::Reason;
+use crate::model::Origin;
+use crate::model::Reason;
 use crate::route::Routes;
 
 /// What the ingest endpoint needs.

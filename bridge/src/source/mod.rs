@@ -14,28 +14,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use co2_wire::{DeviceId, Seq};
+use co2_wire::Seq;
 use tokio::sync::oneshot;
 
-use crate::pipeline::Reason;
-use crate::route::RouteId;
-
-/// Where a delivery came from.
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// An MQTT topic, as the broker sent it: kept as bytes that share the
-    /// packet's buffer, since deliveries wait in the pipeline by the thousand.
-    Mqtt(Bytes),
-    /// A Kafka record.
-    Kafka(kafka::KafkaOrigin),
-    /// `POST /ingest/<route>` by an authenticated device.
-    Http {
-        /// The route the request named.
-        route: RouteId,
-        /// The device the bearer token belongs to.
-        device: DeviceId,
-    },
-}
+use crate::model::{Origin, Reason};
 
 /// One message taken in, not yet acknowledged.
 #[derive(Debug)]
@@ -113,7 +95,7 @@ impl HttpReply {
         }
     }
 
-    /// Answers the request (also for [`crate::http::exchange`]).
+    /// Answers the request (also for the HTTP listeners without sockets).
     pub(crate) fn send(self, outcome: HttpOutcome) {
         // The caller may have hung up; the data is stored either way.
         let _ = self.answer.send(outcome);

@@ -5,9 +5,8 @@
 //! tables, read when the page is asked for.
 
 mod clocks;
-pub(crate) mod history;
+pub(crate) mod html;
 pub(crate) mod page;
-pub(crate) mod samples;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

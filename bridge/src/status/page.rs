@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
+use super::html::escape as html;
 use super::{ClockRow, Component, Snapshot};
-use crate::http::html::escape as html;
 
 /// The page for `snapshot`.
 pub fn render(s: &Snapshot) -> String {

@@ -5,6 +5,8 @@
 
 mod ack_batching;
 mod completeness;
+mod dead_letter_replay;
+mod dead_letter_replay_auto_zone;
 mod delivery;
 mod doctor;
 mod edges;
@@ -15,6 +17,8 @@ mod json;
 mod kafka;
 mod kafka_auth;
 mod observability;
+mod retime;
+mod retime_collisions;
 mod routes;
 mod scale_out;
 mod schema;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::route::settings::TimeUnit;
+use crate::config::routes::TimeUnit;
 use crate::route::{MessageTimes, ReceiveClock};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone};
 use co2_wire::Decoder;

@@ -39,8 +39,9 @@ use futures_util::FutureExt;
 
 use super::{Batch, Item, PrepareError, Sink, SinkError, Written};
 use crate::config::{ConfigError, InfluxSettings, Precision};
-use crate::pipeline::DeadLetter;
-use crate::route::{RouteId, Routes, Value};
+use crate::model::DeadLetter;
+use crate::model::{RouteId, Value};
+use crate::route::Routes;
 use client::{Client, Failure};
 use line::{FieldValue, LineError};
 
@@ -369,8 +370,8 @@ fn influxql_escape(name: &str) -> String {
 mod tests {
     use super::line::parse::{lines, point, ParsedValue};
     use super::*;
-    use crate::pipeline::Reason;
-    use crate::route::{Field, Message};
+    use crate::model::Reason;
+    use crate::model::{Field, Message};
     use co2_wire::DeviceId;
 
     fn message(fields: Vec<Field>, tags: Vec<(Arc<str>, String)>) -> Message {
@@ -559,6 +560,7 @@ mod tests {
         let both = Batch {
             items: vec![item(&good), item(&evil)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         match sink.write(&both).await {
             Err(SinkError::Refused(why)) => assert!(why.contains("line break"), "{why}"),
@@ -572,6 +574,7 @@ mod tests {
         let one = Batch {
             items: vec![item(&good)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         let written = sink.write(&one).await.unwrap();
         assert_eq!(written.inserted, [(0, 1)]);
@@ -600,6 +603,7 @@ mod tests {
         let bad = Batch {
             items: vec![item(&evil)],
             letters: Vec::new(),
+            settles: Vec::new(),
         };
         assert!(matches!(sink.write(&bad).await, Err(SinkError::Refused(_))));
         assert_eq!(

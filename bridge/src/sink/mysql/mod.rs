@@ -1,11 +1,13 @@
 //! The MySQL sink: each route's messages go into its table with one
 //! idempotent multi-row `INSERT ... ON DUPLICATE KEY UPDATE` per statement,
-//! the dead letters into `rejected_messages`, all in one transaction.
+//! the dead letters into `rejected_messages`, all in one transaction (with
+//! the deletion of the dead letters a replayed batch settles).
 
 mod adopt;
 pub(crate) mod completeness;
 pub(crate) mod nodes;
 pub(crate) mod schema;
+pub(crate) mod settle;
 mod target;
 
 use std::time::Duration;
@@ -18,8 +20,9 @@ use sqlx::{MySql, MySqlPool, Transaction};
 
 use super::{Batch, Item, PrepareError, Pruned, Sink, SinkError, StoredLetter, Written};
 use crate::config::DatabaseSettings;
-use crate::pipeline::DeadLetter;
-use crate::route::{RouteId, Routes};
+use crate::model::DeadLetter;
+use crate::model::RouteId;
+use crate::route::Routes;
 use nodes::Nodes;
 use target::Cell;
 pub use target::Target;
@@ -135,6 +138,9 @@ impl MysqlSink {
         }
         for chunk in batch.letters.chunks(ROWS_PER_STATEMENT) {
             insert_dead_letters(&mut tx, chunk).await?;
+        }
+        if !batch.settles.is_empty() {
+            settle::delete_letters(&mut tx, &batch.settles).await?;
         }
         tx.commit().await?;
         Ok(written)
@@ -305,7 +311,7 @@ fn bind<'q>(
     query: &mut Query<'q, MySql, MySqlArguments>,
     cell: Cell<'q>,
 ) -> Result<(), sqlx::Error> {
-    use crate::route::Value;
+    use crate::model::Value;
     match cell {
         Cell::Str(s) => query.try_bind(s),
         Cell::Time(t) => query.try_bind(t),
@@ -347,6 +353,7 @@ fn bound_insert<'q>(
 /// Builds, without a database, every INSERT the sink would send for
 /// `items` of one route with `target`: the statement text and its bound
 /// values. Returns the rows; the offline benchmark's row-building half.
+#[cfg(feature = "tooling")]
 pub fn build_inserts(target: &Target, items: &[&Item<'_>]) -> Result<usize, sqlx::Error> {
     let mut total = 0;
     for chunk in statement_chunks(target, items) {
@@ -470,7 +477,7 @@ fn is_transient_number(number: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{Field, Message, Value};
+    use crate::model::{Field, Message, Value};
     use co2_wire::DeviceId;
 
     fn message(fields: Vec<Field>) -> Message {

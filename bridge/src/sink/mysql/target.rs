@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
-use crate::route::{Column, Layout, Message, Route, Value};
+use crate::model::{Column, Layout, Message, Value};
+use crate::route::Route;
 
 /// Where one route's rows go.
 #[derive(Debug)]
@@ -224,7 +225,7 @@ fn cell<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Field;
+    use crate::model::Field;
     use co2_wire::DeviceId;
 
     fn message(tags: &[(&str, &str)], fields: Vec<(&str, Value)>) -> Message {

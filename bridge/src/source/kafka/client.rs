@@ -14,8 +14,8 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use secrecy::ExposeSecret;
 
 use super::offsets::{Offsets, Partition};
-use super::settings::{KafkaSettings, OffsetReset};
 use crate::config::ConfigError;
+use crate::config::{KafkaSettings, OffsetReset};
 use crate::health::Health;
 use crate::metrics::Metrics;
 

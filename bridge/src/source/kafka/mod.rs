@@ -16,7 +16,6 @@
 
 mod client;
 mod offsets;
-pub mod settings;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -29,37 +28,18 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::KafkaSettings;
 pub use client::{client_config, KafkaConsumer, SourceContext};
 pub use offsets::Partition;
-pub use settings::KafkaSettings;
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;
-use super::{Ack, Delivery, Origin};
+use super::{Ack, Delivery};
 use crate::config::ConfigError;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::model::{KafkaOrigin, Origin};
 use offsets::Offsets;
-
-/// Where one Kafka record came from.
-#[derive(Debug, Clone)]
-pub struct KafkaOrigin {
-    /// Its topic: routes match it like an MQTT topic.
-    pub topic: Arc<str>,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset in the partition.
-    pub offset: i64,
-    /// Its key, when the source takes the device from it.
-    pub key: Option<Bytes>,
-}
-
-impl KafkaOrigin {
-    /// How a dead letter names it: `kafka:<topic>/<partition>@<offset>`.
-    pub fn locator(&self) -> String {
-        format!("kafka:{}/{}@{}", self.topic, self.partition, self.offset)
-    }
-}
 
 /// What marks one record durable later.
 #[derive(Debug, Clone)]

@@ -14,20 +14,8 @@ use co2_wire::{Seq, SEQ_PROPERTY};
 use rumqttc::v5::mqttbytes::v5 as v5p;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, Settings};
-
-/// Which MQTT version to speak.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// MQTT 5: the bridge sets the in-flight window (receive-maximum).
-    #[default]
-    V5,
-    /// MQTT 3.1.1: the broker sets the window.
-    V311,
-}
+use crate::config::{ConfigError, Protocol, Settings};
 
 /// What the event loop reports, in either protocol.
 #[derive(Debug)]

@@ -31,13 +31,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckToken, Acker, ConnectionEpoch};
-pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent, Protocol};
+pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent};
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;
-use super::{Ack, Delivery, Origin};
+use super::{Ack, Delivery};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::model::Origin;
 use client::AckHandle;
 
 /// The task that owns the event loop.

@@ -22,10 +22,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
-use super::server::{connection_builder, Limits};
 use crate::app::{Bridge, RunError};
 use crate::config::Settings;
-use crate::pipeline::Record;
+use crate::http::server::{connection_builder, Limits};
+use crate::model::Record;
 use crate::route::Routes;
 use crate::source::{Ack, Delivery, HttpOutcome};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, TlsSettings};
+use super::{ConfigError, TlsSettings};
 
 /// One Kafka source.
 #[derive(Debug, Clone, Deserialize, Serialize)]

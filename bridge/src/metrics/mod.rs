@@ -1,6 +1,9 @@
 //! Every metric the bridge exports, defined in one place. The names are an
 //! interface: dashboards and alert rules use them.
 
+pub(crate) mod history;
+pub(crate) mod samples;
+
 use std::collections::HashSet;
 use std::sync::Mutex;
 
@@ -10,9 +13,9 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::pipeline::Reason;
-use crate::status::history::History;
-use crate::status::samples::Samples;
+use crate::model::Reason;
+use history::History;
+use samples::Samples;
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {

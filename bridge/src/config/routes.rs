@@ -5,6 +5,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Name of the built-in CO2 route.
+pub const CO2_ROUTE: &str = "co2";
+
+/// Name of the built-in route of device announcements (`<prefix>/<device>/events`).
+pub const EVENTS_ROUTE: &str = "events";
+
+/// The name of the sink `[database]` configures, and the default of every route.
+pub const DEFAULT_SINK: &str = "mysql";
+
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use super::reject::Reason;
-use crate::route::{Message, RouteId};
+use super::Reason;
+use crate::model::{Message, RouteId};
 
 /// One delivery, decoded or refused.
 #[derive(Debug, Clone)]

@@ -9,11 +9,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::config::{ConfigError, Settings};
-use crate::pipeline::Record;
-use crate::route::{RouteId, Routes};
+use crate::model::Origin;
+use crate::model::Record;
+use crate::model::RouteId;
+use crate::route::Routes;
 use crate::sink::mysql::{build_inserts, Target};
 use crate::sink::Item;
-use crate::source::Origin;
 
 /// Decoding, batching and row building for the routes of one configuration.
 pub struct Offline {

@@ -1,6 +1,14 @@
 //! Settings: a TOML file overridden by `CO2_BRIDGE__<SECTION>__<KEY>` environment
 //! variables, checked once at start so a bad value fails early and by name.
 
+mod kafka;
+mod mqtt;
+pub mod routes;
+
+pub use kafka::{KafkaSettings, OffsetReset, SecurityProtocol};
+pub use mqtt::Protocol;
+pub use routes::{RouteSettings, CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,7 +54,7 @@ pub struct Settings {
     /// The status page at `/` on the operator listener.
     pub status: StatusSettings,
     /// More streams besides CO2 (`[[routes]]`).
-    pub routes: Vec<crate::route::settings::RouteSettings>,
+    pub routes: Vec<RouteSettings>,
     /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
     pub sources: Vec<SourceSettings>,
     /// Settings of single devices or patterns of them (`[[devices]]`).
@@ -72,7 +80,7 @@ pub struct DeviceSettings {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceSettings {
     /// A Kafka consumer group.
-    Kafka(crate::source::kafka::KafkaSettings),
+    Kafka(KafkaSettings),
 }
 
 /// `[mqtt]`
@@ -107,7 +115,7 @@ pub struct MqttSettings {
     /// File holding the broker password (e.g. a systemd credential).
     pub password_file: Option<PathBuf>,
     /// `v5` (default) or `v311` for brokers without MQTT 5.
-    pub protocol: crate::source::mqtt::Protocol,
+    pub protocol: Protocol,
     /// MQTT connections this bridge opens (1..=16). With more than one, they
     /// subscribe in a shared group named after `client_id` and use client ids
     /// `<client_id>-<n>`: a broker that serves each connection in turn (Mosquitto)
@@ -369,7 +377,7 @@ pub struct Co2Settings {
 impl Default for Co2Settings {
     fn default() -> Self {
         Self {
-            sink: crate::route::DEFAULT_SINK.to_owned(),
+            sink: DEFAULT_SINK.to_owned(),
             events: true,
             measurement: None,
             time_zone: None,
@@ -537,7 +545,7 @@ impl Default for MqttSettings {
             client_id: "co2-bridge".into(),
             topics: vec!["co2/+/emissions".into(), "co2/emissions".into()],
             default_device: "default".into(),
-            protocol: crate::source::mqtt::Protocol::V5,
+            protocol: Protocol::V5,
             connections: 1,
             username: None,
             password: None,
@@ -748,7 +756,7 @@ impl Settings {
                 SinkSettings::Influxdb(influx) => influx.validate(&key)?,
             }
         }
-        if self.sinks.contains_key(crate::route::DEFAULT_SINK) {
+        if self.sinks.contains_key(DEFAULT_SINK) {
             return Err(invalid(
                 "sinks.mysql",
                 "`mysql` is the name of the sink [database] configures; give this one another name",
@@ -1071,8 +1079,7 @@ impl Settings {
 
 /// The sink name of a config key: `database` is the sink `mysql`, `sinks.x` is `x`.
 pub fn sink_name(key: &str) -> &str {
-    key.strip_prefix("sinks.")
-        .unwrap_or(crate::route::DEFAULT_SINK)
+    key.strip_prefix("sinks.").unwrap_or(DEFAULT_SINK)
 }
 
 impl DatabaseSettings {
