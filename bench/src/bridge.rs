@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use co2_testkit::{free_port, http_get, wait_until, ChildProcess};
+use co2_testkit::free_port;
 use serde::Serialize;
 
 /// How to run a bridge.
@@ -33,10 +33,9 @@ pub struct BridgeSpec {
 
 /// A running bridge.
 pub struct BridgeProcess {
-    process: ChildProcess,
+    bridge: co2_testkit::BridgeProcess,
     /// Its `/metrics` address.
     pub http: SocketAddr,
-    log: PathBuf,
 }
 
 /// CPU and memory of a process, read from /proc.
@@ -58,39 +57,31 @@ impl BridgeProcess {
             );
         }
         let http_port = free_port()?;
-        let mut command = Command::new(&spec.bin);
-        command
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .env("CO2_BRIDGE__DATABASE__URL", &spec.db_url)
-            .env("CO2_BRIDGE__MQTT__HOST", "127.0.0.1")
-            .env("CO2_BRIDGE__MQTT__PORT", spec.mqtt_port.to_string())
-            .env("CO2_BRIDGE__MQTT__CLIENT_ID", &spec.client_id)
-            .env("CO2_BRIDGE__MQTT__TOPICS", &spec.topics)
-            .env("CO2_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"));
+        let mut env: Vec<(String, String)> = [
+            ("RUST_LOG", "info".to_owned()),
+            ("CO2_BRIDGE__DATABASE__URL", spec.db_url.clone()),
+            ("CO2_BRIDGE__MQTT__HOST", "127.0.0.1".to_owned()),
+            ("CO2_BRIDGE__MQTT__PORT", spec.mqtt_port.to_string()),
+            ("CO2_BRIDGE__MQTT__CLIENT_ID", spec.client_id.clone()),
+            ("CO2_BRIDGE__MQTT__TOPICS", spec.topics.clone()),
+            ("CO2_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .into();
         if let Some((user, password)) = &spec.credentials {
-            command
-                .env("CO2_BRIDGE__MQTT__USERNAME", user)
-                .env("CO2_BRIDGE__MQTT__PASSWORD", password);
+            env.push(("CO2_BRIDGE__MQTT__USERNAME".into(), user.clone()));
+            env.push(("CO2_BRIDGE__MQTT__PASSWORD".into(), password.clone()));
         }
-        for (k, v) in &spec.extra_env {
-            command.env(k, v);
-        }
-        let process = ChildProcess::spawn(command, &spec.log)?;
+        env.extend(spec.extra_env.iter().cloned());
+        let bridge = co2_testkit::BridgeProcess::spawn(&spec.bin, &env, &spec.log)?;
         let me = Self {
-            process,
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-            log: spec.log.clone(),
+            http: bridge.http,
+            bridge,
         };
-        let http = me.http;
-        let ready = wait_until(Duration::from_secs(60), || async move {
-            matches!(http_get(http, "/readyz").await, Ok((200, _)))
-        })
-        .await;
-        if !ready {
+        if !me.bridge.ready_within(Duration::from_secs(60)).await {
             bail!(
                 "bridge not ready within 60 s; log {}:\n{}",
-                me.log.display(),
+                me.bridge.log.display(),
                 me.log_tail()
             );
         }
@@ -99,7 +90,7 @@ impl BridgeProcess {
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.bridge.process.pid()
     }
 
     /// CPU and peak memory so far.
@@ -109,14 +100,16 @@ impl BridgeProcess {
 
     /// The last lines of its log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.bridge.log_tail(20)
     }
 
     /// SIGTERM, and waits for a clean exit.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        let status = self.process.terminate(Duration::from_secs(30)).await?;
+        let status = self
+            .bridge
+            .process
+            .terminate(Duration::from_secs(30))
+            .await?;
         if !status.success() {
             bail!("bridge exited with {status}; log:\n{}", self.log_tail());
         }
@@ -125,7 +118,7 @@ impl BridgeProcess {
 
     /// SIGKILL.
     pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.process.kill().await
+        self.bridge.process.kill().await
     }
 }
 

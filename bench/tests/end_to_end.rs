@@ -1,23 +1,10 @@
 //! A small load through the real bridge binary, judged by the bench's own report.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// `CO2_BRIDGE_BIN`, else `co2-bridge` in the target directory this test was built into
-/// (`ops/test.sh` builds every binary before running the tests).
-fn bridge_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("CO2_BRIDGE_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/end_to_end-<hash> -> target/<profile>/co2-bridge
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    profile_dir.join("co2-bridge")
-}
-
 fn run_load(extra: &[&str]) -> serde_json::Value {
-    let bin = bridge_bin();
+    let bin = co2_testkit::bridge_bin();
     assert!(
         bin.exists(),
         "no bridge binary at {} (cargo build --workspace --bins, or set CO2_BRIDGE_BIN)",

@@ -10,17 +10,20 @@
 //! (ops/test.sh) runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[allow(dead_code)]
-#[path = "../it/support.rs"]
-mod support;
-
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use co2_testkit::{
-    http_get, metric_value, unique, wait_until, workspace_binary, Broker, ChildProcess, Database,
-    GaleraCluster, NatsCluster, Publisher,
+    assert_exactly_once_in, bridge_env, device_env, device_log, free_port, http_get, metric_value,
+    publish_range, publisher_bin, queue_path, spawn_device, unique, wait_until, BridgeProcess,
+    Broker, ChildProcess, Database, GaleraCluster, NatsCluster, Publisher,
 };
-use support::{assert_exactly_once_in, bridge_env, http_port, publish_range};
+
+/// This package's `co2-bridge`, which cargo builds for its tests.
+fn bridge_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_co2-bridge"))
+}
 
 /// One drill at a time: two clusters plus a bridge each on two cores made
 /// the NATS drill miss readings within its deadline (seen once).
@@ -94,8 +97,8 @@ fn device_name(n: usize) -> String {
     format!("nats-device-{n}")
 }
 
-fn device_log(dir: &std::path::Path, n: usize) -> String {
-    std::fs::read_to_string(dir.join(format!("{}.log", device_name(n)))).unwrap_or_default()
+fn device_log_text(dir: &std::path::Path, n: usize) -> String {
+    std::fs::read_to_string(device_log(dir, &device_name(n))).unwrap_or_default()
 }
 
 /// `DEVICES` co2-publisher processes under `dir`, `PER_DEVICE` readings each
@@ -110,28 +113,21 @@ fn spawn_devices(dir: &std::path::Path, cluster: &NatsCluster, prefix: &str) -> 
         format!("[mqtt]\nprotocol = \"v311\"\nhosts = [{nodes}]\nack_timeout_s = 3\nreconnect_min_ms = 100\nreconnect_max_ms = 500\ntopic_prefix = \"{prefix}\"\n"),
     )
     .unwrap();
-    let publisher = workspace_binary("co2-publisher", "CO2_PUBLISHER_BIN");
+    let publisher = publisher_bin();
     (0..DEVICES)
         .map(|n| {
             let device = device_name(n);
-            let mut command = std::process::Command::new(&publisher);
-            command
-                .arg("--config")
-                .arg(&config)
-                .args(["run", "--count", &PER_DEVICE.to_string()])
-                .env("CO2_PUBLISHER__DEVICE", &device)
-                .env("CO2_PUBLISHER__INTERVAL_MS", "20")
-                .env(
-                    "CO2_PUBLISHER__QUEUE__PATH",
-                    dir.join(format!("{device}.sqlite3")),
-                )
-                .env(
-                    "CO2_PUBLISHER__STATUS__PATH",
-                    dir.join(format!("{device}.status.json")),
-                )
-                .env("CO2_PUBLISHER__CLOCK__REQUIRE_SYNC", "false")
-                .env("RUST_LOG", "info");
-            ChildProcess::spawn(command, &dir.join(format!("{device}.log"))).unwrap()
+            let mut env = device_env(&device, &queue_path(dir, &device));
+            env.push(("RUST_LOG".into(), "info".into()));
+            let count = PER_DEVICE.to_string();
+            let args = [
+                OsStr::new("--config"),
+                config.as_os_str(),
+                OsStr::new("run"),
+                OsStr::new("--count"),
+                OsStr::new(&count),
+            ];
+            spawn_device(&publisher, dir, &device, args, env).unwrap()
         })
         .collect()
 }
@@ -153,7 +149,7 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
         &cluster.url(0, &database),
         broker.port(),
         &prefix,
-        http_port(),
+        free_port().unwrap(),
     );
     env.push((
         "CO2_BRIDGE__DATABASE__HOSTS".into(),
@@ -162,7 +158,7 @@ async fn galera_node_killed_mid_stream_loses_and_doubles_nothing() {
     // Small batches, so that the kill lands between commits and inside one.
     env.push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "50".into()));
     env.push(("CO2_BRIDGE__DATABASE__CONNECT_TIMEOUT_S".into(), "2".into()));
-    let mut bridge = support::Binary::spawn(&env, "galera-drill");
+    let mut bridge = BridgeProcess::spawn_logged(bridge_bin(), &env, "galera-drill").unwrap();
     bridge.wait_ready().await;
 
     let publisher = Publisher::connect(broker.port(), &unique("galera-pub"));
@@ -257,14 +253,19 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     eprintln!("nats: 3 nodes healthy after {:?}", started.elapsed());
     let db = Database::create("nats_drill").await.unwrap();
     let prefix = unique("nats");
-    let mut env = bridge_env(&db.url(), cluster.mqtt_port(0), &prefix, http_port());
+    let mut env = bridge_env(
+        &db.url(),
+        cluster.mqtt_port(0),
+        &prefix,
+        free_port().unwrap(),
+    );
     env.push((
         "CO2_BRIDGE__MQTT__HOSTS".into(),
         cluster.mqtt_hosts().join(","),
     ));
     env.push(("CO2_BRIDGE__MQTT__PROTOCOL".into(), "v311".into()));
     env.push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "50".into()));
-    let mut bridge = support::Binary::spawn(&env, "nats-drill");
+    let mut bridge = BridgeProcess::spawn_logged(bridge_bin(), &env, "nats-drill").unwrap();
     bridge.wait_ready().await;
 
     let devices_dir = tempfile::tempdir().unwrap();
@@ -287,7 +288,7 @@ async fn nats_bridge_node_killed_mid_stream_loses_and_doubles_nothing() {
     let mut reconnects = 0;
     for (n, device) in devices.iter_mut().enumerate() {
         let status = device.wait(Duration::from_secs(120)).await.unwrap();
-        let log = device_log(devices_dir.path(), n);
+        let log = device_log_text(devices_dir.path(), n);
         assert!(status.success(), "device {n} exited with {status}: {log}");
         assert!(
             log.contains("left_in_queue=0"),

@@ -29,7 +29,7 @@ async fn gaps_are_counted_by_cause_and_late_readings_are_not_gaps() {
         "1".into(),
     ));
     env.push(("CO2_BRIDGE__COMPLETENESS__LATE_AFTER_S".into(), "8".into()));
-    let mut bridge = Binary::spawn(&env, "complete");
+    let mut bridge = spawn_binary(&env, "complete");
     bridge.wait_ready().await;
     let publisher = V5::connect(broker.port(), EPOCH);
     let topic = format!("{prefix}/pi/emissions");
@@ -59,7 +59,7 @@ async fn gaps_are_counted_by_cause_and_late_readings_are_not_gaps() {
         .terminate(Duration::from_secs(20))
         .await
         .unwrap();
-    let bridge = Binary::spawn(&env, "complete-2");
+    let bridge = spawn_binary(&env, "complete-2");
     bridge.wait_ready().await;
     publisher.publish(&topic, reading_at(80), Some(80)).await;
     // Three readings of a third-party publisher: counted, never gaps.

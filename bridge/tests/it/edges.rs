@@ -104,7 +104,7 @@ async fn slow_and_idle_clients_are_cut_off_while_readings_keep_landing() {
         ],
     )
     .await;
-    let bridge = Binary::spawn(&rig.env, "slow");
+    let bridge = spawn_binary(&rig.env, "slow");
     bridge.wait_ready().await;
     let devices = bridge.device.unwrap();
     let publisher = Publisher::connect(rig.broker.port(), &unique("pub"));
@@ -233,7 +233,7 @@ async fn ingest_beyond_the_limits_is_refused_and_a_timeout_never_commits_later()
         ],
     )
     .await;
-    let bridge = Binary::spawn(&rig.env, "ingest-limits");
+    let bridge = spawn_binary(&rig.env, "ingest-limits");
     bridge.wait_ready().await;
     let devices = bridge.device.unwrap();
     let auth = format!("Bearer {TOKEN}");
@@ -331,7 +331,7 @@ async fn ingest_beyond_the_limits_is_refused_and_a_timeout_never_commits_later()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_the_ingest_requests_in_flight() {
     let rig = rig("ingest-drain", &[]).await;
-    let mut bridge = Binary::spawn(&rig.env, "ingest-drain");
+    let mut bridge = spawn_binary(&rig.env, "ingest-drain");
     bridge.wait_ready().await;
     let devices = bridge.device.unwrap();
     let mut lock = rig.db.pool().acquire().await.unwrap();
@@ -376,7 +376,7 @@ async fn shutdown_answers_the_ingest_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_write_in_another_devices_name() {
     let rig = rig("identity", &[]).await;
-    let bridge = Binary::spawn(&rig.env, "identity");
+    let bridge = spawn_binary(&rig.env, "identity");
     bridge.wait_ready().await;
     let devices = bridge.device.unwrap();
     let publisher = Publisher::connect(rig.broker.port(), &unique("pub"));
@@ -440,7 +440,7 @@ async fn large_images_cannot_fill_the_bridges_memory() {
         &[("CO2_BRIDGE__BATCH__MAX_INFLIGHT_BYTES", "4194304")],
     )
     .await;
-    let bridge = Binary::spawn(&rig.env, "budget");
+    let bridge = spawn_binary(&rig.env, "budget");
     bridge.wait_ready().await;
     let mut lock = rig.db.pool().acquire().await.unwrap();
     sqlx::query("LOCK TABLES images WRITE")
@@ -502,7 +502,7 @@ async fn retention_removes_old_dead_letters_and_keeps_new_ones() {
         &[("CO2_BRIDGE__DEAD_LETTERS__PRUNE_INTERVAL_S", "1")],
     )
     .await;
-    let bridge = Binary::spawn(&rig.env, "retention");
+    let bridge = spawn_binary(&rig.env, "retention");
     bridge.wait_ready().await;
     // 2,500 dead letters from 40 days ago (more than one chunk), and a new one.
     sqlx::query(
@@ -555,7 +555,7 @@ async fn the_images_page_needs_a_viewer_token_and_reads_an_index() {
         &[("CO2_BRIDGE__HTTP__VIEWER_TOKENS_FILE", &viewers)],
     )
     .await;
-    let bridge = Binary::spawn(&rig.env, "viewers");
+    let bridge = spawn_binary(&rig.env, "viewers");
     bridge.wait_ready().await;
     let devices: SocketAddr = bridge.device.unwrap();
     let (status, _) = http_get(devices, "/images").await.unwrap();

@@ -15,7 +15,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
     let broker = Broker::start("").await.unwrap();
     let prefix = unique("kill");
     let env = bridge_env(&db.url(), broker.port(), &prefix, http_port());
-    let mut bridge = Binary::spawn(&env, "kill-bridge");
+    let mut bridge = spawn_binary(&env, "kill-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (4, 5000);
@@ -34,7 +34,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
         "stream ended before the kill; make it longer"
     );
 
-    let restarted = Binary::spawn(&env, "kill-bridge-2");
+    let restarted = spawn_binary(&env, "kill-bridge-2");
     restarted.wait_ready().await;
     stream.await.unwrap();
     assert_restart_completes(&db, &restarted, devices, per_device).await;
@@ -55,7 +55,7 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
         &prefix,
         http_port(),
     );
-    let mut bridge = Binary::spawn(&env, "dbcut-bridge");
+    let mut bridge = spawn_binary(&env, "dbcut-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (3, 1000);
@@ -157,7 +157,7 @@ async fn sigterm_flushes_acks_and_exits_zero_and_the_broker_keeps_the_rest() {
     let broker = Broker::start("").await.unwrap();
     let prefix = unique("term");
     let env = bridge_env(&db.url(), broker.port(), &prefix, http_port());
-    let mut bridge = Binary::spawn(&env, "term-bridge");
+    let mut bridge = spawn_binary(&env, "term-bridge");
     bridge.wait_ready().await;
 
     let publisher = Publisher::connect(broker.port(), &unique("pub"));
@@ -188,7 +188,7 @@ async fn sigterm_flushes_acks_and_exits_zero_and_the_broker_keeps_the_rest() {
             .wait_acked((devices * per_device) as u64, Duration::from_secs(60))
             .await
     );
-    let restarted = Binary::spawn(&env, "term-bridge-2");
+    let restarted = spawn_binary(&env, "term-bridge-2");
     restarted.wait_ready().await;
     let total = (devices * per_device) as i64;
     assert_eq!(
@@ -217,7 +217,7 @@ async fn a_broker_that_overruns_the_window_cannot_fill_the_bridges_memory() {
     env.push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), window.to_string()));
 
     // The first run leaves a session with its subscription behind.
-    let mut first = Binary::spawn(&env, "overrun-first");
+    let mut first = spawn_binary(&env, "overrun-first");
     first.wait_ready().await;
     first
         .process
@@ -234,7 +234,7 @@ async fn a_broker_that_overruns_the_window_cannot_fill_the_bridges_memory() {
             .await
     );
 
-    let bridge = Binary::spawn(&env, "overrun-second");
+    let bridge = spawn_binary(&env, "overrun-second");
     // Once acks flow, the table is locked, so the next INSERT waits.
     assert!(
         wait_until(Duration::from_secs(20), || async {
@@ -291,7 +291,7 @@ async fn a_write_stuck_behind_a_lock_makes_the_bridge_unready_though_every_socke
     let prefix = unique("stall");
     let mut env = bridge_env(&db.url(), 1883, &prefix, http_port());
     env.push(("CO2_BRIDGE__BATCH__STALL_TIMEOUT_S".into(), "2".into()));
-    let bridge = Binary::spawn(&env, "stall");
+    let bridge = spawn_binary(&env, "stall");
     bridge.wait_ready().await;
     let publisher = Publisher::connect(1883, &unique("pub"));
     publish_range(&publisher, &prefix, 2, 0..1).await;

@@ -523,7 +523,7 @@ async fn a_good_reading_lands(rig: &Rig, publisher: &Publisher, n: usize) -> boo
 
 /// Sends every case; after each, checks the good reading, liveness,
 /// readiness and the dead letter.
-async fn run_suite(rig: &Rig, bridge: &mut Binary, publisher: &Publisher) {
+async fn run_suite(rig: &Rig, bridge: &mut BridgeProcess, publisher: &Publisher) {
     let mut n = 0;
     for case in cases(&rig.prefix) {
         let before = last_dead_letter(&rig.db).await;
@@ -622,7 +622,7 @@ async fn run_suite(rig: &Rig, bridge: &mut Binary, publisher: &Publisher) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_hostile_message_stops_the_bridge_or_stalls_it() {
     let rig = rig("hostile", None).await;
-    let mut bridge = Binary::spawn(&rig.env, "bridge-hostile");
+    let mut bridge = spawn_binary(&rig.env, "bridge-hostile");
     bridge.wait_ready().await;
     let publisher = Publisher::connect(rig.broker.port(), &unique("hostile-pub"));
     run_suite(&rig, &mut bridge, &publisher).await;
@@ -641,7 +641,7 @@ async fn no_hostile_message_stops_the_bridge_or_stalls_it() {
 
 /// Waits until the process exits; returns its status and whether `/readyz`
 /// was seen answering 503 on the way.
-async fn exits_after_503(bridge: &mut Binary) -> (std::process::ExitStatus, Option<String>) {
+async fn exits_after_503(bridge: &mut BridgeProcess) -> (std::process::ExitStatus, Option<String>) {
     let mut seen = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -667,7 +667,7 @@ async fn a_failing_pipeline_turns_unready_exits_and_does_not_crash_forever() {
         Some("decode-panic=DECODE-BOOM,commit-panic=COMMIT-BOOM"),
     )
     .await;
-    let mut bridge = Binary::spawn(&rig.env, "bridge-faulty");
+    let mut bridge = spawn_binary(&rig.env, "bridge-faulty");
     bridge.wait_ready().await;
     let publisher = Publisher::connect(rig.broker.port(), &unique("faulty-pub"));
 
@@ -720,7 +720,7 @@ async fn a_failing_pipeline_turns_unready_exits_and_does_not_crash_forever() {
     // Restarted: the messages of the crashed batch are written one at a time;
     // the marker crashes it once more, alone.
     let log_first = bridge.log_text();
-    let mut bridge = Binary::spawn(&rig.env, "bridge-faulty-2");
+    let mut bridge = spawn_binary(&rig.env, "bridge-faulty-2");
     let (status, _) = exits_after_503(&mut bridge).await;
     assert!(
         !status.success(),
@@ -735,7 +735,7 @@ async fn a_failing_pipeline_turns_unready_exits_and_does_not_crash_forever() {
 
     // Third start: the marker is dead-lettered unhandled and everything else flows.
     let before = last_dead_letter(&rig.db).await;
-    let bridge = Binary::spawn(&rig.env, "bridge-faulty-3");
+    let bridge = spawn_binary(&rig.env, "bridge-faulty-3");
     bridge.wait_ready().await;
     assert!(
         a_good_reading_lands(&rig, &publisher, 30_000).await,

@@ -388,7 +388,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
     let s = Setup::new("ixkill").await;
     let config = s.config(Some("co2"), "");
     let env = s.binary_env(&config, http_port());
-    let mut bridge = Binary::spawn(&env, "ixkill-bridge");
+    let mut bridge = spawn_binary(&env, "ixkill-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (4, 5000);
@@ -403,7 +403,7 @@ async fn sigkill_mid_stream_then_restart_loses_and_doubles_nothing() {
         "killed at {at_kill} points; make the stream longer"
     );
 
-    let restarted = Binary::spawn(&env, "ixkill-bridge-2");
+    let restarted = spawn_binary(&env, "ixkill-bridge-2");
     restarted.wait_ready().await;
     stream.await.unwrap();
     assert_eq!(
@@ -420,7 +420,7 @@ async fn influxd_stopped_for_ten_seconds_loses_nothing_and_readyz_names_the_sink
     let mut s = Setup::new("ixstop").await;
     let config = s.config(Some("co2"), "");
     let env = s.binary_env(&config, http_port());
-    let mut bridge = Binary::spawn(&env, "ixstop-bridge");
+    let mut bridge = spawn_binary(&env, "ixstop-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (3, 1000);
@@ -705,7 +705,7 @@ async fn a_dead_letter_is_acknowledged_only_once_influx_stored_it() {
     let mut s = Setup::new("ixletter").await;
     let config = s.config(Some("co2"), "");
     let env = s.binary_env(&config, http_port());
-    let bridge = Binary::spawn(&env, "ixletter-bridge");
+    let bridge = spawn_binary(&env, "ixletter-bridge");
     bridge.wait_ready().await;
     s.influx.stop().await.unwrap();
     let publisher = Publisher::connect(s.broker.port(), &unique("pub"));
@@ -745,7 +745,7 @@ async fn a_dead_letter_is_acknowledged_only_once_influx_stored_it() {
         0
     );
 
-    let restarted = Binary::spawn(&env, "ixletter-bridge-2");
+    let restarted = spawn_binary(&env, "ixletter-bridge-2");
     restarted.wait_ready().await;
     let letters_q = "SELECT count(payload_bytes) FROM rejected_messages";
     assert_eq!(

@@ -130,7 +130,7 @@ async fn produce_range(kafka: &KafkaBroker, topic: &str, range: std::ops::Range<
     }
 }
 
-async fn metric(bridge: &Binary, name: &str) -> f64 {
+async fn metric(bridge: &BridgeProcess, name: &str) -> f64 {
     match http_get(bridge.http, "/metrics").await {
         Ok((200, scrape)) => scrape
             .lines()
@@ -206,7 +206,7 @@ async fn kafka_poison_record_is_dead_lettered_with_its_offset_and_the_partition_
         .unwrap();
 
     let config = write_config(&kafka, &topic, &group);
-    let bridge = Binary::spawn(&kafka_env(&db.url(), &config, "kpoison"), "kpoison-bridge");
+    let bridge = spawn_binary(&kafka_env(&db.url(), &config, "kpoison"), "kpoison-bridge");
     bridge.wait_ready().await;
     assert_eq!(
         wait_for_rows(&db, 2, Duration::from_secs(30)).await,
@@ -238,7 +238,7 @@ async fn kafka_bridge_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twic
     let (kafka, topic, group) = kafka_with_topic("kkill", 3).await;
     let config = write_config(&kafka, &topic, &group);
     let env = kafka_env(&db.url(), &config, "kkill");
-    let mut bridge = Binary::spawn(&env, "kkill-bridge");
+    let mut bridge = spawn_binary(&env, "kkill-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (3, 2000);
@@ -269,7 +269,7 @@ async fn kafka_bridge_sigkilled_mid_stream_loses_nothing_and_stores_nothing_twic
 
     // Restarted in the same group, it resumes from the last commit: what it had
     // stored past it is read again (a no-op), nothing is skipped.
-    let restarted = Binary::spawn(&env, "kkill-bridge-restarted");
+    let restarted = spawn_binary(&env, "kkill-bridge-restarted");
     restarted.wait_ready().await;
     assert_restart_completes(&db, &restarted, devices, per_device).await;
     assert_committed_to_the_end(&kafka, &group, &topic, 3).await;
@@ -287,7 +287,7 @@ async fn kafka_sink_down_ten_seconds_pauses_fetching_loses_nothing_and_keeps_the
     // A small window, so that the outage fills it and fetching must pause.
     env.push(("CO2_BRIDGE__MQTT__RECEIVE_MAXIMUM".into(), "100".into()));
     env.push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "100".into()));
-    let bridge = Binary::spawn(&env, "kcut-bridge");
+    let bridge = spawn_binary(&env, "kcut-bridge");
     bridge.wait_ready().await;
 
     let (devices, per_device) = (3, 1000);
@@ -347,10 +347,10 @@ async fn three_kafka_bridges_split_the_partitions_and_a_sigkilled_one_loses_noth
     let db = Database::create("kgroup").await.unwrap();
     let (kafka, topic, group) = kafka_with_topic("kgroup", 6).await;
     let config = write_config(&kafka, &topic, &group);
-    let mut bridges: Vec<Binary> = (0..3)
+    let mut bridges: Vec<BridgeProcess> = (0..3)
         .map(|i| {
             let env = kafka_env(&db.url(), &config, &format!("kgroup{i}"));
-            Binary::spawn(&env, &format!("kgroup-bridge-{i}"))
+            spawn_binary(&env, &format!("kgroup-bridge-{i}"))
         })
         .collect();
     for b in &bridges {
@@ -412,7 +412,7 @@ async fn kafka_broker_unreachable_fails_readyz_and_the_bridge_resumes_when_it_is
     kafka.create_topic(&topic, 1).await.unwrap();
     let group = unique("kdown-group");
     let config = write_config(&kafka, &topic, &group);
-    let bridge = Binary::spawn(&kafka_env(&db.url(), &config, "kdown"), "kdown-bridge");
+    let bridge = spawn_binary(&kafka_env(&db.url(), &config, "kdown"), "kdown-bridge");
     bridge.wait_ready().await;
     let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
     assert_eq!(
@@ -487,7 +487,7 @@ async fn kafka_latest_starts_at_the_end_and_earliest_at_the_start() {
     produce_range(&kafka, &topic, 0..10).await;
 
     let config = write_config_with(&kafka, &topic, &group, "auto_offset_reset = \"latest\"\n");
-    let mut latest = Binary::spawn(&kafka_env(&db.url(), &config, "kreset"), "kreset-latest");
+    let mut latest = spawn_binary(&kafka_env(&db.url(), &config, "kreset"), "kreset-latest");
     latest.wait_ready().await;
     let assigned = wait_until(Duration::from_secs(30), || async {
         metric(&latest, "co2_bridge_kafka_partitions_assigned").await >= 1.0
@@ -529,7 +529,7 @@ async fn kafka_latest_starts_at_the_end_and_earliest_at_the_start() {
         &other_group,
         "auto_offset_reset = \"earliest\"\n",
     );
-    let earliest = Binary::spawn(&kafka_env(&db.url(), &config, "kreset"), "kreset-earliest");
+    let earliest = spawn_binary(&kafka_env(&db.url(), &config, "kreset"), "kreset-earliest");
     earliest.wait_ready().await;
     assert_eq!(
         wait_for_rows(&db, 20, Duration::from_secs(30)).await,
@@ -594,7 +594,7 @@ async fn kafka_dht11_and_camera_json_land_through_the_shipped_routes() {
         .await
         .unwrap();
 
-    let bridge = Binary::spawn(&env, "kjson-bridge");
+    let bridge = spawn_binary(&env, "kjson-bridge");
     bridge.wait_ready().await;
     let landed = wait_until(Duration::from_secs(30), || async {
         db.count("readings").await.unwrap_or(0) == 1 && db.count("images").await.unwrap_or(0) == 1

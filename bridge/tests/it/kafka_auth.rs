@@ -70,17 +70,17 @@ fn spawn_bridge(
     db: &Database,
     name: &str,
     source: &str,
-) -> (Binary, String) {
+) -> (BridgeProcess, String) {
     let group = unique(&format!("{name}-group"));
     let config = write_config_with(kafka, topic, &group, source);
-    let bridge = Binary::spawn(&kafka_env(&db.url(), &config, name), name);
+    let bridge = spawn_binary(&kafka_env(&db.url(), &config, name), name);
     (bridge, group)
 }
 
 /// The bridge stores all [`READINGS`] exactly once and commits their offsets.
 async fn assert_stores_all(
     kafka: &KafkaBroker,
-    bridge: &Binary,
+    bridge: &BridgeProcess,
     db: &Database,
     group: &str,
     topic: &str,
@@ -104,7 +104,7 @@ async fn assert_stores_all(
 /// status page shows the source down with it as the last error, `/readyz`
 /// fails on the source, and nothing reached its database although the
 /// topic holds readings it would read.
-async fn assert_refused(bridge: &Binary, db: &Database, why: &str) {
+async fn assert_refused(bridge: &BridgeProcess, db: &Database, why: &str) {
     let said = wait_until(Duration::from_secs(20), || async {
         bridge.log_text().contains(why)
     })

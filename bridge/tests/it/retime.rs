@@ -71,7 +71,7 @@ where
 
 /// A test-owned broker and database, and a bridge on defaults running the
 /// shipped routes plus the CO2 route under `<prefix>/+/emissions`.
-async fn rig(name: &str) -> (RouteRig, String, Binary) {
+async fn rig(name: &str) -> (RouteRig, String, BridgeProcess) {
     let mut rig = route_rig(
         name,
         ("cam-1", "cam-1-token-0123456789abcdef"),
@@ -92,7 +92,7 @@ async fn rig(name: &str) -> (RouteRig, String, Binary) {
         .and_then(|(_, v)| v.strip_suffix("/+/emissions"))
         .unwrap()
         .to_owned();
-    let bridge = Binary::spawn(&rig.env, name);
+    let bridge = spawn_binary(&rig.env, name);
     bridge.wait_ready().await;
     (rig, prefix, bridge)
 }

@@ -14,7 +14,7 @@ fn set(env: &mut Vec<(String, String)>, key: &str, value: String) {
 }
 
 /// Messages a bridge took from the broker (summed over routes).
-async fn received(bridge: &Binary) -> f64 {
+async fn received(bridge: &BridgeProcess) -> f64 {
     let Ok((200, scrape)) = http_get(bridge.http, "/metrics").await else {
         return 0.0;
     };
@@ -47,10 +47,10 @@ async fn three_bridges_in_a_shared_group_split_a_stream_and_a_sigkilled_one_lose
             env
         })
         .collect();
-    let mut bridges: Vec<Binary> = envs
+    let mut bridges: Vec<BridgeProcess> = envs
         .iter()
         .enumerate()
-        .map(|(i, env)| Binary::spawn(env, &format!("share-bridge-{i}")))
+        .map(|(i, env)| spawn_binary(env, &format!("share-bridge-{i}")))
         .collect();
     for b in &bridges {
         b.wait_ready().await;
@@ -114,7 +114,7 @@ async fn three_bridges_in_a_shared_group_split_a_stream_and_a_sigkilled_one_lose
 
     // The member comes back under its client id (systemd's Restart=on-failure) and
     // resumes its session: what was in flight to it and what was queued for it arrive.
-    let restarted = Binary::spawn(&envs[1], "share-bridge-1-restarted");
+    let restarted = spawn_binary(&envs[1], "share-bridge-1-restarted");
     restarted.wait_ready().await;
     assert_restart_completes(&db, &restarted, devices, per_device).await;
     bridges.remove(1);

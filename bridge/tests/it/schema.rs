@@ -113,7 +113,7 @@ async fn a_dml_only_account_with_pending_migrations_is_told_what_to_run() {
     .unwrap();
     let url = format!("mysql://{user}:pw-{user}@127.0.0.1:3306/{}", db.name());
     let env = bridge_env(&url, 1883, &unique("dml"), http_port());
-    let mut bridge = Binary::spawn(&env, "dml-bridge");
+    let mut bridge = spawn_binary(&env, "dml-bridge");
     let status = bridge.process.wait(Duration::from_secs(30)).await.unwrap();
     let log = bridge.log_text();
     pool.execute(format!("DROP USER '{user}'@'%'").as_str())

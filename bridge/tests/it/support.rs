@@ -1,45 +1,23 @@
 //! Shared helpers: start a bridge (in process or as the real binary), publish
 //! numbered readings, and read back what the table holds.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
 use co2_bridge::{Bridge, Settings};
-use co2_testkit::{
-    free_port, http_get, unique, wait_until, Broker, ChildProcess, Database, Publisher,
+// The readings, the bridge's environment and waiting for rows are the test
+// kit's (the cluster drills use them too); re-exported for the tests here.
+pub use co2_testkit::{
+    assert_exactly_once, bridge_env, expected, payload, publish_range, reading, stored_in,
+    wait_for_rows, BridgeProcess,
 };
+use co2_testkit::{free_port, http_get, unique, wait_until, Broker, Database, Publisher};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Environment for a bridge talking to `db_url` and 127.0.0.1:`mqtt_port`,
-/// subscribed to `<prefix>/+/emissions`.
-pub fn bridge_env(
-    db_url: &str,
-    mqtt_port: u16,
-    prefix: &str,
-    http_port: u16,
-) -> Vec<(String, String)> {
-    [
-        ("CO2_BRIDGE__DATABASE__URL", db_url.to_owned()),
-        ("CO2_BRIDGE__MQTT__PORT", mqtt_port.to_string()),
-        ("CO2_BRIDGE__MQTT__CLIENT_ID", format!("{prefix}-bridge")),
-        ("CO2_BRIDGE__MQTT__TOPICS", format!("{prefix}/+/emissions")),
-        ("CO2_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{http_port}")),
-        ("CO2_BRIDGE__DATABASE__RETRY_MAX_MS", "1000".to_owned()),
-        ("CO2_BRIDGE__MQTT__RECONNECT_MAX_MS", "1000".to_owned()),
-        // Readings in these tests are stamped in the past; lag is not under test.
-        ("CO2_BRIDGE__WIRE__MAX_FUTURE_S", "300".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
 
 /// A bridge running inside the test process.
 pub struct InProcess {
@@ -113,54 +91,10 @@ impl InProcess {
     }
 }
 
-/// The real `co2-bridge` binary, for kill -9 and exit-code tests.
-pub struct Binary {
-    pub process: ChildProcess,
-    pub http: SocketAddr,
-    /// The device listener (ingest, images), when the environment turns it on.
-    pub device: Option<SocketAddr>,
-    pub log: PathBuf,
-}
-
-/// The port of the listener `key` names in `env`, if it is there.
-fn port_of(env: &[(String, String)], key: &str) -> Option<u16> {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
-}
-
-impl Binary {
-    pub fn spawn(env: &[(String, String)], log_name: &str) -> Self {
-        let http_port = port_of(env, "CO2_BRIDGE__HTTP__LISTEN").unwrap();
-        let device = port_of(env, "CO2_BRIDGE__HTTP__DEVICE_LISTEN")
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_co2-bridge"));
-        command.arg("run").env("RUST_LOG", "info,co2_bridge=debug");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let log = std::env::temp_dir().join(format!("{}.log", unique(log_name)));
-        let process = ChildProcess::spawn(command, &log).unwrap();
-        Self {
-            process,
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-            device,
-            log,
-        }
-    }
-
-    pub async fn wait_ready(&self) {
-        let http = self.http;
-        let ready = wait_until(Duration::from_secs(30), || async move {
-            matches!(http_get(http, "/readyz").await, Ok((200, _)))
-        })
-        .await;
-        assert!(ready, "bridge binary not ready; log: {}", self.log_text());
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// The real `co2-bridge` binary of this package with `env`, logging to a
+/// fresh file named after `log_name`: for kill -9 and exit-code tests.
+pub fn spawn_binary(env: &[(String, String)], log_name: &str) -> BridgeProcess {
+    BridgeProcess::spawn_logged(Path::new(env!("CARGO_BIN_EXE_co2-bridge")), env, log_name).unwrap()
 }
 
 /// A free port for a bridge's HTTP listener.
@@ -176,45 +110,10 @@ pub fn device_listener() -> (String, String) {
     )
 }
 
-/// Reading `i` of device `d`: a distinct millisecond time and a value derived
-/// from both, so every row can be checked.
-pub fn reading(d: usize, i: usize) -> (String, DateTime<Utc>, f64) {
-    let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let time = base + chrono::Duration::milliseconds((i * 1000 + d * 7) as i64);
-    let value = ((i * 13 + d * 101) % 99_000) as f64 + 0.25;
-    (format!("dev{d}"), time, value)
-}
-
 /// Minute `i` after 2024-05-01 10:00:00 UTC, as `%Y-%m-%d %H:%M:%S`.
 pub fn minute(i: usize) -> String {
     let t = chrono::DateTime::from_timestamp(1_714_557_600 + i as i64 * 60, 0).unwrap();
     t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-/// The canonical payload of a reading.
-pub fn payload(time: DateTime<Utc>, value: f64) -> String {
-    format!("{}|{value:.2}", time.format("%Y-%m-%d %H:%M:%S%.3f"))
-}
-
-/// Publishes readings `range` of `devices` devices to `<prefix>/devN/emissions`.
-pub async fn publish_range(
-    publisher: &Publisher,
-    prefix: &str,
-    devices: usize,
-    range: std::ops::Range<usize>,
-) {
-    for i in range {
-        for d in 0..devices {
-            let (device, time, value) = reading(d, i);
-            publisher
-                .publish(
-                    &format!("{prefix}/{device}/emissions"),
-                    payload(time, value),
-                )
-                .await
-                .unwrap();
-        }
-    }
 }
 
 /// Publishes readings `0..per_device` of `devices` devices from a task, with
@@ -241,56 +140,11 @@ pub fn spawn_stream(
     })
 }
 
-/// Every (device, epoch ms, value in cents) we expect for `devices` × `count`.
-pub fn expected(devices: usize, count: usize) -> BTreeSet<(String, i64, i64)> {
-    (0..count)
-        .flat_map(|i| (0..devices).map(move |d| reading(d, i)))
-        .map(|(device, time, value)| {
-            (
-                device,
-                time.timestamp_millis(),
-                (value * 100.0).round() as i64,
-            )
-        })
-        .collect()
-}
-
-/// What `co2_emissions` of the database behind `pool` holds, in the same
-/// shape, plus the raw row count.
-pub async fn stored_in(pool: &sqlx::MySqlPool) -> (BTreeSet<(String, i64, i64)>, i64) {
-    let rows: Vec<(String, DateTime<Utc>, f64)> =
-        sqlx::query_as("SELECT CAST(device AS CHAR), date_time, emissions FROM co2_emissions")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    let count = rows.len() as i64;
-    let set = rows
-        .into_iter()
-        .map(|(device, time, value)| {
-            (
-                device,
-                time.timestamp_millis(),
-                (value * 100.0).round() as i64,
-            )
-        })
-        .collect();
-    (set, count)
-}
-
-/// Waits until the table holds `n` rows (or `timeout` passes); returns the count.
-pub async fn wait_for_rows(db: &Database, n: i64, timeout: Duration) -> i64 {
-    wait_until(timeout, || async {
-        db.count("co2_emissions").await.unwrap_or(0) >= n
-    })
-    .await;
-    db.count("co2_emissions").await.unwrap()
-}
-
 /// Waits for a restarted bridge to bring the table to `devices` × `per_device`
 /// rows, then asserts each reading is there exactly once.
 pub async fn assert_restart_completes(
     db: &Database,
-    restarted: &Binary,
+    restarted: &BridgeProcess,
     devices: usize,
     per_device: usize,
 ) {
@@ -298,30 +152,6 @@ pub async fn assert_restart_completes(
     let rows = wait_for_rows(db, total, Duration::from_secs(120)).await;
     assert_eq!(rows, total, "{}", restarted.log_text());
     assert_exactly_once(db, devices, per_device).await;
-}
-
-/// Asserts the table holds exactly the expected readings, each once.
-pub async fn assert_exactly_once(db: &Database, devices: usize, count: usize) {
-    assert_exactly_once_in(db.pool(), devices, count).await;
-}
-
-/// As [`assert_exactly_once`], in the database behind `pool`.
-pub async fn assert_exactly_once_in(pool: &sqlx::MySqlPool, devices: usize, count: usize) {
-    let want = expected(devices, count);
-    let (got, rows) = stored_in(pool).await;
-    let missing: Vec<_> = want.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&want).take(5).collect();
-    assert!(
-        missing.is_empty(),
-        "{} readings missing, e.g. {missing:?}",
-        want.difference(&got).count()
-    );
-    assert!(extra.is_empty(), "unexpected rows, e.g. {extra:?}");
-    assert_eq!(
-        rows,
-        want.len() as i64,
-        "some reading is stored more than once"
-    );
 }
 
 /// A real, decodable RGB PNG of one colour (stored deflate, no compression).
@@ -476,7 +306,7 @@ pub async fn sigkill_drill(name: &str, drill: Drill) -> (RouteRig, i64) {
     // Small batches, so the table grows in steps a kill can land between.
     rig.env
         .push(("CO2_BRIDGE__BATCH__MAX_ROWS".into(), "100".into()));
-    let mut bridge = Binary::spawn(&rig.env, name);
+    let mut bridge = spawn_binary(&rig.env, name);
     bridge.wait_ready().await;
     let port = rig.broker.port();
     let stream = tokio::spawn(async move {
@@ -503,7 +333,7 @@ pub async fn sigkill_drill(name: &str, drill: Drill) -> (RouteRig, i64) {
     bridge.process.kill().await.unwrap();
     let at_kill = rig.db.count(table).await.unwrap();
     assert!(at_kill < rows, "the stream ended before the kill");
-    let restarted = Binary::spawn(&rig.env, name);
+    let restarted = spawn_binary(&rig.env, name);
     restarted.wait_ready().await;
     stream.await.unwrap();
     let stored = || async {

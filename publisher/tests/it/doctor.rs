@@ -13,17 +13,9 @@ use crate::support::publisher_env;
 
 /// Runs the real binary's doctor with `env`; returns (exit code, stdout).
 async fn doctor(env: &[(String, String)]) -> (i32, String) {
-    let out = tokio::process::Command::new(crate::support::publisher_bin())
-        .arg("doctor")
-        .env_remove("CO2_PUBLISHER_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .output()
+    co2_testkit::doctor::run(&crate::support::publisher_bin(), None, env)
         .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), stdout)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

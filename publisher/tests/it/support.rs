@@ -3,14 +3,16 @@
 //! publisher logged and what the bridge stored.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use co2_testkit::{free_port, http_get, wait_until, workspace_binary, ChildProcess, Database};
+use co2_testkit::{
+    bridge_base_env, bridge_bin, device_env, device_log, free_port, queue_path, spawn_device,
+    wait_for_device_rows, BridgeProcess, ChildProcess, Database,
+};
+
 use co2_wire::{DeviceEvent, Seq};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
@@ -19,29 +21,18 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 /// Environment for a publisher binary: `device` on 127.0.0.1:`port`, topics
 /// under `prefix`, queue at `queue`, fast interval, no clock-sync wait.
 pub fn publisher_env(device: &str, port: u16, prefix: &str, queue: &Path) -> Vec<(String, String)> {
-    [
-        ("CO2_PUBLISHER__DEVICE", device.to_owned()),
-        ("CO2_PUBLISHER__INTERVAL_MS", "20".to_owned()),
-        ("CO2_PUBLISHER__MQTT__PORT", port.to_string()),
-        ("CO2_PUBLISHER__MQTT__TOPIC_PREFIX", prefix.to_owned()),
-        ("CO2_PUBLISHER__MQTT__RECONNECT_MIN_MS", "100".to_owned()),
-        ("CO2_PUBLISHER__MQTT__RECONNECT_MAX_MS", "500".to_owned()),
-        ("CO2_PUBLISHER__QUEUE__PATH", queue.display().to_string()),
-        (
-            "CO2_PUBLISHER__STATUS__PATH",
-            status_path(queue).display().to_string(),
-        ),
-        ("CO2_PUBLISHER__CLOCK__REQUIRE_SYNC", "false".to_owned()),
-        ("RUST_LOG", "info,co2_publisher=debug".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
-/// Where [`publisher_env`] puts the status file of the queue at `queue`.
-pub fn status_path(queue: &Path) -> PathBuf {
-    queue.with_extension("status.json")
+    let mut env = device_env(device, queue);
+    env.extend(
+        [
+            ("CO2_PUBLISHER__MQTT__PORT", port.to_string()),
+            ("CO2_PUBLISHER__MQTT__TOPIC_PREFIX", prefix.to_owned()),
+            ("CO2_PUBLISHER__MQTT__RECONNECT_MIN_MS", "100".to_owned()),
+            ("CO2_PUBLISHER__MQTT__RECONNECT_MAX_MS", "500".to_owned()),
+            ("RUST_LOG", "info,co2_publisher=debug".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
+    );
+    env
 }
 
 /// The publisher binary of this package.
@@ -59,20 +50,18 @@ pub fn spawn_publisher(
     args: &[&str],
     extra: &[(&str, &str)],
 ) -> ChildProcess {
-    let mut cmd = Command::new(publisher_bin());
-    cmd.args(args);
-    for (k, v) in publisher_env(device, port, prefix, &dir.join(format!("{device}.sqlite3"))) {
-        cmd.env(k, v);
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    ChildProcess::spawn(cmd, &dir.join(format!("{device}.log"))).unwrap()
+    let mut env = publisher_env(device, port, prefix, &queue_path(dir, device));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    spawn_device(&publisher_bin(), dir, device, args, env).unwrap()
 }
 
 /// The log of `device` in `dir`.
 pub fn log_of(dir: &Path, device: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{device}.log"))).unwrap_or_default()
+    std::fs::read_to_string(device_log(dir, device)).unwrap_or_default()
 }
 
 /// Every reading a publisher log says it queued: epoch ms -> value in cents.
@@ -133,11 +122,6 @@ pub fn parse_payload(payload: &str) -> (i64, i64) {
     (time.timestamp_millis(), cents)
 }
 
-/// The bridge binary (`CO2_BRIDGE_BIN`, else beside this test's target directory).
-pub fn bridge_bin() -> PathBuf {
-    workspace_binary("co2-bridge", "CO2_BRIDGE_BIN")
-}
-
 /// The real bridge binary, subscribed to `<prefix>/+/emissions` on the broker
 /// at `port`, writing into `db`; ready when this returns.
 pub async fn start_bridge(dir: &Path, port: u16, prefix: &str, db: &Database) -> ChildProcess {
@@ -152,30 +136,21 @@ pub async fn start_bridge_with(
     db: &Database,
     extra: &[(&str, &str)],
 ) -> ChildProcess {
-    let http_port = free_port().unwrap();
-    let mut cmd = Command::new(bridge_bin());
-    cmd.envs(extra.iter().copied());
-    cmd.arg("run")
-        .env("RUST_LOG", "info")
-        .env("CO2_BRIDGE__DATABASE__URL", db.url())
-        .env("CO2_BRIDGE__MQTT__PORT", port.to_string())
-        .env("CO2_BRIDGE__MQTT__CLIENT_ID", format!("{prefix}-bridge"))
-        .env("CO2_BRIDGE__MQTT__TOPICS", format!("{prefix}/+/emissions"))
-        .env("CO2_BRIDGE__MQTT__RECONNECT_MAX_MS", "500")
-        .env("CO2_BRIDGE__HTTP__LISTEN", format!("127.0.0.1:{http_port}"));
-    let log = dir.join("bridge.log");
-    let bridge = ChildProcess::spawn(cmd, &log).unwrap();
-    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
-    let ready = wait_until(Duration::from_secs(30), || async move {
-        matches!(http_get(http, "/readyz").await, Ok((200, _)))
-    })
-    .await;
-    assert!(
-        ready,
-        "bridge not ready: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    bridge
+    let mut env: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    env.push(("RUST_LOG".into(), "info".into()));
+    env.extend(bridge_base_env(
+        &db.url(),
+        port,
+        prefix,
+        free_port().unwrap(),
+    ));
+    env.push(("CO2_BRIDGE__MQTT__RECONNECT_MAX_MS".into(), "500".into()));
+    let bridge = BridgeProcess::spawn(&bridge_bin(), &env, &dir.join("bridge.log")).unwrap();
+    bridge.wait_ready().await;
+    bridge.process
 }
 
 /// Rows the bridge stored for `device`: (epoch ms, value in cents), by id.
@@ -194,11 +169,8 @@ pub async fn stored(db: &Database, device: &str) -> Vec<(i64, i64)> {
 
 /// Waits until the bridge stored at least `n` rows for `device`.
 pub async fn wait_rows(db: &Database, device: &str, n: usize, timeout: Duration) -> bool {
-    wait_until(
-        timeout,
-        || async move { stored(db, device).await.len() >= n },
-    )
-    .await
+    let n = n as i64;
+    wait_for_device_rows(db, device, n, timeout).await >= n
 }
 
 /// One message the listener received.

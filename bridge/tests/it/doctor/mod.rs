@@ -53,23 +53,8 @@ async fn doctor(env: &[(String, String)]) -> (i32, String) {
 }
 
 async fn doctor_in(netns: Option<&str>, env: &[(String, String)]) -> (i32, String) {
-    let bin = env!("CARGO_BIN_EXE_co2-bridge");
-    let mut command = match netns {
-        Some(ns) => {
-            let mut c = tokio::process::Command::new("ip");
-            c.args(["netns", "exec", ns, bin]);
-            c
-        }
-        None => tokio::process::Command::new(bin),
-    };
-    command.arg("doctor").env("RUST_LOG", "warn");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), stdout)
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_co2-bridge"));
+    co2_testkit::doctor::run(bin, netns, env).await.unwrap()
 }
 
 fn env(mqtt_port: u16, db_url: &str, prefix: &str) -> Vec<(String, String)> {
