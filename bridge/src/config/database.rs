@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::masking::{mask, mask_url};
-use super::{invalid, secret, ConfigError, Settings};
+use super::{invalid, ConfigError, Secret, Settings};
 
 /// `[database]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -55,12 +55,7 @@ impl Default for DatabaseSettings {
 impl DatabaseSettings {
     /// Checks what can be checked without a network; `key` is `database` or `sinks.<name>`.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(
-                format!("{key}.password"),
-                "set password or password_file, not both",
-            ));
-        }
+        self.password_secret(key).validate()?;
         self.endpoints(key)?;
         if self.max_connections == 0 {
             return Err(invalid(
@@ -99,11 +94,12 @@ impl DatabaseSettings {
 
     /// The password, from `password` or `password_file`; `key` names the section in errors.
     pub fn password(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
-        secret(
-            &self.password,
-            &self.password_file,
-            &format!("{key}.password_file"),
-        )
+        self.password_secret(key).read()
+    }
+
+    /// `password` or `password_file`; `key` names the section.
+    pub fn password_secret<'a>(&'a self, key: &'a str) -> Secret<'a> {
+        Secret::new(key, "password", &self.password, &self.password_file)
     }
 }
 

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::masking::{mask, mask_url};
-use super::{invalid, secret, ConfigError};
+use super::{invalid, ConfigError, Secret};
 
 /// `[sinks.<name>]` with `kind = "influxdb"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -100,20 +100,12 @@ impl InfluxSettings {
                 "must not be empty; leave it out for the database's default",
             ));
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(
-                format!("{key}.password"),
-                "set password or password_file, not both",
-            ));
-        }
-        if self.token.is_some() && self.token_file.is_some() {
-            return Err(invalid(
-                format!("{key}.token"),
-                "set token or token_file, not both",
-            ));
-        }
-        let has_password = self.password.is_some() || self.password_file.is_some();
-        let has_token = self.token.is_some() || self.token_file.is_some();
+        let password = self.password_secret(key);
+        let token = self.token_secret(key);
+        password.validate()?;
+        token.validate()?;
+        let has_password = password.is_set();
+        let has_token = token.is_set();
         if has_password && self.username.is_none() {
             return Err(invalid(
                 format!("{key}.username"),
@@ -160,15 +152,21 @@ impl InfluxSettings {
 
     /// The password of `username`, from `password` or `password_file`.
     pub fn password(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
-        secret(
-            &self.password,
-            &self.password_file,
-            &format!("{key}.password_file"),
-        )
+        self.password_secret(key).read()
     }
 
     /// The API token, from `token` or `token_file`.
     pub fn token(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
-        secret(&self.token, &self.token_file, &format!("{key}.token_file"))
+        self.token_secret(key).read()
+    }
+
+    /// `password` or `password_file`; `key` is `sinks.<name>`.
+    pub fn password_secret<'a>(&'a self, key: &'a str) -> Secret<'a> {
+        Secret::new(key, "password", &self.password, &self.password_file)
+    }
+
+    /// `token` or `token_file`; `key` is `sinks.<name>`.
+    pub fn token_secret<'a>(&'a self, key: &'a str) -> Secret<'a> {
+        Secret::new(key, "token", &self.token, &self.token_file)
     }
 }

@@ -44,7 +44,7 @@ pub use wire::WireSettings;
 
 pub(crate) use error::invalid;
 pub(crate) use masking::mask;
-pub(crate) use secret::secret;
+pub use secret::Secret;
 
 use std::collections::BTreeMap;
 
@@ -136,12 +136,7 @@ impl Settings {
                  everything published while the bridge is away; use e.g. 604800",
             ));
         }
-        if self.mqtt.password.is_some() && self.mqtt.password_file.is_some() {
-            return Err(invalid(
-                "mqtt.password",
-                "set password or password_file, not both",
-            ));
-        }
+        self.mqtt.password_secret().validate()?;
         for (i, source) in self.sources.iter().enumerate() {
             match source {
                 SourceSettings::Kafka(kafka) => kafka.validate(&format!("sources.{i}"))?,

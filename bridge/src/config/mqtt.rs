@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::masking::mask;
-use super::{invalid, secret, ConfigError, Settings};
+use super::{invalid, ConfigError, Secret, Settings};
 
 /// `[mqtt]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -119,6 +119,13 @@ impl Default for MqttSettings {
     }
 }
 
+impl MqttSettings {
+    /// `password` or `password_file`.
+    pub fn password_secret(&self) -> Secret<'_> {
+        Secret::new("mqtt", "password", &self.password, &self.password_file)
+    }
+}
+
 impl Settings {
     /// The broker's nodes: `mqtt.hosts`, or the single `mqtt.host:mqtt.port`.
     pub fn mqtt_endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
@@ -175,10 +182,6 @@ impl Settings {
 
     /// The broker password, from `password` or `password_file`.
     pub fn mqtt_password(&self) -> Result<Option<SecretString>, ConfigError> {
-        secret(
-            &self.mqtt.password,
-            &self.mqtt.password_file,
-            "mqtt.password_file",
-        )
+        self.mqtt.password_secret().read()
     }
 }
