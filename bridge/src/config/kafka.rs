@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, TlsSettings};
+use super::{ConfigError, Secret, TlsSettings};
 
 /// One Kafka source.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,12 +136,7 @@ impl KafkaSettings {
         if !(1_000..=300_000).contains(&self.session_timeout_ms) {
             return Err(invalid("session_timeout_ms", "must be 1000..=300000"));
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(invalid(
-                "password",
-                "set password or password_file, not both",
-            ));
-        }
+        self.password_secret(key).validate()?;
         match (&self.sasl_mechanism, self.security_protocol.sasl()) {
             (Some(m), true) if MECHANISMS.contains(&m.as_str()) => {}
             (None, false) => {}
@@ -174,10 +169,11 @@ impl KafkaSettings {
 
     /// The SASL password, from `password` or `password_file`.
     pub fn password(&self, key: &str) -> Result<Option<SecretString>, ConfigError> {
-        crate::config::secret(
-            &self.password,
-            &self.password_file,
-            &format!("{key}.password_file"),
-        )
+        self.password_secret(key).read()
+    }
+
+    /// `password` or `password_file`; `key` is `sources.<n>`.
+    pub fn password_secret<'a>(&'a self, key: &'a str) -> Secret<'a> {
+        Secret::new(key, "password", &self.password, &self.password_file)
     }
 }

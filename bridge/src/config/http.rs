@@ -1,0 +1,72 @@
+//! `[http]`: the operator and device listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, ConfigError, Settings};
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// The operator listener (`/metrics`, `/healthz`, `/readyz`); keep it on
+    /// loopback or an internal network.
+    pub listen: String,
+    /// The device listener (`POST /ingest/<route>`, `/images`); off unless set.
+    pub device_listen: Option<String>,
+    /// Seconds a client has to send a request head (and, on a kept-alive
+    /// connection, to start the next one) before it is disconnected.
+    pub header_read_timeout_s: u64,
+    /// Seconds a client has to send a whole request body.
+    pub body_timeout_s: u64,
+    /// Seconds a request may take to be answered (ingest: to be stored).
+    pub request_timeout_s: u64,
+    /// Connections each listener serves at once; more are answered 503.
+    pub max_connections: usize,
+    /// Ingest requests in flight at once; more are answered 503 with Retry-After.
+    pub max_ingest_requests: usize,
+    /// File of viewer tokens (a line each) that may open `/images`.
+    pub viewer_tokens_file: Option<PathBuf>,
+    /// Serve `/images` without a token (only on a trusted network).
+    pub images_public: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            device_listen: None,
+            header_read_timeout_s: 10,
+            body_timeout_s: 30,
+            request_timeout_s: 30,
+            max_connections: 256,
+            max_ingest_requests: 64,
+            viewer_tokens_file: None,
+            images_public: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The HTTP listen address, parsed.
+    pub fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
+        SocketAddr::from_str(&self.http.listen)
+            .map_err(|e| invalid("http.listen", format!("{:?}: {e}", self.http.listen)))
+    }
+
+    /// The device listener's address, if it is on.
+    pub fn device_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        self.http
+            .device_listen
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                SocketAddr::from_str(a)
+                    .map_err(|e| invalid("http.device_listen", format!("{a:?}: {e}")))
+            })
+            .transpose()
+    }
+}
