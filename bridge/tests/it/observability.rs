@@ -24,8 +24,18 @@ async fn metrics_agree_with_the_table_and_pass_promtool() {
     })
     .await;
 
-    let scrape = bridge.scrape().await;
+    // The pipeline counts a batch just after its commit, which the table
+    // shows first: on a busy machine the scrape can come in between.
     let rows = db.count("co2_emissions").await.unwrap() as f64;
+    co2_testkit::wait_until(Duration::from_secs(10), || async {
+        let scrape = bridge.scrape().await;
+        metric_value(
+            &scrape,
+            "co2_bridge_rows_written_total{route=\"co2\",sink=\"mysql\"}",
+        ) == Some(rows)
+    })
+    .await;
+    let scrape = bridge.scrape().await;
     let rejected = db.count("rejected_messages").await.unwrap() as f64;
     assert_eq!(
         metric_value(

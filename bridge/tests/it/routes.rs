@@ -77,6 +77,16 @@ async fn bin_levels_from_the_shipped_example_including_full_and_bad_lines() {
         .unwrap();
     reasons.sort();
     assert_eq!(reasons, ["bad_device", "bad_number", "field_count"]);
+    // The pipeline counts a batch just after its commit, which the table
+    // shows first: on a busy machine the scrape can come in between.
+    co2_testkit::wait_until(Duration::from_secs(10), || async {
+        let scrape = bridge.scrape().await;
+        metric_value(
+            &scrape,
+            "co2_bridge_rows_written_total{route=\"bins\",sink=\"mysql\"}",
+        ) == Some(4.0)
+    })
+    .await;
     let scrape = bridge.scrape().await;
     assert_eq!(
         metric_value(
