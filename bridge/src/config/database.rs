@@ -104,12 +104,8 @@ impl DatabaseSettings {
 }
 
 impl Settings {
-    /// The database URL of `[database]`, parsed.
-    pub fn database_url(&self) -> Result<url::Url, ConfigError> {
-        self.database.url("database")
-    }
-
     /// The password of `[database]`, from `password` or `password_file`.
+    #[cfg(test)]
     pub fn database_password(&self) -> Result<Option<SecretString>, ConfigError> {
         self.database.password("database")
     }
