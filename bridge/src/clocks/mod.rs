@@ -33,11 +33,17 @@ pub use setting::{DevicePattern, ZoneRules, ZoneSetting};
 use watch::Watch;
 pub use watch::{ClockView, Learned, Seen, Verdict};
 
+/// Each watched device's observations.
+type Watches = HashMap<DeviceId, Watch, foldhash::fast::RandomState>;
+
 /// Every device's clock, shared by the routes (which observe) and the
 /// status page, metrics and persistence (which read).
 #[derive(Debug)]
 pub struct DeviceClocks {
-    watches: Mutex<HashMap<DeviceId, Watch>>,
+    /// Looked up once per reading, so foldhash: SipHash over the device id
+    /// was over half of the lookup's instructions, and the map is capped at
+    /// `max_devices`, so colliding ids cannot grow it without end.
+    watches: Mutex<Watches>,
     /// Devices watched at most (`metrics.max_devices`): a flood of made-up
     /// ids cannot grow this without end.
     max_devices: usize,
@@ -57,7 +63,7 @@ impl DeviceClocks {
     /// Watches up to `max_devices` devices, keeping learned offsets in `path`.
     pub fn new(max_devices: usize, path: Option<PathBuf>) -> Self {
         Self {
-            watches: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Watches::default()),
             max_devices,
             dirty: AtomicBool::new(false),
             path,
@@ -85,7 +91,7 @@ impl DeviceClocks {
         clocks
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Watch>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
         // A panic elsewhere poisoned the lock; the map itself is still whole.
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
