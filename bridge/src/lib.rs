@@ -33,6 +33,7 @@ mod model;
 mod pipeline;
 pub mod replay;
 pub mod retime;
+pub mod rollups;
 mod route;
 mod sink;
 mod source;

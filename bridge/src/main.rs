@@ -52,6 +52,9 @@ enum Command {
     /// Move one device's stored times by a fixed shift (readings stored in
     /// the wrong time zone or by a wrong clock), in one transaction.
     Retime(co2_bridge::retime::RetimeArgs),
+    /// Rebuild the per-minute/hour/day rollups from the raw rows, or verify them.
+    #[command(subcommand)]
+    Rollup(co2_bridge::rollups::RollupCommand),
 }
 
 #[derive(Subcommand)]
@@ -199,6 +202,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = co2_bridge::retime::run(&settings, &args).await?;
             print!("{}", report.render());
             Ok(report.outcome()?)
+        }
+        Command::Rollup(command) => {
+            let (report, agreed) = co2_bridge::rollups::run(&settings, &command).await?;
+            print!("{report}");
+            anyhow::ensure!(agreed, "co2-bridge rollup verify: some buckets differ");
+            Ok(())
         }
         Command::Run => {
             let bridge = Bridge::build(settings).await?;

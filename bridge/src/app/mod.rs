@@ -119,6 +119,7 @@ pub fn check(settings: &Settings) -> Result<(), ConfigError> {
 pub async fn migrate(settings: &Settings) -> Result<usize, MigrateError> {
     let routes = Routes::from_settings(settings)?;
     let built = sink::from_settings(settings, &routes)?;
+    let rollups = sink::rollups(settings)?;
     let mut applied = 0;
     for (sink, pool) in &built.mysql_pools {
         let database = |source| MigrateError::Database {
@@ -128,7 +129,9 @@ pub async fn migrate(settings: &Settings) -> Result<usize, MigrateError> {
         let pending = schema::pending_migrations(pool)
             .await
             .map_err(|e| database(e.into()))?;
-        schema::migrate(pool).await.map_err(database)?;
+        schema::migrate(pool, rollups.as_ref())
+            .await
+            .map_err(database)?;
         applied += pending.len();
         pool.close().await;
     }

@@ -15,6 +15,7 @@ mod load;
 mod masking;
 mod metrics;
 mod mqtt;
+mod rollups;
 pub mod routes;
 mod secret;
 mod sinks;
@@ -36,6 +37,7 @@ pub use influx::{InfluxSettings, Precision};
 pub use kafka::{KafkaSettings, OffsetReset, SecurityProtocol};
 pub use metrics::MetricsSettings;
 pub use mqtt::{MqttSettings, Protocol, TlsSettings};
+pub use rollups::{RollupSettings, Tier, DEFAULT_TIERS};
 pub use routes::{RouteSettings, CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
 pub use sinks::{sink_name, SinkSettings};
 pub use state::StateSettings;
@@ -82,6 +84,8 @@ pub struct Settings {
     pub completeness: CompletenessSettings,
     /// The status page at `/` on the operator listener.
     pub status: StatusSettings,
+    /// The aggregates kept beside the raw rows in MySQL.
+    pub rollups: RollupSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<RouteSettings>,
     /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
@@ -102,6 +106,7 @@ impl Settings {
     /// Checks every value that can be checked without a network.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.topic_filters()?;
+        self.rollups.tiers()?;
         DeviceId::parse(&self.mqtt.default_device)
             .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
         if self.mqtt.host.is_empty() && self.mqtt.hosts.is_empty() {

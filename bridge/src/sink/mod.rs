@@ -167,6 +167,7 @@ pub struct Built {
 pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, ConfigError> {
     routes_fit_sinks(settings, routes)?;
     let dead_letters = dead_letter_sink(settings, routes);
+    let rollups = rollups(settings)?;
     let mut sinks = Vec::new();
     let mut mysql_pools = Vec::new();
     for (key, sink) in settings.sink_settings() {
@@ -179,7 +180,14 @@ pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, Conf
             SinkSettings::Mysql(db) => {
                 let (pool, nodes) = mysql::schema::pool(&db, &key)?;
                 mysql_pools.push((name.clone(), pool.clone()));
-                Box::new(mysql::MysqlSink::new(pool, nodes, routes, &name, &db))
+                Box::new(mysql::MysqlSink::new(
+                    pool,
+                    nodes,
+                    routes,
+                    &name,
+                    &db,
+                    rollups.clone(),
+                ))
             }
             SinkSettings::Influxdb(influx) => {
                 Box::new(influx::InfluxSink::new(&influx, &key, routes, &name)?)
@@ -197,6 +205,15 @@ pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, Conf
     Ok(Built {
         sinks: Sinks::new(sinks, position),
         mysql_pools,
+    })
+}
+
+/// The rollups MySQL sinks keep, if enabled.
+pub fn rollups(settings: &Settings) -> Result<Option<mysql::rollup::Rollups>, ConfigError> {
+    Ok(if settings.rollups.enabled {
+        mysql::rollup::Rollups::new(settings.rollups.tiers()?)
+    } else {
+        None
     })
 }
 

@@ -6,6 +6,7 @@
 mod adopt;
 pub(crate) mod completeness;
 pub(crate) mod nodes;
+pub mod rollup;
 pub(crate) mod schema;
 pub(crate) mod settle;
 mod target;
@@ -24,6 +25,7 @@ use crate::model::DeadLetter;
 use crate::model::RouteId;
 use crate::route::Routes;
 use nodes::Nodes;
+use rollup::{Rollups, Series, Touches};
 use target::Cell;
 pub use target::Target;
 
@@ -42,28 +44,43 @@ pub struct MysqlSink {
     nodes: Nodes,
     /// The table target of each route that writes here, by route id.
     targets: Vec<Option<Target>>,
+    /// The series with rollups each route writes, by route id.
+    series: Vec<Option<&'static Series>>,
+    rollups: Option<Rollups>,
     migrate_on_start: bool,
     retry_max: Duration,
 }
 
 impl MysqlSink {
     /// A sink over `pool` (on one of `nodes`) for the routes of `routes` that
-    /// name sink `name`, configured by `db` (migrations at start, retry back-off).
+    /// name sink `name`, configured by `db` (migrations at start, retry
+    /// back-off), keeping `rollups` of the series that have them.
     pub fn new(
         pool: MySqlPool,
         nodes: Nodes,
         routes: &Routes,
         name: &str,
         db: &DatabaseSettings,
+        rollups: Option<Rollups>,
     ) -> Self {
         let targets = routes
             .iter()
             .map(|r| (r.sink() == name).then(|| Target::new(r)))
             .collect();
+        let series = routes
+            .iter()
+            .map(|r| {
+                (r.sink() == name && rollups.is_some())
+                    .then(|| Series::of(r))
+                    .flatten()
+            })
+            .collect();
         Self {
             pool,
             nodes,
             targets,
+            series,
+            rollups,
             migrate_on_start: db.migrate_on_start,
             retry_max: Duration::from_millis(db.retry_max_ms),
         }
@@ -75,20 +92,29 @@ impl MysqlSink {
             self.on_error(&e);
             PrepareError::Unavailable(e.to_string())
         })?;
-        if pending.is_empty() {
+        let missing = match &self.rollups {
+            Some(rollups) => rollups.missing_tables(&self.pool).await.map_err(|e| {
+                self.on_error(&e);
+                PrepareError::Unavailable(e.to_string())
+            })?,
+            None => Vec::new(),
+        };
+        if pending.is_empty() && missing.is_empty() {
             return Ok(());
         }
         let behind = || {
             PrepareError::Fatal(format!(
-                "the database schema is behind ({} migration(s) pending) and this account may not \
-                 change it; run `co2-bridge migrate` with an admin account",
-                pending.len()
+                "the database schema is behind ({} migration(s) pending, {} rollup table(s) \
+                 missing) and this account may not change it; run `co2-bridge migrate` with an \
+                 admin account",
+                pending.len(),
+                missing.len()
             ))
         };
         if !self.migrate_on_start {
             return Err(behind());
         }
-        match schema::migrate(&self.pool).await {
+        match schema::migrate(&self.pool, self.rollups.as_ref()).await {
             Ok(()) => {
                 tracing::info!(applied = pending.len(), "Database schema migrated");
                 Ok(())
@@ -110,8 +136,27 @@ impl MysqlSink {
         }
     }
 
+    /// The rollup buckets `batch` touches.
+    fn touches(&self, batch: &Batch<'_>) -> Touches {
+        let mut touches = Touches::default();
+        if let Some(rollups) = &self.rollups {
+            let seconds = rollups.finest_seconds();
+            for item in &batch.items {
+                if let Some(Some(series)) = self.series.get(item.route) {
+                    touches.add(series, item.message, seconds);
+                }
+            }
+        }
+        touches
+    }
+
     async fn commit(&self, batch: &Batch<'_>) -> Result<Written, sqlx::Error> {
+        let touches = self.touches(batch);
+        let rollups = self.rollups.as_ref().filter(|_| !touches.is_empty());
         let mut tx = self.pool.begin().await?;
+        if let Some(rollups) = rollups {
+            rollups.claim(&mut tx, &touches).await?;
+        }
         let mut written = Written::default();
         // Items grouped by route, in arrival order within each.
         let mut groups: Vec<(RouteId, Vec<&Item<'_>>)> = Vec::new();
@@ -138,6 +183,9 @@ impl MysqlSink {
         }
         for chunk in batch.letters.chunks(ROWS_PER_STATEMENT) {
             insert_dead_letters(&mut tx, chunk).await?;
+        }
+        if let Some(rollups) = rollups {
+            rollups.refresh(&mut tx, &touches).await?;
         }
         if !batch.settles.is_empty() {
             settle::delete_letters(&mut tx, &batch.settles).await?;

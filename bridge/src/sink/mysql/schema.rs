@@ -9,6 +9,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use super::nodes::Nodes;
+use super::rollup::Rollups;
 use crate::config::{ConfigError, DatabaseSettings};
 
 /// The embedded migrations of `bridge/migrations`.
@@ -101,7 +102,7 @@ const MIGRATION_LOCK_WAIT_S: u32 = 300;
 /// but one failed with "partially applied". This lock waits for real. It is
 /// held on a connection of its own (not the pool's, so a pool of one cannot
 /// deadlock) while the migrator works through the pool.
-pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
+pub async fn migrate(pool: &MySqlPool, rollups: Option<&Rollups>) -> Result<(), MigrateError> {
     let mut lock = pool.connect_options().connect().await?;
     let got: Option<i64> =
         sqlx::query_scalar("SELECT GET_LOCK(CONCAT('co2-bridge-migrate:', DATABASE()), ?)")
@@ -125,7 +126,16 @@ pub async fn migrate(pool: &MySqlPool) -> Result<(), MigrateError> {
                 .await
                 .map_err(MigrateError::Execute)?;
         }
-        MIGRATOR.run(pool).await
+        MIGRATOR.run(pool).await?;
+        // Tier tables follow the configured tiers, so they are made here,
+        // not by a fixed migration.
+        if let Some(rollups) = rollups {
+            rollups
+                .create_tables(pool)
+                .await
+                .map_err(MigrateError::Execute)?;
+        }
+        Ok(())
     };
     tokio::pin!(run);
     let started = std::time::Instant::now();
