@@ -31,6 +31,7 @@ use co2_wire::DeviceId;
 use sqlx::{MySqlConnection, MySqlPool};
 
 use crate::config::{ConfigError, Settings};
+use crate::sink::mysql::rollup::{Rollups, Series};
 use crate::sink::mysql::schema;
 pub use plan::{Plan, Table};
 pub use report::{Report, TableReport};
@@ -284,6 +285,9 @@ async fn once(
     if plan.gaps {
         report.gaps = Some(store::gaps(&mut tx, sel, true).await?);
     }
+    if let Some(rollups) = &plan.rollups {
+        recompute_rollups(&mut tx, rollups, &shapes, &report.tables, sel).await?;
+    }
     tx.commit().await?;
     report.committed = true;
     Ok(report)
@@ -306,6 +310,38 @@ async fn move_rows(
         table.deleted = shape.resolve(conn, sel, loser).await?;
     }
     table.moved = shape.shift(conn, sel).await?;
+    Ok(())
+}
+
+/// Recomputes the moved device's rollup buckets, old times and new, in the
+/// transaction that moved its rows.
+async fn recompute_rollups(
+    conn: &mut MySqlConnection,
+    rollups: &Rollups,
+    shapes: &[Shape],
+    tables: &[TableReport],
+    sel: &Selection,
+) -> Result<(), RetimeError> {
+    let shift = chrono::Duration::seconds(sel.shift.seconds());
+    for (shape, table) in shapes.iter().zip(tables) {
+        let Some(series) = Series::named(&shape.table.name, &shape.table.device, &shape.table.time)
+        else {
+            continue;
+        };
+        let Some((first, last)) = table.range else {
+            continue;
+        };
+        let (moved_first, moved_last) = (first + shift, last + shift);
+        rollups
+            .recompute_device(
+                conn,
+                series,
+                &sel.device,
+                first.min(moved_first),
+                last.max(moved_last),
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use crate::config::routes::FieldKind;
 use crate::config::{sink_name, DatabaseSettings, Settings, SinkSettings};
 use crate::model::Column;
 use crate::route::{Route, Routes, CO2_ROUTE, EVENTS_ROUTE};
+use crate::sink::mysql::rollup::Rollups;
 
 use super::RetimeError;
 
@@ -41,6 +42,8 @@ pub struct Plan {
     pub gaps: bool,
     /// What is left alone and why, for the report.
     pub notes: Vec<String>,
+    /// The rollups the sink keeps, recomputed where rows moved.
+    pub rollups: Option<Rollups>,
 }
 
 impl Plan {
@@ -115,6 +118,7 @@ impl Plan {
                         tables: Vec::new(),
                         gaps: false,
                         notes: Vec::new(),
+                        rollups: crate::sink::rollups(settings)?,
                     });
                     let last = groups.len() - 1;
                     &mut groups[last]

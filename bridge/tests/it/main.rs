@@ -19,6 +19,7 @@ mod kafka_auth;
 mod observability;
 mod retime;
 mod retime_collisions;
+mod rollups;
 mod routes;
 mod scale_out;
 mod schema;

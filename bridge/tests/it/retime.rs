@@ -285,6 +285,8 @@ async fn a_new_york_pi_stored_five_hours_early_is_moved_to_true_utc() {
 
     // Nothing else moved: the other device, its gap, the announcement.
     assert_eq!(others().await, before);
+    // The rollups moved with the rows: old buckets emptied, new ones filled.
+    crate::rollups::assert_all_exact(db.pool()).await;
     assert_eq!(before.3, [("pi-ny".to_owned(), instant(3).naive_utc())]);
     assert_eq!(db.count("rejected_messages").await.unwrap(), 0);
     publisher.disconnect().await;

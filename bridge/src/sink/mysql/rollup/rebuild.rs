@@ -147,3 +147,73 @@ impl Rollups {
         Ok(rows)
     }
 }
+
+impl Rollups {
+    /// Recomputes `device`'s buckets of `series` that hold any time in
+    /// `[first, last]`, inside `tx`: for rows that moved in time
+    /// (`co2-bridge retime`), whose old buckets may now be empty.
+    pub async fn recompute_device(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        series: &Series,
+        device: &str,
+        first: NaiveDateTime,
+        last: NaiveDateTime,
+    ) -> Result<(), sqlx::Error> {
+        let Some(step) = self.coarsest().map(|t| i64::from(t.seconds)) else {
+            return Ok(());
+        };
+        let from_n = first.and_utc().timestamp().div_euclid(step);
+        let to_n = last.and_utc().timestamp().div_euclid(step) + 1;
+        let (Some(start), Some(end)) = (
+            from_n.checked_mul(step).and_then(super::span::at),
+            to_n.checked_mul(step).and_then(super::span::at),
+        ) else {
+            return Ok(());
+        };
+        let claims: Vec<NaiveDateTime> = (from_n..to_n)
+            .filter_map(|n| super::span::at(n.checked_mul(step)?))
+            .collect();
+        for chunk in claims.chunks(super::CLAIMS_PER_STATEMENT) {
+            let claim = sql::claim(chunk.len());
+            let mut query = sqlx::query(&claim);
+            for bucket in chunk {
+                query = query.bind(series.table).bind(device).bind(*bucket);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let time = format!("`{}`", series.time);
+        let mut finer = None;
+        for tier in self.tiers() {
+            sqlx::query(&format!(
+                "DELETE FROM `{}` WHERE `{}` = ? AND `bucket` >= ? AND `bucket` < ?",
+                series.tier_table(tier),
+                series.device
+            ))
+            .bind(device)
+            .bind(start)
+            .bind(end)
+            .execute(&mut *tx)
+            .await?;
+            let statement = match finer {
+                None => {
+                    sql::refresh_from_raw(series, tier, &sql::spans_where(series.device, &time, 1))
+                }
+                Some(finer) => sql::refresh_from_finer(
+                    series,
+                    finer,
+                    tier,
+                    &sql::spans_where(series.device, "`bucket`", 1),
+                ),
+            };
+            sqlx::query(&statement)
+                .bind(device)
+                .bind(start)
+                .bind(end)
+                .execute(&mut *tx)
+                .await?;
+            finer = Some(tier);
+        }
+        Ok(())
+    }
+}

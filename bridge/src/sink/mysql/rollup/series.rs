@@ -104,6 +104,14 @@ impl Series {
         complete.then_some(*series)
     }
 
+    /// The series kept of raw `table` whose device and time are the columns
+    /// named, if any.
+    pub fn named(table: &str, device: &str, time: &str) -> Option<&'static Series> {
+        ALL.iter()
+            .find(|s| s.table == table && s.device == device && s.time == time)
+            .copied()
+    }
+
     /// The table of `tier`, e.g. `co2_emissions_1m`.
     pub fn tier_table(&self, tier: &Tier) -> String {
         format!("{}_{}", self.table, tier.label)

@@ -7,11 +7,15 @@ use crate::config::Tier;
 /// The table that serialises writers of one device's coarsest bucket.
 pub const CLAIMS: &str = "rollup_claims";
 
+/// The epoch as a DATETIME: with a string instead, TIMESTAMPADD answers a
+/// string, which compares and decodes as one.
+const EPOCH: &str = "CAST('1970-01-01' AS DATETIME)";
+
 /// The start of `column`'s bucket of `seconds`, counted from the epoch
 /// without the session's time zone (DATETIMEs here are UTC).
 pub fn floor(column: &str, seconds: u32) -> String {
     format!(
-        "TIMESTAMPADD(SECOND, FLOOR(TIMESTAMPDIFF(SECOND, '1970-01-01', {column}) / {seconds}) * {seconds}, '1970-01-01')"
+        "TIMESTAMPADD(SECOND, FLOOR(TIMESTAMPDIFF(SECOND, {EPOCH}, {column}) / {seconds}) * {seconds}, {EPOCH})"
     )
 }
 
@@ -120,10 +124,10 @@ pub fn refresh_from_raw(series: &Series, tier: &Tier, condition: &str) -> String
         .map(|c| format!(", r.`{}`", c.name))
         .collect();
     format!(
-        "{insert}SELECT {gkeys}, g.bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time{carried}{gcounts} \
-         FROM (SELECT {keys}, {bucket} AS bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
+        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time{carried}{gcounts} \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
          MIN(`{v}`) AS lo, MAX(`{v}`) AS hi, MAX(`{t}`) AS last_time{counts} \
-         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, bucket) g \
+         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, tier_bucket) g \
          JOIN `{table}` r ON {join} AND r.`{t}` = g.last_time{update}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
@@ -157,10 +161,10 @@ pub fn refresh_from_finer(series: &Series, finer: &Tier, tier: &Tier, condition:
         .map(|c| format!(", f.`{}`", c.name))
         .collect();
     format!(
-        "{insert}SELECT {gkeys}, g.bucket, g.n, g.total, g.lo, g.hi, f.`last_value`, g.last_time{carried}{gcounts} \
-         FROM (SELECT {keys}, {bucket} AS bucket, SUM(`n`) AS n, SUM(`total`) AS total, \
+        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, f.`last_value`, g.last_time{carried}{gcounts} \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, SUM(`n`) AS n, SUM(`total`) AS total, \
          MIN(`min_value`) AS lo, MAX(`max_value`) AS hi, MAX(`last_time`) AS last_time{counts} \
-         FROM `{finer_table}` WHERE {condition} GROUP BY {keys}, bucket) g \
+         FROM `{finer_table}` WHERE {condition} GROUP BY {keys}, tier_bucket) g \
          JOIN `{finer_table}` f ON {join} AND f.`bucket` = {last_bucket} AND f.`last_time` = g.last_time{update}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
@@ -181,10 +185,10 @@ pub fn aggregate_raw(series: &Series, seconds: u32, condition: &str) -> String {
         .collect();
     let (v, t) = (series.value, series.time);
     format!(
-        "SELECT {gkeys}, g.bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time, g.counted \
-         FROM (SELECT {keys}, {bucket} AS bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
+        "SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time, g.counted \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
          MIN(`{v}`) AS lo, MAX(`{v}`) AS hi, MAX(`{t}`) AS last_time, {counted} AS counted \
-         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, bucket) g \
+         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, tier_bucket) g \
          JOIN `{table}` r ON {join} AND r.`{t}` = g.last_time",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
