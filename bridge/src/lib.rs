@@ -38,6 +38,7 @@ mod route;
 mod sink;
 mod source;
 mod status;
+pub mod storage;
 mod supervisor;
 mod tokens;
 #[cfg(feature = "tooling")]

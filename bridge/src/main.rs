@@ -52,6 +52,10 @@ enum Command {
     /// Move one device's stored times by a fixed shift (readings stored in
     /// the wrong time zone or by a wrong clock), in one transaction.
     Retime(co2_bridge::retime::RetimeArgs),
+    /// One retention pass (partitions added ahead, expired ones dropped per
+    /// [retention]), then what each kept table holds; for a timer run as an
+    /// admin when the bridge's account may not alter its tables.
+    Retention,
     /// Rebuild the per-minute/hour/day rollups from the raw rows, or verify them.
     #[command(subcommand)]
     Rollup(co2_bridge::rollups::RollupCommand),
@@ -202,6 +206,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = co2_bridge::retime::run(&settings, &args).await?;
             print!("{}", report.render());
             Ok(report.outcome()?)
+        }
+        Command::Retention => {
+            print!("{}", co2_bridge::storage::run(&settings).await?);
+            Ok(())
         }
         Command::Rollup(command) => {
             let (report, agreed) = co2_bridge::rollups::run(&settings, &command).await?;

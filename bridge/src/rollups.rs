@@ -159,10 +159,11 @@ pub async fn run(
                         .await
                         .map_err(database)?;
                     out.push_str(&format!(
-                        "{}: {} bucket(s) compared, {} differ\n",
+                        "{}: {} bucket(s) compared, {} differ, {} kept beyond the raw rows' retention\n",
                         series.table,
                         verified.buckets,
-                        verified.differences.len()
+                        verified.differences.len(),
+                        verified.beyond_raw
                     ));
                     for d in &verified.differences {
                         out.push_str(&format!(

@@ -7,7 +7,9 @@ mod sinks;
 mod sources;
 
 use listeners::{bind, limits, routers, spawn_http};
-use sinks::{completeness, images, prepare_sinks, probe_sinks, prune_dead_letters};
+use sinks::{
+    completeness, images, keep_tables, prepare_sinks, probe_sinks, prune_dead_letters, TableKeeper,
+};
 use sources::{mqtt_links, run_pipeline, PipelineParts};
 
 use std::net::SocketAddr;
@@ -129,9 +131,13 @@ pub async fn migrate(settings: &Settings) -> Result<usize, MigrateError> {
         let pending = schema::pending_migrations(pool)
             .await
             .map_err(|e| database(e.into()))?;
-        schema::migrate(pool, rollups.as_ref())
-            .await
-            .map_err(database)?;
+        schema::migrate(
+            pool,
+            rollups.as_ref(),
+            &sink::retention(settings, rollups.as_ref()),
+        )
+        .await
+        .map_err(database)?;
         applied += pending.len();
         pool.close().await;
     }
@@ -149,6 +155,7 @@ pub struct Bridge {
     sinks: Arc<Sinks>,
     images: Option<Images>,
     completeness: Option<Completeness>,
+    keeper: TableKeeper,
     status: Arc<Status>,
     faults: Faults,
 }
@@ -189,6 +196,11 @@ impl Bridge {
         ));
         let images = images(&settings, &routes, &built.mysql_pools)?;
         let completeness = completeness(&settings, &routes, &built.mysql_pools, &metrics);
+        let keeper = TableKeeper {
+            retention: sink::retention(&settings, sink::rollups(&settings)?.as_ref()),
+            pools: built.mysql_pools.clone(),
+            interval: Duration::from_secs(settings.retention.interval_s),
+        };
         let status = Arc::new(Status {
             metrics: metrics.clone(),
             health: health.clone(),
@@ -230,6 +242,7 @@ impl Bridge {
             sinks,
             images,
             completeness,
+            keeper,
             status,
             faults,
         })
@@ -279,6 +292,7 @@ impl Bridge {
             sinks,
             images,
             completeness,
+            keeper,
             status,
             faults,
         } = self;
@@ -357,6 +371,14 @@ impl Bridge {
             }
             _ => None,
         };
+        // Partitions exist once the migrations ran, too.
+        let keeping = match ready {
+            Ok(true) => Some(supervisor.spawn(
+                "retention",
+                keep_tables(keeper, metrics.clone(), shutdown.clone()),
+            )),
+            _ => None,
+        };
         let result = match ready {
             Ok(true) => {
                 let parts = PipelineParts {
@@ -377,6 +399,9 @@ impl Bridge {
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), probe).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), clock_keeper).await;
+        if let Some(keeping) = keeping {
+            let _ = tokio::time::timeout(Duration::from_secs(5), keeping).await;
+        }
         if let Some(scan) = scan {
             let _ = tokio::time::timeout(Duration::from_secs(5), scan).await;
         }

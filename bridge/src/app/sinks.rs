@@ -1,8 +1,11 @@
 //! The sinks' side of a run: what is built beside them (completeness,
-//! images), waiting until they are ready, probing them, and dead-letter
-//! retention.
+//! images), waiting until they are ready, probing them, and retention of
+//! dead letters and of the tables kept by time.
 
 use super::*;
+use crate::sink::mysql::retention::Retention;
+use crate::sink::mysql::schema::mysql_error_number;
+use sqlx::MySqlPool;
 
 /// The completeness scan of the CO2 route's sink, when it is a MySQL one.
 pub(super) fn completeness(
@@ -129,6 +132,74 @@ pub(super) async fn prune_dead_letters(
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The tables kept by time, in each MySQL database, and how often to look.
+pub(super) struct TableKeeper {
+    pub retention: Retention,
+    pub pools: Vec<(String, MySqlPool)>,
+    pub interval: Duration,
+}
+
+/// Runs a retention pass on every MySQL database each `interval` (the first
+/// a few seconds after start), one bridge at a time, until `stop`; sets the
+/// storage metrics from what it saw.
+pub(super) async fn keep_tables(
+    keeper: TableKeeper,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    // Zero until a partition goes, rather than absent.
+    for table in keeper.retention.table_names() {
+        metrics.storage.dropped(table, 0);
+    }
+    let mut warned = false;
+    let mut wait = Duration::from_secs(5).min(keeper.interval);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = keeper.interval;
+        for (sink, pool) in &keeper.pools {
+            let today = chrono::Utc::now().date_naive();
+            let pass = keeper.retention.pass(pool, today).await;
+            let failed = match pass {
+                Ok(Some(pass)) => {
+                    for (table, partitions) in &pass.dropped {
+                        metrics
+                            .storage
+                            .dropped(table, u64::try_from(partitions.len()).unwrap_or(0));
+                    }
+                    for held in &pass.held {
+                        let oldest = held
+                            .oldest
+                            .map(|t| t.and_utc().timestamp_micros() as f64 / 1e6);
+                        metrics
+                            .storage
+                            .held(&held.table, held.rows, held.bytes, oldest);
+                    }
+                    pass.failed
+                }
+                Ok(None) => None, // another bridge's pass
+                Err(e) => Some(e),
+            };
+            match failed {
+                None => warned = false,
+                Some(e) if !warned => {
+                    let hint = if matches!(mysql_error_number(&e), Some(1142 | 1044 | 1045)) {
+                        "the bridge's account may not ALTER or DROP these tables' partitions; run \
+                         `co2-bridge retention` as an admin from a timer, or grant ALTER, DROP on them"
+                    } else {
+                        "retried next pass; inserts are not affected (a partition waits ahead)"
+                    };
+                    tracing::warn!(sink = %sink, error = %e, hint, "Retention pass failed");
+                    warned = true;
+                }
+                Some(_) => {}
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod load;
 mod masking;
 mod metrics;
 mod mqtt;
+mod retention;
 mod rollups;
 pub mod routes;
 mod secret;
@@ -37,6 +38,7 @@ pub use influx::{InfluxSettings, Precision};
 pub use kafka::{KafkaSettings, OffsetReset, SecurityProtocol};
 pub use metrics::MetricsSettings;
 pub use mqtt::{MqttSettings, Protocol, TlsSettings};
+pub use retention::{RetentionSettings, RETAINED_TABLES};
 pub use rollups::{RollupSettings, Tier, DEFAULT_TIERS};
 pub use routes::{RouteSettings, CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
 pub use sinks::{sink_name, SinkSettings};
@@ -86,6 +88,8 @@ pub struct Settings {
     pub status: StatusSettings,
     /// The aggregates kept beside the raw rows in MySQL.
     pub rollups: RollupSettings,
+    /// How long raw rows and rollups are kept.
+    pub retention: RetentionSettings,
     /// More streams besides CO2 (`[[routes]]`).
     pub routes: Vec<RouteSettings>,
     /// More sources besides `[mqtt]` (`[[sources]]`, `kind = "kafka"`).
@@ -107,6 +111,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.topic_filters()?;
         self.rollups.tiers()?;
+        self.retention.validate(&self.rollups)?;
         DeviceId::parse(&self.mqtt.default_device)
             .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
         if self.mqtt.host.is_empty() && self.mqtt.hosts.is_empty() {

@@ -3,6 +3,7 @@
 
 pub(crate) mod history;
 pub(crate) mod samples;
+pub(crate) mod storage;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use prometheus::{
 use crate::model::Reason;
 use history::History;
 use samples::Samples;
+pub use storage::Storage;
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {
@@ -66,6 +68,8 @@ pub struct Metrics {
     pub dead_letters_pruned: IntCounter,
     /// Dead letters kept (the store's estimate, after the last retention pass).
     pub dead_letters_stored: IntGauge,
+    /// What the tables with retention hold.
+    pub storage: Storage,
     devices: DeviceSeries,
 }
 
@@ -354,6 +358,7 @@ impl Metrics {
                 "co2_bridge_mqtt_failovers_total",
                 "Reconnects that landed on another node of mqtt.hosts than the connection lost.",
             )?,
+            storage: Storage::new(&registry)?,
             devices: DeviceSeries {
                 latest,
                 last_seen,

@@ -27,6 +27,10 @@ pub enum Reason {
     TooFarInFuture,
     /// A time a `DATETIME` column cannot hold (years 1000–9999).
     TimeOutOfRange,
+    /// Older than the raw rows are kept (`retention.raw_days`): stored, it
+    /// would be dropped with its partition, and its rollup bucket would be
+    /// recomputed from it alone.
+    BeyondRetention,
     /// The device id in the topic, payload or token is not a valid id.
     BadDevice,
     /// The payload names another device than its topic or HTTP token does.
@@ -94,7 +98,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -104,6 +108,7 @@ impl Reason {
         Reason::OutOfRange,
         Reason::TooFarInFuture,
         Reason::TimeOutOfRange,
+        Reason::BeyondRetention,
         Reason::BadDevice,
         Reason::DeviceMismatch,
         Reason::UntrustedDevice,
@@ -143,6 +148,7 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::TooFarInFuture => "too_far_in_future",
             Reason::TimeOutOfRange => "time_out_of_range",
+            Reason::BeyondRetention => "beyond_retention",
             Reason::BadDevice => "bad_device",
             Reason::DeviceMismatch => "device_mismatch",
             Reason::UntrustedDevice => "untrusted_device",

@@ -127,6 +127,7 @@ impl Routes {
         Ok(Self {
             routes,
             dead_letter_bytes: settings.wire.dead_letter_payload_bytes,
+            max_age: settings.retention.max_age(),
             faults: Faults::default(),
             clock: ReceiveClock::default(),
             zones,

@@ -11,6 +11,7 @@ use co2_wire::{ClockOffset, DeviceId, Seq, TopicMatch};
 
 use super::{Context, MessageTimes, Route, Routes, MAX_TAG_CHARS};
 use crate::clocks::{Seen, Verdict, ZoneSetting};
+use crate::config::RETAINED_TABLES;
 use crate::model::{DeadLetter, Origin, Reason, Record, RouteId};
 
 /// A delivery no route can take: the route it matched (if any), and why.
@@ -96,6 +97,18 @@ impl Routes {
             }
             if matches!(decoded, Ok(Err(Reason::TooFarInFuture))) {
                 detail = Some(ahead_of_arrival(&seen, now, &route.name));
+            }
+        }
+        if let (Ok(Ok(message)), Some(max_age)) = (&decoded, self.max_age) {
+            let cutoff = now.naive_utc() - max_age;
+            if message.time < cutoff && RETAINED_TABLES.contains(&route.table()) {
+                detail = Some(format!(
+                    "stamped {}, before the {} days raw rows are kept (retention.raw_days); \
+                     raise it and replay this dead letter to store it",
+                    message.time.format("%Y-%m-%d %H:%M:%S"),
+                    max_age.num_days()
+                ));
+                decoded = Ok(Err(Reason::BeyondRetention));
             }
         }
         match decoded {

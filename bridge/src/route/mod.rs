@@ -244,6 +244,8 @@ impl Route {
 pub struct Routes {
     routes: Vec<Route>,
     dead_letter_bytes: usize,
+    /// Readings older than this are refused on routes into retained tables.
+    max_age: Option<chrono::TimeDelta>,
     faults: Faults,
     clock: ReceiveClock,
     /// Which zone each device's offset-less times are read in.

@@ -187,6 +187,7 @@ pub fn from_settings(settings: &Settings, routes: &Routes) -> Result<Built, Conf
                     &name,
                     &db,
                     rollups.clone(),
+                    retention(settings, rollups.as_ref()),
                 ))
             }
             SinkSettings::Influxdb(influx) => {
@@ -215,6 +216,14 @@ pub fn rollups(settings: &Settings) -> Result<Option<mysql::rollup::Rollups>, Co
     } else {
         None
     })
+}
+
+/// The tables kept by time, per `[retention]`.
+pub fn retention(
+    settings: &Settings,
+    rollups: Option<&mysql::rollup::Rollups>,
+) -> mysql::retention::Retention {
+    mysql::retention::Retention::new(&settings.retention, rollups)
 }
 
 /// The configured dead-letter sink, or `mysql` when a route writes there, or

@@ -17,6 +17,7 @@ mod json;
 mod kafka;
 mod kafka_auth;
 mod observability;
+mod retention;
 mod retime;
 mod retime_collisions;
 mod rollups;

@@ -6,6 +6,7 @@
 mod adopt;
 pub(crate) mod completeness;
 pub(crate) mod nodes;
+pub mod retention;
 pub mod rollup;
 pub(crate) mod schema;
 pub(crate) mod settle;
@@ -25,6 +26,7 @@ use crate::model::DeadLetter;
 use crate::model::RouteId;
 use crate::route::Routes;
 use nodes::Nodes;
+use retention::Retention;
 use rollup::{Rollups, Series, Touches};
 use target::Cell;
 pub use target::Target;
@@ -47,6 +49,8 @@ pub struct MysqlSink {
     /// The series with rollups each route writes, by route id.
     series: Vec<Option<&'static Series>>,
     rollups: Option<Rollups>,
+    /// The tables partitioned by time, for migrations at start.
+    retention: Retention,
     migrate_on_start: bool,
     retry_max: Duration,
 }
@@ -62,6 +66,7 @@ impl MysqlSink {
         name: &str,
         db: &DatabaseSettings,
         rollups: Option<Rollups>,
+        retention: Retention,
     ) -> Self {
         let targets = routes
             .iter()
@@ -81,6 +86,7 @@ impl MysqlSink {
             targets,
             series,
             rollups,
+            retention,
             migrate_on_start: db.migrate_on_start,
             retry_max: Duration::from_millis(db.retry_max_ms),
         }
@@ -114,7 +120,7 @@ impl MysqlSink {
         if !self.migrate_on_start {
             return Err(behind());
         }
-        match schema::migrate(&self.pool, self.rollups.as_ref()).await {
+        match schema::migrate(&self.pool, self.rollups.as_ref(), &self.retention).await {
             Ok(()) => {
                 tracing::info!(applied = pending.len(), "Database schema migrated");
                 Ok(())

@@ -9,6 +9,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use super::nodes::Nodes;
+use super::retention::Retention;
 use super::rollup::Rollups;
 use crate::config::{ConfigError, DatabaseSettings};
 
@@ -102,7 +103,11 @@ const MIGRATION_LOCK_WAIT_S: u32 = 300;
 /// but one failed with "partially applied". This lock waits for real. It is
 /// held on a connection of its own (not the pool's, so a pool of one cannot
 /// deadlock) while the migrator works through the pool.
-pub async fn migrate(pool: &MySqlPool, rollups: Option<&Rollups>) -> Result<(), MigrateError> {
+pub async fn migrate(
+    pool: &MySqlPool,
+    rollups: Option<&Rollups>,
+    retention: &Retention,
+) -> Result<(), MigrateError> {
     let mut lock = pool.connect_options().connect().await?;
     let got: Option<i64> =
         sqlx::query_scalar("SELECT GET_LOCK(CONCAT('co2-bridge-migrate:', DATABASE()), ?)")
@@ -135,6 +140,10 @@ pub async fn migrate(pool: &MySqlPool, rollups: Option<&Rollups>) -> Result<(), 
                 .await
                 .map_err(MigrateError::Execute)?;
         }
+        retention
+            .partition_all(pool)
+            .await
+            .map_err(MigrateError::Execute)?;
         Ok(())
     };
     tokio::pin!(run);

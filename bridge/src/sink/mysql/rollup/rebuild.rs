@@ -109,6 +109,19 @@ impl Rollups {
         .bind(end)
         .fetch_all(pool)
         .await?;
+        let raw: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM `{table}` WHERE {time} >= ? AND {time} < ? LIMIT 1",
+            table = series.table
+        ))
+        .bind(start)
+        .bind(end)
+        .fetch_optional(pool)
+        .await?;
+        if raw.is_none() {
+            // No raw row left (retention dropped them): the rollups are all
+            // that is kept of this step, and a rebuild must not delete them.
+            return Ok(0);
+        }
         let mut tx = pool.begin().await?;
         for chunk in devices.chunks(super::CLAIMS_PER_STATEMENT) {
             let claim = sql::claim(chunk.len());
