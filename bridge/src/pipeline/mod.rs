@@ -3,7 +3,7 @@
 //! the sinks with retries, splitting and dead letters ([`commit`]), and
 //! acknowledged in arrival order once stored.
 
-mod batch;
+pub(crate) mod batch;
 mod commit;
 pub(crate) mod quarantine;
 
