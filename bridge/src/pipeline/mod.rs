@@ -28,6 +28,8 @@ use crate::source::budget::Held;
 use crate::source::{Ack, Acker, Delivery};
 use crate::supervisor::Supervisor;
 use batch::Batcher;
+#[cfg(feature = "tooling")]
+pub(crate) use commit::batch_of;
 use commit::Committer;
 use quarantine::{fingerprint, Quarantine, Verdict};
 

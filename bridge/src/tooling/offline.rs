@@ -1,8 +1,9 @@
 //! The pipeline's CPU path without I/O: deliveries decoded through the
 //! routes, cut into batches by the intake's own [`Batcher`] (by count and
-//! bytes; every delivery arrives at once, so none is cut by age), and each
-//! batch's MySQL statements built with every value bound, as the MySQL sink
-//! builds them, with no broker and no database. The benchmark
+//! bytes; every delivery arrives at once, so none is cut by age), made into
+//! the commit stage's sink batch and grouped by route as the MySQL sink
+//! groups it, and each group's statements built with every value bound, as
+//! the MySQL sink builds them, with no broker and no database. The benchmark
 //! `co2-pipeline-cost` (bench/callgrind.sh) counts its instructions per
 //! reading: a figure that, unlike time, stays put on a busy machine.
 
@@ -15,11 +16,10 @@ use tokio::time::Instant;
 use crate::config::{ConfigError, Settings};
 use crate::model::Origin;
 use crate::model::Record;
-use crate::model::RouteId;
 use crate::pipeline::batch::Batcher;
+use crate::pipeline::batch_of;
 use crate::route::Routes;
-use crate::sink::mysql::{build_inserts, Target};
-use crate::sink::Item;
+use crate::sink::mysql::{build_inserts, by_route, Target};
 
 /// Decoding, batching and row building for the routes of one configuration.
 pub struct Offline {
@@ -101,35 +101,21 @@ impl Offline {
                 )
             })
             .collect();
-        // Grouped by route in arrival order, as the MySQL sink groups them.
-        let mut groups: Vec<(RouteId, Vec<Item<'_>>)> = Vec::new();
-        for record in &records {
+        // The records for the sink, as the commit stage splits a batch by
+        // sink (here every route writes to MySQL; dead letters are counted).
+        let mut decoded = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
             match record {
-                Record::Decoded {
-                    route,
-                    message,
-                    topic,
-                    ..
-                } => {
-                    let item = Item {
-                        route: *route,
-                        message,
-                        topic,
-                    };
-                    match groups.iter_mut().find(|(r, _)| r == route) {
-                        Some((_, items)) => items.push(item),
-                        None => groups.push((*route, vec![item])),
-                    }
-                }
+                Record::Decoded { .. } => decoded.push(i),
                 Record::Rejected { .. } => tally.rejected += 1,
             }
         }
-        for (route, items) in &groups {
-            let Some(target) = self.targets.get(*route) else {
+        let batch = batch_of(&records, &decoded);
+        for (route, items) in by_route(&batch.items) {
+            let Some(target) = self.targets.get(route) else {
                 continue;
             };
-            let refs: Vec<&Item<'_>> = items.iter().collect();
-            tally.rows += build_inserts(target, &refs)?;
+            tally.rows += build_inserts(target, &items)?;
         }
         tally.batches += 1;
         Ok(())
