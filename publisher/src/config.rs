@@ -102,6 +102,28 @@ pub struct SensorSettings {
     pub command: CommandSettings,
 }
 
+/// Shape of the simulated signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Mean level in ppm.
+    pub base_ppm: f64,
+    /// Half the peak-to-peak daily swing in ppm.
+    pub amplitude_ppm: f64,
+    /// Standard deviation of the slowly wandering noise in ppm.
+    pub noise_ppm: f64,
+}
+
+impl Default for Profile {
+    /// Roughly an occupied office: 400–900 ppm over a day.
+    fn default() -> Self {
+        Self {
+            base_ppm: 650.0,
+            amplitude_ppm: 200.0,
+            noise_ppm: 15.0,
+        }
+    }
+}
+
 /// `[sensor.simulated]`: shape of the simulated signal.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -116,7 +138,7 @@ pub struct SimulatedSettings {
 
 impl Default for SimulatedSettings {
     fn default() -> Self {
-        let p = crate::sensor::simulated::Profile::default();
+        let p = Profile::default();
         Self {
             base_ppm: p.base_ppm,
             amplitude_ppm: p.amplitude_ppm,
@@ -141,6 +163,9 @@ impl Default for Mhz19Settings {
     }
 }
 
+/// The SCD4x's fixed I²C address.
+pub const SCD4X_ADDRESS: u8 = 0x62;
+
 /// `[sensor.scd4x]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,7 +180,7 @@ impl Default for Scd4xSettings {
     fn default() -> Self {
         Self {
             bus: 1,
-            address: crate::sensor::scd4x::DEFAULT_ADDRESS,
+            address: SCD4X_ADDRESS,
         }
     }
 }

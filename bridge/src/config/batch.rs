@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{invalid, ConfigError};
+
 /// `[batch]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -33,5 +35,28 @@ impl Default for BatchSettings {
             max_bytes: 8 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl BatchSettings {
+    /// Checks `[batch]`.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        // Each row binds 3 values and MySQL allows 65535 placeholders per statement.
+        if !(1..=20_000).contains(&self.max_rows) {
+            return Err(invalid("batch.max_rows", "must be 1..=20000"));
+        }
+        if self.max_bytes == 0 || self.max_inflight_bytes == 0 {
+            return Err(invalid(
+                "batch.max_inflight_bytes",
+                "batch.max_bytes and batch.max_inflight_bytes must be at least 1",
+            ));
+        }
+        if self.stall_timeout_s == 0 {
+            return Err(invalid(
+                "batch.stall_timeout_s",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{invalid, ConfigError};
+
 /// `[completeness]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,5 +23,18 @@ impl Default for CompletenessSettings {
             scan_interval_s: 10,
             late_after_s: 300,
         }
+    }
+}
+
+impl CompletenessSettings {
+    /// Checks `[completeness]`.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.scan_interval_s == 0 {
+            return Err(invalid(
+                "completeness.scan_interval_s",
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{invalid, sink_name, ConfigError};
+
 /// `[dead_letters]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,5 +25,26 @@ impl Default for DeadLetterSettings {
             retention_days: 30,
             prune_interval_s: 3600,
         }
+    }
+}
+
+impl DeadLetterSettings {
+    /// Checks `[dead_letters]`; `known` are the configured sinks' keys.
+    pub(super) fn validate(&self, known: &[String]) -> Result<(), ConfigError> {
+        if self.prune_interval_s == 0 {
+            return Err(invalid(
+                "dead_letters.prune_interval_s",
+                "must be at least 1 second",
+            ));
+        }
+        if let Some(sink) = &self.sink {
+            if !known.iter().any(|k| sink_name(k) == sink) {
+                return Err(invalid(
+                    "dead_letters.sink",
+                    format!("no sink {sink:?}; sinks are {known:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -51,6 +51,46 @@ impl Default for HttpSettings {
 }
 
 impl Settings {
+    /// Checks `[http]`, and that routes with HTTP ingest have the device listener.
+    pub(super) fn validate_http(&self) -> Result<(), ConfigError> {
+        self.http_listen()?;
+        let device_listen = self.device_listen()?;
+        for (key, value) in [
+            (
+                "http.header_read_timeout_s",
+                self.http.header_read_timeout_s,
+            ),
+            ("http.body_timeout_s", self.http.body_timeout_s),
+            ("http.request_timeout_s", self.http.request_timeout_s),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1 second"));
+            }
+        }
+        if self.http.max_connections == 0 || self.http.max_ingest_requests == 0 {
+            return Err(invalid(
+                "http.max_connections",
+                "http.max_connections and http.max_ingest_requests must be at least 1",
+            ));
+        }
+        if device_listen.is_none() {
+            if let Some(route) = self.routes.iter().find(|r| r.http.is_some()) {
+                return Err(invalid(
+                    format!("routes.{}.http", route.name),
+                    "HTTP ingest is served on the device listener: set http.device_listen \
+                     (e.g. \"0.0.0.0:9465\" behind a TLS proxy)",
+                ));
+            }
+        }
+        if self.http.images_public && self.http.viewer_tokens_file.is_some() {
+            return Err(invalid(
+                "http.images_public",
+                "set images_public or viewer_tokens_file, not both",
+            ));
+        }
+        Ok(())
+    }
+
     /// The HTTP listen address, parsed.
     pub fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
         SocketAddr::from_str(&self.http.listen)

@@ -52,7 +52,6 @@ pub use secret::Secret;
 
 use std::collections::BTreeMap;
 
-use co2_wire::DeviceId;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override the file.
@@ -109,44 +108,9 @@ pub enum SourceSettings {
 impl Settings {
     /// Checks every value that can be checked without a network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.topic_filters()?;
+        self.validate_mqtt()?;
         self.rollups.tiers()?;
         self.retention.validate(&self.rollups)?;
-        DeviceId::parse(&self.mqtt.default_device)
-            .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
-        if self.mqtt.host.is_empty() && self.mqtt.hosts.is_empty() {
-            return Err(invalid("mqtt.host", "must not be empty"));
-        }
-        self.mqtt_endpoints()?;
-        if self.mqtt.client_id.is_empty() {
-            return Err(invalid(
-                "mqtt.client_id",
-                "must be fixed and non-empty: the broker keeps the session under it",
-            ));
-        }
-        if !(1..=16).contains(&self.mqtt.connections) {
-            return Err(invalid("mqtt.connections", "must be 1..=16"));
-        }
-        if self.mqtt.receive_maximum == 0 {
-            return Err(invalid("mqtt.receive_maximum", "must be 1..=65535"));
-        }
-        if self.mqtt.keep_alive_s < 5 {
-            return Err(invalid("mqtt.keep_alive_s", "must be at least 5 seconds"));
-        }
-        if self.mqtt.read_linger_ms > 100 {
-            return Err(invalid(
-                "mqtt.read_linger_ms",
-                "must be 0..=100 (it adds up to that much latency to every reading)",
-            ));
-        }
-        if self.mqtt.session_expiry_s == 0 {
-            return Err(invalid(
-                "mqtt.session_expiry_s",
-                "0 ends the session at every disconnect, and the broker would drop \
-                 everything published while the bridge is away; use e.g. 604800",
-            ));
-        }
-        self.mqtt.password_secret().validate()?;
         for (i, source) in self.sources.iter().enumerate() {
             match source {
                 SourceSettings::Kafka(kafka) => kafka.validate(&format!("sources.{i}"))?,
@@ -164,102 +128,19 @@ impl Settings {
                 "`mysql` is the name of the sink [database] configures; give this one another name",
             ));
         }
-        self.http_listen()?;
-        let device_listen = self.device_listen()?;
-        for (key, value) in [
-            (
-                "http.header_read_timeout_s",
-                self.http.header_read_timeout_s,
-            ),
-            ("http.body_timeout_s", self.http.body_timeout_s),
-            ("http.request_timeout_s", self.http.request_timeout_s),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1 second"));
-            }
-        }
-        if self.http.max_connections == 0 || self.http.max_ingest_requests == 0 {
-            return Err(invalid(
-                "http.max_connections",
-                "http.max_connections and http.max_ingest_requests must be at least 1",
-            ));
-        }
-        if device_listen.is_none() {
-            if let Some(route) = self.routes.iter().find(|r| r.http.is_some()) {
-                return Err(invalid(
-                    format!("routes.{}.http", route.name),
-                    "HTTP ingest is served on the device listener: set http.device_listen \
-                     (e.g. \"0.0.0.0:9465\" behind a TLS proxy)",
-                ));
-            }
-        }
-        if self.http.images_public && self.http.viewer_tokens_file.is_some() {
-            return Err(invalid(
-                "http.images_public",
-                "set images_public or viewer_tokens_file, not both",
-            ));
-        }
-        // Each row binds 3 values and MySQL allows 65535 placeholders per statement.
-        if !(1..=20_000).contains(&self.batch.max_rows) {
-            return Err(invalid("batch.max_rows", "must be 1..=20000"));
-        }
-        if self.batch.max_bytes == 0 || self.batch.max_inflight_bytes == 0 {
-            return Err(invalid(
-                "batch.max_inflight_bytes",
-                "batch.max_bytes and batch.max_inflight_bytes must be at least 1",
-            ));
-        }
-        if self.batch.stall_timeout_s == 0 {
-            return Err(invalid(
-                "batch.stall_timeout_s",
-                "must be at least 1 second",
-            ));
-        }
+        self.validate_http()?;
+        self.batch.validate()?;
         self.zone_setting()?;
         self.co2_zone()?;
         self.device_zones()?;
-        if self
-            .wire
-            .min_emissions
-            .partial_cmp(&self.wire.max_emissions)
-            != Some(std::cmp::Ordering::Less)
-        {
-            return Err(invalid(
-                "wire.min_emissions",
-                "must be smaller than wire.max_emissions",
-            ));
-        }
+        self.wire.validate()?;
+        self.completeness.validate()?;
         let known: Vec<String> = self
             .sink_settings()
             .iter()
             .map(|(k, _)| k.clone())
             .collect();
-        if self.completeness.scan_interval_s == 0 {
-            return Err(invalid(
-                "completeness.scan_interval_s",
-                "must be at least 1 second",
-            ));
-        }
-        if self.dead_letters.prune_interval_s == 0 {
-            return Err(invalid(
-                "dead_letters.prune_interval_s",
-                "must be at least 1 second",
-            ));
-        }
-        if let Some(sink) = &self.dead_letters.sink {
-            if !known.iter().any(|k| sink_name(k) == sink) {
-                return Err(invalid(
-                    "dead_letters.sink",
-                    format!("no sink {sink:?}; sinks are {known:?}"),
-                ));
-            }
-        }
-        if self.wire.dead_letter_payload_bytes > 1024 {
-            return Err(invalid(
-                "wire.dead_letter_payload_bytes",
-                "must be at most 1024 (the width of rejected_messages.payload)",
-            ));
-        }
+        self.dead_letters.validate(&known)?;
         Ok(())
     }
 }

@@ -127,6 +127,47 @@ impl MqttSettings {
 }
 
 impl Settings {
+    /// Checks `[mqtt]`.
+    pub(super) fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        self.topic_filters()?;
+        DeviceId::parse(&self.mqtt.default_device)
+            .map_err(|e| invalid("mqtt.default_device", e.to_string()))?;
+        if self.mqtt.host.is_empty() && self.mqtt.hosts.is_empty() {
+            return Err(invalid("mqtt.host", "must not be empty"));
+        }
+        self.mqtt_endpoints()?;
+        if self.mqtt.client_id.is_empty() {
+            return Err(invalid(
+                "mqtt.client_id",
+                "must be fixed and non-empty: the broker keeps the session under it",
+            ));
+        }
+        if !(1..=16).contains(&self.mqtt.connections) {
+            return Err(invalid("mqtt.connections", "must be 1..=16"));
+        }
+        if self.mqtt.receive_maximum == 0 {
+            return Err(invalid("mqtt.receive_maximum", "must be 1..=65535"));
+        }
+        if self.mqtt.keep_alive_s < 5 {
+            return Err(invalid("mqtt.keep_alive_s", "must be at least 5 seconds"));
+        }
+        if self.mqtt.read_linger_ms > 100 {
+            return Err(invalid(
+                "mqtt.read_linger_ms",
+                "must be 0..=100 (it adds up to that much latency to every reading)",
+            ));
+        }
+        if self.mqtt.session_expiry_s == 0 {
+            return Err(invalid(
+                "mqtt.session_expiry_s",
+                "0 ends the session at every disconnect, and the broker would drop \
+                 everything published while the bridge is away; use e.g. 604800",
+            ));
+        }
+        self.mqtt.password_secret().validate()?;
+        Ok(())
+    }
+
     /// The broker's nodes: `mqtt.hosts`, or the single `mqtt.host:mqtt.port`.
     pub fn mqtt_endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
         endpoint::parse_list(&self.mqtt.hosts, &self.mqtt.host, self.mqtt.port)

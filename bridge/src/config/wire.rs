@@ -42,6 +42,25 @@ impl Default for WireSettings {
     }
 }
 
+impl WireSettings {
+    /// Checks `[wire]`.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_emissions.partial_cmp(&self.max_emissions) != Some(std::cmp::Ordering::Less) {
+            return Err(invalid(
+                "wire.min_emissions",
+                "must be smaller than wire.max_emissions",
+            ));
+        }
+        if self.dead_letter_payload_bytes > 1024 {
+            return Err(invalid(
+                "wire.dead_letter_payload_bytes",
+                "must be at most 1024 (the width of rejected_messages.payload)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Settings {
     /// `wire.time_zone`: the zone of offset-less datetimes where nothing more specific is set.
     pub fn zone_setting(&self) -> Result<ZoneSetting, ConfigError> {

@@ -384,7 +384,7 @@ impl Committer {
 }
 
 /// The sink batch of `records[i]` for every `i` of `part`.
-fn batch_of<'a>(records: &'a [Record], part: &[usize]) -> Batch<'a> {
+pub(crate) fn batch_of<'a>(records: &'a [Record], part: &[usize]) -> Batch<'a> {
     let mut batch = Batch::default();
     for record in part.iter().filter_map(|i| records.get(*i)) {
         match record {

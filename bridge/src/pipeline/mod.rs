@@ -3,7 +3,7 @@
 //! the sinks with retries, splitting and dead letters ([`commit`]), and
 //! acknowledged in arrival order once stored.
 
-mod batch;
+pub(crate) mod batch;
 mod commit;
 pub(crate) mod quarantine;
 
@@ -28,6 +28,8 @@ use crate::source::budget::Held;
 use crate::source::{Ack, Acker, Delivery};
 use crate::supervisor::Supervisor;
 use batch::Batcher;
+#[cfg(feature = "tooling")]
+pub(crate) use commit::batch_of;
 use commit::Committer;
 use quarantine::{fingerprint, Quarantine, Verdict};
 

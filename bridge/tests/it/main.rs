@@ -5,17 +5,17 @@
 
 mod ack_batching;
 mod completeness;
+mod crashes_and_outages;
 mod dead_letter_replay;
 mod dead_letter_replay_auto_zone;
 mod delivery;
 mod doctor;
-mod edges;
-mod failures;
 mod hostile;
 mod influx;
-mod json;
+mod json_payloads;
 mod kafka;
 mod kafka_auth;
+mod limits;
 mod observability;
 mod retention;
 mod retime;

@@ -1,5 +1,5 @@
 //! The other streams: bin levels, camera images, HTTP ingest and the images
-//! page (JSON has a module of its own, `json.rs`). The routes come from the shipped bridge/routes.example.toml;
+//! page (JSON has a module of its own, `json_payloads.rs`). The routes come from the shipped bridge/routes.example.toml;
 //! each test owns its broker, since those topics carry no test prefix.
 
 use std::path::Path;

@@ -12,7 +12,7 @@ pub mod simulated;
 
 use std::time::Duration;
 
-use crate::config::{SensorKind, SensorSettings};
+use crate::config::{Profile, SensorKind, SensorSettings};
 
 /// Why a reading could not be taken; logged and counted, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,7 @@ pub fn open(settings: &SensorSettings, device: &str) -> Result<Box<dyn Sensor>, 
     match settings.kind.unwrap_or(SensorKind::Simulated) {
         SensorKind::Simulated => Ok(Box::new(simulated::Simulated::new(
             device,
-            simulated::Profile {
+            Profile {
                 base_ppm: settings.simulated.base_ppm,
                 amplitude_ppm: settings.simulated.amplitude_ppm,
                 noise_ppm: settings.simulated.noise_ppm,

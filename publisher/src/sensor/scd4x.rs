@@ -6,9 +6,6 @@
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::I2c;
 
-/// The sensor's fixed I²C address.
-pub const DEFAULT_ADDRESS: u8 = 0x62;
-
 const START_PERIODIC_MEASUREMENT: u16 = 0x21B1;
 const STOP_PERIODIC_MEASUREMENT: u16 = 0x3F86;
 const GET_DATA_READY_STATUS: u16 = 0xE4B8;
@@ -76,7 +73,7 @@ pub struct Scd4x<I2C, D> {
 }
 
 impl<I2C: I2c, D: DelayNs> Scd4x<I2C, D> {
-    /// A sensor at `address` (normally [`DEFAULT_ADDRESS`]).
+    /// A sensor at `address` (normally [`SCD4X_ADDRESS`](crate::config::SCD4X_ADDRESS)).
     pub fn new(i2c: I2C, delay: D, address: u8) -> Self {
         Self {
             i2c,
@@ -174,7 +171,7 @@ mod tests {
     use embedded_hal_mock::eh1::delay::NoopDelay;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
 
-    const A: u8 = DEFAULT_ADDRESS;
+    const A: u8 = crate::config::SCD4X_ADDRESS;
 
     /// A read-measurement answer: 0x01F4 = 500 ppm, 0x6667 ≈ 25 °C, 0x5EB9 ≈ 37 %RH.
     fn measurement_frame() -> Vec<u8> {

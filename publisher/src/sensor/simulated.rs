@@ -5,28 +5,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Sensor, SensorError};
-
-/// Shape of the simulated signal.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Profile {
-    /// Mean level in ppm.
-    pub base_ppm: f64,
-    /// Half the peak-to-peak daily swing in ppm.
-    pub amplitude_ppm: f64,
-    /// Standard deviation of the slowly wandering noise in ppm.
-    pub noise_ppm: f64,
-}
-
-impl Default for Profile {
-    /// Roughly an occupied office: 400–900 ppm over a day.
-    fn default() -> Self {
-        Self {
-            base_ppm: 650.0,
-            amplitude_ppm: 200.0,
-            noise_ppm: 15.0,
-        }
-    }
-}
+use crate::config::Profile;
 
 /// A simulated sensor; each device gets its own phase and noise sequence.
 #[derive(Debug)]

@@ -164,15 +164,7 @@ impl MysqlSink {
             rollups.claim(&mut tx, &touches).await?;
         }
         let mut written = Written::default();
-        // Items grouped by route, in arrival order within each.
-        let mut groups: Vec<(RouteId, Vec<&Item<'_>>)> = Vec::new();
-        for item in &batch.items {
-            match groups.iter_mut().find(|(r, _)| *r == item.route) {
-                Some((_, items)) => items.push(item),
-                None => groups.push((item.route, vec![item])),
-            }
-        }
-        for (route, items) in groups {
+        for (route, items) in by_route(&batch.items) {
             let Some(target) = self.targets.get(route).and_then(Option::as_ref) else {
                 return Err(sqlx::Error::Protocol(format!(
                     "route {route} has no table in this sink (a bug: routes are checked at start)"
@@ -309,6 +301,19 @@ async fn recent_letters(pool: &MySqlPool, n: u32) -> Result<Vec<StoredLetter>, s
             },
         )
         .collect())
+}
+
+/// `items` grouped by route, in arrival order within each: one target,
+/// and its statements, per group.
+pub(crate) fn by_route<'a, 'i>(items: &'a [Item<'i>]) -> Vec<(RouteId, Vec<&'a Item<'i>>)> {
+    let mut groups: Vec<(RouteId, Vec<&Item<'_>>)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(r, _)| *r == item.route) {
+            Some((_, items)) => items.push(item),
+            None => groups.push((item.route, vec![item])),
+        }
+    }
+    groups
 }
 
 /// Splits items into statements under the placeholder limit and the byte budget.
