@@ -34,6 +34,10 @@ pub enum Command {
     /// The whole suite BENCHMARKS.md reports, on test-owned brokers (stock and
     /// provisioned) and throwaway databases, with the release bridge.
     All(AllArgs),
+    /// Every MySQL panel of grafana/dashboards as Grafana sends it, for 1 h to
+    /// 1 year, on a synthetic dataset loaded in bulk into a throwaway database:
+    /// latency per panel and range, rows and bytes per table, bytes per reading.
+    Dashboards(DashboardsArgs),
 }
 
 /// Where things are.
@@ -206,6 +210,78 @@ pub struct AllArgs {
     pub only: Vec<String>,
 }
 
+/// `dashboards`.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardsArgs {
+    /// Database server URL (a throwaway database is created on it).
+    #[arg(
+        long,
+        default_value = "mysql://root@127.0.0.1:3306",
+        env = "CO2_BENCH_DB_URL"
+    )]
+    pub db_url: String,
+    /// The co2-bridge binary for `migrate` and `rollup rebuild` (default:
+    /// $CO2_BRIDGE_BIN, else next to co2-bench; without one the bench applies
+    /// the same migrations itself and fills no rollups).
+    #[arg(long)]
+    pub bridge_bin: Option<PathBuf>,
+    /// Repository root (its grafana/dashboards are measured).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Devices.
+    #[arg(long, default_value_t = 20)]
+    pub devices: u64,
+    /// Seconds between two readings of a device.
+    #[arg(long, default_value_t = 60)]
+    pub interval_s: u64,
+    /// Days of readings, ending now (ignored with --readings or --sizes).
+    #[arg(long, default_value_t = 365.0)]
+    pub days: f64,
+    /// CO2 readings in all, e.g. 1M, 10M (the days follow).
+    #[arg(long, value_parser = parse_count)]
+    pub readings: Option<u64>,
+    /// Run the whole thing for each of these reading counts, e.g. 1M,10M.
+    #[arg(long, value_delimiter = ',', value_parser = parse_count)]
+    pub sizes: Vec<u64>,
+    /// Ranges, each ending at the newest reading (units m h d w y).
+    #[arg(long, value_delimiter = ',', default_value = "1h,24h,7d,30d,1y")]
+    pub ranges: Vec<String>,
+    /// Timed runs after the first; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Time limit per query, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
+    /// Points a panel draws when it does not set maxDataPoints (Grafana uses
+    /// the panel's width in pixels).
+    #[arg(long, default_value_t = 1000)]
+    pub max_data_points: u64,
+    /// Keep the database(s) instead of dropping them.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `1000`, `500k`, `1M`, `2.5M`, `1G`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let (number, factor) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t.as_str(), 1.0),
+    };
+    let v: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a count such as 500k, 1M, 10M"))?;
+    if !(v.is_finite() && v >= 1.0) {
+        return Err(format!("{s:?}: must be at least 1"));
+    }
+    Ok((v * factor).round() as u64)
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -286,6 +362,36 @@ mod tests {
         assert!(parse(&["frobnicate"]).is_err());
         assert!(parse(&["load", "--bridge-env", "PATH=/x"]).is_err());
         assert!(parse(&["load", "--bridge-env", "CO2_BRIDGE__BATCH__MAX_ROWS"]).is_err());
+    }
+
+    #[test]
+    fn dashboards_flags() {
+        let Command::Dashboards(a) = parse(&["dashboards"]).unwrap().command else {
+            panic!("not dashboards");
+        };
+        assert_eq!((a.devices, a.interval_s, a.days), (20, 60, 365.0));
+        assert_eq!(a.ranges, ["1h", "24h", "7d", "30d", "1y"]);
+        assert_eq!((a.readings, a.repeat, a.timeout_s), (None, 3, 60));
+        let Command::Dashboards(a) = parse(&[
+            "dashboards",
+            "--readings",
+            "1M",
+            "--sizes",
+            "1M,10M,2.5k",
+            "--keep",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not dashboards");
+        };
+        assert_eq!(a.readings, Some(1_000_000));
+        assert_eq!(a.sizes, [1_000_000, 10_000_000, 2_500]);
+        assert!(a.keep);
+        assert!(parse(&["dashboards", "--readings", "lots"]).is_err());
+        assert!(parse(&["dashboards", "--readings", "0"]).is_err());
+        assert_eq!(parse_count("100M"), Ok(100_000_000));
+        assert_eq!(parse_count("1_000"), Ok(1000));
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! test-owned Mosquittos and the real bridge binary; [`run`] puts them
 //! together back to back; [`influx`] measures the InfluxDB sink against
 //! influxd's own ceiling; [`kafka`] the Kafka source against a null consumer
-//! of the same tansu.
+//! of the same tansu; [`dashboards`] what the Grafana dashboards cost as
+//! the stored rows grow.
 
 pub mod account;
 pub mod bridge;
 pub mod broker;
 pub mod cli;
+pub mod dashboards;
 pub mod db;
 pub mod influx;
 pub mod kafka;

@@ -9,6 +9,10 @@ sql_engine.go and the frontend's SqlDatasource.ts):
 3. macros are matched by  \\$([_a-zA-Z0-9]+)\\(([^\\)]*)\\)  (so an argument cannot
    contain ')'); arguments are split on ',' and trimmed; an unknown macro is an
    error, as in Grafana.
+
+co2-bench expands the same way in Rust (bench/src/dashboards/grafana.rs, for
+`co2-bench dashboards`): change both together; its unit tests hold strings
+printed by this module.
 """
 
 import re
@@ -37,7 +41,8 @@ def round_interval_ms(ms):
 
 def panel_interval_ms(from_s, to_s, max_data_points=1000, min_interval_s=60):
     """$__interval for a panel: range / maxDataPoints, rounded, not below the
-    data source's minimum (jsonData.timeInterval, 1m by default for SQL)."""
+    minimum: the panel's min interval when it sets one, else the data source's
+    (jsonData.timeInterval, 1m by default for SQL)."""
     ms = round_interval_ms((to_s - from_s) * 1000 / max_data_points)
     return max(ms, min_interval_s * 1000)
 
