@@ -160,7 +160,7 @@ pub fn refresh_from_finer(series: &Series, finer: &Tier, tier: &Tier, condition:
         "{insert}SELECT {gkeys}, g.bucket, g.n, g.total, g.lo, g.hi, f.`last_value`, g.last_time{carried}{gcounts} \
          FROM (SELECT {keys}, {bucket} AS bucket, SUM(`n`) AS n, SUM(`total`) AS total, \
          MIN(`min_value`) AS lo, MAX(`max_value`) AS hi, MAX(`last_time`) AS last_time{counts} \
-         FROM `{finer_table}` WHERE {condition} GROUP BY {keys}, bucket) g \
+         FROM `{finer_table}` WHERE {condition} GROUP BY {keys}, {bucket}) g \
          JOIN `{finer_table}` f ON {join} AND f.`bucket` = {last_bucket} AND f.`last_time` = g.last_time{update}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
@@ -255,5 +255,15 @@ mod tests {
         let up = refresh_from_finer(&READINGS, &minute, &hour, "TRUE");
         assert!(up.contains("FROM `readings_1m`"), "{up}");
         assert!(up.contains("f.`tags`"), "{up}");
+        // In GROUP BY a bare `bucket` names the finer table's column, not the
+        // coarser bucket computed from it: each minute would overwrite the hour.
+        assert!(!up.contains(", bucket)"), "{up}");
+        assert!(
+            up.contains(&format!(
+                "GROUP BY `device`, `field`, `tags_key`, {})",
+                floor("`bucket`", 3600)
+            )),
+            "{up}"
+        );
     }
 }
