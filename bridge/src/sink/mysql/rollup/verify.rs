@@ -188,10 +188,7 @@ async fn buckets(
     rows.iter().map(|row| decode(row, keys)).collect()
 }
 
-fn decode(
-    row: &MySqlRow,
-    keys: usize,
-) -> Result<(BucketKey, Stats), sqlx::Error> {
+fn decode(row: &MySqlRow, keys: usize) -> Result<(BucketKey, Stats), sqlx::Error> {
     let key = (0..keys)
         .map(|i| row.try_get::<Vec<u8>, _>(i))
         .collect::<Result<Vec<_>, _>>()?;
