@@ -11,7 +11,7 @@ pub const CLAIMS: &str = "rollup_claims";
 /// without the session's time zone (DATETIMEs here are UTC).
 pub fn floor(column: &str, seconds: u32) -> String {
     format!(
-        "TIMESTAMPADD(SECOND, FLOOR(TIMESTAMPDIFF(SECOND, '1970-01-01', {column}) / {seconds}) * {seconds}, '1970-01-01')"
+        "TIMESTAMPADD(SECOND, FLOOR(TIMESTAMPDIFF(SECOND, '1970-01-01', {column}) / {seconds}) * {seconds}, TIMESTAMP'1970-01-01 00:00:00')"
     )
 }
 
