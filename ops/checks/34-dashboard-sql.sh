@@ -3,8 +3,10 @@
 # (127.0.0.1:3306, root) in a throwaway database holding the bridge's schema,
 # with Grafana's macros and $device expanded (ops/checks/lib/sql_check.py).
 # The schema comes from `co2-bridge migrate` when the bridge has that command,
-# otherwise from bridge/migrations/*.sql applied directly. The database is
-# dropped at the end.
+# otherwise from bridge/migrations/*.sql applied directly. With the bridge, the
+# rollup tiers are rebuilt from the seeded rows and every panel is compared
+# with its raw-only query for each tier (ops/checks/lib/tier_check.py). The
+# database is dropped at the end.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$REPO_ROOT"
@@ -26,6 +28,7 @@ MIGRATE_ARGS=()
 if cargo build -q -p co2-bridge >/dev/null 2>&1 && "${CO2_BRIDGE_BIN:-target/debug/co2-bridge}" --help 2>/dev/null | grep -qw migrate; then
     check "schema by co2-bridge migrate" env CO2_BRIDGE__DATABASE__URL="mysql://root@$MYSQL_HOST:$MYSQL_PORT/$DB" \
         cargo run -q -p co2-bridge -- migrate
+    MIGRATE_ARGS=(--bridge "${CO2_BRIDGE_BIN:-target/debug/co2-bridge}")
 else
     echo "note: co2-bridge has no migrate command yet; applying bridge/migrations/*.sql directly"
     MIGRATE_ARGS=(--apply-migrations bridge/migrations)

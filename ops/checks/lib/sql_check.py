@@ -13,7 +13,10 @@ throwaway database: this script fills it. It:
      seeded 2 days) and $device = All / one device / two devices, with Grafana's
      macros expanded by grafana_sql.py, and checks the result has the shape the
      panel needs (time_series: `time` first, ascending, a numeric value; not empty);
-  4. drops the account. (The caller drops DB.)
+  4. with --bridge, rebuilds the rollup tiers from the seed (`co2-bridge rollup
+     rebuild`) and runs every panel against its raw-only query for each tier
+     (tier_check.py);
+  5. drops the account. (The caller drops DB.)
 Prints ok/FAIL lines and "N passed, M failed"; exits 1 on any failure.
 """
 
@@ -22,13 +25,18 @@ import datetime as dt
 import decimal
 import math
 import re
+import os
 import secrets
+import subprocess
+import tempfile
 import time
 
 import pymysql
 
 import grafana_sql
 import obslib
+import raw_panels
+import tier_check
 
 DEVICES = ["pi-1", "pi-2", "pi-3"]
 SEED_DAYS = 2
@@ -191,6 +199,38 @@ def mysql_variables(dash):
             if (v.get("datasource") or {}).get("type") == "mysql"}
 
 
+def variable_options(ro, dash):
+    """Each MySQL variable's options, as Grafana computes them from its query."""
+    options = {}
+    for vname, var in mysql_variables(dash).items():
+        q = var.get("query")
+        q = q.get("rawSql", "") if isinstance(q, dict) else str(q)
+        _, rows = run(ro, q)
+        options[vname] = [str(r[0]) for r in rows]
+    return options
+
+
+def var_models_of(ro, dash):
+    """The variable models with their options filled in."""
+    options = variable_options(ro, dash)
+    return {n: dict(v, options=[{"text": o, "value": o} for o in options[n]])
+            for n, v in mysql_variables(dash).items()}
+
+
+def cases_of(ro, dash):
+    """Selections to run: All, one value, and two values of a multi variable."""
+    variables = mysql_variables(dash)
+    options = variable_options(ro, dash)
+    cases = [{n: ["$__all"] for n in variables}]
+    for vname in variables:
+        opts = sorted(options[vname])
+        if opts:
+            cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[1 % len(opts)]]})
+        if variables[vname].get("multi") and len(opts) >= 2:
+            cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[0], opts[-1]]})
+    return cases
+
+
 def check_shape(c, label, fmt, cols, rows, selected_devices, require_rows=True):
     if require_rows and not c.check(len(rows) > 0, f"{label}: {len(rows)} rows"):
         return
@@ -225,6 +265,47 @@ def apply_migrations(c, args, directory):
     conn.close()
 
 
+def rollup_rebuild(c, args):
+    """`co2-bridge rollup rebuild` over the seed, with the routes that write
+    readings and bin_levels configured (the CO2 route is built in)."""
+    routes = """
+[[routes]]
+name = "bins"
+topics = ["bins/level"]
+decoder = "delimited"
+table = "bin_levels"
+trust_payload_device = true
+[routes.delimited]
+separator = " "
+fields = [
+  { column = "level", type = "number", flag_word = "FULL", flag_column = "full" },
+  { column = "bin_id", type = "device" },
+  { column = "measured_at", type = "datetime", span = 2 },
+]
+
+[[routes]]
+name = "dht11"
+topics = ["sensors/{device}/dht11"]
+decoder = "json"
+table = "readings"
+[routes.json]
+mode = "long"
+time_field = "time"
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(routes)
+    try:
+        password = f":{args.password}" if args.password else ""
+        env = dict(os.environ, CO2_BRIDGE__DATABASE__URL=f"mysql://{args.user}{password}@{args.host}:{args.port}/"
+                                                         f"{args.database}")
+        out = subprocess.run([args.bridge, "--config", f.name, "rollup", "rebuild"], env=env,
+                             capture_output=True, text=True, timeout=600, check=False)
+    finally:
+        os.unlink(f.name)
+    return c.check(out.returncode == 0, "co2-bridge rollup rebuild over the seed",
+                   (out.stdout + out.stderr)[-2000:])
+
+
 def run(conn, sql):
     with conn.cursor() as cur:
         cur.execute(sql)
@@ -239,6 +320,8 @@ def main():
     ap.add_argument("--user", default="root")
     ap.add_argument("--password", default="")
     ap.add_argument("--database", required=True)
+    ap.add_argument("--bridge", metavar="BIN",
+                    help="co2-bridge binary: rebuild the rollups and compare every panel with its raw query")
     ap.add_argument("--apply-migrations", metavar="DIR",
                     help="first run DIR/*.sql in name order (stand-in while `co2-bridge migrate` is unavailable)")
     args = ap.parse_args()
@@ -291,25 +374,13 @@ def main():
 
         n_rows, n_dead = seed(admin, now)
         c.ok(f"seeded {n_rows} readings of {len(DEVICES)} devices over {SEED_DAYS} days, {n_dead} dead letters")
+        # The panels read the rollup tiers: fill them from the seed, as the
+        # bridge does for the rows it writes.
+        rebuilt = bool(args.bridge) and rollup_rebuild(c, args)
 
         for name, dash, panel, target in targets:
-            variables = mysql_variables(dash)
             # Variable options, as Grafana computes them from the variable's own query.
-            options = {}
-            for vname, var in variables.items():
-                q = var.get("query")
-                q = q.get("rawSql", "") if isinstance(q, dict) else str(q)
-                cols, rows = run(ro, q)
-                options[vname] = [str(r[0]) for r in rows]
-            cases = [{n: ["$__all"] for n in variables}]
-            for vname in variables:
-                opts = sorted(options[vname])
-                if opts:
-                    cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[1 % len(opts)]]})
-                if variables[vname].get("multi") and len(opts) >= 2:
-                    cases.append({**{n: ["$__all"] for n in variables}, vname: [opts[0], opts[-1]]})
-            var_models = {n: dict(v, options=[{"text": o, "value": o} for o in options[n]])
-                          for n, v in variables.items()}
+            var_models, cases = var_models_of(ro, dash), cases_of(ro, dash)
 
             default_from = relative_seconds(dash["time"]["from"])
             ranges = [(f"dashboard range {dash['time']['from']}", now - default_from, now),
@@ -343,12 +414,20 @@ def main():
 
         check_completeness(c, ro, targets, now)
 
+        if rebuilt:
+            tier_check.check(c, lambda sql: run(ro, sql), targets, lambda d: var_models_of(ro, d),
+                             lambda d: cases_of(ro, d), now, now - SEED_DAYS * 86400)
+
         for name, dash in {n: d for n, d, _, _ in targets}.items():
             for vname, var in mysql_variables(dash).items():
                 cols, rows = run(ro, var["query"] if isinstance(var["query"], str) else var["query"]["rawSql"])
                 c.check(len(cols) == 1 and sorted(r[0] for r in rows) == DEVICES,
                         f"{name}: variable ${vname} lists the seeded devices", f"{cols} {rows}")
                 c.check(var.get("multi") and var.get("includeAll"), f"{name}: variable ${vname} is multi + All")
+                if rebuilt and vname == "device":
+                    _, raw_rows = run(ro, raw_panels.RAW_DEVICE_VARIABLE)
+                    c.check(sorted(rows) == sorted(raw_rows),
+                            f"{name}: variable ${vname} lists what its raw query lists", f"{rows} vs {raw_rows}")
         ro.close()
     finally:
         with admin.cursor() as cur:
