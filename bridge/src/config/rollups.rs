@@ -25,7 +25,12 @@ impl Default for RollupSettings {
 }
 
 /// The tiers the shipped dashboards read.
-pub const DEFAULT_TIERS: [&str; 3] = ["1m", "1h", "1d"];
+///
+/// A panel reads the coarsest tier whose length divides its `$__interval`,
+/// and Grafana's intervals are 1, 2, 5, 10, 15, 20 and 30 minutes, 1, 2, 3,
+/// 6 and 12 hours, and days: with these six, each range from an hour to a
+/// year reads a few ten thousand rows for 20 devices (BENCHMARKS.md).
+pub const DEFAULT_TIERS: [&str; 6] = ["1m", "5m", "30m", "1h", "6h", "1d"];
 
 /// One rollup tier: its buckets are `seconds` long and aligned to the Unix
 /// epoch (so a day is a UTC day).
@@ -116,7 +121,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_tiers_are_a_minute_an_hour_and_a_day() {
+    fn the_default_tiers_nest_from_a_minute_to_a_day() {
         let defaults = RollupSettings::default();
         assert_eq!(
             tiers(
@@ -127,7 +132,7 @@ mod tests {
                     .collect::<Vec<_>>()
             )
             .unwrap(),
-            [60, 3600, 86_400]
+            [60, 300, 1800, 3600, 21_600, 86_400]
         );
     }
 

@@ -19,7 +19,14 @@ use sqlx::MySqlPool;
 use crate::support::*;
 
 /// The default tiers and their bucket lengths.
-const TIERS: [(&str, u32); 3] = [("1m", 60), ("1h", 3600), ("1d", 86_400)];
+const TIERS: [(&str, u32); 6] = [
+    ("1m", 60),
+    ("5m", 300),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("6h", 21_600),
+    ("1d", 86_400),
+];
 
 /// A raw table's rollup shape, as the test sees it.
 struct Raw {

@@ -24,8 +24,11 @@ import raw_panels
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # $__interval_ms values, and the alignment a range needs for each to be exact.
-INTERVALS = [(10_000, MINUTE), (60_000, MINUTE), (300_000, MINUTE), (3_600_000, HOUR),
-             (10_800_000, HOUR), (86_400_000, DAY), (604_800_000, DAY)]
+# A time series reads the coarsest tier whose length divides the interval
+# (tiers 1m, 5m, 30m, 1h, 6h, 1d), and needs ranges aligned to that tier.
+INTERVALS = [(10_000, MINUTE), (60_000, MINUTE), (300_000, 5 * MINUTE), (1_800_000, 30 * MINUTE),
+             (3_600_000, HOUR), (10_800_000, HOUR), (21_600_000, 6 * HOUR), (43_200_000, 6 * HOUR),
+             (86_400_000, DAY), (604_800_000, DAY)]
 # Panels whose tier buckets may reach outside the range (they are drawn when
 # they overlap it), and the alignment they need beyond their interval's.
 OVERLAPPING = {"CO2 per device": 1, "Bin fill level": 1, "Sensor readings (JSON, bare values): numbers": 1,
