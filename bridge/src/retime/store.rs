@@ -185,11 +185,24 @@ impl Shape {
                 None => indexes.push((index, vec![column])),
             }
         }
+        // A key holding the AUTO_INCREMENT id (the (id, time) primary key
+        // that time partitions need) is never hit: each row keeps its own id.
+        let generated: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND EXTRA LIKE '%auto_increment%'",
+        )
+        .bind(&table.name)
+        .fetch_all(&mut *conn)
+        .await?;
         // Only keys holding the time can be hit by moving it.
         let keys: Vec<Vec<String>> = indexes
             .into_iter()
             .map(|(_, cs)| cs)
             .filter(|cs| cs.iter().any(|c| c.eq_ignore_ascii_case(&table.time)))
+            .filter(|cs| {
+                !cs.iter()
+                    .any(|c| generated.iter().any(|g| g.eq_ignore_ascii_case(c)))
+            })
             .map(|cs| {
                 cs.into_iter()
                     .filter(|c| !c.eq_ignore_ascii_case(&table.time))

@@ -157,7 +157,7 @@ impl MysqlSink {
     }
 
     async fn commit(&self, batch: &Batch<'_>) -> Result<Written, sqlx::Error> {
-        let touches = self.touches(batch);
+        let mut touches = self.touches(batch);
         let rollups = self.rollups.as_ref().filter(|_| !touches.is_empty());
         let mut tx = self.pool.begin().await?;
         if let Some(rollups) = rollups {
@@ -171,10 +171,14 @@ impl MysqlSink {
                 )));
             };
             let (mut inserted, mut duplicates) = (0, 0);
+            let series = self.series.get(route).copied().flatten();
             for chunk in statement_chunks(target, &items) {
-                let (i, d) = insert_rows(&mut tx, target, chunk).await?;
-                inserted += i;
-                duplicates += d;
+                let done = insert_rows(&mut tx, target, chunk).await?;
+                inserted += done.inserted;
+                duplicates += done.duplicates;
+                if let (Some(series), Some(first_id)) = (series, done.first_id) {
+                    touches.inserted(series, first_id);
+                }
             }
             written.inserted.push((route, inserted));
             written.duplicates.push((route, duplicates));
@@ -429,14 +433,29 @@ async fn insert_rows(
     tx: &mut Transaction<'_, MySql>,
     target: &Target,
     items: &[&Item<'_>],
-) -> Result<(u64, u64), sqlx::Error> {
+) -> Result<Inserted, sqlx::Error> {
     let rows: usize = items.iter().map(|i| target.rows(i.message)).sum();
     let sql = values_sql(target.insert_prefix(), rows, target.width(), ON_DUPLICATE);
     let query = bound_insert(&sql, target, items)?;
-    let affected = query.execute(&mut **tx).await?.rows_affected();
+    let result = query.execute(&mut **tx).await?;
     let rows = rows as u64;
-    let duplicates = affected.saturating_sub(rows).min(rows);
-    Ok((rows - duplicates, duplicates))
+    let duplicates = result.rows_affected().saturating_sub(rows).min(rows);
+    let inserted = rows - duplicates;
+    Ok(Inserted {
+        inserted,
+        duplicates,
+        // The id of the first row inserted; the server's answer means
+        // nothing when none was.
+        first_id: (inserted > 0).then(|| result.last_insert_id()),
+    })
+}
+
+/// What one INSERT did.
+struct Inserted {
+    inserted: u64,
+    duplicates: u64,
+    /// The AUTO_INCREMENT id of its first new row, if it inserted any.
+    first_id: Option<u64>,
 }
 
 async fn insert_dead_letters(

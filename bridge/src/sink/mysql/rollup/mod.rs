@@ -37,21 +37,22 @@ pub struct Rollups {
     tiers: Vec<Tier>,
 }
 
-/// What one batch touched: per series, the finest tier's buckets.
+/// What one batch touched: per series, the finest tier's buckets, and the
+/// first `id` its statements inserted (every later new row has a higher one).
 #[derive(Debug, Default)]
 pub struct Touches {
-    per_series: Vec<(&'static Series, Touched)>,
+    per_series: Vec<(&'static Series, Touched, Option<u64>)>,
 }
 
 impl Touches {
     /// Notes `message`, written to `series`' table.
     pub fn add(&mut self, series: &'static Series, message: &Message, seconds: u32) {
-        let touched = match self.per_series.iter_mut().find(|(s, _)| *s == series) {
-            Some((_, touched)) => touched,
+        let touched = match self.per_series.iter_mut().find(|(s, _, _)| *s == series) {
+            Some((_, touched, _)) => touched,
             None => {
-                self.per_series.push((series, Touched::default()));
+                self.per_series.push((series, Touched::default(), None));
                 match self.per_series.last_mut() {
-                    Some((_, touched)) => touched,
+                    Some((_, touched, _)) => touched,
                     None => return,
                 }
             }
@@ -59,9 +60,16 @@ impl Touches {
         touched.add(message.device.as_str(), message.time, seconds);
     }
 
+    /// Notes that a statement into `series`' table inserted rows from `first_id` on.
+    pub fn inserted(&mut self, series: &'static Series, first_id: u64) {
+        if let Some((_, _, first)) = self.per_series.iter_mut().find(|(s, _, _)| *s == series) {
+            *first = Some(first.map_or(first_id, |f| f.min(first_id)));
+        }
+    }
+
     /// True when the batch wrote no series with rollups.
     pub fn is_empty(&self) -> bool {
-        self.per_series.iter().all(|(_, t)| t.is_empty())
+        self.per_series.iter().all(|(_, t, _)| t.is_empty())
     }
 }
 
@@ -101,7 +109,7 @@ impl Rollups {
         let Some(coarsest) = self.coarsest() else {
             return Ok(());
         };
-        for (series, touched) in &touches.per_series {
+        for (series, touched, _) in &touches.per_series {
             let coarse = touched.coarser(self.factor(coarsest));
             let claims = coarse.starts(coarsest.seconds);
             for chunk in claims.chunks(CLAIMS_PER_STATEMENT) {
@@ -116,30 +124,31 @@ impl Rollups {
         Ok(())
     }
 
-    /// Recomputes every bucket the batch touched, tier by tier.
+    /// Adds the batch's new rows to every tier: the rows of the touched
+    /// buckets whose `id` is at least the first the batch inserted. Claims
+    /// keep any other writer of these devices out until this commits, and
+    /// ids only grow, so those are exactly the rows this batch added: a
+    /// duplicate (no new row) adds nothing, and the cost follows the batch,
+    /// not how many rows its buckets already hold.
     pub async fn refresh(
         &self,
         tx: &mut Transaction<'_, MySql>,
         touches: &Touches,
     ) -> Result<(), sqlx::Error> {
-        for (series, touched) in &touches.per_series {
-            let mut finer: Option<&Tier> = None;
-            for tier in &self.tiers {
-                let spans = touched.coarser(self.factor(tier)).spans(tier.seconds);
-                for chunk in spans.chunks(SPANS_PER_STATEMENT) {
-                    let sql = match finer {
-                        None => {
-                            let time = format!("`{}`", series.time);
-                            let condition = sql::spans_where(series.device, &time, chunk.len());
-                            sql::refresh_from_raw(series, tier, &condition)
-                        }
-                        Some(finer) => {
-                            let condition =
-                                sql::spans_where(series.device, "`bucket`", chunk.len());
-                            sql::refresh_from_finer(series, finer, tier, &condition)
-                        }
-                    };
-                    let mut query = sqlx::query(&sql);
+        for (series, touched, first_id) in &touches.per_series {
+            let Some(first_id) = first_id else {
+                continue; // every row a duplicate: nothing new to add
+            };
+            let time = format!("`{}`", series.time);
+            let spans = touched.spans(self.finest_seconds());
+            for chunk in spans.chunks(SPANS_PER_STATEMENT) {
+                let condition = format!(
+                    "`id` >= ? AND {}",
+                    sql::spans_where(series.device, &time, chunk.len())
+                );
+                for tier in &self.tiers {
+                    let statement = sql::add_rows(series, tier, &condition);
+                    let mut query = sqlx::query(&statement).bind(*first_id);
                     for span in chunk {
                         query = query
                             .bind(span.device.as_str())
@@ -148,7 +157,6 @@ impl Rollups {
                     }
                     query.execute(&mut **tx).await?;
                 }
-                finer = Some(tier);
             }
         }
         Ok(())

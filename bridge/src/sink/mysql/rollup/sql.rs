@@ -100,19 +100,77 @@ fn key_join(series: &Series, g: &str, r: &str) -> String {
         .join(" AND ")
 }
 
-/// Recomputes the buckets of `tier` whose raw rows match `condition` (over
-/// the raw table's columns) from the raw rows: count, sum, min, max and the
-/// value of the latest row, which the join finds by its unique (key, time).
-pub fn refresh_from_raw(series: &Series, tier: &Tier, condition: &str) -> String {
+/// Where a refresh reads: the raw table, or the tier below.
+struct Source {
+    /// The table, aliased `s` inside and joined back as `r` for the last row.
+    table: String,
+    /// The aggregates of one bucket: `n`, `total`, `lo`, `hi`, `last_time`
+    /// and the series' counts, over the rows of `s`.
+    stats: String,
+    /// A condition every counted row meets, with its trailing `AND`.
+    filter: String,
+    /// The column whose bucket is taken.
+    time: String,
+    /// The last value, from the joined row `r`.
+    last_value: String,
+    /// How `r` is the row (or finer bucket) holding `g.last_time`.
+    last_row: String,
+}
+
+impl Source {
+    /// The raw table: count, sum, min, max of the value; the last row is
+    /// the one at the latest time (the key and time are unique).
+    fn raw(series: &Series) -> Self {
+        let (v, t) = (series.value, series.time);
+        let counts: String = series
+            .counts
+            .iter()
+            .map(|(c, raw)| format!(", COUNT(`{raw}`) AS `{c}`"))
+            .collect();
+        Self {
+            table: series.table.to_owned(),
+            stats: format!(
+                "COUNT(*) AS n, SUM(`{v}`) AS total, MIN(`{v}`) AS lo, MAX(`{v}`) AS hi, \
+                 MAX(`{t}`) AS last_time{counts}"
+            ),
+            filter: format!("`{v}` IS NOT NULL AND "),
+            time: format!("`{t}`"),
+            last_value: format!("r.`{v}`"),
+            last_row: format!("r.`{t}` = g.last_time"),
+        }
+    }
+
+    /// The tier `finer`: sums of counts and sums, min of mins, max of
+    /// maxes; the last row is the finer bucket holding the latest time.
+    fn finer(series: &Series, finer: &Tier) -> Self {
+        let counts: String = series
+            .counts
+            .iter()
+            .map(|(c, _)| format!(", SUM(`{c}`) AS `{c}`"))
+            .collect();
+        Self {
+            table: series.tier_table(finer),
+            stats: format!(
+                "SUM(`n`) AS n, SUM(`total`) AS total, MIN(`min_value`) AS lo, \
+                 MAX(`max_value`) AS hi, MAX(`last_time`) AS last_time{counts}"
+            ),
+            filter: String::new(),
+            time: "`bucket`".to_owned(),
+            last_value: "r.`last_value`".to_owned(),
+            last_row: format!(
+                "r.`bucket` = {} AND r.`last_time` = g.last_time",
+                floor("g.last_time", finer.seconds)
+            ),
+        }
+    }
+}
+
+/// `INSERT … SELECT` of `tier`'s buckets, recomputed from `source`'s rows
+/// that match `condition`, upserted over what was there.
+fn refresh(series: &Series, tier: &Tier, source: &Source, condition: &str) -> String {
     let (insert, update) = upsert(series, tier);
     let keys: Vec<String> = series.key_names().map(|k| format!("`{k}`")).collect();
     let gkeys: Vec<String> = series.key_names().map(|k| format!("g.`{k}`")).collect();
-    let (v, t) = (series.value, series.time);
-    let counts: String = series
-        .counts
-        .iter()
-        .map(|(c, raw)| format!(", COUNT(`{raw}`) AS `{c}`"))
-        .collect();
     let gcounts: String = series
         .counts
         .iter()
@@ -124,32 +182,32 @@ pub fn refresh_from_raw(series: &Series, tier: &Tier, condition: &str) -> String
         .map(|c| format!(", r.`{}`", c.name))
         .collect();
     format!(
-        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time{carried}{gcounts} \
-         FROM (SELECT {keys}, {bucket} AS tier_bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
-         MIN(`{v}`) AS lo, MAX(`{v}`) AS hi, MAX(`{t}`) AS last_time{counts} \
-         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, tier_bucket) g \
-         JOIN `{table}` r ON {join} AND r.`{t}` = g.last_time{update}",
+        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, {last_value}, g.last_time{carried}{gcounts} \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, {stats} \
+         FROM `{table}` WHERE {filter}{condition} GROUP BY {keys}, tier_bucket) g \
+         JOIN `{table}` r ON {join} AND {last_row}{update}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
-        bucket = floor(&format!("`{t}`"), tier.seconds),
-        table = series.table,
+        bucket = floor(&source.time, tier.seconds),
+        stats = source.stats,
+        table = source.table,
+        filter = source.filter,
+        last_value = source.last_value,
+        last_row = source.last_row,
         join = key_join(series, "g", "r"),
     )
 }
 
-/// Recomputes the buckets of `tier` from those of `finer` that match
-/// `condition` (over the finer table's columns): sums of counts and sums,
-/// min of mins, max of maxes, and the last value of the finer bucket that
-/// holds the latest time.
-pub fn refresh_from_finer(series: &Series, finer: &Tier, tier: &Tier, condition: &str) -> String {
-    let (insert, update) = upsert(series, tier);
+/// Adds to the buckets of `tier` the raw rows that match `condition` (over
+/// the raw table's columns, read through the primary key, which starts
+/// with `id`): their count and sum added, min and max widened, the last
+/// value replaced if theirs is later. For rows known to be new, so that
+/// adding counts each once.
+pub fn add_rows(series: &Series, tier: &Tier, condition: &str) -> String {
+    let source = Source::raw(series);
+    let (insert, _) = upsert(series, tier);
     let keys: Vec<String> = series.key_names().map(|k| format!("`{k}`")).collect();
     let gkeys: Vec<String> = series.key_names().map(|k| format!("g.`{k}`")).collect();
-    let counts: String = series
-        .counts
-        .iter()
-        .map(|(c, _)| format!(", SUM(`{c}`) AS `{c}`"))
-        .collect();
     let gcounts: String = series
         .counts
         .iter()
@@ -158,43 +216,97 @@ pub fn refresh_from_finer(series: &Series, finer: &Tier, tier: &Tier, condition:
     let carried: String = series
         .carried
         .iter()
-        .map(|c| format!(", f.`{}`", c.name))
+        .map(|c| format!(", r.`{}`", c.name))
         .collect();
+    // Assignments run left to right and see the columns already updated:
+    // last_value is decided before last_time moves. The tier's columns are
+    // named with its table: the SELECT's aliases have the same names.
+    let t = format!("`{}`", series.tier_table(tier));
+    let col = |c: &str| format!("{t}.`{c}`");
+    let later = format!("VALUES(`last_time`) >= {}", col("last_time"));
+    let mut update = vec![
+        format!("{0} = {0} + VALUES(`n`)", col("n")),
+        format!("{0} = {0} + VALUES(`total`)", col("total")),
+        format!("{0} = LEAST({0}, VALUES(`min_value`))", col("min_value")),
+        format!("{0} = GREATEST({0}, VALUES(`max_value`))", col("max_value")),
+        format!(
+            "{0} = IF({later}, VALUES(`last_value`), {0})",
+            col("last_value")
+        ),
+    ];
+    update.extend(
+        series
+            .carried
+            .iter()
+            .map(|c| format!("{0} = IF({later}, VALUES(`{1}`), {0})", col(c.name), c.name)),
+    );
+    update.push(format!(
+        "{0} = GREATEST({0}, VALUES(`last_time`))",
+        col("last_time")
+    ));
+    update.extend(
+        series
+            .counts
+            .iter()
+            .map(|(c, _)| format!("{0} = {0} + VALUES(`{c}`)", col(c))),
+    );
     format!(
-        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, f.`last_value`, g.last_time{carried}{gcounts} \
-         FROM (SELECT {keys}, {bucket} AS tier_bucket, SUM(`n`) AS n, SUM(`total`) AS total, \
-         MIN(`min_value`) AS lo, MAX(`max_value`) AS hi, MAX(`last_time`) AS last_time{counts} \
-         FROM `{finer_table}` WHERE {condition} GROUP BY {keys}, tier_bucket) g \
-         JOIN `{finer_table}` f ON {join} AND f.`bucket` = {last_bucket} AND f.`last_time` = g.last_time{update}",
+        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, {last_value}, g.last_time{carried}{gcounts} \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, {stats} \
+         FROM `{table}` FORCE INDEX (PRIMARY) WHERE {filter}{condition} GROUP BY {keys}, tier_bucket) g \
+         JOIN `{table}` r ON {join} AND {last_row} ON DUPLICATE KEY UPDATE {update}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
-        bucket = floor("`bucket`", tier.seconds),
-        finer_table = series.tier_table(finer),
-        join = key_join(series, "g", "f"),
-        last_bucket = floor("g.last_time", finer.seconds),
+        bucket = floor(&source.time, tier.seconds),
+        stats = source.stats,
+        table = source.table,
+        filter = source.filter,
+        last_value = source.last_value,
+        last_row = source.last_row,
+        join = key_join(series, "g", "r"),
+        update = update.join(", "),
     )
+}
+
+/// Recomputes the buckets of `tier` whose raw rows match `condition` (over
+/// the raw table's columns) from the raw rows.
+pub fn refresh_from_raw(series: &Series, tier: &Tier, condition: &str) -> String {
+    refresh(series, tier, &Source::raw(series), condition)
+}
+
+/// Recomputes the buckets of `tier` from those of `finer` that match
+/// `condition` (over the finer table's columns).
+pub fn refresh_from_finer(series: &Series, finer: &Tier, tier: &Tier, condition: &str) -> String {
+    refresh(series, tier, &Source::finer(series, finer), condition)
 }
 
 /// The raw rows' aggregate per key and bucket of `seconds`, in the tier
 /// tables' column order (keys as bytes), for rows matching `condition`.
 pub fn aggregate_raw(series: &Series, seconds: u32, condition: &str) -> String {
+    let source = Source::raw(series);
     let keys: Vec<String> = series.key_names().map(|k| format!("`{k}`")).collect();
     let gkeys: Vec<String> = series
         .key_names()
         .map(|k| format!("CAST(g.`{k}` AS BINARY)"))
         .collect();
-    let (v, t) = (series.value, series.time);
+    let counted = series
+        .counts
+        .first()
+        .map_or("0".to_owned(), |(c, _)| format!("g.`{c}`"));
     format!(
-        "SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, r.`{v}`, g.last_time, g.counted \
-         FROM (SELECT {keys}, {bucket} AS tier_bucket, COUNT(*) AS n, SUM(`{v}`) AS total, \
-         MIN(`{v}`) AS lo, MAX(`{v}`) AS hi, MAX(`{t}`) AS last_time, {counted} AS counted \
-         FROM `{table}` WHERE `{v}` IS NOT NULL AND {condition} GROUP BY {keys}, tier_bucket) g \
-         JOIN `{table}` r ON {join} AND r.`{t}` = g.last_time",
+        "SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, {last_value}, g.last_time, \
+         CAST({counted} AS SIGNED) \
+         FROM (SELECT {keys}, {bucket} AS tier_bucket, {stats} \
+         FROM `{table}` WHERE {filter}{condition} GROUP BY {keys}, tier_bucket) g \
+         JOIN `{table}` r ON {join} AND {last_row}",
         gkeys = gkeys.join(", "),
         keys = keys.join(", "),
-        bucket = floor(&format!("`{t}`"), seconds),
-        counted = counted_raw(series),
-        table = series.table,
+        bucket = floor(&source.time, seconds),
+        stats = source.stats,
+        table = source.table,
+        filter = source.filter,
+        last_value = source.last_value,
+        last_row = source.last_row,
         join = key_join(series, "g", "r"),
     )
 }
@@ -213,16 +325,6 @@ pub fn stored(series: &Series, tier: &Tier, condition: &str) -> String {
         counted = counted_stored(series),
         table = series.tier_table(tier),
     )
-}
-
-/// The series' extra count of raw rows as one column (0 when it has none).
-fn counted_raw(series: &Series) -> String {
-    series
-        .counts
-        .first()
-        .map_or("CAST(0 AS SIGNED)".to_owned(), |(_, raw)| {
-            format!("CAST(COUNT(`{raw}`) AS SIGNED)")
-        })
 }
 
 /// A tier table's extra count as one column (0 when it has none).
@@ -258,6 +360,6 @@ mod tests {
         assert!(!raw.to_uppercase().contains("AVG("), "{raw}");
         let up = refresh_from_finer(&READINGS, &minute, &hour, "TRUE");
         assert!(up.contains("FROM `readings_1m`"), "{up}");
-        assert!(up.contains("f.`tags`"), "{up}");
+        assert!(up.contains("r.`tags`"), "{up}");
     }
 }
