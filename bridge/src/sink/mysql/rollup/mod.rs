@@ -11,6 +11,7 @@
 //! `$share` group, `co2-bridge rollup rebuild`) queue on a claim row taken
 //! before anything else, instead of deadlocking halfway.
 
+mod delta;
 pub mod rebuild;
 pub mod series;
 mod span;
@@ -139,24 +140,9 @@ impl Rollups {
             let Some(first_id) = first_id else {
                 continue; // every row a duplicate: nothing new to add
             };
-            let time = format!("`{}`", series.time);
             let spans = touched.spans(self.finest_seconds());
             for chunk in spans.chunks(SPANS_PER_STATEMENT) {
-                let condition = format!(
-                    "`id` >= ? AND {}",
-                    sql::spans_where(series.device, &time, chunk.len())
-                );
-                for tier in &self.tiers {
-                    let statement = sql::add_rows(series, tier, &condition);
-                    let mut query = sqlx::query(&statement).bind(*first_id);
-                    for span in chunk {
-                        query = query
-                            .bind(span.device.as_str())
-                            .bind(span.from)
-                            .bind(span.to);
-                    }
-                    query.execute(&mut **tx).await?;
-                }
+                delta::add(tx, series, &self.tiers, *first_id, chunk).await?;
             }
         }
         Ok(())

@@ -198,73 +198,77 @@ fn refresh(series: &Series, tier: &Tier, source: &Source, condition: &str) -> St
     )
 }
 
-/// Adds to the buckets of `tier` the raw rows that match `condition` (over
-/// the raw table's columns, read through the primary key, which starts
-/// with `id`): their count and sum added, min and max widened, the last
-/// value replaced if theirs is later. For rows known to be new, so that
-/// adding counts each once.
-pub fn add_rows(series: &Series, tier: &Tier, condition: &str) -> String {
-    let source = Source::raw(series);
+/// The raw rows matching `condition` (read through the primary key, which
+/// starts with `id`) that count: their key columns as bytes, value, time,
+/// carried columns as text and, per extra count, 1 or 0.
+pub fn new_rows(series: &Series, condition: &str) -> String {
+    let mut columns: Vec<String> = series
+        .key_names()
+        .map(|k| format!("CAST(`{k}` AS BINARY)"))
+        .collect();
+    columns.push(format!("`{}`", series.value));
+    columns.push(format!("`{}`", series.time));
+    columns.extend(
+        series
+            .carried
+            .iter()
+            .map(|c| format!("CAST(`{}` AS CHAR)", c.name)),
+    );
+    columns.extend(
+        series
+            .counts
+            .iter()
+            .map(|(_, raw)| format!("CAST(`{raw}` IS NOT NULL AS SIGNED)")),
+    );
+    format!(
+        "SELECT {} FROM `{}` FORCE INDEX (PRIMARY) WHERE `{}` IS NOT NULL AND {condition}",
+        columns.join(", "),
+        series.table,
+        series.value
+    )
+}
+
+/// The width of a row of [`add_values`]: keys, bucket, statistics,
+/// carried columns and counts.
+pub fn tier_width(series: &Series) -> usize {
+    series.key_names().count() + 1 + stat_columns(series).len()
+}
+
+/// `INSERT … VALUES` of `rows` bucket deltas into `tier`, merged into what
+/// is there: count and sum added, min and max widened, the last value
+/// replaced only by a later one.
+pub fn add_values(series: &Series, tier: &Tier, rows: usize) -> String {
     let (insert, _) = upsert(series, tier);
-    let keys: Vec<String> = series.key_names().map(|k| format!("`{k}`")).collect();
-    let gkeys: Vec<String> = series.key_names().map(|k| format!("g.`{k}`")).collect();
-    let gcounts: String = series
-        .counts
-        .iter()
-        .map(|(c, _)| format!(", g.`{c}`"))
-        .collect();
-    let carried: String = series
-        .carried
-        .iter()
-        .map(|c| format!(", r.`{}`", c.name))
-        .collect();
+    let width = tier_width(series);
     // Assignments run left to right and see the columns already updated:
-    // last_value is decided before last_time moves. The tier's columns are
-    // named with its table: the SELECT's aliases have the same names.
-    let t = format!("`{}`", series.tier_table(tier));
-    let col = |c: &str| format!("{t}.`{c}`");
-    let later = format!("VALUES(`last_time`) >= {}", col("last_time"));
+    // last_value (and what is carried with it) is decided before
+    // last_time moves.
+    let later = "VALUES(`last_time`) >= `last_time`";
     let mut update = vec![
-        format!("{0} = {0} + VALUES(`n`)", col("n")),
-        format!("{0} = {0} + VALUES(`total`)", col("total")),
-        format!("{0} = LEAST({0}, VALUES(`min_value`))", col("min_value")),
-        format!("{0} = GREATEST({0}, VALUES(`max_value`))", col("max_value")),
-        format!(
-            "{0} = IF({later}, VALUES(`last_value`), {0})",
-            col("last_value")
-        ),
+        "`n` = `n` + VALUES(`n`)".to_owned(),
+        "`total` = `total` + VALUES(`total`)".to_owned(),
+        "`min_value` = LEAST(`min_value`, VALUES(`min_value`))".to_owned(),
+        "`max_value` = GREATEST(`max_value`, VALUES(`max_value`))".to_owned(),
+        format!("`last_value` = IF({later}, VALUES(`last_value`), `last_value`)"),
     ];
     update.extend(
         series
             .carried
             .iter()
-            .map(|c| format!("{0} = IF({later}, VALUES(`{1}`), {0})", col(c.name), c.name)),
+            .map(|c| format!("`{0}` = IF({later}, VALUES(`{0}`), `{0}`)", c.name)),
     );
-    update.push(format!(
-        "{0} = GREATEST({0}, VALUES(`last_time`))",
-        col("last_time")
-    ));
+    update.push("`last_time` = GREATEST(`last_time`, VALUES(`last_time`))".to_owned());
     update.extend(
         series
             .counts
             .iter()
-            .map(|(c, _)| format!("{0} = {0} + VALUES(`{c}`)", col(c))),
+            .map(|(c, _)| format!("`{c}` = `{c}` + VALUES(`{c}`)")),
     );
+    let one = format!("({})", vec!["?"; width].join(", "));
+    let values = vec![one; rows].join(", ");
     format!(
-        "{insert}SELECT {gkeys}, g.tier_bucket, g.n, g.total, g.lo, g.hi, {last_value}, g.last_time{carried}{gcounts} \
-         FROM (SELECT {keys}, {bucket} AS tier_bucket, {stats} \
-         FROM `{table}` FORCE INDEX (PRIMARY) WHERE {filter}{condition} GROUP BY {keys}, tier_bucket) g \
-         JOIN `{table}` r ON {join} AND {last_row} ON DUPLICATE KEY UPDATE {update}",
-        gkeys = gkeys.join(", "),
-        keys = keys.join(", "),
-        bucket = floor(&source.time, tier.seconds),
-        stats = source.stats,
-        table = source.table,
-        filter = source.filter,
-        last_value = source.last_value,
-        last_row = source.last_row,
-        join = key_join(series, "g", "r"),
-        update = update.join(", "),
+        "{insert}VALUES {values} ON DUPLICATE KEY UPDATE {}",
+        update.join(", ")
     )
 }
 
