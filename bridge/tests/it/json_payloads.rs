@@ -557,7 +557,8 @@ async fn the_migration_adopts_existing_readings_and_keeps_redeliveries_a_noop() 
     assert_eq!(
         keys,
         [
-            ("PRIMARY".into(), "id".into()),
+            // (id, time): time partitions need the time in every unique key (issue 29).
+            ("PRIMARY".into(), "id,time".into()),
             (
                 "uq_device_field_time_tags".into(),
                 "device,field,time,tags_key".into()

@@ -89,7 +89,7 @@ async fn every_hop_passes_on_a_working_setup_and_closed_ports_are_named() {
     let (code, out) = doctor(&base).await;
     let f = failure(&out, "mysql migrations");
     assert!(
-        f.contains("7 migration(s) not applied") && f.contains("co2-bridge migrate"),
+        f.contains("8 migration(s) not applied") && f.contains("co2-bridge migrate"),
         "{f}"
     );
     assert_eq!(code, 1);
