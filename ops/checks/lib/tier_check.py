@@ -56,7 +56,7 @@ def same_value(a, b):
         if a is None or b is None:
             return a is b
         a, b = float(a), float(b)
-        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or (b == round(b, 6) and abs(a - b) <= 5e-7)
+        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or (b == round(b, 6) and abs(a - b) <= 5e-7 * (1 + 1e-9))
     if isinstance(a, (int, decimal.Decimal)) and isinstance(b, (int, decimal.Decimal)):
         return decimal.Decimal(a) == decimal.Decimal(b)
     if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
