@@ -1,38 +1,56 @@
 #!/usr/bin/env bash
-# Makes sure what the tests and the local stack need is installed and running
-# on this machine, on loopback only: MariaDB on 127.0.0.1:3306 (root, no
-# password: a development/test setup, never a server's) and Mosquitto on
-# 127.0.0.1:1883, plus the tools the checks use: promtool, the mosquitto
-# clients, the shell linter, docker-compose, iproute2, iptables,
-# systemd-analyze, node/npm and Chromium (the images page is tested headless),
-# influxd (InfluxDB 1.x; the tests start their own, never a system one),
-# tansu (a Kafka-protocol broker; the tests start their own, in memory),
-# a second tansu built with PostgreSQL storage (the only engine with SCRAM
-# users) plus PostgreSQL on 127.0.0.1:5432 for it and stunnel (TLS in front of
-# tansu, whose own TLS is not wired up), for the Kafka SASL/TLS tests,
-# what building the bundled librdkafka needs (make, perl, pkg-config and
-# the OpenSSL and zlib headers), and for the cluster drills
-# (bridge/tests/clusters) galera-4 with rsync (a three-node MariaDB Galera
-# cluster) and nats-server (JetStream with MQTT); the drills start their own
-# nodes on loopback, never a system service.
-# Idempotent: what is already there is left alone. Debian/Ubuntu, as root.
+# Makes sure what the local stack or the tests need is installed and running
+# on this machine, on loopback only. Idempotent: what is already there is left
+# alone. Debian/Ubuntu, as root.
+#
+# Usage: ops/services.sh [--for local|tests]   (default: tests)
+#
+# local (ops/run-local.sh): MariaDB on 127.0.0.1:3306 (root, no password: a
+#   development/test setup, never a server's), Mosquitto on 127.0.0.1:1883
+#   with its clients, and what building the two programs needs (make, perl,
+#   pkg-config and the OpenSSL and zlib headers, for the bundled librdkafka).
+# tests (ops/test.sh): all of that, plus the tools the checks use: promtool,
+#   the shell linter, docker-compose, iproute2, iptables, systemd-analyze,
+#   node/npm and Chromium (the images page is tested headless), influxd
+#   (InfluxDB 1.x; the tests start their own, never a system one), tansu (a
+#   Kafka-protocol broker; the tests start their own, in memory), a second
+#   tansu built with PostgreSQL storage (the only engine with SCRAM users)
+#   plus PostgreSQL on 127.0.0.1:5432 for it and stunnel (TLS in front of
+#   tansu, whose own TLS is not wired up), for the Kafka SASL/TLS tests, and
+#   for the cluster drills (bridge/tests/clusters) galera-4 with rsync (a
+#   three-node MariaDB Galera cluster) and nats-server (JetStream with MQTT);
+#   the drills start their own nodes on loopback, never a system service.
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+purpose=tests
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --for) purpose=${2:-}; shift 2 || die "--for needs local or tests" ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+[[ $purpose == local || $purpose == tests ]] || die "--for is local or tests, not '$purpose'"
 
 [[ $(id -u) == 0 ]] || die "run as root (it installs packages and starts services)"
 
 # command -> Debian package that provides it
 declare -A NEED=(
     [mariadbd]=mariadb-server [mariadb]=mariadb-client [mosquitto]=mosquitto
-    [mosquitto_pub]=mosquitto-clients [promtool]=prometheus [shellcheck]=shellcheck
-    [docker-compose]=docker-compose [ip]=iproute2 [iptables]=iptables
-    [systemd-analyze]=systemd [openssl]=openssl [curl]=curl [npm]=npm [ufw]=ufw
-    [chromium]=chromium [influxd]=influxdb [make]=make [perl]=perl [python3]=python3
-    [pkg-config]=pkg-config [rsync]=rsync [nats-server]=nats-server
-    [stunnel4]=stunnel4 [psql]=postgresql-client [pg_ctlcluster]=postgresql
+    [mosquitto_pub]=mosquitto-clients [openssl]=openssl [curl]=curl [python3]=python3
+    [make]=make [perl]=perl [pkg-config]=pkg-config
 )
+if [[ $purpose == tests ]]; then
+    NEED+=(
+        [promtool]=prometheus [shellcheck]=shellcheck [docker-compose]=docker-compose
+        [ip]=iproute2 [iptables]=iptables [systemd-analyze]=systemd [npm]=npm [ufw]=ufw
+        [chromium]=chromium [influxd]=influxdb [rsync]=rsync [nats-server]=nats-server
+        [stunnel4]=stunnel4 [psql]=postgresql-client [pg_ctlcluster]=postgresql
+    )
+fi
 # header -> Debian package (librdkafka links the system's OpenSSL and zlib)
 declare -A HEADERS=([/usr/include/openssl/ssl.h]=libssl-dev [/usr/include/zlib.h]=zlib1g-dev)
 missing=()
@@ -43,7 +61,7 @@ for header in "${!HEADERS[@]}"; do
     [[ -f $header ]] || missing+=("${HEADERS[$header]}")
 done
 # A library, not a command: the wsrep provider the Galera drill loads.
-[[ -e /usr/lib/galera/libgalera_smm.so ]] || missing+=(galera-4)
+[[ $purpose == local || -e /usr/lib/galera/libgalera_smm.so ]] || missing+=(galera-4)
 if ((${#missing[@]})); then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     say "installing: ${missing[*]}"
@@ -56,6 +74,49 @@ fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+wait_port() {
+    local port=$1 name=$2
+    for _ in $(seq 1 100); do
+        port_open "$port" && return 0
+        sleep 0.2
+    done
+    die "$name did not start listening on 127.0.0.1:$port"
+}
+
+if port_open 3306; then
+    say "MariaDB is running on 127.0.0.1:3306"
+else
+    say "starting MariaDB"
+    mkdir -p /run/mysqld
+    chown mysql:mysql /run/mysqld
+    if [[ ! -d /var/lib/mysql/mysql ]]; then
+        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+    fi
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
+        --user=mysql --bind-address=127.0.0.1
+    wait_port 3306 MariaDB
+fi
+# A fresh Debian MariaDB lets root in through the unix socket only; the tests
+# connect over TCP, so give root@127.0.0.1 the empty password they expect.
+if ! mariadb -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1; then
+    say "allowing root@127.0.0.1 without password (test database server)"
+    mariadb -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" \
+        || die "cannot configure MariaDB root access over TCP"
+fi
+
+if port_open 1883; then
+    say "Mosquitto is running on 127.0.0.1:1883"
+else
+    say "starting Mosquitto"
+    # Debian's default config: local-only listener, persistence in /var/lib/mosquitto.
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf
+    wait_port 1883 Mosquitto
+fi
+ready() { say "ready: MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()'), $(mosquitto -h 2>/dev/null | head -1)"; }
+if [[ $purpose == local ]]; then ready; exit 0; fi
+
+# What only the tests need, from here on.
 # Debian's influxdb package enables (and where it can, starts) a system
 # service listening on :8086 on every interface. The tests start their own
 # influxd on free loopback ports and never use it, so stop and disable it.
@@ -132,45 +193,6 @@ else
     nice -n 10 cargo install tansu --version 0.6.0 --locked --features postgres \
         --root "$TANSU_PG_ROOT" --quiet
 fi
-wait_port() {
-    local port=$1 name=$2
-    for _ in $(seq 1 100); do
-        port_open "$port" && return 0
-        sleep 0.2
-    done
-    die "$name did not start listening on 127.0.0.1:$port"
-}
-
-if port_open 3306; then
-    say "MariaDB is running on 127.0.0.1:3306"
-else
-    say "starting MariaDB"
-    mkdir -p /run/mysqld
-    chown mysql:mysql /run/mysqld
-    if [[ ! -d /var/lib/mysql/mysql ]]; then
-        mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
-    fi
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- \
-        --user=mysql --bind-address=127.0.0.1
-    wait_port 3306 MariaDB
-fi
-# A fresh Debian MariaDB lets root in through the unix socket only; the tests
-# connect over TCP, so give root@127.0.0.1 the empty password they expect.
-if ! mariadb -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1; then
-    say "allowing root@127.0.0.1 without password (test database server)"
-    mariadb -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
-        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;" \
-        || die "cannot configure MariaDB root access over TCP"
-fi
-
-if port_open 1883; then
-    say "Mosquitto is running on 127.0.0.1:1883"
-else
-    say "starting Mosquitto"
-    # Debian's default config: local-only listener, persistence in /var/lib/mosquitto.
-    mosquitto -d -c /etc/mosquitto/mosquitto.conf
-    wait_port 1883 Mosquitto
-fi
 # PostgreSQL for tansu's storage: the tests create a database per test and
 # connect as postgres over TCP without a password, as Debian's cluster allows
 # on loopback once pg_hba says trust (a test setup, never a server's).
@@ -191,4 +213,4 @@ if ! psql -h 127.0.0.1 -U postgres -w -Atc 'SELECT 1' >/dev/null 2>&1; then
     sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
     su postgres -c "psql -qc 'SELECT pg_reload_conf()'" >/dev/null
 fi
-say "ready: MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION()'), $(mosquitto -h 2>/dev/null | head -1)"
+ready
