@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline on this machine, on loopback: makes sure MariaDB and
-# Mosquitto are installed and running, builds the bridge and the publisher,
+# Mosquitto are installed and running (ops/services.sh --for local: nothing
+# the tests alone need), builds the bridge and the publisher (release),
 # creates the database and its least-privilege account, migrates, starts the
 # bridge, lets three simulated Pis publish for a while, and shows the
 # readings arriving (published, rows, rate, rejects) in a live table and on
 # the bridge's status page. The bridge keeps running after the demo;
-# `ops/run-local.sh --stop` stops it.
+# `ops/run-local.sh --stop` stops it. Each step's own output goes to
+# out/local/setup.log; the terminal gets one line per step.
 #
 # Usage: ops/run-local.sh [--demo-seconds N] [--stop]
 #   --http ADDR        the bridge's operator listener (default 127.0.0.1:9464)
@@ -27,6 +29,8 @@ DEVICES=(pi-kitchen pi-office pi-lab)
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'run-local: error: %s\n' "$*" >&2; exit 1; }
+# Seconds since the command started, for the lines that say how long a step took.
+elapsed() { echo "$SECONDS s"; }
 
 stop_all() {
     local pidfile pid
@@ -66,23 +70,49 @@ STATE=$(cd "$STATE" && pwd)
 if [[ $PREFIX == co2 ]]; then CLIENT=co2; else CLIENT=$PREFIX; fi
 
 printf 'Status page: http://%s/  (live once the bridge is up; also /status.json, /metrics)\n' "$HTTP"
+SETUP_LOG=$STATE/setup.log
+: >"$SETUP_LOG"
+# A step's output goes to the setup log; on failure its tail comes to the terminal.
+quietly() {
+    if ! "$@" >>"$SETUP_LOG" 2>&1; then
+        tail -n 20 "$SETUP_LOG" | sed 's/^/    | /' >&2
+        die "$1 failed (whole output: $SETUP_LOG)"
+    fi
+}
 
-say "Services (MariaDB, Mosquitto)"
-bash ops/services.sh
+say "Services: MariaDB and Mosquitto"
+quietly bash ops/services.sh --for local
+grep '^services: ' "$SETUP_LOG" | sed 's/^services: /    /'
 
 if [[ -n $BIN_DIR ]]; then
     BRIDGE=$BIN_DIR/co2-bridge
     PUBLISHER=$BIN_DIR/co2-publisher
     [[ -x $BRIDGE && -x $PUBLISHER ]] || die "$BIN_DIR has no co2-bridge and co2-publisher"
 else
-    say "Build (release)"
-    cargo build --release --locked -p co2-bridge -p co2-publisher
+    say "Build: co2-bridge and co2-publisher (release; the first time takes minutes)"
+    command -v cargo >/dev/null 2>&1 || die "cargo is missing: install Rust (https://rustup.rs), then run this again"
+    build_start=$SECONDS
+    cargo build --release --locked -p co2-bridge -p co2-publisher >>"$SETUP_LOG" 2>&1 &
+    build=$!
+    if [[ -t 1 ]]; then
+        # Minutes of silence look like a hang: one line that counts up instead.
+        while kill -0 "$build" 2>/dev/null; do
+            printf '\r    %d crates compiled, %d s' "$(grep -c '^ *Compiling ' "$SETUP_LOG")" $((SECONDS - build_start))
+            sleep 1
+        done
+        printf '\r\033[K'
+    fi
+    if ! wait "$build"; then
+        tail -n 20 "$SETUP_LOG" | sed 's/^/    | /' >&2
+        die "cargo build failed (whole output: $SETUP_LOG)"
+    fi
+    echo "    built in $((SECONDS - build_start)) s"
     target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
     BRIDGE=$target_dir/release/co2-bridge
     PUBLISHER=$target_dir/release/co2-publisher
 fi
 
-say "Database $DATABASE and its accounts"
+say "Database $DATABASE, its accounts and schema"
 mkdir -p "$STATE/secrets"
 chmod 700 "$STATE/secrets"
 for name in bridge grafana; do
@@ -92,13 +122,14 @@ for name in bridge grafana; do
     fi
 done
 printf '[client]\nuser=root\nhost=127.0.0.1\nport=3306\n' >"$STATE/admin.cnf"
-bash provisioning/mysql/apply.sh --database "$DATABASE" \
+quietly bash provisioning/mysql/apply.sh --database "$DATABASE" \
     --bridge-user "$DB_USER" --grafana-user "${DB_USER}_grafana" \
     --bridge-password-file "$STATE/secrets/db-bridge-password" \
     --grafana-password-file "$STATE/secrets/db-grafana-password" \
     --admin-defaults-file "$STATE/admin.cnf"
 # Schema changes need an admin account; the bridge itself runs with DML only.
-CO2_BRIDGE__DATABASE__URL=mysql://root@127.0.0.1:3306/$DATABASE "$BRIDGE" migrate
+CO2_BRIDGE__DATABASE__URL=mysql://root@127.0.0.1:3306/$DATABASE quietly "$BRIDGE" migrate
+echo "    accounts $DB_USER (the bridge: DML only) and ${DB_USER}_grafana (read only); passwords in $STATE/secrets"
 
 say "Bridge"
 stop_all
@@ -112,7 +143,6 @@ if [[ $PREFIX != co2 ]]; then
     export CO2_BRIDGE__MQTT__TOPICS=$PREFIX/+/emissions
 fi
 export CO2_BRIDGE__STATE__DIR=$STATE/bridge-state
-"$BRIDGE" check-config | sed 's/^/    /'
 setsid "$BRIDGE" run >"$STATE/bridge.log" 2>&1 &
 echo $! >"$STATE/bridge.pid"
 for _ in $(seq 1 100); do
@@ -121,7 +151,7 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 curl -sf "http://$HTTP/readyz" >/dev/null || { tail "$STATE/bridge.log"; die "the bridge is not ready"; }
-echo "    ready: status page http://$HTTP/ (log: $STATE/bridge.log)"
+echo "    ready after $(elapsed): http://$HTTP/ (its effective configuration: http://$HTTP/#config; log: $STATE/bridge.log)"
 
 say "Three simulated Pis publish for ${DEMO_SECONDS}s"
 for device in "${DEVICES[@]}"; do
@@ -162,6 +192,16 @@ PY
 }
 start_rows=$(rows)
 start=$(date +%s)
+# The moment the demo is live: the first new row.
+for _ in $(seq 1 100); do
+    (($(rows) > start_rows)) && break
+    sleep 0.1
+done
+if (($(rows) > start_rows)); then
+    echo "    live after $(elapsed): readings are landing (http://$HTTP/ shows them per device)"
+else
+    echo "    no reading stored yet after $(elapsed): see http://$HTTP/ and $STATE/bridge.log"
+fi
 printf '    %6s  %10s  %10s  %10s  %8s  %8s\n' secs published rows written rows/s rejects
 while (($(date +%s) - start < DEMO_SECONDS)); do
     sleep 2
@@ -194,19 +234,16 @@ else
     echo "    $((sent - stored)) not (yet) stored: see http://$HTTP/ and $STATE/bridge.log"
 fi
 
-say "What is in MySQL"
 mariadb -uroot -h127.0.0.1 "$DATABASE" -t -e "
-    SELECT device, COUNT(*) AS readings, MIN(date_time) AS first, MAX(date_time) AS last,
-           ROUND(AVG(emissions), 1) AS avg_ppm
-      FROM co2_emissions GROUP BY device ORDER BY device;
-    SELECT received_at, topic, reason, CAST(payload AS CHAR) AS payload
-      FROM rejected_messages ORDER BY id DESC LIMIT 3;"
+    SELECT device, COUNT(*) AS readings, MAX(date_time) AS last, ROUND(AVG(emissions), 1) AS avg_ppm
+      FROM co2_emissions GROUP BY device ORDER BY device;" | sed 's/^/    /'
+rejected=$(mariadb -uroot -h127.0.0.1 -N "$DATABASE" -e 'SELECT COUNT(*) FROM rejected_messages')
+echo "    $rejected message(s) refused so far (the demo sends one malformed on purpose): kept as dead letters, with the reason, on the status page"
+
 cat <<TXT
 
-The bridge is still running (pid $(<"$STATE/bridge.pid")):
-    status:    http://$HTTP/  (a browser; /status.json for scripts)
-    metrics:   curl http://$HTTP/metrics
-    readiness: curl http://$HTTP/readyz
-    publish:   mosquitto_pub -h 127.0.0.1 -q 1 -t $PREFIX/my-pi/emissions -m "\$(date -u '+%F %T')|612.5"
-    stop:      ops/run-local.sh --stop --state $STATE
+The bridge keeps running (pid $(<"$STATE/bridge.pid"), log $STATE/bridge.log):
+    status page  http://$HTTP/   (the effective configuration: http://$HTTP/#config)
+    publish one  mosquitto_pub -h 127.0.0.1 -q 1 -t $PREFIX/my-pi/emissions -m "\$(date -u '+%F %T')|612.5"
+    stop         ops/run-local.sh --stop --state $STATE
 TXT
