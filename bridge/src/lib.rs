@@ -17,7 +17,7 @@
 //!   origins).
 //!
 //! `health` and `metrics` are read by every layer and import only the
-//! model; `supervisor`, `fault` and `tokens` are leaves. `tooling` (feature
+//! model; `supervisor`, `fault`, `tokens` and `web_client` are leaves. `tooling` (feature
 //! `tooling`) holds the benchmark's and the fuzzer's entry points.
 
 pub mod acl;
@@ -43,6 +43,7 @@ mod supervisor;
 mod tokens;
 #[cfg(feature = "tooling")]
 mod tooling;
+mod web_client;
 
 #[cfg(feature = "tooling")]
 pub use tooling::offline;

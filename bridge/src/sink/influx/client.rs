@@ -1,12 +1,7 @@
 //! The HTTP side of the InfluxDB sink: `/write`, `/query` and `/ping` of
-//! the 1.x API (which 2.x's v1 compatibility API and 3.x serve too).
-//!
-//! reqwest with rustls and no default features: the ring provider the
-//! workspace already builds is handed in explicitly (no aws-lc, no global
-//! provider needed, so a client built in a test cannot panic for want of
-//! one), certificates are checked by the platform's verifier.
+//! the 1.x API (which 2.x's v1 compatibility API and 3.x serve too), over
+//! the shared [`crate::web_client`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,21 +64,11 @@ impl Client {
             key: format!("{key}.url"),
             message,
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(format!("TLS setup: {e}")))?;
-        let tls = rustls_platform_verifier::BuilderVerifierExt::with_platform_verifier(tls)
-            .map_err(|e| invalid(format!("TLS setup (system certificates): {e}")))?
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(Duration::from_secs(s.connect_timeout_s))
-            .timeout(Duration::from_secs(s.request_timeout_s))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("co2-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let http = crate::web_client::build(
+            Duration::from_secs(s.connect_timeout_s),
+            Duration::from_secs(s.request_timeout_s),
+        )
+        .map_err(invalid)?;
         Ok(Self {
             http,
             base,
