@@ -10,7 +10,7 @@ use super::Settings;
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateSettings {
-    /// Directory for the crash quarantine (see the README). Default: `$STATE_DIRECTORY`
+    /// Directory for the crash quarantine (see docs/guarantees.md). Default: `$STATE_DIRECTORY`
     /// (systemd's `StateDirectory=`), else `co2-bridge-<client_id>` in the temp dir.
     pub dir: Option<PathBuf>,
 }

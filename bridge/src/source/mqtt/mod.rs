@@ -160,7 +160,7 @@ impl Ingress {
                     tracing::error!(
                         link = self.link, from = %from, to = %broker, session_present,
                         down_for_s, attempts,
-                        "Failed over to another broker node that did not have this session: messages queued for it on the old node are lost unless that node comes back; replicate sessions across the cluster (see README, Scaling)"
+                        "Failed over to another broker node that did not have this session: messages queued for it on the old node are lost unless that node comes back; replicate sessions across the cluster (see docs/scale-out.md)"
                     );
                 }
             }
