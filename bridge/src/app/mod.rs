@@ -46,6 +46,9 @@ use crate::status::Status;
 use crate::supervisor::{Ended, Supervisor};
 use co2_wire::backoff::Backoff;
 
+/// How long the status page waits for Alertmanager before saying it did not answer.
+const ALERTMANAGER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a failed bridge keeps answering its probes before it exits.
 const FAILED_LINGER: Duration = Duration::from_secs(1);
 
@@ -201,6 +204,17 @@ impl Bridge {
             pools: built.mysql_pools.clone(),
             interval: Duration::from_secs(settings.retention.interval_s),
         };
+        let alertmanager = match settings.status.alertmanager()? {
+            Some(url) => Some(
+                crate::status::Alertmanager::new(&url, ALERTMANAGER_TIMEOUT).map_err(
+                    |message| ConfigError::Invalid {
+                        key: "status.alertmanager_url".into(),
+                        message,
+                    },
+                )?,
+            ),
+            None => None,
+        };
         let status = Arc::new(Status {
             metrics: metrics.clone(),
             health: health.clone(),
@@ -219,6 +233,7 @@ impl Bridge {
             max_inflight_bytes: u64::try_from(settings.batch.max_inflight_bytes)
                 .unwrap_or(u64::MAX),
             clocks: (routes.clocks().clone(), routes.zones().clone()),
+            alertmanager,
         });
         let listener = bind("http.listen", settings.http_listen()?).await?;
         let device_listener = match settings.device_listen()? {

@@ -135,6 +135,7 @@ impl Settings {
         self.device_zones()?;
         self.wire.validate()?;
         self.completeness.validate()?;
+        self.status.validate()?;
         let known: Vec<String> = self
             .sink_settings()
             .iter()

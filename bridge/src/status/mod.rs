@@ -4,6 +4,7 @@
 //! last errors from [`Health`]; completeness and dead letters from the
 //! tables, read when the page is asked for.
 
+mod alerts;
 mod clocks;
 pub(crate) mod html;
 pub(crate) mod page;
@@ -21,6 +22,7 @@ use crate::health::{Health, Track};
 use crate::metrics::Metrics;
 use crate::sink::mysql::completeness::{self, DeviceCompleteness};
 use crate::sink::{Sinks, StoredLetter};
+pub use alerts::{Alertmanager, FiringAlert};
 pub use clocks::ClockRow;
 
 /// Dead letters the page lists.
@@ -55,6 +57,8 @@ pub struct Status {
     pub max_inflight_bytes: u64,
     /// The devices' clocks, and the rules that set their zones.
     pub clocks: (Arc<DeviceClocks>, ZoneRules),
+    /// Where firing alerts are read (`status.alertmanager_url`).
+    pub alertmanager: Option<Alertmanager>,
 }
 
 /// What the page shows, as `/status.json` serves it.
@@ -90,6 +94,10 @@ pub struct Snapshot {
     pub completeness: Section<Vec<CompletenessRow>>,
     /// The newest dead letters (from the dead-letter sink).
     pub dead_letters: Section<Vec<Letter>>,
+    /// What fires in Alertmanager (at most [`alerts::MAX_LISTED`]).
+    pub alerts: Section<Vec<FiringAlert>>,
+    /// How many fire in all (more than listed when the list was cut).
+    pub alerts_firing: usize,
     /// The effective configuration as TOML, secrets masked.
     pub config: String,
 }
@@ -205,7 +213,10 @@ impl Status {
     pub async fn snapshot(&self) -> Snapshot {
         let now = SystemTime::now();
         let now_s = unix(now);
-        let (completeness, dead_letters) = tokio::join!(self.completeness(), self.dead_letters());
+        let (completeness, dead_letters, mut alerts) =
+            tokio::join!(self.completeness(), self.dead_letters(), self.alerts());
+        let alerts_firing = alerts.items.len();
+        alerts.items.truncate(alerts::MAX_LISTED);
         // Gathered after the queries, so nothing counted meanwhile is missing here but in /metrics.
         let samples = self.metrics.samples();
         let routes = self
@@ -304,6 +315,8 @@ impl Status {
             refresh_s: self.refresh.as_secs(),
             completeness,
             dead_letters,
+            alerts,
+            alerts_firing,
             config: self.config.clone(),
         }
     }
@@ -328,6 +341,14 @@ impl Status {
                     .collect()
             })
         }))
+    }
+
+    async fn alerts(&self) -> Section<Vec<FiringAlert>> {
+        let Some(am) = &self.alertmanager else {
+            return Section::unavailable();
+        };
+        let read = tokio::time::timeout(QUERY_TIMEOUT, am.firing()).await;
+        Section::read(read.map(|r| r.map_err(|e| e.to_string())))
     }
 
     async fn dead_letters(&self) -> Section<Vec<Letter>> {

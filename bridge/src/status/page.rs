@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::html::escape as html;
-use super::{ClockRow, Component, Snapshot};
+use super::{ClockRow, Component, FiringAlert, Snapshot};
 
 /// The page for `snapshot`.
 pub fn render(s: &Snapshot) -> String {
@@ -47,6 +47,8 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
         uptime = duration(s.uptime_s as f64),
         generated = html(&s.generated_at),
     )?;
+
+    alerts(o, s)?;
 
     o.push_str("<h2>Connections and sinks</h2><div class=\"scroll\"><table id=\"components\"><tr><th>What</th><th>State</th><th>Since</th><th>Last error</th></tr>\n");
     for c in s.mqtt.iter().chain(&s.sources).chain(&s.sinks) {
@@ -206,6 +208,53 @@ fn clocks(o: &mut String, rows: &[ClockRow]) -> std::fmt::Result {
     }
     o.push_str("</table></div>\n");
     Ok(())
+}
+
+/// What fires in Alertmanager, first on the page: the one place that
+/// answers "is anything wrong".
+fn alerts(o: &mut String, s: &Snapshot) -> std::fmt::Result {
+    if !s.alerts.available {
+        o.push_str("<p id=\"no-alertmanager\" class=\"muted\">Alerts are not shown here: set status.alertmanager_url.</p>\n");
+        return Ok(());
+    }
+    o.push_str("<h2>Alerts firing</h2>\n");
+    if let Some(e) = &s.alerts.error {
+        return writeln!(
+            o,
+            "<p id=\"alerts-error\" class=\"bad\">Cannot read them: {}</p>",
+            html(e)
+        );
+    }
+    if s.alerts.items.is_empty() {
+        o.push_str("<p id=\"no-alerts\" class=\"ok\">None.</p>\n");
+        return Ok(());
+    }
+    o.push_str("<div class=\"scroll\"><table id=\"alerts\"><tr><th>Severity</th><th>Alert</th><th>Device</th><th>What happened</th><th>Since</th></tr>\n");
+    for a in &s.alerts.items {
+        alert_row(o, a)?;
+    }
+    o.push_str("</table></div>\n");
+    if s.alerts_firing > s.alerts.items.len() {
+        writeln!(
+            o,
+            "<p class=\"muted\">And {} more: see Alertmanager.</p>",
+            s.alerts_firing - s.alerts.items.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn alert_row(o: &mut String, a: &FiringAlert) -> std::fmt::Result {
+    let class = if a.severity == "critical" { "bad" } else { "" };
+    writeln!(
+        o,
+        r#"<tr><td class="{class}">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+        html(&a.severity),
+        html(&a.name),
+        html(a.device.as_deref().unwrap_or("")),
+        html(&a.summary),
+        html(&a.since),
+    )
 }
 
 fn component_row(o: &mut String, c: &Component) -> std::fmt::Result {
