@@ -8,7 +8,8 @@
 //! [`KafkaBroker`] a private `tansu` (in memory, or on PostgreSQL with SCRAM
 //! users and stunnel's TLS in front), and a [`GaleraCluster`] and
 //! a [`NatsCluster`] are private three-node clusters whose nodes a drill may
-//! SIGKILL; [`chromium`] opens a page in headless Chromium.
+//! SIGKILL; an [`Alertmanager`] is a private one to post alerts to;
+//! [`chromium`] opens a page in headless Chromium.
 //!
 //! The workspace's own programs run as tests run them everywhere: a
 //! [`BridgeProcess`] is `co2-bridge run` with its environment
@@ -20,6 +21,7 @@
 //! `influx` (reqwest) and `clusters` (Galera, NATS); a crate turns on those
 //! its tests use.
 
+mod alertmanager;
 mod bridge;
 mod broker;
 mod browser;
@@ -45,6 +47,7 @@ mod rows;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use alertmanager::Alertmanager;
 pub use bridge::{bridge_base_env, bridge_bin, bridge_env, BridgeProcess};
 pub use broker::Broker;
 pub use browser::chromium;

@@ -24,6 +24,7 @@ mod rollups;
 mod routes;
 mod scale_out;
 mod schema;
+mod status_alerts;
 mod status_page;
 mod support;
 mod time_zones;
