@@ -13,6 +13,7 @@ need_cmd docker-compose docker-compose
 need_cmd mosquitto mosquitto
 need_cmd mosquitto_sub mosquitto-clients
 need_cmd openssl openssl
+need_cmd amtool prometheus-alertmanager
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 # A filled copy of .env.example: every empty secret gets a throwaway value.

@@ -49,7 +49,10 @@ import obslib
 
 REPO = obslib.REPO
 EXPECTED_SERVICES = {"mosquitto-acl", "mosquitto", "mysql", "mysql-users", "bridge-migrate", "mysql-grants", "bridge",
-                     "prometheus", "grafana", "influxdb"}
+                     "prometheus", "alertmanager", "grafana", "influxdb"}
+# Secrets of optional features (alert receivers): empty in .env.example and
+# defaulting to empty, where every other secret is required (${VAR:?...}).
+OPTIONAL_SECRETS = {"ALERT_SMTP_PASSWORD", "ALERT_NTFY_TOKEN"}
 # Services that start only when their profile is asked for.
 PROFILED = {"influxdb": "influxdb"}
 # Published on every interface by default: MQTT over TLS and Grafana, nothing else.
@@ -60,7 +63,7 @@ ROOT_THEN_USER = {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
 CAPS = {"mosquitto": ROOT_THEN_USER, "mysql": ROOT_THEN_USER}
 BRIDGE_LISTENER = 1884
 STATE = {"mosquitto": "/mosquitto/data", "mysql": "/var/lib/mysql", "prometheus": "/prometheus",
-         "grafana": "/var/lib/grafana", "influxdb": "/var/lib/influxdb"}
+         "grafana": "/var/lib/grafana", "influxdb": "/var/lib/influxdb", "alertmanager": "/alertmanager"}
 BRIDGE_SECTIONS = {"MQTT", "DATABASE", "HTTP", "BATCH", "WIRE", "METRICS", "SINKS", "CO2", "DEAD_LETTERS"}
 
 
@@ -206,6 +209,10 @@ def env_example_checks(c):
     c.check(secret_keys and all(keys[k] == "" for k in secret_keys),
             f".env.example has no secret values ({', '.join(secret_keys)} empty)")
     for k in secret_keys:
+        if k in OPTIONAL_SECRETS:
+            c.check(re.search(r"\$\{" + k + r":-\}", compose) is not None,
+                    f"docker-compose.yml: {k} is optional (an alert receiver's)")
+            continue
         c.check(re.search(r"\$\{" + k + r":\?", compose) is not None,
                 f"docker-compose.yml refuses to start without {k}")
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", ".env"], capture_output=True, text=True,
@@ -447,6 +454,47 @@ def mysql_live(c, cfg, host, port):
                                       f"DROP DATABASE IF EXISTS `{db}`"], capture_output=True, check=False)
 
 
+def alertmanager_live(c, cfg):
+    """The alertmanager service's start script with its paths moved into a temp
+    dir and `amtool check-config` instead of the server: with no receiver, and
+    with all three (password and token written to 0600 files, not the config)."""
+    svc = cfg["services"]["alertmanager"]
+    script = script_of(svc)
+    if shutil.which("amtool") is None:
+        c.check(False, "amtool is installed (prometheus-alertmanager)")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="co2-am-"))
+    try:
+        s = script.replace("/co2/provisioning/alertmanager", str(REPO / "provisioning" / "alertmanager"))
+        s = s.replace("/alertmanager/config", str(tmp / "config"))
+        s = re.sub(r"exec /bin/alertmanager[^\n]*\\\n[^\n]*", 'exec amtool check-config "$conf/alertmanager.yml"', s)
+        c.check("/bin/alertmanager" not in s, "alertmanager script: the server's start replaced by amtool check-config")
+        base = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+        env = dict(os.environ, **base)
+        r = subprocess.run(["/bin/sh", "-eu", "-c", s], env=env, capture_output=True, text=True, check=False)
+        c.check(r.returncode == 0 and "no receiver set" in r.stderr,
+                "alertmanager script, no receiver in .env: a valid config, and a warning that alerts reach nobody",
+                (r.stdout + r.stderr)[-2000:])
+        pw, token = "pw-" + secrets.token_hex(8), "tk_" + secrets.token_hex(8)
+        env.update({"ALERT_EMAIL_TO": "ops@example.org", "ALERT_EMAIL_FROM": "co2@example.org",
+                    "ALERT_SMTP_HOST": "smtp.example.org:587", "ALERT_SMTP_USER": "co2", "ALERT_SMTP_PASSWORD": pw,
+                    "ALERT_WEBHOOK_URL": "https://hooks.example.org/co2", "ALERT_NTFY_URL": "https://ntfy.sh/co2-test",
+                    "ALERT_NTFY_TOKEN": token})
+        r = subprocess.run(["/bin/sh", "-eu", "-c", s], env=env, capture_output=True, text=True, check=False)
+        conf = (tmp / "config" / "alertmanager.yml")
+        text = conf.read_text() if conf.exists() else ""
+        c.check(r.returncode == 0 and "SUCCESS" in r.stdout,
+                "alertmanager script with e-mail, webhook and ntfy: amtool check-config passes", (r.stdout + r.stderr)[-2000:])
+        c.check(pw not in text and token not in text and "ntfy.sh/co2-test?template=alertmanager" in text,
+                "... the config names the password and token files, not the secrets; ntfy gets its template")
+        files = [tmp / "config" / "smtp-password", tmp / "config" / "ntfy-token"]
+        c.check(all(f.exists() and f.stat().st_mode & 0o777 == 0o600 for f in files)
+                and files[0].read_text() == pw and files[1].read_text() == token,
+                "... the password and token files are 0600 and hold exactly the secret (no line break)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bridge_env_live(c, cfg):
     binary = Path(os.environ.get("CO2_BRIDGE_BIN") or REPO / "target" / "debug" / "co2-bridge")
     r = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False) if binary.exists() else None
@@ -490,6 +538,7 @@ def main():
         mosquitto_live(c, cfg)
         mysql_live(c, cfg, args.mysql_host, args.mysql_port)
         bridge_env_live(c, cfg)
+        alertmanager_live(c, cfg)
     c.finish()
 
 
