@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install or upgrade the co2-telemetry server side on a Debian/Ubuntu VM:
 # Mosquitto (authenticated, ACL, TLS), MariaDB (database, DML-only bridge
-# account, SELECT-only Grafana account), Prometheus, Grafana, and the
-# co2-bridge service. Idempotent: a second run reports "changes: 0".
+# account, SELECT-only Grafana account), Prometheus, Alertmanager (alerts by
+# mail, webhook or ntfy, as /etc/co2-telemetry/alerts.env says), Grafana,
+# and the co2-bridge service. Idempotent: a second run reports "changes: 0".
 #
 # Usage: sudo ops/install-server.sh [options]
 #   --dry-run               print the plan (every change and command), change nothing
@@ -36,7 +37,7 @@
 #   --no-grafana            do not install Grafana (ops/install-grafana.sh)
 #   --no-migrate            do not run `co2-bridge migrate`
 #   --only STEPS / --skip STEPS   comma list of: packages,grafana,secrets,database,
-#                           mosquitto,tls,bridge,prometheus,services
+#                           mosquitto,tls,bridge,prometheus,alertmanager,services
 #   --root DIR              install files under DIR instead of / (tests): no
 #                           packages, no services; the Mosquitto drop-ins name
 #                           their files under DIR so they run in place; the
@@ -86,7 +87,7 @@ grafana=1
 migrate=1
 db_apply_args=()
 device_listen=
-all_steps=packages,grafana,secrets,database,mosquitto,tls,bridge,prometheus,services
+all_steps=packages,grafana,secrets,database,mosquitto,tls,bridge,prometheus,alertmanager,services
 only=$all_steps
 skip_steps=
 while [[ $# -gt 0 ]]; do
@@ -180,6 +181,7 @@ restart_mosquitto=0
 reload_mosquitto=0
 restart_bridge=0
 restart_prometheus=0
+restart_alertmanager=0
 units_changed=0
 
 # Add the "N changes" line a helper script printed to ours.
@@ -301,7 +303,7 @@ if want packages; then
     if [[ $ROOT != / ]]; then
         skip "packages: --root"
     else
-        pkgs=(mosquitto mosquitto-clients mariadb-server mariadb-client prometheus openssl)
+        pkgs=(mosquitto mosquitto-clients mariadb-server mariadb-client prometheus prometheus-alertmanager openssl)
         missing=()
         for p in "${pkgs[@]}"; do
             if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]]; then
@@ -562,6 +564,8 @@ if want prometheus; then
     ensure_dir "$(r "$pdir/targets")" root root 0755
     printf '# Rendered by ops/install-server.sh: the bridge on this host.\n- targets:\n    - 127.0.0.1:9464\n' >"$tmp/co2-bridge.yml"
     ensure_file "$tmp/co2-bridge.yml" "$(r "$pdir/targets/co2-bridge.yml")" root root 0644 || true
+    printf '# Rendered by ops/install-server.sh: the Alertmanager on this host.\n- targets:\n    - 127.0.0.1:9093\n' >"$tmp/alertmanager-targets.yml"
+    ensure_file "$tmp/alertmanager-targets.yml" "$(r "$pdir/targets/alertmanager.yml")" root root 0644 || true
     # Debian's prometheus listens on every interface; keep it on loopback.
     defaults=$(r /etc/default/prometheus)
     if [[ -f $defaults ]] && grep -q -- '--web.listen-address' "$defaults"; then
@@ -574,6 +578,72 @@ if want prometheus; then
         warn "/etc/default/prometheus has custom ARGS: add --web.listen-address=127.0.0.1:9090 yourself"
     else
         skip "/etc/default/prometheus not present under the target root"
+    fi
+fi
+
+# ---------------------------------------------------------------- alertmanager
+if want alertmanager; then
+    step "Alertmanager (loopback only; receivers from /etc/co2-telemetry/alerts.env)"
+    pdir=/etc/prometheus
+    alerts_env=/etc/co2-telemetry/alerts.env
+    am_secrets=$pdir/co2-alert-secrets
+    pgroup=prometheus
+    getent group prometheus >/dev/null || pgroup=root
+    ensure_dir "$(r /etc/co2-telemetry)" root root 0755
+    # The receivers are the operator's: written once from the example, never overwritten.
+    if [[ -f $(r "$alerts_env") ]]; then
+        ok "$alerts_env present (left as is)"
+    else
+        change "install $alerts_env (no receiver set yet: edit it, then re-run)"
+        run install -m 0644 -- "$repo/provisioning/alertmanager/alerts.env.example" "$(r "$alerts_env")"
+    fi
+    # Alertmanager runs as prometheus: it gets its own copy of the receivers'
+    # secrets, which stay root-only in $secrets_dir.
+    ensure_dir "$(r "$pdir")" root root 0755
+    ensure_dir "$(r "$am_secrets")" root "$pgroup" 0750
+    am_env=()
+    for pair in alert-smtp-password:smtp-password:ALERT_SMTP_PASSWORD_FILE alert-ntfy-token:ntfy-token:ALERT_NTFY_TOKEN_FILE; do
+        IFS=: read -r src dest var <<<"$pair"
+        sync_file "$(r "$secrets_dir/$src")" "$(r "$am_secrets/$dest")" root "$pgroup" 0640 && restart_alertmanager=1
+        [[ ! -f $(r "$secrets_dir/$src") ]] || am_env+=("$var=$am_secrets/$dest")
+    done
+    install -d -m 0700 "$tmp/am"
+    if [[ -f $(r "$alerts_env") ]]; then
+        env_src=$(r "$alerts_env")
+    else
+        env_src=$repo/provisioning/alertmanager/alerts.env.example
+    fi
+    # The settings file is root's (like /etc/default/*): read it in a subshell.
+    # shellcheck source=/dev/null
+    if ! (set -a && . "$env_src" && set +a && env "${am_env[@]}" ALERT_CONFIG_DIR="$pdir" \
+        sh "$repo/provisioning/alertmanager/render.sh" "$tmp/am") 2>"$tmp/am.err"; then
+        die "$alerts_env: $(tail -n 1 "$tmp/am.err")"
+    fi
+    grep -q 'no receiver set' "$tmp/am.err" && warn "no receiver in $alerts_env: alerts reach nobody until you set one and re-run"
+    if command -v amtool >/dev/null; then
+        # Checked where it will live: the config names the template by its installed path.
+        sed "s|'$pdir/co2.tmpl'|'$tmp/am/co2.tmpl'|" "$tmp/am/alertmanager.yml" >"$tmp/am/check.yml"
+        amtool check-config "$tmp/am/check.yml" >"$tmp/am.check" 2>&1 ||
+            die "the rendered Alertmanager config fails amtool check-config: $(tail -n 3 "$tmp/am.check" | tr '\n' ' ')"
+        ok "amtool check-config: the rendered config is valid"
+    fi
+    # 0640 root:prometheus: a webhook URL may carry a token.
+    ensure_file "$tmp/am/alertmanager.yml" "$(r "$pdir/alertmanager.yml")" root "$pgroup" 0640 && restart_alertmanager=1
+    ensure_file "$tmp/am/co2.tmpl" "$(r "$pdir/co2.tmpl")" root root 0644 && restart_alertmanager=1
+    # Debian's alertmanager listens on every interface, and its cluster port
+    # too; one instance needs no cluster.
+    defaults=$(r /etc/default/prometheus-alertmanager)
+    am_args='--web.listen-address=127.0.0.1:9093 --cluster.listen-address='
+    if [[ -f $defaults ]] && grep -q -- '--web.listen-address' "$defaults"; then
+        ok "/etc/default/prometheus-alertmanager sets --web.listen-address (left as is)"
+    elif [[ -f $defaults ]] && grep -qE '^ARGS=""' "$defaults"; then
+        change "set ARGS=\"$am_args\" in /etc/default/prometheus-alertmanager"
+        run sed -i "s/^ARGS=\"\"/ARGS=\"$am_args\"/" "$defaults"
+        restart_alertmanager=1
+    elif [[ -f $defaults ]]; then
+        warn "/etc/default/prometheus-alertmanager has custom ARGS: add $am_args yourself"
+    else
+        skip "/etc/default/prometheus-alertmanager not present under the target root"
     fi
 fi
 
@@ -590,14 +660,14 @@ fi
 # ---------------------------------------------------------------- services
 if want services; then
     step "services"
-    services=(mariadb mosquitto prometheus co2-bridge)
+    services=(mariadb mosquitto prometheus prometheus-alertmanager co2-bridge)
     want grafana && services+=(grafana-server)
     if [[ $ROOT != / ]]; then
         skip "systemctl (--root: nothing to enable in a directory)"
     elif ! have_systemd; then
         skip "systemd is not running on this machine (PID 1 is '$(pid1_name)'), so nothing can be enabled here."
         skip "on a real server this step runs: systemctl daemon-reload; systemctl enable --now ${services[*]}"
-        skip "and restarts what changed (mosquitto: $restart_mosquitto, co2-bridge: $restart_bridge, prometheus: $restart_prometheus)"
+        skip "and restarts what changed (mosquitto: $restart_mosquitto, co2-bridge: $restart_bridge, prometheus: $restart_prometheus, prometheus-alertmanager: $restart_alertmanager)"
     else
         [[ $units_changed == 0 ]] || run systemctl daemon-reload
         for s in "${services[@]}"; do
@@ -622,6 +692,10 @@ if want services; then
         if [[ $restart_prometheus == 1 ]]; then
             change "restart prometheus (configuration changed)"
             run systemctl restart prometheus
+        fi
+        if [[ $restart_alertmanager == 1 ]]; then
+            change "restart prometheus-alertmanager (configuration or receivers changed)"
+            run systemctl restart prometheus-alertmanager
         fi
     fi
 fi

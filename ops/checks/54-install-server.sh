@@ -78,6 +78,7 @@ mkdir -p "$root/etc/mosquitto" "$root/etc/default"
 printf 'pid_file /run/mosquitto/mosquitto.pid\npersistence true\npersistence_location /var/lib/mosquitto/\nlog_dest file /var/log/mosquitto/mosquitto.log\n' \
     >"$root/etc/mosquitto/mosquitto.conf"
 printf '# Set the command-line arguments to pass to the server.\nARGS=""\n' >"$root/etc/default/prometheus"
+printf '# Set the command-line arguments to pass to the server.\nARGS=""\n' >"$root/etc/default/prometheus-alertmanager"
 inst=("$ops/install-server.sh" --root "$root" --bridge-bin "$bridge_bin" --db-name "$db"
     --db-bridge-user "$bu" --db-grafana-user "$gu" --mqtt-port "$port" --mqtts-port "$tport"
     --bridge-port "$bport" --tls-san DNS:localhost --tls-san IP:127.0.0.1)
@@ -91,6 +92,16 @@ check "second run leaves every file, mode and owner as it was" diff -u "$work/tr
 check "include_dir added to the main mosquitto.conf once" test "$(grep -c '^include_dir ' "$root/etc/mosquitto/mosquitto.conf")" == 1
 check "Prometheus kept on loopback" grep -qx 'ARGS="--web.listen-address=127.0.0.1:9090"' "$root/etc/default/prometheus"
 check "Prometheus scrapes the bridge on 127.0.0.1:9464" grep -q '127.0.0.1:9464' "$root/etc/prometheus/targets/co2-bridge.yml"
+check "Prometheus sends alerts to 127.0.0.1:9093" grep -q '127.0.0.1:9093' "$root/etc/prometheus/targets/alertmanager.yml"
+check "Alertmanager kept on loopback, no cluster port" \
+    grep -qx 'ARGS="--web.listen-address=127.0.0.1:9093 --cluster.listen-address="' "$root/etc/default/prometheus-alertmanager"
+check "alerts.env installed from the example (no receiver yet)" cmp "$repo/provisioning/alertmanager/alerts.env.example" "$root/etc/co2-telemetry/alerts.env"
+am_check() { sed "s|'/etc/prometheus/co2.tmpl'|'$root/etc/prometheus/co2.tmpl'|" "$root/etc/prometheus/alertmanager.yml" >"$work/am-check.yml" && amtool check-config "$work/am-check.yml"; }
+if command -v amtool >/dev/null; then
+    check "the installed Alertmanager config passes amtool check-config" am_check
+else
+    fail "amtool is not installed (apt-get install prometheus-alertmanager)"
+fi
 check "Grafana data source points at this host's MySQL" grep -q "url: 127.0.0.1:3306" "$root/etc/grafana/provisioning/datasources/co2-telemetry.yml"
 check "Grafana's env file (admin + MySQL password) is 0600 root" test "$(stat -c '%a %U' "$root/etc/co2-telemetry/secrets/grafana.env")" == "600 root"
 check "bridge.toml holds no password" bash -c '! grep -qi "password *=" "$1"' _ "$root/etc/co2-bridge/bridge.toml"
@@ -98,6 +109,23 @@ check "every generated secret is 43 random characters" \
     bash -c 'for f in "$1"/*-password; do [[ $(tr -d "\n" <"$f" | wc -c) == 43 ]] || exit 1; done' _ "$root/etc/co2-telemetry/secrets"
 check "the installed unit is the repository's" cmp "$ops/systemd/co2-bridge.service" "$root/etc/systemd/system/co2-bridge.service"
 check "no credentials drop-in without a route that needs one" test ! -e "$root/etc/systemd/system/co2-bridge.service.d/50-co2-credentials.conf"
+
+# ---- a receiver set in alerts.env, with its secret
+sed -i -e 's/^ALERT_EMAIL_TO=$/ALERT_EMAIL_TO=ops@example.org/' -e 's/^ALERT_EMAIL_FROM=$/ALERT_EMAIL_FROM=co2@example.org/' \
+    -e 's/^ALERT_SMTP_HOST=$/ALERT_SMTP_HOST=smtp.example.org:587/' -e 's/^ALERT_SMTP_USER=$/ALERT_SMTP_USER=co2/' \
+    "$root/etc/co2-telemetry/alerts.env"
+printf '%s' "pw-$sfx" >"$root/etc/co2-telemetry/secrets/alert-smtp-password"
+chmod 0600 "$root/etc/co2-telemetry/secrets/alert-smtp-password"
+"${inst[@]}" --only alertmanager >"$work/am1.out" 2>&1 && rc=0 || rc=$?
+check "--only alertmanager with an e-mail receiver set" test "$rc" == 0
+check "... the config mails ops@example.org with the password file the installer copied" \
+    grep -q "auth_password_file: '/etc/prometheus/co2-alert-secrets/smtp-password'" "$root/etc/prometheus/alertmanager.yml"
+check "... the copy holds the secret, 0640 root, the config does not" bash -c \
+    '[[ $(stat -c "%a %U" "$1") == "640 root" ]] && [[ $(cat "$1") == "$2" ]] && ! grep -q "$2" "$3"' _ \
+    "$root/etc/prometheus/co2-alert-secrets/smtp-password" "pw-$sfx" "$root/etc/prometheus/alertmanager.yml"
+if command -v amtool >/dev/null; then check "... amtool check-config passes" am_check; fi
+"${inst[@]}" --only alertmanager >"$work/am2.out" 2>&1 || true
+check "... and a second run: 0 changes" grep -qx "done: changes: 0" "$work/am2.out"
 
 # ---- with the real bridge: schema, grants, end to end
 if [[ $bridge_bin == "$work/stub-co2-bridge" ]]; then
