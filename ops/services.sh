@@ -19,7 +19,9 @@
 #   tansu, whose own TLS is not wired up), for the Kafka SASL/TLS tests, and
 #   for the cluster drills (bridge/tests/clusters) galera-4 with rsync (a
 #   three-node MariaDB Galera cluster) and nats-server (JetStream with MQTT);
-#   the drills start their own nodes on loopback, never a system service.
+#   the drills start their own nodes on loopback, never a system service;
+#   Alertmanager with amtool and aiosmtpd (an SMTP server) for the alerts
+#   check, which starts its own on free loopback ports.
 set -euo pipefail
 
 say() { printf 'services: %s\n' "$*"; }
@@ -49,6 +51,8 @@ if [[ $purpose == tests ]]; then
         [ip]=iproute2 [iptables]=iptables [systemd-analyze]=systemd [npm]=npm [ufw]=ufw
         [chromium]=chromium [influxd]=influxdb [rsync]=rsync [nats-server]=nats-server
         [stunnel4]=stunnel4 [psql]=postgresql-client [pg_ctlcluster]=postgresql
+        [prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
+        [aiosmtpd]=python3-aiosmtpd
     )
 fi
 # header -> Debian package (librdkafka links the system's OpenSSL and zlib)
