@@ -25,8 +25,9 @@ port=$(free_port)
 work=$(mktemp -d)
 bridge_pid=
 cleanup() {
-    [[ -z $bridge_pid ]] || kill -TERM "$bridge_pid" 2>/dev/null || true
-    [[ -z $bridge_pid ]] || wait "$bridge_pid" 2>/dev/null || true
+    if [[ -n $bridge_pid ]] && kill -TERM "$bridge_pid" 2>/dev/null; then
+        for _ in $(seq 1 100); do kill -0 "$bridge_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     mariadb -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS \`$db\`" || true
     rm -rf "$work"
 }
@@ -39,6 +40,8 @@ CO2_BRIDGE__MQTT__TOPICS="$prefix/+/emissions" \
 CO2_BRIDGE__HTTP__LISTEN="127.0.0.1:$port" \
     "$BRIDGE" run >"$work/bridge.log" 2>&1 &
 bridge_pid=$!
+# The check kills it on purpose: no "Killed" job notice from bash.
+disown "$bridge_pid"
 for _ in $(seq 1 150); do
     curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
     sleep 0.2
