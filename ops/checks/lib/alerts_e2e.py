@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Alerts end to end, on loopback, with the real programs (run by ops/checks/57-alerts.sh).
+"""Alerts end to end, on loopback, with the real programs (run by ops/checks/58-alerts.sh).
 
     alerts_e2e.py --bridge-port P --bridge-pid PID --topic-prefix PREFIX --work DIR
 

@@ -138,7 +138,7 @@ def start_scraping(work, target, timeout_s=60):
     shutil.copytree(obslib.PROM_DIR, conf_dir)
     with open(os.path.join(conf_dir, "targets", "co2-bridge.yml"), "w", encoding="utf-8") as fh:
         fh.write(f"- targets: ['{target}']\n")
-    # No Alertmanager here (57-alerts runs one): the compose name alertmanager:9093
+    # No Alertmanager here (58-alerts runs one): the compose name alertmanager:9093
     # would only send DNS lookups off this machine.
     with open(os.path.join(conf_dir, "targets", "alertmanager.yml"), "w", encoding="utf-8") as fh:
         fh.write("[]\n")
