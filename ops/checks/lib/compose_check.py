@@ -64,7 +64,14 @@ CAPS = {"mosquitto": ROOT_THEN_USER, "mysql": ROOT_THEN_USER}
 BRIDGE_LISTENER = 1884
 STATE = {"mosquitto": "/mosquitto/data", "mysql": "/var/lib/mysql", "prometheus": "/prometheus",
          "grafana": "/var/lib/grafana", "influxdb": "/var/lib/influxdb", "alertmanager": "/alertmanager"}
-BRIDGE_SECTIONS = {"MQTT", "DATABASE", "HTTP", "BATCH", "WIRE", "METRICS", "SINKS", "CO2", "DEAD_LETTERS"}
+# The bridge's top-level config sections, as bridge.example.toml documents
+# them (every key, commented): an environment variable must name one.
+BRIDGE_SECTIONS = {
+    m.group(1).upper()
+    for m in re.finditer(r"^#? ?\[\[?([a-z_0-9]+)[.\]]",
+                         (Path(__file__).resolve().parents[3] / "bridge" / "bridge.example.toml").read_text(),
+                         re.M)
+}
 
 
 def free_port():
