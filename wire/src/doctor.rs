@@ -20,8 +20,68 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Hop {
     /// The hop, e.g. `broker tcp`.
     pub name: String,
-    /// What passed, or what failed and what to do.
-    pub outcome: Result<String, Failure>,
+    /// What it found.
+    pub outcome: Outcome,
+}
+
+/// What a hop found: proven working, not proven either way yet, proven
+/// broken, or not run because a hop it needs failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It works: what proves it.
+    Ok(String),
+    /// Nothing proves it works or fails yet (no failure): what was seen and
+    /// what would prove it.
+    Unproven(Unproven),
+    /// It fails: what happened and what to do.
+    Fail(Failure),
+    /// Not run: it needs the named hop, which failed.
+    Skipped(String),
+}
+
+impl Outcome {
+    /// True for [`Outcome::Fail`].
+    pub fn is_fail(&self) -> bool {
+        matches!(self, Self::Fail(_))
+    }
+
+    /// True when the hops that need this one can run: it works, or nothing
+    /// says it does not.
+    pub fn lets_through(&self) -> bool {
+        matches!(self, Self::Ok(_) | Self::Unproven(_))
+    }
+}
+
+impl From<Result<String, Failure>> for Outcome {
+    fn from(result: Result<String, Failure>) -> Self {
+        match result {
+            Ok(detail) => Self::Ok(detail),
+            Err(f) => Self::Fail(f),
+        }
+    }
+}
+
+impl From<Unproven> for Outcome {
+    fn from(u: Unproven) -> Self {
+        Self::Unproven(u)
+    }
+}
+
+/// A hop nothing proves yet: what was seen and what would prove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unproven {
+    /// What was seen (or not).
+    pub what: String,
+    /// What would prove the hop.
+    pub proof: String,
+}
+
+/// An [`Unproven`]: what was seen and what would prove the hop.
+pub fn unproven(what: impl Into<String>, proof: impl Into<String>) -> Unproven {
+    Unproven {
+        what: what.into(),
+        proof: proof.into(),
+    }
 }
 
 /// A failed hop: what happened and what to do about it.
@@ -50,8 +110,9 @@ pub struct Report {
 
 impl Report {
     /// Records a hop; true when it passed (and the walk goes on).
-    pub fn hop(&mut self, name: impl Into<String>, outcome: Result<String, Failure>) -> bool {
-        let passed = outcome.is_ok();
+    pub fn hop(&mut self, name: impl Into<String>, outcome: impl Into<Outcome>) -> bool {
+        let outcome = outcome.into();
+        let passed = !outcome.is_fail();
         self.hops.push(Hop {
             name: name.into(),
             outcome,
@@ -81,12 +142,12 @@ impl Report {
 
     /// True when every hop passed.
     pub fn passed(&self) -> bool {
-        self.hops.iter().all(|h| h.outcome.is_ok())
+        !self.hops.iter().any(|h| h.outcome.is_fail())
     }
 
     /// The first hop that failed, if one did.
     pub fn failed_hop(&self) -> Option<&Hop> {
-        self.hops.iter().find(|h| h.outcome.is_err())
+        self.hops.iter().find(|h| h.outcome.is_fail())
     }
 
     /// One line per hop, the failure with its fix.
@@ -94,12 +155,21 @@ impl Report {
         let mut out = String::new();
         for hop in &self.hops {
             let _ = match &hop.outcome {
-                Ok(detail) => writeln!(out, "ok    {:<20} {detail}", hop.name),
-                Err(f) => writeln!(
+                Outcome::Ok(detail) => writeln!(out, "ok    {:<20} {detail}", hop.name),
+                Outcome::Fail(f) => writeln!(
                     out,
                     "FAIL  {:<20} {}\n      fix: {}",
                     hop.name, f.what, f.fix
                 ),
+                // No walk records these yet.
+                Outcome::Unproven(u) => writeln!(
+                    out,
+                    "?     {:<20} {}\n      to prove: {}",
+                    hop.name, u.what, u.proof
+                ),
+                Outcome::Skipped(after) => {
+                    writeln!(out, "skip  {:<20} needs {after}", hop.name)
+                }
             };
         }
         let _ = match self.failed_hop() {
