@@ -1,5 +1,6 @@
 //! What `co2-bridge doctor` and `co2-publisher doctor` share: the report of
-//! the hops checked (the first failure ends the walk, named with what to do),
+//! the hops checked (each ok, unproven with what would prove it, failed with
+//! what to do, or skipped behind a failed hop it needs),
 //! how a TLS error names the certificate problem, and (feature `net`) the
 //! DNS and TCP hops to a server, so both programs diagnose the same path
 //! in the same words.
@@ -101,23 +102,42 @@ pub fn fail(what: impl Into<String>, fix: impl Into<String>) -> Failure {
     }
 }
 
-/// The hops checked so far; the first failure ends the walk.
+/// The hops of one run, in the order they are printed. A failure does not
+/// end the walk: the hops that need the failed one are recorded as
+/// skipped, naming it, and every other hop still runs, so one run names
+/// every failure.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Every hop checked, in order.
+    /// Every hop, in order.
     pub hops: Vec<Hop>,
 }
 
+/// Width of the status column (`unproven` and a space).
+const STATUS_WIDTH: usize = 9;
+
 impl Report {
-    /// Records a hop; true when it passed (and the walk goes on).
+    /// Records a hop; true when the hops that need it can run (it works, or
+    /// nothing says it does not).
     pub fn hop(&mut self, name: impl Into<String>, outcome: impl Into<Outcome>) -> bool {
         let outcome = outcome.into();
-        let passed = !outcome.is_fail();
+        let through = outcome.lets_through();
         self.hops.push(Hop {
             name: name.into(),
             outcome,
         });
-        passed
+        through
+    }
+
+    /// Records `names` as not run because `failed`, which they need, failed.
+    pub fn skip<S: Into<String>>(&mut self, failed: &str, names: impl IntoIterator<Item = S>) {
+        for name in names {
+            self.hop(name, Outcome::Skipped(failed.to_owned()));
+        }
+    }
+
+    /// Appends the hops of `other` (a walk that ran beside this one) after these.
+    pub fn append(&mut self, other: Report) {
+        self.hops.extend(other.hops);
     }
 
     /// The report of a configuration that did not even load.
@@ -140,42 +160,80 @@ impl Report {
         self.hop("broker auth", Ok(format!("logged in as {user}")));
     }
 
-    /// True when every hop passed.
+    /// True when no hop failed: unproven hops do not fail a run (and
+    /// skipped ones only follow a failure).
     pub fn passed(&self) -> bool {
         !self.hops.iter().any(|h| h.outcome.is_fail())
     }
 
-    /// The first hop that failed, if one did.
-    pub fn failed_hop(&self) -> Option<&Hop> {
-        self.hops.iter().find(|h| h.outcome.is_fail())
+    /// The names of the hops that failed, in order.
+    pub fn failed(&self) -> Vec<&str> {
+        self.names(Outcome::is_fail)
     }
 
-    /// One line per hop, the failure with its fix.
+    /// The names of the hops nothing proved yet, in order.
+    pub fn unproven(&self) -> Vec<&str> {
+        self.names(|o| matches!(o, Outcome::Unproven(_)))
+    }
+
+    fn names(&self, wanted: impl Fn(&Outcome) -> bool) -> Vec<&str> {
+        self.hops
+            .iter()
+            .filter(|h| wanted(&h.outcome))
+            .map(|h| h.name.as_str())
+            .collect()
+    }
+
+    /// One line: how many hops passed, how many nothing proved yet and how
+    /// many failed (those two named), and how many were not run.
+    pub fn summary(&self) -> String {
+        let named = |names: Vec<&str>, state: &str| match names.len() {
+            0 => format!("0 {state}"),
+            n => format!("{n} {state} ({})", names.join(", ")),
+        };
+        let ok = self
+            .hops
+            .iter()
+            .filter(|h| matches!(h.outcome, Outcome::Ok(_)))
+            .count();
+        let skipped = self
+            .hops
+            .iter()
+            .filter(|h| matches!(h.outcome, Outcome::Skipped(_)))
+            .count();
+        let mut line = format!(
+            "{ok} ok, {}, {}",
+            named(self.unproven(), "unproven"),
+            named(self.failed(), "failed")
+        );
+        if skipped > 0 {
+            line.push_str(&format!(", {skipped} skipped"));
+        }
+        line
+    }
+
+    /// One line per hop (a failure with its fix, an unproven hop with what
+    /// would prove it), then the [`summary`](Self::summary).
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let indent = " ".repeat(STATUS_WIDTH);
         for hop in &self.hops {
-            let _ = match &hop.outcome {
-                Outcome::Ok(detail) => writeln!(out, "ok    {:<20} {detail}", hop.name),
-                Outcome::Fail(f) => writeln!(
-                    out,
-                    "FAIL  {:<20} {}\n      fix: {}",
-                    hop.name, f.what, f.fix
+            let (status, what, then) = match &hop.outcome {
+                Outcome::Ok(detail) => ("ok", detail.clone(), None),
+                Outcome::Unproven(u) => ("unproven", u.what.clone(), Some(("to prove", &u.proof))),
+                Outcome::Fail(f) => ("FAIL", f.what.clone(), Some(("fix", &f.fix))),
+                Outcome::Skipped(after) => (
+                    "skipped",
+                    format!("not run: needs {after}, which failed"),
+                    None,
                 ),
-                // No walk records these yet.
-                Outcome::Unproven(u) => writeln!(
-                    out,
-                    "?     {:<20} {}\n      to prove: {}",
-                    hop.name, u.what, u.proof
-                ),
-                Outcome::Skipped(after) => {
-                    writeln!(out, "skip  {:<20} needs {after}", hop.name)
-                }
             };
+            let _ = writeln!(out, "{status:<STATUS_WIDTH$}{:<20} {what}", hop.name);
+            if let Some((label, text)) = then {
+                let _ = writeln!(out, "{indent}{label}: {text}");
+            }
         }
-        let _ = match self.failed_hop() {
-            Some(h) => writeln!(out, "\nThe path fails at: {}", h.name),
-            None => writeln!(out, "\nEvery hop passed."),
-        };
+        let _ = writeln!(out, "\n{}", self.summary());
         out
     }
 }
@@ -241,9 +299,98 @@ mod tests {
         assert!(!r.hop("broker tcp", Err(fail("refused", "start it"))));
         let text = r.render();
         assert!(!r.passed());
-        assert_eq!(r.failed_hop().map(|h| h.name.as_str()), Some("broker tcp"));
-        assert!(text.contains("FAIL  broker tcp"), "{text}");
-        assert!(text.contains("fix: start it"), "{text}");
-        assert!(text.ends_with("The path fails at: broker tcp\n"), "{text}");
+        assert_eq!(r.failed(), ["broker tcp"]);
+        assert!(
+            text.contains("FAIL     broker tcp           refused\n         fix: start it\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n\n1 ok, 0 unproven, 1 failed (broker tcp)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unproven_hops_pass_and_say_what_would_prove_them() {
+        let mut r = Report::default();
+        assert!(r.hop("config", Ok("valid".into())));
+        assert!(r.hop(
+            "broker acl",
+            unproven("nothing arrived", "publish and run again")
+        ));
+        assert!(r.hop("mysql auth", Ok("logged in".into())));
+        assert!(r.passed());
+        assert_eq!(r.unproven(), ["broker acl"]);
+        let text = r.render();
+        assert!(
+            text.contains(
+                "unproven broker acl           nothing arrived\n         to prove: publish and run again\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n\n2 ok, 1 unproven (broker acl), 0 failed\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_failure_is_named_and_what_needs_it_is_skipped() {
+        let mut broker = Report::default();
+        assert!(broker.hop("broker dns", Ok("resolved".into())));
+        assert!(!broker.hop("broker tcp", Err(fail("refused", "start it"))));
+        broker.skip("broker tcp", ["broker auth", "broker acl"]);
+        let mut db = Report::default();
+        assert!(!db.hop("mysql auth", Err(fail("refused", "check the password"))));
+        db.skip("mysql auth", ["mysql grants".to_owned()]);
+        let mut r = Report::default();
+        assert!(r.hop("config", Ok("valid".into())));
+        r.append(broker);
+        r.append(db);
+        assert!(!r.hop("mysql device clocks", Outcome::Skipped("mysql auth".into())));
+        assert!(r.hop("influx", unproven("quiet", "wait")));
+        let names: Vec<&str> = r.hops.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "config",
+                "broker dns",
+                "broker tcp",
+                "broker auth",
+                "broker acl",
+                "mysql auth",
+                "mysql grants",
+                "mysql device clocks",
+                "influx"
+            ]
+        );
+        assert!(!r.passed());
+        assert_eq!(r.failed(), ["broker tcp", "mysql auth"]);
+        assert_eq!(
+            r.summary(),
+            "2 ok, 1 unproven (influx), 2 failed (broker tcp, mysql auth), 4 skipped"
+        );
+        let text = r.render();
+        assert!(
+            text.contains(
+                "skipped  broker acl           not run: needs broker tcp, which failed\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("         fix: check the password\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_ok_and_unproven_let_the_hops_after_them_run() {
+        assert!(Outcome::Ok(String::new()).lets_through());
+        assert!(Outcome::from(unproven("", "")).lets_through());
+        assert!(!Outcome::from(Err(fail("", ""))).lets_through());
+        assert!(!Outcome::Skipped("x".into()).lets_through());
+        let r = Report::config_failed("bad", "fix it");
+        assert!(!r.passed());
+        assert_eq!(r.summary(), "0 ok, 0 unproven, 1 failed (config)");
     }
 }
