@@ -70,7 +70,7 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
     r.hop("config", Ok(format!("{source}: valid; device {device}")));
     if broker_reachable(&mut r, &first.host, first.port)
         .await
-        .is_none()
+        .is_err()
     {
         return r;
     }

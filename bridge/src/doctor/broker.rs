@@ -24,7 +24,7 @@ pub(super) async fn walk(r: &mut Report, settings: &Settings, routes: &Routes) -
     };
     if co2_wire::doctor::broker_reachable(r, &m.host, m.port)
         .await
-        .is_none()
+        .is_err()
     {
         return false;
     }

@@ -53,13 +53,20 @@ pub async fn tcp(
     }
 }
 
-/// The `broker dns` and `broker tcp` hops to `host:port`; the address when both pass.
-pub async fn broker_reachable(r: &mut Report, host: &str, port: u16) -> Option<SocketAddr> {
+/// The `broker dns` and `broker tcp` hops to `host:port`: the address when
+/// both pass, else the name of the hop that failed (a failed DNS hop records
+/// the TCP hop as skipped behind it).
+pub async fn broker_reachable(
+    r: &mut Report,
+    host: &str,
+    port: u16,
+) -> Result<SocketAddr, &'static str> {
     let addr = match resolve(host, port, "mqtt.host").await {
         Ok(addr) => addr,
         Err(f) => {
             r.hop("broker dns", Err(f));
-            return None;
+            r.skip("broker dns", ["broker tcp"]);
+            return Err("broker dns");
         }
     };
     r.hop("broker dns", Ok(format!("{host} is {}", addr.ip())));
@@ -73,5 +80,9 @@ pub async fn broker_reachable(r: &mut Report, host: &str, port: u16) -> Option<S
         &firewall,
     )
     .await;
-    r.hop("broker tcp", reached).then_some(addr)
+    if r.hop("broker tcp", reached) {
+        Ok(addr)
+    } else {
+        Err("broker tcp")
+    }
 }
