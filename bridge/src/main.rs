@@ -42,8 +42,9 @@ enum Command {
     /// Print the Mosquitto ACL that fits the configured routes, then exit.
     Acl,
     /// Check the path hop by hop (config, broker DNS/TCP/TLS/login/ACL,
-    /// each database's TCP/login/grants/migrations/clock, each sink); exit 0
-    /// only when every hop passes.
+    /// each database's TCP/login/grants/migrations/clock, each sink, the
+    /// devices' clocks), each ok, unproven, failed or skipped; exit 1 when
+    /// a hop fails.
     Doctor,
     /// List the dead letters (rejected_messages in MySQL), or replay them
     /// through today's configuration.

@@ -1,9 +1,15 @@
 //! The broker's hops: DNS, TCP, TLS, authentication and the ACL on every
-//! route's topics, to the first node of `mqtt.hosts`.
+//! route's topics, to the first node of `mqtt.hosts`. It connects under its
+//! own client id with a clean session, so it neither takes over the running
+//! bridge's session nor leaves one behind, and subscribes without `$share/`,
+//! so it takes no message away from the bridges.
 
 use std::time::Duration;
 
-use co2_wire::doctor::{fail, tls_fix, tls_problem, Failure, Report, STEP_TIMEOUT};
+use co2_wire::doctor::{
+    broker_reachable, fail, tls_fix, tls_problem, unproven, Outcome, Report, STEP_TIMEOUT,
+};
+use co2_wire::endpoint::Endpoint;
 
 use crate::config::Settings;
 use crate::route::Routes;
@@ -12,26 +18,29 @@ use crate::source::mqtt::{self, MqttEvent};
 /// How long the ACL hop listens for traffic on the routes' topics.
 const LISTEN: Duration = Duration::from_secs(5);
 
-/// DNS, TCP, TLS, authentication and the ACL to the broker: the first node
-/// of `mqtt.hosts` (where the bridge's first connection starts).
-pub(super) async fn walk(r: &mut Report, settings: &Settings, routes: &Routes) -> bool {
-    let m = match settings.mqtt_endpoints() {
-        Ok(nodes) => match nodes.into_iter().next() {
-            Some(first) => first,
-            None => return r.hop("config", Err(fail("mqtt.hosts is empty", "name a broker"))),
-        },
-        Err(e) => return r.hop("config", Err(fail(e.to_string(), "fix that setting"))),
-    };
-    if co2_wire::doctor::broker_reachable(r, &m.host, m.port)
-        .await
-        .is_err()
-    {
-        return false;
+/// DNS, TCP, TLS, authentication and the ACL to the broker `node` (the
+/// first of `mqtt.hosts`, where the bridge's first connection starts); the
+/// hops after one that fails are recorded as skipped behind it.
+pub(super) async fn walk(settings: &Settings, routes: &Routes, node: &Endpoint) -> Report {
+    let mut r = Report::default();
+    let tls = settings.mqtt.tls.is_some();
+    // What a connection proves, in order, each needing the one before.
+    let mut connected_hops = vec!["broker auth", "broker acl"];
+    if tls {
+        connected_hops.insert(0, "broker tls");
+    }
+    if let Err(failed) = broker_reachable(&mut r, &node.host, node.port).await {
+        r.skip(failed, connected_hops);
+        return r;
     }
     let client_id = format!("{}-doctor", settings.mqtt_client_id(0));
     let (client, mut events) = match mqtt::connect_as(settings, &client_id, false) {
         Ok(pair) => pair,
-        Err(e) => return r.hop("config", Err(fail(e.to_string(), "fix that setting"))),
+        Err(e) => {
+            r.hop("broker mqtt", Err(fail(e.to_string(), "fix that setting")));
+            r.skip("broker mqtt", connected_hops);
+            return r;
+        }
     };
     let connected = tokio::time::timeout(2 * STEP_TIMEOUT, async {
         loop {
@@ -43,33 +52,56 @@ pub(super) async fn walk(r: &mut Report, settings: &Settings, routes: &Routes) -
         }
     })
     .await;
-    let tls = settings.mqtt.tls.is_some();
-    match connected {
+    let failed = match connected {
         Err(_) => {
-            return r.hop(
+            r.hop(
                 "broker mqtt",
                 Err(fail(
                     format!("no CONNACK within {} s", (2 * STEP_TIMEOUT).as_secs()),
                     "is it an MQTT port (TLS on a plain listener, or the reverse)? check mqtt.port and [mqtt.tls]",
                 )),
-            )
+            );
+            "broker mqtt"
         }
         Ok(Err(e)) if e.is_tls() => {
             let problem = tls_problem(&e.to_string());
             let fix = tls_fix(&problem);
-            return r.hop("broker tls", Err(fail(problem, fix)));
+            r.hop("broker tls", Err(fail(problem, fix)));
+            "broker tls"
         }
         Ok(Err(e)) if e.is_auth() => {
             if tls {
-                r.hop("broker tls", Ok("certificate chain, host name and dates valid".into()));
+                r.hop(
+                    "broker tls",
+                    Ok("certificate chain, host name and dates valid".into()),
+                );
             }
-            return r.hop(
+            r.hop(
                 "broker auth",
                 Err(fail(format!("the broker refused the login: {e}"), e.hint)),
             );
+            "broker auth"
         }
-        Ok(Err(e)) => return r.hop("broker mqtt", Err(fail(e.to_string(), e.hint))),
-        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            r.hop("broker mqtt", Err(fail(e.to_string(), e.hint)));
+            "broker mqtt"
+        }
+        Ok(Ok(())) => "",
+    };
+    if !failed.is_empty() {
+        let after = connected_hops
+            .iter()
+            .position(|h| *h == failed)
+            .map_or(0, |i| i + 1);
+        r.skip(
+            failed,
+            connected_hops
+                .get(after..)
+                .unwrap_or_default()
+                .iter()
+                .copied(),
+        );
+        return r;
     }
     r.logged_in(tls, settings.mqtt.username.as_deref());
     let user = settings.mqtt.username.as_deref().unwrap_or("(anonymous)");
@@ -80,7 +112,7 @@ pub(super) async fn walk(r: &mut Report, settings: &Settings, routes: &Routes) -
     let (granted, arrived) = listen(&mut events, topics.len()).await;
     client.disconnect().await;
     let outcome = match granted {
-        None => Err(fail(
+        None => Outcome::Fail(fail(
             "the broker did not answer the subscription",
             "check the broker's log for this client",
         )),
@@ -91,14 +123,15 @@ pub(super) async fn walk(r: &mut Report, settings: &Settings, routes: &Routes) -
                 .filter(|(_, ok)| !**ok)
                 .map(|(t, _)| t.as_str())
                 .collect();
-            Err(fail(
+            Outcome::Fail(fail(
                 format!("the broker refused {user} the subscription to {}", refused.join(", ")),
                 format!("grant {user} read on those topics in the broker's ACL (co2-bridge acl prints one that fits the routes)"),
             ))
         }
         Some(_) => acl_verdict(routes, &arrived, user),
     };
-    r.hop("broker acl", outcome)
+    r.hop("broker acl", outcome);
+    r
 }
 
 /// Waits for the SUBACK, then gathers the topics of what arrives for [`LISTEN`].
@@ -131,8 +164,9 @@ async fn listen(events: &mut mqtt::EventLoop, filters: usize) -> (Option<Vec<boo
 /// Mosquitto grants a subscription even where its ACL denies reading, so
 /// only traffic proves the bridge's user may read: every route must have
 /// seen a message (announcements excepted: publishers send them only when
-/// they drop readings).
-fn acl_verdict(routes: &Routes, arrived: &[String], user: &str) -> Result<String, Failure> {
+/// they drop readings). A quiet route proves nothing either way (no device
+/// may have published yet, as on every fresh install): unproven, not failed.
+fn acl_verdict(routes: &Routes, arrived: &[String], user: &str) -> Outcome {
     let mut quiet = Vec::new();
     let mut heard = Vec::new();
     for route in routes.iter() {
@@ -147,19 +181,24 @@ fn acl_verdict(routes: &Routes, arrived: &[String], user: &str) -> Result<String
         }
     }
     if quiet.is_empty() {
-        Ok(format!("{user} receives: {}", heard.join(", ")))
-    } else {
-        Err(fail(
-            format!(
-                "subscribed, but nothing arrived on {} within {} s",
-                quiet.join(", "),
-                LISTEN.as_secs()
-            ),
-            format!(
-                "the broker accepts a subscription even where its ACL denies reading, so only a message proves it: \
-                 make a device publish there (co2-publisher does every interval) and run again; if devices are \
-                 publishing, grant {user} read on those topics (co2-bridge acl prints the ACL that fits the routes)"
-            ),
-        ))
+        return Outcome::Ok(format!("{user} receives: {}", heard.join(", ")));
     }
+    let also = if heard.is_empty() {
+        String::new()
+    } else {
+        format!(" ({user} receives: {})", heard.join(", "))
+    };
+    Outcome::Unproven(unproven(
+        format!(
+            "subscribed, but nothing arrived on {} within {} s{also}: no device may have published \
+             yet, or the ACL denies {user} reading (the broker grants the subscription either way)",
+            quiet.join(", "),
+            LISTEN.as_secs()
+        ),
+        format!(
+            "a message on those topics: run again while a device publishes there (co2-publisher does \
+             every interval); if devices are publishing and still nothing arrives, grant {user} read on \
+             those topics (co2-bridge acl prints the ACL that fits the routes)"
+        ),
+    ))
 }

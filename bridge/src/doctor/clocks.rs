@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use co2_wire::doctor::{fail, Failure};
+use co2_wire::doctor::{fail, unproven, Failure, Outcome};
 use co2_wire::{explain_offset, ClockOffset, Decoder, Limits, WallTime, Zone};
 use sqlx::MySqlPool;
 
@@ -97,7 +97,15 @@ struct Findings {
 }
 
 /// The hop for the MySQL sink `sink`.
-pub async fn check(pool: &MySqlPool, sink: &str, routes: &Routes) -> Result<String, Failure> {
+pub async fn check(pool: &MySqlPool, sink: &str, routes: &Routes) -> Outcome {
+    match findings(pool, sink, routes).await {
+        Ok(found) => verdict(found),
+        Err(f) => Outcome::Fail(f),
+    }
+}
+
+/// What the recent rows and dead letters of the MySQL sink `sink` show.
+async fn findings(pool: &MySqlPool, sink: &str, routes: &Routes) -> Result<Findings, Failure> {
     let now = Utc::now();
     let mut found = Findings::default();
     for table in tables(routes, sink) {
@@ -118,7 +126,7 @@ pub async fn check(pool: &MySqlPool, sink: &str, routes: &Routes) -> Result<Stri
         .await
         .map_err(|e| read_failed("rejected_messages", &e))?;
     judge_letters(&mut found, routes, &letters);
-    verdict(found)
+    Ok(found)
 }
 
 /// The tables the routes of `sink` write that name a device and a time,
@@ -346,23 +354,25 @@ fn subject(route: Option<&str>) -> String {
     }
 }
 
-/// The hop's outcome in words.
-fn verdict(found: Findings) -> Result<String, Failure> {
+/// The hop's outcome in words: unproven while no device has enough recent
+/// readings to be judged.
+fn verdict(found: Findings) -> Outcome {
     if !found.wrong.is_empty() {
         let more = found.wrong.len().saturating_sub(MAX_NAMED);
         let mut what: Vec<String> = found.wrong.into_iter().take(MAX_NAMED).collect();
         if more > 0 {
             what.push(format!("and {more} more"));
         }
-        return Err(fail(what.join("; "), FIX));
+        return Outcome::Fail(fail(what.join("; "), FIX));
     }
-    let mut text = match (&found.farthest, found.judged) {
-        (Some((device, offset)), judged) => format!(
-            "{judged} device(s) sent readings in the last {WINDOW_MIN} min, none a time zone \
+    let mut text = match &found.farthest {
+        Some((device, offset)) => format!(
+            "{} device(s) sent readings in the last {WINDOW_MIN} min, none a time zone \
              off (farthest: {device}, {})",
+            found.judged,
             co2_wire::arrival_words(*offset)
         ),
-        (None, _) => {
+        None => {
             format!("no readings received in the last {WINDOW_MIN} min: nothing to judge yet")
         }
     };
@@ -378,7 +388,16 @@ fn verdict(found: Findings) -> Result<String, Failure> {
             found.unread.join(", ")
         ));
     }
-    Ok(text)
+    if found.farthest.is_none() {
+        return Outcome::Unproven(unproven(
+            text,
+            format!(
+                "{MIN_ROWS} or more readings of a device stored in the last {WINDOW_MIN} min: \
+                 run again once the devices have published for a while"
+            ),
+        ));
+    }
+    Outcome::Ok(text)
 }
 
 #[cfg(test)]
@@ -425,7 +444,9 @@ mod tests {
             ]
         );
         assert_eq!((found.judged, found.too_few), (3, 1));
-        let f = verdict(found).unwrap_err();
+        let Outcome::Fail(f) = verdict(found) else {
+            panic!("not a failure")
+        };
         assert!(f.what.starts_with("device pi-ny"), "{}", f.what);
         assert!(f.fix.contains("co2-bridge retime"), "{}", f.fix);
     }
@@ -456,13 +477,42 @@ mod tests {
         let rows = vec![rows("pi-a", 90, -1), rows("pi-b", 90, -4)];
         judge_rows(&mut found, &table(), rows, |_| Zone::UTC, arrival());
         assert_eq!(
-            verdict(found).unwrap(),
-            "2 device(s) sent readings in the last 15 min, none a time zone off \
-             (farthest: pi-b, 4 s behind its arrival)"
+            verdict(found),
+            Outcome::Ok(
+                "2 device(s) sent readings in the last 15 min, none a time zone off \
+                 (farthest: pi-b, 4 s behind its arrival)"
+                    .into()
+            )
         );
+    }
+
+    #[test]
+    fn no_device_to_judge_is_unproven_not_passed() {
+        let Outcome::Unproven(u) = verdict(Findings::default()) else {
+            panic!("not unproven")
+        };
         assert_eq!(
-            verdict(Findings::default()).unwrap(),
+            u.what,
             "no readings received in the last 15 min: nothing to judge yet"
+        );
+        assert!(
+            u.proof.starts_with("3 or more readings of a device"),
+            "{}",
+            u.proof
+        );
+        // Devices with too few rows are no proof either.
+        let found = Findings {
+            too_few: 2,
+            ..Findings::default()
+        };
+        let Outcome::Unproven(u) = verdict(found) else {
+            panic!("not unproven")
+        };
+        assert!(
+            u.what
+                .ends_with("2 device(s) with fewer than 3 readings not judged"),
+            "{}",
+            u.what
         );
     }
 
@@ -498,7 +548,9 @@ mod tests {
             wrong: (0..12).map(|i| format!("device d{i}")).collect(),
             ..Findings::default()
         };
-        let f = verdict(found).unwrap_err();
+        let Outcome::Fail(f) = verdict(found) else {
+            panic!("not a failure")
+        };
         assert!(f.what.ends_with("device d9; and 2 more"), "{}", f.what);
     }
 }

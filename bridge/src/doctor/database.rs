@@ -12,13 +12,21 @@ use crate::sink::mysql::schema;
 /// Largest clock difference to the database that passes.
 const MAX_SKEW: Duration = Duration::from_secs(2);
 
-/// The MySQL sink `name`: TCP, authentication, grants, migrations, clock.
+/// The hops that need a login, each independent of the others.
+const AFTER_LOGIN: [&str; 3] = ["grants", "migrations", "clock"];
+
+/// The MySQL sink `name`: DNS, TCP and authentication, each needing the one
+/// before; then the grants, the migrations and the clock, which need only
+/// the login, so a missing grant does not hide a migration not applied. The
+/// hops after a failure are recorded as skipped behind it. Returns the
+/// report and, when the device clocks cannot be read, the failed hop they
+/// need (the login, or the migrations that make the tables).
 pub(super) async fn walk(
-    r: &mut Report,
     settings: &Settings,
     name: &str,
     pool: &MySqlPool,
-) -> bool {
+) -> (Report, Option<String>) {
+    let mut r = Report::default();
     let options = pool.connect_options();
     let (host, port) = (options.get_host().to_owned(), options.get_port());
     let db = options.get_database().unwrap_or("").to_owned();
@@ -29,9 +37,20 @@ pub(super) async fn walk(
         format!("sinks.{name}.url")
     };
     let hop = |what: &str| format!("{name} {what}");
+    // Records the failed hop `what` and skips `rest` behind it.
+    let blocked = |r: &mut Report, what: &str, rest: &[&str]| {
+        let failed = hop(what);
+        r.skip(&failed, rest.iter().map(|h| hop(h)));
+        Some(failed)
+    };
     let addr = match resolve(&host, port, &key).await {
         Ok(a) => a,
-        Err(f) => return r.hop(hop("dns"), Err(f)),
+        Err(f) => {
+            r.hop(hop("dns"), Err(f));
+            let rest = [["tcp", "auth"].as_slice(), &AFTER_LOGIN].concat();
+            let failed = blocked(&mut r, "dns", &rest);
+            return (r, failed);
+        }
     };
     let firewall = format!(
         "let this machine reach {host}:{port} (MySQL stays on loopback or a private network; check its bind-address and firewall)"
@@ -46,13 +65,16 @@ pub(super) async fn walk(
         )
         .await,
     ) {
-        return false;
+        let rest = [["auth"].as_slice(), &AFTER_LOGIN].concat();
+        let failed = blocked(&mut r, "tcp", &rest);
+        return (r, failed);
     }
     let conn = tokio::time::timeout(2 * STEP_TIMEOUT, pool.acquire()).await;
     let outcome = match conn {
-        Err(_) => Err(fail(
-            format!("no answer from {host}:{port} within {} s", (2 * STEP_TIMEOUT).as_secs()),
-            "is it a MySQL port? check the URL",
+        // The pool's own acquire timeout (connect_timeout_s) may end first.
+        Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => Err(fail(
+            format!("{host}:{port} accepted the connection but gave no MySQL answer in time"),
+            format!("is it a MySQL port? check {key} (and connect_timeout_s on a slow link)"),
         )),
         Ok(Err(e)) => Err(match schema::mysql_error_number(&e) {
             Some(1045) => fail(
@@ -68,7 +90,8 @@ pub(super) async fn walk(
         Ok(Ok(_)) => Ok(format!("logged in as {user} to {db}")),
     };
     if !r.hop(hop("auth"), outcome) {
-        return false;
+        let failed = blocked(&mut r, "auth", &AFTER_LOGIN);
+        return (r, failed);
     }
     let mut needed = vec!["SELECT", "INSERT", "UPDATE"];
     if settings.dead_letters.retention_days > 0 {
@@ -101,9 +124,7 @@ pub(super) async fn walk(
             }
         }
     };
-    if !r.hop(hop("grants"), outcome) {
-        return false;
-    }
+    r.hop(hop("grants"), outcome);
     let outcome = match schema::pending_migrations(pool).await {
         Err(e) => Err(fail(format!("cannot read the migrations: {e}"), "check the account")),
         Ok(pending) if pending.is_empty() => Ok("every migration applied".to_owned()),
@@ -116,9 +137,7 @@ pub(super) async fn walk(
             "run `co2-bridge migrate` with an admin account (CO2_BRIDGE__DATABASE__URL=mysql://admin@.../db)",
         )),
     };
-    if !r.hop(hop("migrations"), outcome) {
-        return false;
-    }
+    let migrated = r.hop(hop("migrations"), outcome);
     let outcome = match sqlx::query_scalar::<_, chrono::NaiveDateTime>("SELECT UTC_TIMESTAMP(3)")
         .fetch_one(pool)
         .await
@@ -139,7 +158,9 @@ pub(super) async fn walk(
             }
         }
     };
-    r.hop(hop("clock"), outcome)
+    r.hop(hop("clock"), outcome);
+    let failed = (!migrated).then(|| hop("migrations"));
+    (r, failed)
 }
 
 /// True when a `SHOW GRANTS` line gives `privilege` on every table of `db`.
