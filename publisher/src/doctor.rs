@@ -1,7 +1,10 @@
 //! `co2-publisher doctor`: checks the path from this Pi's configuration hop
-//! by hop and stops at the first hop that fails, naming it and what to do:
-//! the config, the broker (DNS, TCP, TLS, authentication, the ACL on the
-//! readings topic) and the clock.
+//! by hop and reports every hop as ok, unproven (nothing proves it yet:
+//! no failure, with what would prove it), failed (with what to do) or
+//! skipped (a hop it needs failed): the config, the broker (DNS, TCP, TLS,
+//! authentication, the ACL on the readings topic) and the clock, which
+//! needs nothing from the broker: both walks run side by side, and a broken
+//! broker hides nothing about the clock.
 //!
 //! The ACL probe is one QoS 1 publish on the device's own readings topic
 //! (`<prefix>/<device>/emissions`): that is the grant readings need, and a
@@ -13,7 +16,8 @@
 //! seen with Mosquitto 2.0.11 and an `acl_file`); a v3.1.1 PUBACK has no
 //! reason, so with `mqtt.protocol = "v311"` the doctor also subscribes to the
 //! topic and passes only when its probe comes back (which needs read as well
-//! as write on it).
+//! as write on it); a probe acknowledged that does not come back proves
+//! nothing either way (unproven).
 //!
 //! It connects as `<client id>-doctor` with a clean session, so it neither
 //! takes over the running publisher's session nor leaves one behind; except
@@ -28,11 +32,14 @@
 
 use std::time::Duration;
 
-use co2_wire::doctor::{broker_reachable, fail, tls_fix, tls_problem, Report, STEP_TIMEOUT};
+use co2_wire::doctor::{
+    broker_reachable, fail, tls_fix, tls_problem, unproven, Outcome, Report, STEP_TIMEOUT,
+};
+use co2_wire::endpoint::Endpoint;
 
 use crate::clock::{ClockGate, SyncState, Verdict};
 use crate::config::{Protocol, Settings};
-use crate::link::{self, Link, LinkEvent, Meta, RumqttLink};
+use crate::link::{self, Link, LinkEvent, LinkOptions, Meta, RumqttLink};
 
 /// What to do about a configuration that does not load.
 pub const CONFIG_FIX: &str =
@@ -41,7 +48,7 @@ pub const CONFIG_FIX: &str =
 /// How long the broker has to answer the CONNECT (a TLS handshake included).
 const ANSWER: Duration = Duration::from_secs(10);
 
-/// Walks every hop of `settings` (already loaded), stopping at the first failure.
+/// Walks every hop of `settings` (already loaded).
 pub async fn diagnose(settings: &Settings, source: &str) -> Report {
     let mut r = Report::default();
     let mut probe = settings.clone();
@@ -68,30 +75,62 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
         }
     };
     r.hop("config", Ok(format!("{source}: valid; device {device}")));
-    if broker_reachable(&mut r, &first.host, first.port)
-        .await
-        .is_err()
-    {
+    let mut clock_hop = Report::default();
+    let (broker, ()) = tokio::join!(
+        broker_walk(settings, &first, options),
+        clock(&mut clock_hop, settings)
+    );
+    r.append(broker);
+    r.append(clock_hop);
+    r
+}
+
+/// The broker's hops to `node`: DNS and TCP, then over one connection TLS,
+/// authentication and the ACL; the hops after one that fails are skipped.
+async fn broker_walk(settings: &Settings, node: &Endpoint, options: LinkOptions) -> Report {
+    let mut r = Report::default();
+    // What a connection proves, in order, each needing the one before.
+    let mut connected_hops = vec!["broker auth", "broker acl"];
+    if settings.mqtt.tls.is_some() {
+        connected_hops.insert(0, "broker tls");
+    }
+    if let Err(failed) = broker_reachable(&mut r, &node.host, node.port).await {
+        r.skip(failed, connected_hops);
         return r;
     }
     // rustls needs one crypto provider per process (as `run` installs it).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut link = RumqttLink::start(options);
-    let passed = broker(&mut r, settings, &mut link).await;
+    if let Err(failed) = broker(&mut r, settings, &mut link).await {
+        let after = connected_hops
+            .iter()
+            .position(|h| *h == failed)
+            .map_or(0, |i| i + 1);
+        r.skip(
+            failed,
+            connected_hops
+                .get(after..)
+                .unwrap_or_default()
+                .iter()
+                .copied(),
+        );
+    }
     if link.disconnect().is_ok() {
         let _ = tokio::time::timeout(STEP_TIMEOUT, async {
             while !matches!(link.poll().await, Ok(LinkEvent::Disconnected) | Err(_)) {}
         })
         .await;
     }
-    if passed {
-        clock(&mut r, settings).await;
-    }
     r
 }
 
-/// TLS, authentication and the ACL on the readings topic, over `link`.
-async fn broker(r: &mut Report, settings: &Settings, link: &mut RumqttLink) -> bool {
+/// TLS, authentication and the ACL on the readings topic, over `link`; the
+/// name of the hop that failed to connect, if one did.
+async fn broker(
+    r: &mut Report,
+    settings: &Settings,
+    link: &mut RumqttLink,
+) -> Result<(), &'static str> {
     let tls = settings.mqtt.tls.is_some();
     let connected = tokio::time::timeout(ANSWER, async {
         loop {
@@ -105,51 +144,58 @@ async fn broker(r: &mut Report, settings: &Settings, link: &mut RumqttLink) -> b
     .await;
     match connected {
         Err(_) => {
-            return r.hop(
+            r.hop(
                 "broker mqtt",
                 Err(fail(
                     format!("no CONNACK within {} s", ANSWER.as_secs()),
                     "is it an MQTT port (TLS on a plain listener, or the reverse)? check mqtt.port and [mqtt.tls]",
                 )),
-            )
+            );
+            return Err("broker mqtt");
         }
         Ok(Err(e)) if e.starts_with("TLS") => {
             let problem = tls_problem(&e);
             let fix = tls_fix(&problem);
-            return r.hop("broker tls", Err(fail(problem, fix)));
+            r.hop("broker tls", Err(fail(problem, fix)));
+            return Err("broker tls");
         }
         Ok(Err(e)) if e.contains("BadUserNamePassword") || e.contains("NotAuthorized") => {
             if tls {
-                r.hop("broker tls", Ok("certificate chain, host name and dates valid".into()));
+                r.hop(
+                    "broker tls",
+                    Ok("certificate chain, host name and dates valid".into()),
+                );
             }
-            return r.hop(
+            r.hop(
                 "broker auth",
                 Err(fail(
                     format!("the broker refused the login: {e}"),
                     "check mqtt.username and mqtt.password_file, and the broker's password file (ops/add-device.sh sets both)",
                 )),
             );
+            return Err("broker auth");
         }
         Ok(Err(e)) => {
-            return r.hop(
+            r.hop(
                 "broker mqtt",
-                Err(fail(e, "check mqtt.protocol and the broker's log for this client")),
-            )
+                Err(fail(
+                    e,
+                    "check mqtt.protocol and the broker's log for this client",
+                )),
+            );
+            return Err("broker mqtt");
         }
         Ok(Ok(())) => {}
     }
     r.logged_in(tls, settings.mqtt.username.as_deref());
     let user = settings.mqtt.username.as_deref().unwrap_or("(anonymous)");
     let outcome = acl(link, settings, user).await;
-    r.hop("broker acl", outcome)
+    r.hop("broker acl", outcome);
+    Ok(())
 }
 
 /// Publishes the probe on the readings topic and reads the broker's verdict.
-async fn acl(
-    link: &mut RumqttLink,
-    settings: &Settings,
-    user: &str,
-) -> Result<String, co2_wire::doctor::Failure> {
+async fn acl(link: &mut RumqttLink, settings: &Settings, user: &str) -> Outcome {
     let topic = settings.topic();
     let v311 = settings.mqtt.protocol == Protocol::V311;
     let grant = format!(
@@ -157,12 +203,14 @@ async fn acl(
         settings.mqtt.topic_prefix
     );
     if v311 {
-        link.subscribe(&topic)
-            .map_err(|e| fail(format!("cannot subscribe: {e}"), "run again"))?;
+        if let Err(e) = link.subscribe(&topic) {
+            return Outcome::Fail(fail(format!("cannot subscribe: {e}"), "run again"));
+        }
     }
     let payload = format!("doctor probe from {}: not a reading", settings.client_id());
-    link.publish(&topic, payload.into_bytes(), Meta::default())
-        .map_err(|e| fail(format!("cannot publish the probe: {e}"), "run again"))?;
+    if let Err(e) = link.publish(&topic, payload.into_bytes(), Meta::default()) {
+        return Outcome::Fail(fail(format!("cannot publish the probe: {e}"), "run again"));
+    }
     let (mut acked, mut back) = (false, false);
     let verdict = tokio::time::timeout(STEP_TIMEOUT, async {
         loop {
@@ -180,7 +228,7 @@ async fn acl(
         }
     })
     .await;
-    match verdict {
+    let outcome = match verdict {
         Ok(Ok(())) if v311 => Ok(format!("{user} may publish on {topic} (the probe came back)")),
         Ok(Ok(())) => Ok(format!(
             "{user} may publish on {topic} (PUBACK without a refusal)"
@@ -196,22 +244,28 @@ async fn acl(
             format!("the connection closed before the broker answered the probe: {e}"),
             "if the broker's listener sets use_username_as_clientid (provisioning/mosquitto does), the running service took the connection back: stop it (systemctl stop co2-publisher) and run again",
         )),
-        Err(_) if v311 && acked => Err(fail(
-            format!(
-                "the broker acknowledged the probe on {topic}, but it did not come back within {} s: an MQTT 3.1.1 PUBACK says nothing about the ACL, so either {user} may not write there or may not read it back",
-                STEP_TIMEOUT.as_secs()
-            ),
-            format!("{grant}; to let the doctor see its probe, grant read on it too, or check with mqtt.protocol = \"v5\" where the broker names a refusal"),
-        )),
+        // A 3.1.1 broker acknowledges a denied publish too: proof either way
+        // needs the probe back, or a v5 PUBACK.
+        Err(_) if v311 && acked => {
+            return Outcome::Unproven(unproven(
+                format!(
+                    "the broker acknowledged the probe on {topic}, but it did not come back within {} s: an MQTT 3.1.1 PUBACK says nothing about the ACL, so either {user} may not write there or may not read it back",
+                    STEP_TIMEOUT.as_secs()
+                ),
+                format!("the probe coming back (grant {user} read on {topic} too), or a PUBACK with a reason code (mqtt.protocol = \"v5\", where the broker names a refusal); if it is refused: {grant}"),
+            ))
+        }
         Err(_) => Err(fail(
             format!("no PUBACK for the probe within {} s", STEP_TIMEOUT.as_secs()),
             "check the broker's log for this client",
         )),
-    }
+    };
+    outcome.into()
 }
 
-/// The clock: not before `clock.min_time`, and synchronised if the system can say.
-async fn clock(r: &mut Report, settings: &Settings) -> bool {
+/// The clock: not before `clock.min_time`, and synchronised if the system
+/// can say (unproven when it cannot).
+async fn clock(r: &mut Report, settings: &Settings) {
     let gate = ClockGate::from_settings(&settings.clock);
     let unchecked = "(MQTT carries no time, so it is not compared with the broker's)";
     let outcome = match gate.check().await {
@@ -223,15 +277,22 @@ async fn clock(r: &mut Report, settings: &Settings) -> bool {
             "the system says its clock is not synchronised (clock.sync_command)",
             "enable NTP (timedatectl set-ntp true) and let it reach a server (UDP 123), or set clock.require_sync = false",
         )),
-        (Verdict::Plausible, _) => Ok(match gate.probe().await {
-            SyncState::Synced => format!("synchronised, past clock.min_time {unchecked}"),
-            SyncState::NotSynced => {
-                format!("past clock.min_time, not synchronised (clock.require_sync is off) {unchecked}")
-            }
+        (Verdict::Plausible, _) => match gate.probe().await {
+            SyncState::Synced => Ok(format!("synchronised, past clock.min_time {unchecked}")),
+            SyncState::NotSynced => Ok(format!(
+                "past clock.min_time, not synchronised (clock.require_sync is off) {unchecked}"
+            )),
             SyncState::Unknown(why) => {
-                format!("past clock.min_time; synchronisation unknown: {why} {unchecked}")
+                r.hop(
+                    "clock",
+                    unproven(
+                        format!("past clock.min_time; synchronisation unknown: {why} {unchecked}"),
+                        "clock.sync_command answering yes (timedatectl show -p NTPSynchronized --value, with systemd-timesyncd or chrony running)",
+                    ),
+                );
+                return;
             }
-        }),
+        },
     };
-    r.hop("clock", outcome)
+    r.hop("clock", outcome);
 }
