@@ -2,7 +2,8 @@
 //! by hop and reports every hop as ok, unproven (nothing proves it yet:
 //! no failure, with what would prove it), failed (with what to do) or
 //! skipped (a hop it needs failed): the config, the broker (DNS, TCP, TLS,
-//! authentication, the ACL on the readings topic) and the clock, which
+//! authentication, the ACL on the readings topic, whether a subscription
+//! covers it) and the clock, which
 //! needs nothing from the broker: both walks run side by side, and a broken
 //! broker hides nothing about the clock.
 //!
@@ -39,7 +40,7 @@ use co2_wire::endpoint::Endpoint;
 
 use crate::clock::{ClockGate, SyncState, Verdict};
 use crate::config::{Protocol, Settings};
-use crate::link::{self, Link, LinkEvent, LinkOptions, Meta, RumqttLink};
+use crate::link::{self, Link, LinkEvent, LinkOptions, Matched, Meta, RumqttLink};
 
 /// What to do about a configuration that does not load.
 pub const CONFIG_FIX: &str =
@@ -90,7 +91,7 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
 async fn broker_walk(settings: &Settings, node: &Endpoint, options: LinkOptions) -> Report {
     let mut r = Report::default();
     // What a connection proves, in order, each needing the one before.
-    let mut connected_hops = vec!["broker auth", "broker acl"];
+    let mut connected_hops = vec!["broker auth", "broker acl", "broker subscribers"];
     if settings.mqtt.tls.is_some() {
         connected_hops.insert(0, "broker tls");
     }
@@ -189,13 +190,44 @@ async fn broker(
     }
     r.logged_in(tls, settings.mqtt.username.as_deref());
     let user = settings.mqtt.username.as_deref().unwrap_or("(anonymous)");
-    let outcome = acl(link, settings, user).await;
-    r.hop("broker acl", outcome);
+    let (outcome, matched) = acl(link, settings, user).await;
+    if r.hop("broker acl", outcome) {
+        r.hop(
+            "broker subscribers",
+            subscribers(matched, &settings.topic()),
+        );
+    } else {
+        r.skip("broker acl", ["broker subscribers"]);
+    }
     Ok(())
 }
 
-/// Publishes the probe on the readings topic and reads the broker's verdict.
-async fn acl(link: &mut RumqttLink, settings: &Settings, user: &str) -> Outcome {
+/// The read side, as far as the probe's PUBACK says: does a subscription
+/// (a bridge's session, connected or not) cover the readings topic? The
+/// broker discards a message none covers.
+fn subscribers(matched: Matched, topic: &str) -> Outcome {
+    match matched {
+        Matched::Yes => Outcome::Ok(format!(
+            "a subscription covers {topic} (a bridge's session, connected or not)"
+        )),
+        Matched::No => Outcome::Unproven(unproven(
+            format!(
+                "no client subscribes to {topic}: the broker discards what is published there, so readings sent now are lost"
+            ),
+            format!(
+                "a subscription on it: start the bridge once with a route covering {topic} (its persistent session keeps the subscription while it is down), then run again"
+            ),
+        )),
+        Matched::Unknown => Outcome::Unproven(unproven(
+            format!("an MQTT 3.1.1 PUBACK does not say whether a client subscribes to {topic}"),
+            "a PUBACK with a reason code (mqtt.protocol = \"v5\"), or the bridge's own doctor",
+        )),
+    }
+}
+
+/// Publishes the probe on the readings topic and reads the broker's verdict,
+/// and whether its PUBACK says a subscription covers the topic.
+async fn acl(link: &mut RumqttLink, settings: &Settings, user: &str) -> (Outcome, Matched) {
     let topic = settings.topic();
     let v311 = settings.mqtt.protocol == Protocol::V311;
     let grant = format!(
@@ -204,20 +236,25 @@ async fn acl(link: &mut RumqttLink, settings: &Settings, user: &str) -> Outcome 
     );
     if v311 {
         if let Err(e) = link.subscribe(&topic) {
-            return Outcome::Fail(fail(format!("cannot subscribe: {e}"), "run again"));
+            let failed = fail(format!("cannot subscribe: {e}"), "run again");
+            return (Outcome::Fail(failed), Matched::Unknown);
         }
     }
     let payload = format!("doctor probe from {}: not a reading", settings.client_id());
     if let Err(e) = link.publish(&topic, payload.into_bytes(), Meta::default()) {
-        return Outcome::Fail(fail(format!("cannot publish the probe: {e}"), "run again"));
+        let failed = fail(format!("cannot publish the probe: {e}"), "run again");
+        return (Outcome::Fail(failed), Matched::Unknown);
     }
-    let (mut acked, mut back) = (false, false);
+    let (mut acked, mut back, mut matched) = (false, false, Matched::Unknown);
     let verdict = tokio::time::timeout(STEP_TIMEOUT, async {
         loop {
             match link.poll().await {
-                Ok(LinkEvent::Acked(_)) if !v311 => return Ok(()),
+                Ok(LinkEvent::Acked(_, m)) if !v311 => {
+                    matched = m;
+                    return Ok(());
+                }
                 Ok(LinkEvent::Refused(_, reason)) => return Err(Ok(reason)),
-                Ok(LinkEvent::Acked(_)) => acked = true,
+                Ok(LinkEvent::Acked(..)) => acked = true,
                 Ok(LinkEvent::Received(t)) if t == topic => back = true,
                 Ok(_) => {}
                 Err(e) => return Err(Err(e.0)),
@@ -247,20 +284,21 @@ async fn acl(link: &mut RumqttLink, settings: &Settings, user: &str) -> Outcome 
         // A 3.1.1 broker acknowledges a denied publish too: proof either way
         // needs the probe back, or a v5 PUBACK.
         Err(_) if v311 && acked => {
-            return Outcome::Unproven(unproven(
+            let outcome = Outcome::Unproven(unproven(
                 format!(
                     "the broker acknowledged the probe on {topic}, but it did not come back within {} s: an MQTT 3.1.1 PUBACK says nothing about the ACL, so either {user} may not write there or may not read it back",
                     STEP_TIMEOUT.as_secs()
                 ),
                 format!("the probe coming back (grant {user} read on {topic} too), or a PUBACK with a reason code (mqtt.protocol = \"v5\", where the broker names a refusal); if it is refused: {grant}"),
-            ))
+            ));
+            return (outcome, matched);
         }
         Err(_) => Err(fail(
             format!("no PUBACK for the probe within {} s", STEP_TIMEOUT.as_secs()),
             "check the broker's log for this client",
         )),
     };
-    outcome.into()
+    (outcome.into(), matched)
 }
 
 /// The clock: not before `clock.min_time`, and synchronised if the system

@@ -34,8 +34,9 @@ pub enum LinkEvent {
     Connected,
     /// A requested publish went out with this packet id.
     Sent(u16),
-    /// The broker acknowledged this packet id (PUBACK).
-    Acked(u16),
+    /// The broker acknowledged this packet id (PUBACK), and whether a
+    /// subscription covered its topic as far as the PUBACK says.
+    Acked(u16, Matched),
     /// The broker answered this packet id with a PUBACK that refuses the
     /// message (MQTT v5 reason code >= 0x80), for the reason given.
     Refused(u16, String),
@@ -46,6 +47,18 @@ pub enum LinkEvent {
     Disconnected,
     /// Anything else (pings...).
     Other,
+}
+
+/// Whether a message the broker acknowledged matched a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    /// A subscription covers its topic (MQTT v5 PUBACK reason 0).
+    Yes,
+    /// No client subscribes to its topic, so the broker discarded it
+    /// (MQTT v5 reason 0x10).
+    No,
+    /// The PUBACK does not say (MQTT 3.1.1).
+    Unknown,
 }
 
 /// What travels with a payload besides its topic.
@@ -246,7 +259,9 @@ async fn pump_v311(
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => Ok(LinkEvent::Connected),
-            Ok(Event::Incoming(Incoming::PubAck(ack))) => Ok(LinkEvent::Acked(ack.pkid)),
+            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
+                Ok(LinkEvent::Acked(ack.pkid, Matched::Unknown))
+            }
             Ok(Event::Incoming(Incoming::Publish(p))) => Ok(LinkEvent::Received(p.topic)),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Ok(LinkEvent::Sent(pkid)),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(LinkEvent::Disconnected),
@@ -274,9 +289,8 @@ async fn pump_v5(
                 Ok(LinkEvent::Connected)
             }
             Ok(Event5::Incoming(Packet::PubAck(ack))) => Ok(match ack.reason {
-                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
-                    LinkEvent::Acked(ack.pkid)
-                }
+                PubAckReason::Success => LinkEvent::Acked(ack.pkid, Matched::Yes),
+                PubAckReason::NoMatchingSubscribers => LinkEvent::Acked(ack.pkid, Matched::No),
                 reason => LinkEvent::Refused(ack.pkid, format!("{reason:?}")),
             }),
             Ok(Event5::Incoming(Packet::Publish(p))) => Ok(LinkEvent::Received(

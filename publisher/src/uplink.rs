@@ -347,7 +347,8 @@ impl<L: Link> Uplink<L> {
                 }
                 None => tracing::warn!(pkid, "Publish sent that this session did not request"),
             },
-            LinkEvent::Acked(pkid) => {
+            // The broker has it; whether anyone subscribes is the doctor's question.
+            LinkEvent::Acked(pkid, _) => {
                 if let Some(id) = self.inflight.remove(&pkid) {
                     self.answered();
                     Stats::add(&self.stats.acked, 1);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::link::LinkError;
+use crate::link::{LinkError, Matched};
 use crate::queue::Queue;
 use crate::spool::{Bounds, NewEntry, Spool};
 use std::sync::Mutex;
@@ -52,7 +52,7 @@ impl Link for FakeLink {
     async fn poll(&mut self) -> Result<LinkEvent, LinkError> {
         // Cancel-safe like the real link: the delay's end is kept across
         // cancelled polls, and the event is taken only once it is due.
-        if let (Some(delay), Some(Ok(LinkEvent::Acked(_)))) = (self.ack_delay, self.events.front())
+        if let (Some(delay), Some(Ok(LinkEvent::Acked(..)))) = (self.ack_delay, self.events.front())
         {
             let due = *self.ack_due.get_or_insert_with(|| Instant::now() + delay);
             tokio::time::sleep_until(due).await;
@@ -79,7 +79,8 @@ impl Link for FakeLink {
         self.next_pkid = self.next_pkid % 100 + 1;
         self.events.push_back(Ok(LinkEvent::Sent(self.next_pkid)));
         if self.ack {
-            self.events.push_back(Ok(LinkEvent::Acked(self.next_pkid)));
+            self.events
+                .push_back(Ok(LinkEvent::Acked(self.next_pkid, Matched::Yes)));
         }
         Ok(())
     }
@@ -263,7 +264,9 @@ async fn draining_waits_for_outstanding_acks_then_disconnects() {
     assert_eq!(up.outstanding(), 5);
     // Sent events are queued; the PUBACKs arrive late, while draining.
     for pkid in 1..=5 {
-        up.link.events.push_back(Ok(LinkEvent::Acked(pkid)));
+        up.link
+            .events
+            .push_back(Ok(LinkEvent::Acked(pkid, Matched::Yes)));
     }
     signals.shutdown.cancel();
     assert_eq!(up.draining().await.unwrap(), State::Done);

@@ -94,6 +94,13 @@ async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
         clock(&out).contains("not compared with the broker's"),
         "{out}"
     );
+    // Nothing subscribes on this broker: it would discard the readings.
+    let u = unproven(&out, "broker subscribers");
+    assert!(
+        u.contains(&format!("no client subscribes to {prefix}/pi/emissions"))
+            && u.contains("start the bridge once"),
+        "{u}"
+    );
     assert!(summary(&out).ends_with(", 0 failed"), "{out}");
 
     let closed = free_port().unwrap();
@@ -133,6 +140,7 @@ async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
         )) && f.contains("grant stranger write"),
         "{f}"
     );
+    skipped(&out, "broker subscribers", "broker acl");
     assert_eq!(code, 1);
 
     // MQTT 3.1.1: a PUBACK either way, so only the probe coming back proves
@@ -141,6 +149,10 @@ async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
         |env: &[(String, String)]| with(env.to_vec(), "CO2_PUBLISHER__MQTT__PROTOCOL", "v311");
     let (code, out) = doctor(&v311(&right)).await;
     assert!(out.contains("(the probe came back)"), "{out}");
+    assert!(
+        unproven(&out, "broker subscribers").contains("an MQTT 3.1.1 PUBACK does not say"),
+        "{out}"
+    );
     assert_eq!(code, 0, "{out}");
     let (code, out) = doctor(&v311(&stranger)).await;
     let u = unproven(&out, "broker acl");
@@ -186,13 +198,40 @@ async fn every_hop_passes_and_each_broken_hop_is_named_with_its_fix() {
     assert_eq!(code, 1);
 }
 
+/// `mosquitto_sub` on `topic` under the client id `id`: `persistent` leaves
+/// a session with the subscription behind (as a bridge that is down does);
+/// otherwise the clean session removes the one `id` left.
+async fn subscription(id: &str, topic: &str, persistent: bool) {
+    let mut command = tokio::process::Command::new("mosquitto_sub");
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        "1883",
+        "-q",
+        "1",
+        "-E",
+        "-i",
+        id,
+        "-t",
+        topic,
+    ]);
+    if persistent {
+        command.arg("-c");
+    }
+    let status = command.status().await.unwrap();
+    assert!(status.success(), "mosquitto_sub failed: {status}");
+}
+
 /// The healthy shared broker, anonymous, with nothing else on the device's
-/// topic: every hop passes or is unproven, exit 0; a closed port beside it
-/// fails with the clock still checked.
+/// topic: every hop passes or is unproven (nothing subscribes), exit 0; a
+/// subscription left by a client that is gone proves the read side; a
+/// closed port beside it fails with the clock still checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_broker_with_nothing_to_prove_passes_and_a_closed_port_fails() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique("pubdocfresh");
+    let topic = format!("{prefix}/pi/emissions");
     let base = publisher_env("pi", 1883, &prefix, &dir.path().join("q.sqlite3"));
 
     let (code, out) = doctor(&base).await;
@@ -206,8 +245,21 @@ async fn a_healthy_broker_with_nothing_to_prove_passes_and_a_closed_port_fails()
     ] {
         ok(&out, hop);
     }
+    unproven(&out, "broker subscribers");
     clock(&out);
     assert!(summary(&out).ends_with(", 0 failed"), "{out}");
+
+    let reader = format!("{prefix}-reader");
+    subscription(&reader, &format!("{prefix}/+/emissions"), true).await;
+    let (code, out) = doctor(&base).await;
+    subscription(&reader, &topic, false).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        ok(&out, "broker subscribers").contains(&format!(
+            "a subscription covers {topic} (a bridge's session, connected or not)"
+        )),
+        "{out}"
+    );
 
     let closed = free_port().unwrap();
     let (code, out) = doctor(&with(
@@ -219,9 +271,10 @@ async fn a_healthy_broker_with_nothing_to_prove_passes_and_a_closed_port_fails()
     assert_eq!(code, 1, "{out}");
     failure(&out, "broker tcp");
     skipped(&out, "broker acl", "broker tcp");
+    skipped(&out, "broker subscribers", "broker tcp");
     clock(&out);
     assert!(
-        summary(&out).contains(" failed (broker tcp), 2 skipped"),
+        summary(&out).contains(" failed (broker tcp), 3 skipped"),
         "{out}"
     );
 }
