@@ -37,8 +37,8 @@ enum Command {
     /// Print the effective settings (secrets masked) and exit.
     CheckConfig,
     /// Check the path to the broker hop by hop (config, DNS, TCP, TLS, login,
-    /// the ACL on the readings topic, the clock); stops at the first hop that
-    /// fails and names what to do; exits 1 unless every hop passes.
+    /// the ACL on the readings topic, its subscribers, the clock), each ok,
+    /// unproven, failed or skipped; exit 1 when a hop fails.
     Doctor,
     /// Print what the running publisher reports (queue, broker, drops, clock)
     /// from its status file; exits 1 when it is not running or not responding.
