@@ -41,17 +41,10 @@ pub(super) fn images(
         return Ok(None);
     };
     let access = match (
-        &settings.http.viewer_tokens_file,
+        crate::http::viewers::tokens(settings)?,
         settings.http.images_public,
     ) {
-        (Some(path), _) => {
-            Access::Viewers(crate::tokens::Tokens::load(path).map_err(|message| {
-                ConfigError::Invalid {
-                    key: "http.viewer_tokens_file".to_owned(),
-                    message,
-                }
-            })?)
-        }
+        (Some(tokens), _) => Access::Viewers(tokens),
         (None, true) => Access::Public,
         (None, false) => {
             tracing::info!(

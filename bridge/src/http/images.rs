@@ -18,20 +18,13 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use sqlx::MySqlPool;
 
-use base64::Engine;
-
 use super::text;
+pub use super::viewers::Access;
 use crate::route::Routes;
 use crate::status::html::escape;
-use crate::tokens::Tokens;
 
-/// Who may see the images.
-pub enum Access {
-    /// Anyone who reaches the listener.
-    Public,
-    /// Holders of one of these viewer tokens.
-    Viewers(Tokens),
-}
+/// The realm a browser shows when it asks for the viewer token.
+const REALM: &str = "co2-bridge images";
 
 /// The binary route's table and its column names.
 pub struct Images {
@@ -73,50 +66,9 @@ pub fn router(images: Arc<Images>) -> Router {
         .with_state(images)
 }
 
-impl Images {
-    /// `None` when the request may see the images, else the refusal.
-    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
-        let Access::Viewers(tokens) = &self.access else {
-            return None;
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(credential);
-        if given.is_some_and(|t| tokens.device_for(&t).is_some()) {
-            return None;
-        }
-        Some(
-            (
-                StatusCode::UNAUTHORIZED,
-                [(
-                    header::WWW_AUTHENTICATE,
-                    "Basic realm=\"co2-bridge images\"",
-                )],
-                "a viewer token is required (as the password, or a bearer token)\n",
-            )
-                .into_response(),
-        )
-    }
-}
-
-/// The token of `Bearer <token>`, or the password of `Basic base64(user:password)`.
-fn credential(authorization: &str) -> Option<String> {
-    if let Some(token) = authorization.strip_prefix("Bearer ") {
-        return Some(token.trim().to_owned());
-    }
-    let encoded = authorization.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (_, password) = text.split_once(':')?;
-    Some(password.to_owned())
-}
-
 /// `GET /images`: the latest image of every device, server-rendered.
 async fn images_page(State(t): State<Arc<Images>>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = t.refuse(&headers) {
+    if let Some(refusal) = t.access.refuse(&headers, REALM) {
         return refusal;
     }
     let pool = &t.pool;
@@ -174,7 +126,7 @@ fn render_images(rows: &[(u64, String, NaiveDateTime, String, u32)]) -> String {
 
 /// `GET /images/<id>`: the stored bytes with their sniffed content type.
 async fn image(State(t): State<Arc<Images>>, Path(id): Path<u64>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = t.refuse(&headers) {
+    if let Some(refusal) = t.access.refuse(&headers, REALM) {
         return refusal;
     }
     let sql = format!(
@@ -206,18 +158,6 @@ async fn image(State(t): State<Arc<Images>>, Path(id): Path<u64>, headers: Heade
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn viewer_credentials_come_as_basic_or_bearer() {
-        assert_eq!(credential("Bearer abc ").as_deref(), Some("abc"));
-        let basic = base64::engine::general_purpose::STANDARD.encode("viewer:s3cret:x");
-        assert_eq!(
-            credential(&format!("Basic {basic}")).as_deref(),
-            Some("s3cret:x")
-        );
-        assert_eq!(credential("Basic !!!"), None);
-        assert_eq!(credential("Digest x"), None);
-    }
 
     #[test]
     fn the_images_page_escapes_what_it_shows() {

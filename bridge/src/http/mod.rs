@@ -7,6 +7,7 @@
 
 pub(crate) mod images;
 pub(crate) mod server;
+pub(crate) mod viewers;
 
 use std::sync::Arc;
 use std::time::Duration;
