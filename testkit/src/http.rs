@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 GET, enough to scrape `/metrics` and probe `/readyz`
-//! without pulling an HTTP client into the test build.
+//! A minimal HTTP/1.1 GET, enough to scrape `/metrics`, probe `/readyz` and
+//! read a streamed (chunked) answer, without pulling an HTTP client into
+//! the test build.
 
 use std::net::SocketAddr;
 
@@ -45,13 +46,41 @@ pub async fn http_request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status code")?;
+    let body = &response[split + 4..];
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        bail!("chunked responses are not supported by this test client");
+        return Ok((status, dechunk(body)?));
     }
-    Ok((status, response[split + 4..].to_vec()))
+    Ok((status, body.to_vec()))
+}
+
+/// The body of a chunked transfer; an error when it is cut short (no last
+/// chunk), which is how a server says a streamed answer failed midway.
+pub fn dechunk(mut body: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("chunked body cut short (no chunk size)")?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if body.len() < size + 2 {
+            bail!(
+                "chunked body cut short (a chunk of {size} bytes has {})",
+                body.len()
+            );
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
 }
 
 /// The value of an unlabelled sample (or the exact `name{labels}` series) in a scrape.

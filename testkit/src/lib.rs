@@ -56,7 +56,7 @@ pub use database::Database;
 pub use device::{device_env, device_log, publisher_bin, queue_path, spawn_device, status_path};
 #[cfg(feature = "clusters")]
 pub use galera::GaleraCluster;
-pub use http::{http_get, http_request, metric_value};
+pub use http::{dechunk, http_get, http_request, metric_value};
 #[cfg(feature = "influx")]
 pub use influx::{Influx, Series};
 #[cfg(feature = "kafka")]
