@@ -5,7 +5,7 @@
 //! walks one reading through them; `ops/checks/56-module-layers.sh` fails on
 //! an import cycle):
 //! - `app`: build, run, ordered shutdown; beside it the commands `replay`,
-//!   `retime`, `doctor` and `acl`;
+//!   `retime`, `export`, `doctor` and `acl`;
 //! - `http`, `status`: the operator and device listeners, the status page;
 //! - `pipeline`: intake, batches, commit, splitting, dead letters, acks in
 //!   arrival order, the crash quarantine;
@@ -25,6 +25,7 @@ mod app;
 mod clocks;
 pub mod config;
 pub mod doctor;
+pub mod export;
 mod fault;
 mod health;
 mod http;

@@ -60,6 +60,9 @@ enum Command {
     /// Rebuild the per-minute/hour/day rollups from the raw rows, or verify them.
     #[command(subcommand)]
     Rollup(co2_bridge::rollups::RollupCommand),
+    /// Write a route's raw rows or a rollup tier, for a device set and a
+    /// time range, as CSV or NDJSON; resumable after an interruption.
+    Export(co2_bridge::export::cli::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +173,8 @@ fn is_config_error(e: &anyhow::Error) -> bool {
         )
         || e.downcast_ref::<ReplayError>()
             .is_some_and(ReplayError::is_config)
+        || e.downcast_ref::<co2_bridge::export::ExportError>()
+            .is_some_and(co2_bridge::export::ExportError::is_request)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -216,6 +221,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (report, agreed) = co2_bridge::rollups::run(&settings, &command).await?;
             print!("{report}");
             anyhow::ensure!(agreed, "co2-bridge rollup verify: some buckets differ");
+            Ok(())
+        }
+        Command::Export(args) => {
+            co2_bridge::export::cli::run(&settings, &args).await?;
             Ok(())
         }
         Command::Run => {

@@ -8,7 +8,7 @@ pub(super) fn routers(
     metrics: &Arc<Metrics>,
     (health, status): (&Arc<Health>, &Arc<Status>),
     routes: &Arc<Routes>,
-    images: Option<Images>,
+    (images, exports): (Option<Images>, &Arc<Exports>),
     devices_on: bool,
     (tx, budget): (&mpsc::Sender<Delivery>, &Arc<ByteBudget>),
 ) -> (Router, Option<Router>) {
@@ -18,7 +18,7 @@ pub(super) fn routers(
         health: health.clone(),
         status: Some(status.clone()),
     };
-    let operator = http::operator(state, request_timeout);
+    let operator = http::operator(state, exports.clone(), request_timeout);
     let devices = devices_on.then(|| {
         let ingest = Ingest::new(
             &settings.http,

@@ -27,6 +27,7 @@ use crate::config::SourceSettings;
 use crate::config::{ConfigError, Settings};
 use crate::fault::Faults;
 use crate::health::Health;
+use crate::http::export::Exports;
 use crate::http::images::{Access, Images};
 use crate::http::server::{self, Limits};
 use crate::http::{self, AppState};
@@ -157,6 +158,7 @@ pub struct Bridge {
     routes: Arc<Routes>,
     sinks: Arc<Sinks>,
     images: Option<Images>,
+    exports: Arc<Exports>,
     completeness: Option<Completeness>,
     keeper: TableKeeper,
     status: Arc<Status>,
@@ -198,6 +200,7 @@ impl Bridge {
             Duration::from_secs(settings.batch.stall_timeout_s),
         ));
         let images = images(&settings, &routes, &built.mysql_pools)?;
+        let exports = Arc::new(Exports::new(&settings)?);
         let completeness = completeness(&settings, &routes, &built.mysql_pools, &metrics);
         let keeper = TableKeeper {
             retention: sink::retention(&settings, sink::rollups(&settings)?.as_ref()),
@@ -256,6 +259,7 @@ impl Bridge {
             routes,
             sinks,
             images,
+            exports,
             completeness,
             keeper,
             status,
@@ -287,7 +291,7 @@ impl Bridge {
             &self.metrics,
             (&self.health, &self.status),
             &self.routes,
-            self.images,
+            (self.images, &self.exports),
             self.device_listener.is_some(),
             (tx, &budget),
         );
@@ -306,6 +310,7 @@ impl Bridge {
             routes,
             sinks,
             images,
+            exports,
             completeness,
             keeper,
             status,
@@ -328,7 +333,7 @@ impl Bridge {
             &metrics,
             (&health, &status),
             &routes,
-            images,
+            (images, &exports),
             device_listener.is_some(),
             (&tx, &budget),
         );

@@ -32,6 +32,9 @@ pub struct HttpSettings {
     pub viewer_tokens_file: Option<PathBuf>,
     /// Serve `/images` without a token (only on a trusted network).
     pub images_public: bool,
+    /// Seconds a `/export` client may take no bytes before its export is
+    /// dropped (it holds no database connection meanwhile, but a slot).
+    pub export_idle_timeout_s: u64,
 }
 
 impl Default for HttpSettings {
@@ -46,6 +49,7 @@ impl Default for HttpSettings {
             max_ingest_requests: 64,
             viewer_tokens_file: None,
             images_public: false,
+            export_idle_timeout_s: 60,
         }
     }
 }
@@ -62,6 +66,10 @@ impl Settings {
             ),
             ("http.body_timeout_s", self.http.body_timeout_s),
             ("http.request_timeout_s", self.http.request_timeout_s),
+            (
+                "http.export_idle_timeout_s",
+                self.http.export_idle_timeout_s,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1 second"));

@@ -1,10 +1,12 @@
 //! The bridge's HTTP listeners. The operator listener (`http.listen`,
 //! loopback by default) serves the status page (`/`, `/status.json`, see
-//! [`crate::status`]), `/metrics`, `/healthz` and `/readyz`; the
+//! [`crate::status`]), `/metrics`, `/healthz`, `/readyz` and `/export`
+//! ([`export`]); the
 //! device listener (`http.device_listen`, off unless set) serves HTTP ingest
 //! ([`crate::source::http`]) and the `/images` page ([`images`]). Both run
 //! the accept loop of [`server`], with its timeouts and connection cap.
 
+pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod server;
 pub(crate) mod viewers;
@@ -47,9 +49,14 @@ pub fn app(state: AppState, extra: Router) -> Router {
         .merge(extra)
 }
 
-/// The operator listener's routes, each answered within `request_timeout`.
-pub(crate) fn operator(state: AppState, request_timeout: Duration) -> Router {
-    server::with_deadline(app(state, Router::new()), request_timeout)
+/// The operator listener's routes with `/export`, each answered (its head:
+/// an export's body streams on) within `request_timeout`.
+pub(crate) fn operator(
+    state: AppState,
+    exports: Arc<export::Exports>,
+    request_timeout: Duration,
+) -> Router {
+    server::with_deadline(app(state, export::router(exports)), request_timeout)
 }
 
 /// The device listener's routes: HTTP ingest (which keeps its own

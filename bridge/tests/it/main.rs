@@ -10,6 +10,7 @@ mod dead_letter_replay;
 mod dead_letter_replay_auto_zone;
 mod delivery;
 mod doctor;
+mod export;
 mod hostile;
 mod influx;
 mod json_payloads;
