@@ -349,4 +349,19 @@ mod tests {
         );
         assert_eq!(after(&key[2..]), "`id` > ?");
     }
+
+    #[test]
+    fn ties_at_one_time_sort_as_the_server_orders_the_key() {
+        let t = NaiveDate::from_ymd_opt(2024, 5, 1)
+            .and_then(|d| d.and_hms_opt(10, 0, 0))
+            .unwrap();
+        let key =
+            |device: &str, id: u64| vec![Cell::Time(t), Cell::Text(device.into()), Cell::UInt(id)];
+        // ascii_bin: upper case before lower case; ids by value, not text.
+        assert_eq!(compare_keys(&key("B", 9), &key("a", 1)), Ordering::Less);
+        assert_eq!(compare_keys(&key("a", 9), &key("a", 10)), Ordering::Less);
+        assert_eq!(compare_keys(&key("a", 10), &key("a", 10)), Ordering::Equal);
+        let later = [Cell::Time(t + chrono::Duration::milliseconds(1))];
+        assert_eq!(compare_keys(&later, &key("a", 1)), Ordering::Greater);
+    }
 }

@@ -332,6 +332,9 @@ async fn devices_and_time_bounds_are_exact_at_both_ends() {
     assert!(text(&out).contains("no configured route writes table"));
 }
 
+/// A `co2_emissions_1h` row: device, bucket, n, total, min, max, last, last_time, numbered.
+type TierRow = (String, String, u32, f64, f64, f64, f64, String, u32);
+
 #[tokio::test]
 async fn a_tier_export_is_the_tier_table() {
     let (db, env) = migrated("export_tier").await;
@@ -344,7 +347,7 @@ async fn a_tier_export_is_the_tier_table() {
     .await;
     let out = bridge(&env, &["rollup", "rebuild"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    let stored: Vec<(String, String, u32, f64, f64, f64, f64, String, u32)> = sqlx::query_as(
+    let stored: Vec<TierRow> = sqlx::query_as(
         "SELECT CAST(device AS CHAR), DATE_FORMAT(bucket, '%Y-%m-%dT%H:%i:%sZ'), n, total, min_value, \
          max_value, last_value, CONCAT(DATE_FORMAT(last_time, '%Y-%m-%dT%H:%i:%s.%f'), 'Z'), \
          numbered FROM co2_emissions_1h ORDER BY bucket, device",
@@ -369,7 +372,7 @@ async fn a_tier_export_is_the_tier_table() {
             "numbered"
         ]
     );
-    let exported: Vec<(String, String, u32, f64, f64, f64, f64, String, u32)> = records
+    let exported: Vec<TierRow> = records
         .iter()
         .map(|r| {
             (
