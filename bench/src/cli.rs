@@ -38,6 +38,9 @@ pub enum Command {
     /// 1 year, on a synthetic dataset loaded in bulk into a throwaway database:
     /// latency per panel and range, rows and bytes per table, bytes per reading.
     Dashboards(DashboardsArgs),
+    /// `co2-bridge export` of the synthetic dataset to a file, CSV and NDJSON:
+    /// rows/s, bytes, peak memory of the export process.
+    Export(crate::export::ExportArgs),
 }
 
 /// Where things are.

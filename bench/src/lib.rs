@@ -9,7 +9,7 @@
 //! together back to back; [`influx`] measures the InfluxDB sink against
 //! influxd's own ceiling; [`kafka`] the Kafka source against a null consumer
 //! of the same tansu; [`dashboards`] what the Grafana dashboards cost as
-//! the stored rows grow.
+//! the stored rows grow; [`export`] how fast `co2-bridge export` writes them out.
 
 pub mod account;
 pub mod bridge;
@@ -17,6 +17,7 @@ pub mod broker;
 pub mod cli;
 pub mod dashboards;
 pub mod db;
+pub mod export;
 pub mod influx;
 pub mod kafka;
 pub mod load;

@@ -231,6 +231,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             co2_bench::dashboards::command::run(&a).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export(a) => {
+            co2_bench::export::run(&a).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::All(a) => {
             if a.common.own_broker.is_some() {
                 bail!("`all` starts its own stock and provisioned brokers; drop --own-broker");
