@@ -103,18 +103,7 @@ async fn broker_walk(settings: &Settings, node: &Endpoint, options: LinkOptions)
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut link = RumqttLink::start(options);
     if let Err(failed) = broker(&mut r, settings, &mut link).await {
-        let after = connected_hops
-            .iter()
-            .position(|h| *h == failed)
-            .map_or(0, |i| i + 1);
-        r.skip(
-            failed,
-            connected_hops
-                .get(after..)
-                .unwrap_or_default()
-                .iter()
-                .copied(),
-        );
+        r.skip_after(failed, &connected_hops);
     }
     if link.disconnect().is_ok() {
         let _ = tokio::time::timeout(STEP_TIMEOUT, async {

@@ -135,6 +135,16 @@ impl Report {
         }
     }
 
+    /// Records as skipped every hop of `walk` after `failed` (the hops that
+    /// needed it), or all of them when `failed` is not in `walk`.
+    pub fn skip_after(&mut self, failed: &str, walk: &[&str]) {
+        let after = walk.iter().position(|h| *h == failed).map_or(0, |i| i + 1);
+        self.skip(
+            failed,
+            walk.get(after..).unwrap_or_default().iter().copied(),
+        );
+    }
+
     /// Appends the hops of `other` (a walk that ran beside this one) after these.
     pub fn append(&mut self, other: Report) {
         self.hops.extend(other.hops);

@@ -89,18 +89,7 @@ pub(super) async fn walk(settings: &Settings, routes: &Routes, node: &Endpoint) 
         Ok(Ok(())) => "",
     };
     if !failed.is_empty() {
-        let after = connected_hops
-            .iter()
-            .position(|h| *h == failed)
-            .map_or(0, |i| i + 1);
-        r.skip(
-            failed,
-            connected_hops
-                .get(after..)
-                .unwrap_or_default()
-                .iter()
-                .copied(),
-        );
+        r.skip_after(failed, &connected_hops);
         return r;
     }
     r.logged_in(tls, settings.mqtt.username.as_deref());

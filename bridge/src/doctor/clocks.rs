@@ -138,15 +138,7 @@ fn tables(routes: &Routes, sink: &str) -> Vec<Table> {
         if route.sink() != sink || route.name() == EVENTS_ROUTE {
             continue;
         }
-        let named = |wanted: &Column| {
-            route
-                .layout()
-                .columns()
-                .iter()
-                .zip(route.column_names())
-                .find(|((_, column), _)| column == wanted)
-                .map(|(_, name)| name.clone())
-        };
+        let named = |wanted: &Column| route.column_named(wanted);
         let (Some(device), Some(time)) = (named(&Column::Device), named(&Column::Time)) else {
             continue;
         };

@@ -123,15 +123,7 @@ impl Source {
                     route.sink()
                 ))
             })?;
-        let named = |wanted: &Column| {
-            route
-                .layout()
-                .columns()
-                .iter()
-                .zip(route.column_names())
-                .find(|((_, c), _)| c == wanted)
-                .map(|(_, name)| name.clone())
-        };
+        let named = |wanted: &Column| route.column_named(wanted);
         let (Some(device), Some(time)) = (named(&Column::Device), named(&Column::Time)) else {
             return Err(ExportError::Request(format!(
                 "table {:?} has no device and time columns to select by",

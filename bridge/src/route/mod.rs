@@ -169,6 +169,16 @@ impl Route {
         &self.column_names
     }
 
+    /// The table's name of the layout's `wanted` column, if it has one.
+    pub fn column_named(&self, wanted: &crate::model::Column) -> Option<String> {
+        self.layout()
+            .columns()
+            .iter()
+            .zip(self.column_names())
+            .find(|((_, column), _)| column == wanted)
+            .map(|(_, name)| name.clone())
+    }
+
     /// Its topic filters.
     pub fn filters(&self) -> &[TopicFilter] {
         &self.filters
