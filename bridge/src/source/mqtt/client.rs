@@ -149,7 +149,7 @@ fn open(
         )),
         None => None,
     };
-    let transport = tls_transport(settings)?;
+    let transport = super::tls::transport(settings)?;
     let keep_alive = Duration::from_secs(mqtt.keep_alive_s);
     let (client, inner) = match mqtt.protocol {
         Protocol::V5 => {
@@ -253,34 +253,6 @@ const READ_BATCH: usize = 9;
 /// Largest packet accepted: CO2 payloads are bounded by the decoder; other routes
 /// (camera snapshots) need megabytes.
 const MAX_PACKET: u32 = 16 * 1024 * 1024;
-
-fn tls_transport(settings: &Settings) -> Result<Option<rumqttc::Transport>, ConfigError> {
-    let Some(tls) = &settings.mqtt.tls else {
-        return Ok(None);
-    };
-    let read = |key: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| ConfigError::SecretFile {
-            key: key.to_owned(),
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let ca = read("mqtt.tls.ca_file", &tls.ca_file)?;
-    let client_auth = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert), Some(key)) => Some((
-            read("mqtt.tls.client_cert_file", cert)?,
-            read("mqtt.tls.client_key_file", key)?,
-        )),
-        (None, None) => None,
-        _ => {
-            return Err(ConfigError::Invalid {
-                key: "mqtt.tls.client_cert_file".to_owned(),
-                message: "client_cert_file and client_key_file go together".into(),
-            })
-        }
-    };
-    Ok(Some(rumqttc::Transport::tls(ca, client_auth, None)))
-}
 
 impl EventLoop {
     /// The broker node in use.

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod acks;
 pub(crate) mod client;
+mod tls;
 
 use bytes::Bytes;
 use co2_wire::backoff::Backoff;
