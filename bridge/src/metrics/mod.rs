@@ -2,6 +2,7 @@
 //! interface: dashboards and alert rules use them.
 
 pub(crate) mod history;
+pub(crate) mod pending;
 pub(crate) mod samples;
 pub(crate) mod storage;
 
@@ -16,6 +17,7 @@ use prometheus::{
 
 use crate::model::Reason;
 use history::History;
+pub use pending::{Arrival, PendingAges};
 use samples::Samples;
 pub use storage::Storage;
 
@@ -38,6 +40,11 @@ pub struct Metrics {
     pub ingest_lag_seconds: Histogram,
     /// Messages received and not yet acknowledged.
     pub pending_messages: IntGauge,
+    /// When each pending message arrived, for the oldest one's age.
+    pub pending_ages: PendingAges,
+    /// Seconds the oldest pending message has waited, set from
+    /// `pending_ages` whenever the metrics are read.
+    oldest_pending_age: IntGauge,
     /// Payload bytes received and not yet acknowledged.
     pub inflight_bytes: IntGauge,
     /// 1 while connected to the broker.
@@ -279,6 +286,11 @@ impl Metrics {
                 "co2_bridge_pending_messages",
                 "Messages received and not yet acknowledged to the broker.",
             )?,
+            pending_ages: PendingAges::new(),
+            oldest_pending_age: gauge(
+                "co2_bridge_oldest_pending_age_seconds",
+                "Seconds the oldest message received and not yet acknowledged has waited (0: none waits).",
+            )?,
             inflight_bytes: gauge(
                 "co2_bridge_inflight_bytes",
                 "Payload bytes received and not yet acknowledged (against batch.max_inflight_bytes).",
@@ -451,8 +463,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the values computed when read rather than when they change.
+    fn refresh(&self) {
+        let age = self.pending_ages.oldest().as_secs();
+        self.oldest_pending_age
+            .set(i64::try_from(age).unwrap_or(i64::MAX));
+    }
+
     /// Every metric's current value, as `/metrics` would render it now.
     pub fn samples(&self) -> Samples {
+        self.refresh();
         Samples::new(self.registry.gather())
     }
 
@@ -463,6 +483,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.refresh();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Arrival, Metrics};
 
 /// Bytes held by deliveries in flight, against a limit.
 pub struct ByteBudget {
@@ -22,9 +22,12 @@ pub struct ByteBudget {
 }
 
 /// One delivery's bytes; released when dropped (acknowledged or given up).
+/// It also keeps the delivery's arrival registered for
+/// `co2_bridge_oldest_pending_age_seconds` for exactly as long.
 pub struct Held {
     budget: Arc<ByteBudget>,
     bytes: usize,
+    arrival: Arrival,
 }
 
 impl std::fmt::Debug for Held {
@@ -51,6 +54,7 @@ impl ByteBudget {
         Held {
             budget: self.clone(),
             bytes,
+            arrival: self.metrics.pending_ages.arrive(),
         }
     }
 
@@ -95,6 +99,7 @@ impl ByteBudget {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.budget.metrics.pending_ages.leave(self.arrival);
         let before = self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
         let used = before.saturating_sub(self.bytes);
         self.budget.metrics.inflight_bytes.set(used as i64);
@@ -127,6 +132,21 @@ mod tests {
         assert!(b.spent() && !b.overspent());
         drop((a, c));
         assert!(!b.spent());
+    }
+
+    #[test]
+    fn a_held_delivery_is_pending_until_dropped() {
+        let b = budget(100);
+        let (one, two) = (b.hold(1), b.hold(1));
+        assert_eq!(b.metrics.pending_ages.len(), 2);
+        drop(one);
+        assert_eq!(b.metrics.pending_ages.len(), 1);
+        drop(two);
+        assert!(b.metrics.pending_ages.is_empty());
+        assert!(b
+            .metrics
+            .render()
+            .contains("co2_bridge_oldest_pending_age_seconds 0\n"));
     }
 
     #[tokio::test]

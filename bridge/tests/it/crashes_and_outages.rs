@@ -81,11 +81,11 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
         "bridge exited during the outage:\n{}",
         bridge.log_text()
     );
-    let during = metric_value(
-        &http_get(http, "/metrics").await.unwrap().1,
-        "co2_bridge_db_up",
-    );
-    assert_eq!(during, Some(0.0));
+    let during = http_get(http, "/metrics").await.unwrap().1;
+    assert_eq!(metric_value(&during, "co2_bridge_db_up"), Some(0.0));
+    // What arrived just after the cut has waited the whole outage.
+    let oldest = metric_value(&during, "co2_bridge_oldest_pending_age_seconds").unwrap_or(0.0);
+    assert!(oldest >= 10.0, "oldest pending {oldest} s during a 10 s outage");
     proxy.restore().await.unwrap();
 
     stream.await.unwrap();
@@ -103,6 +103,14 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
         metric_value(&scrape, "co2_bridge_db_retries_total{sink=\"mysql\"}").unwrap_or(0.0) >= 1.0,
         "{scrape}"
     );
+    // Everything acknowledged: nothing waits, so nothing is old.
+    let drained = wait_until(Duration::from_secs(10), || async move {
+        let scrape = http_get(http, "/metrics").await.unwrap().1;
+        metric_value(&scrape, "co2_bridge_oldest_pending_age_seconds") == Some(0.0)
+            && metric_value(&scrape, "co2_bridge_pending_messages") == Some(0.0)
+    })
+    .await;
+    assert!(drained, "{}", http_get(http, "/metrics").await.unwrap().1);
     assert!(bridge.process.is_running());
 }
 
