@@ -245,7 +245,7 @@ impl Bridge {
         };
         // Resolve secrets and TLS files now, so a typo fails at start.
         if settings.mqtt.enabled {
-            mqtt::connect(&settings, 0)?;
+            mqtt::connect(&settings, 0, None)?;
         }
         for (i, SourceSettings::Kafka(kafka)) in settings.sources.iter().enumerate() {
             kafka::client_config(kafka, &format!("sources.{i}"), 1, 1)?;

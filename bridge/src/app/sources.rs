@@ -2,6 +2,8 @@
 //! between them and the sinks, and running until a stop or a failure.
 
 use super::*;
+use crate::metrics::TlsExpiry;
+use crate::source::certificate;
 
 /// How many MQTT connections the bridge opens (none with `[mqtt]` off).
 pub(super) fn mqtt_links(settings: &Settings) -> usize {
@@ -30,6 +32,21 @@ pub(super) fn start_kafka(
         tasks.push(supervisor.spawn(format!("kafka source {i}"), source.run(stop.clone())));
     }
     Ok((kafka::Acker::new(consumers), tasks))
+}
+
+/// Exports the end dates of the Kafka sources' client certificates.
+/// librdkafka checks the brokers' certificates without showing them; the
+/// bridge's own is a file it can read.
+fn report_kafka_client_certificates(settings: &Settings, expiry: &TlsExpiry) {
+    for SourceSettings::Kafka(s) in &settings.sources {
+        let own = s.tls.as_ref().and_then(|t| t.client_cert_file.as_ref());
+        if let Some(end) = own
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|pem| certificate::pem_not_after(&pem))
+        {
+            expiry.observe("kafka", "client", "", end);
+        }
+    }
 }
 
 /// What the pipeline is built from.
@@ -76,8 +93,9 @@ pub(super) async fn run_pipeline(
         supervisor,
         &kafka_stop,
     )?;
+    report_kafka_client_certificates(settings, &metrics.tls_expiry);
     for link in 0..mqtt_links(settings) {
-        let (client, eventloop) = mqtt::connect(settings, link)?;
+        let (client, eventloop) = mqtt::connect(settings, link, Some(&metrics.tls_expiry))?;
         let epoch = ConnectionEpoch::default();
         let ingress = Ingress::new(
             eventloop,

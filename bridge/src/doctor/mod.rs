@@ -37,7 +37,7 @@ pub async fn diagnose(settings: &Settings, source: &str) -> Report {
         let mut routes = Routes::from_settings(settings)?;
         routes.load_tokens()?;
         let built = crate::sink::from_settings(settings, &routes)?;
-        mqtt::connect(settings, 0)?; // reads the password and TLS files
+        mqtt::connect(settings, 0, None)?; // reads the password and TLS files
         let node = settings
             .mqtt_endpoints()?
             .into_iter()

@@ -5,6 +5,7 @@ pub(crate) mod history;
 pub(crate) mod pending;
 pub(crate) mod samples;
 pub(crate) mod storage;
+pub(crate) mod tls;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ use history::History;
 pub use pending::{Arrival, PendingAges};
 use samples::Samples;
 pub use storage::Storage;
+pub use tls::TlsExpiry;
 
 /// The bridge's metrics and the registry that exports them.
 pub struct Metrics {
@@ -77,6 +79,8 @@ pub struct Metrics {
     pub dead_letters_stored: IntGauge,
     /// What the tables with retention hold.
     pub storage: Storage,
+    /// When the TLS certificates the bridge uses end.
+    pub tls_expiry: TlsExpiry,
     devices: DeviceSeries,
 }
 
@@ -371,6 +375,7 @@ impl Metrics {
                 "Reconnects that landed on another node of mqtt.hosts than the connection lost.",
             )?,
             storage: Storage::new(&registry)?,
+            tls_expiry: TlsExpiry::new(&registry)?,
             devices: DeviceSeries {
                 latest,
                 last_seen,

@@ -5,6 +5,7 @@
 //! once the batch is stored.
 
 pub(crate) mod budget;
+pub(crate) mod certificate;
 pub(crate) mod handoff;
 pub(crate) mod http;
 pub mod kafka;

@@ -85,7 +85,10 @@ async fn database_outage_of_ten_seconds_loses_nothing_and_the_bridge_keeps_runni
     assert_eq!(metric_value(&during, "co2_bridge_db_up"), Some(0.0));
     // What arrived just after the cut has waited the whole outage.
     let oldest = metric_value(&during, "co2_bridge_oldest_pending_age_seconds").unwrap_or(0.0);
-    assert!(oldest >= 10.0, "oldest pending {oldest} s during a 10 s outage");
+    assert!(
+        oldest >= 10.0,
+        "oldest pending {oldest} s during a 10 s outage"
+    );
     proxy.restore().await.unwrap();
 
     stream.await.unwrap();

@@ -14,7 +14,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use co2_testkit::{http_get, unique, wait_until, Database, KafkaBroker, KafkaSecurity};
+use co2_testkit::{
+    http_get, metric_value, unique, wait_until, Database, KafkaBroker, KafkaSecurity,
+};
 
 use crate::kafka::{assert_committed, kafka_env, spawn_kafka_stream, write_config_with};
 use crate::support::*;
@@ -172,6 +174,15 @@ async fn kafka_mutual_tls_stores_readings_with_the_client_certificate_and_nothin
 
     assert_stores_all(&kafka, &bridge, &db, &group, &topic).await;
     assert_refused(&refused, &bare_db, "certificate required").await;
+    // Its own certificate's end date is exported for the expiry alert.
+    let scrape = http_get(bridge.http, "/metrics").await.unwrap().1;
+    let series = "co2_bridge_tls_certificate_expiry_timestamp_seconds\
+                  {certificate=\"client\",host=\"\",source=\"kafka\"}";
+    let end = metric_value(&scrape, series).unwrap_or(0.0);
+    assert!(
+        end > chrono::Utc::now().timestamp() as f64,
+        "{series} = {end}\n{scrape}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

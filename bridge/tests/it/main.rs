@@ -29,3 +29,4 @@ mod status_alerts;
 mod status_page;
 mod support;
 mod time_zones;
+mod tls_certificates;

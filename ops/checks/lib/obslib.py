@@ -124,16 +124,23 @@ def prometheus_targets():
     return out
 
 
-def load_metric_names(path=METRIC_NAMES_FILE):
-    """{name: type} from metric-names.txt ("name type" per line, # comments)."""
-    names = {}
+def metric_name_lines(path=METRIC_NAMES_FILE):
+    """(name, type, flags) per line of metric-names.txt ("name type [when-configured]", # comments)."""
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, kind = line.split()
-        names[name] = kind
-    return names
+        if line:
+            name, kind, *flags = line.split()
+            yield name, kind, flags
+
+
+def load_metric_names(path=METRIC_NAMES_FILE):
+    """{name: type} from metric-names.txt."""
+    return {name: kind for name, kind, _ in metric_name_lines(path)}
+
+
+def configured_only_metric_names(path=METRIC_NAMES_FILE):
+    """Names a scrape has only when a setting asks for them (flag "when-configured")."""
+    return {name for name, _, flags in metric_name_lines(path) if "when-configured" in flags}
 
 
 VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::\w+)?\]\]")

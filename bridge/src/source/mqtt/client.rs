@@ -16,6 +16,7 @@ use rumqttc::v5::mqttbytes::QoS as QoS5;
 use secrecy::ExposeSecret;
 
 use crate::config::{ConfigError, Protocol, Settings};
+use crate::metrics::TlsExpiry;
 
 /// What the event loop reports, in either protocol.
 #[derive(Debug)]
@@ -108,9 +109,14 @@ enum Inner {
 
 /// Creates the client and event loop of connection `link` from the settings.
 /// Connection `link` starts on node `link` of `mqtt.hosts` (wrapping), so that
-/// several connections spread over a cluster.
-pub fn connect(settings: &Settings, link: usize) -> Result<(Client, EventLoop), ConfigError> {
-    open(settings, &settings.mqtt_client_id(link), true, link)
+/// several connections spread over a cluster. With `expiry`, the end dates
+/// of the TLS certificates in use are reported there.
+pub fn connect(
+    settings: &Settings,
+    link: usize,
+    expiry: Option<&TlsExpiry>,
+) -> Result<(Client, EventLoop), ConfigError> {
+    open(settings, &settings.mqtt_client_id(link), true, link, expiry)
 }
 
 /// As [`connect`], as `client_id`, starting on the first node of
@@ -122,7 +128,7 @@ pub fn connect_as(
     client_id: &str,
     persistent: bool,
 ) -> Result<(Client, EventLoop), ConfigError> {
-    open(settings, client_id, persistent, 0)
+    open(settings, client_id, persistent, 0, None)
 }
 
 fn open(
@@ -130,6 +136,7 @@ fn open(
     client_id: &str,
     persistent: bool,
     link: usize,
+    expiry: Option<&TlsExpiry>,
 ) -> Result<(Client, EventLoop), ConfigError> {
     let mqtt = &settings.mqtt;
     let endpoints = settings.mqtt_endpoints()?;
@@ -149,7 +156,7 @@ fn open(
         )),
         None => None,
     };
-    let transport = super::tls::transport(settings)?;
+    let transport = super::tls::transport(settings, expiry)?;
     let keep_alive = Duration::from_secs(mqtt.keep_alive_s);
     let (client, inner) = match mqtt.protocol {
         Protocol::V5 => {
@@ -563,7 +570,7 @@ mod tests {
             ];
             let env: Vec<_> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             let settings = Settings::load_from(None, env).unwrap();
-            let (client, mut eventloop) = connect(&settings, 0).unwrap();
+            let (client, mut eventloop) = connect(&settings, 0, None).unwrap();
             client.subscribe(&settings.mqtt.topics);
             while !matches!(eventloop.poll().await, Ok(MqttEvent::Subscribed(_))) {}
 
