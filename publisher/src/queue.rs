@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use co2_wire::{EventKind, Seq};
+use co2_wire::{DropCause, EventKind, Seq};
 
 use crate::clock::Timekeeper;
 use crate::config::Settings;
@@ -117,6 +117,8 @@ pub struct Queue {
     stats: Arc<Stats>,
     clock: Arc<Timekeeper>,
     last_trim: Instant,
+    /// The levels of a bound announced since the queue was last nearly empty.
+    levels: LevelWatch,
     /// A recovery is under way (its announcement must not start another).
     recovering: bool,
 }
@@ -163,6 +165,7 @@ impl Queue {
             stats,
             clock,
             last_trim: Instant::now(),
+            levels: LevelWatch::default(),
             recovering: false,
         }
     }
@@ -218,7 +221,10 @@ impl Queue {
     /// Queues a reading (never fails: disk, else memory).
     pub fn push_reading(&mut self, payload: Vec<u8>, stamped_ms: i64) -> Queued {
         let entry = NewEntry::reading(self.cfg.topics.readings.clone(), payload, stamped_ms);
-        self.push(entry)
+        let queued = self.push(entry);
+        // The count is known without asking the disk: checked at every reading.
+        self.announce_level(None);
+        queued
     }
 
     /// Queues an announcement.
@@ -360,6 +366,7 @@ impl Queue {
                 }
             }
         }
+        grew |= self.announce_level(Some(now_ms));
         let ranges = self
             .active
             .store()
@@ -368,6 +375,71 @@ impl Queue {
             grew |= self.announce_pending();
         }
         grew
+    }
+
+    /// Announces a new level of the bound the queue is nearest to, if it
+    /// reached one; the age bound only with `now_ms` (it costs a query: at
+    /// housekeeping, not for every reading). Returns whether it did.
+    fn announce_level(&mut self, now_ms: Option<i64>) -> bool {
+        let Some(kind) = self
+            .fill(now_ms)
+            .and_then(|f| f.announcement(&mut self.levels))
+        else {
+            return false;
+        };
+        if let EventKind::QueueFilling {
+            bound,
+            percent,
+            readings,
+        } = &kind
+        {
+            tracing::warn!(
+                bound = bound.as_str(),
+                percent,
+                readings,
+                "Queue nearing its bound; readings are dropped when it is reached (announced)"
+            );
+        }
+        self.push_event(kind);
+        true
+    }
+
+    /// What the queue holds against its bounds (`None` while no store is
+    /// open); the age only with `now_ms`.
+    fn fill(&mut self, now_ms: Option<i64>) -> Option<Fill> {
+        let store = self.active.store()?;
+        let readings = store.readings();
+        let count_bound = match &self.active {
+            Active::Memory(m) => (DropCause::MemoryBound, m.queue.max_readings()),
+            Active::Disk(_) | Active::Closed => {
+                (DropCause::MaxRows, self.cfg.options.bounds.max_rows)
+            }
+        };
+        // The age needs a trusted clock and a reading to be old.
+        let max_age = self
+            .cfg
+            .options
+            .bounds
+            .max_age
+            .zip(now_ms)
+            .filter(|(_, now_ms)| *now_ms > 0 && readings > 0);
+        let oldest = match max_age.map(|_| store.oldest_reading_ms()) {
+            Some(Ok(oldest)) => oldest,
+            Some(Err(e)) => {
+                self.disk_failed(e);
+                return None;
+            }
+            None => None,
+        };
+        let age = oldest.zip(max_age).map(|(oldest, (max_age, now_ms))| {
+            let ms = u64::try_from(now_ms.saturating_sub(oldest)).unwrap_or(0);
+            (Duration::from_millis(ms), max_age)
+        });
+        Some(Fill {
+            readings,
+            count_bound,
+            age,
+        })
     }
 
     /// Announces pending drops now, if there are any; returns whether it queued events.
@@ -414,11 +486,13 @@ impl Queue {
 mod config;
 mod failover;
 mod handle;
+mod level;
 mod snapshot;
 
 pub use config::QueueConfig;
 use failover::is_disk_full;
 pub use handle::QueueHandle;
+use level::{Fill, LevelWatch};
 pub use snapshot::{MemorySnapshot, QueueSnapshot};
 
 #[cfg(test)]

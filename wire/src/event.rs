@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `queue_corrupt` | `reason`, `moved_to`, `salvaged`, `lost` (null: unknown), `old_epoch`, `old_last_seq` (null: unknown), `lost_ranges`, `new_epoch` |
 //! | `readings_dropped` | `cause` (`max_rows`, `max_age`, `memory_bound`), `count`, `unnumbered`, `ranges` |
+//! | `queue_filling` | `bound` (as `cause`), `percent`, `readings` |
 //! | `memory_mode` | `reason`, `from_epoch`, `from_last_seq` (null: unknown), `epoch`, `stranded` (null: unknown) |
 //! | `disk_mode` | `epoch`, `moved`, `memory_s` |
 //! | `clock_jump` | `by_ms`, `wall`, `expected` |
@@ -56,7 +57,7 @@ pub struct DeviceEvent {
     pub kind: EventKind,
 }
 
-/// Why readings were dropped at the source.
+/// Why readings were dropped at the source; also the bound a queue nears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropCause {
     /// The on-disk queue held `queue.max_rows`; the oldest made room.
@@ -123,6 +124,16 @@ pub enum EventKind {
         /// Exactly the numbers dropped.
         ranges: Vec<SeqRange>,
     },
+    /// The queue passed a warning level (80 or 95 %) of one of its bounds:
+    /// readings will be dropped if it goes on filling.
+    QueueFilling {
+        /// The bound it is nearest to.
+        bound: DropCause,
+        /// How full, in percent of that bound.
+        percent: u64,
+        /// Readings waiting then.
+        readings: u64,
+    },
     /// The disk queue cannot be written; readings are held in memory.
     MemoryMode {
         /// What the disk said.
@@ -172,6 +183,7 @@ impl EventKind {
         match self {
             EventKind::QueueCorrupt { .. } => "queue_corrupt",
             EventKind::ReadingsDropped { .. } => "readings_dropped",
+            EventKind::QueueFilling { .. } => "queue_filling",
             EventKind::MemoryMode { .. } => "memory_mode",
             EventKind::DiskMode { .. } => "disk_mode",
             EventKind::ClockJump { .. } => "clock_jump",
@@ -257,6 +269,15 @@ impl DeviceEvent {
                 o.insert("count".into(), (*count).into());
                 o.insert("unnumbered".into(), (*unnumbered).into());
                 o.insert("ranges".into(), ranges_json(ranges));
+            }
+            EventKind::QueueFilling {
+                bound,
+                percent,
+                readings,
+            } => {
+                o.insert("bound".into(), bound.as_str().into());
+                o.insert("percent".into(), (*percent).into());
+                o.insert("readings".into(), (*readings).into());
             }
             EventKind::MemoryMode {
                 reason,
@@ -350,6 +371,11 @@ impl DeviceEvent {
                     ranges,
                 }
             }
+            "queue_filling" => EventKind::QueueFilling {
+                bound: DropCause::parse(f.str("bound")?).ok_or(bad("bound", "unknown bound"))?,
+                percent: f.u64("percent")?,
+                readings: f.u64("readings")?,
+            },
             "memory_mode" => EventKind::MemoryMode {
                 reason: f.str("reason")?.to_owned(),
                 from_epoch: f.opt_epoch("from_epoch")?,
@@ -531,6 +557,34 @@ mod tests {
     }
 
     #[test]
+    fn a_filling_queue_on_the_wire() {
+        let event = DeviceEvent {
+            id: EventId(0x99),
+            at: None,
+            kind: EventKind::QueueFilling {
+                bound: DropCause::MaxAge,
+                percent: 83,
+                readings: 21_500,
+            },
+        };
+        let want: Value = serde_json::from_str(
+            r#"{"v":1,"id":"0000000000000099","kind":"queue_filling","at":null,
+                "bound":"max_age","percent":83,"readings":21500}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&event.encode()).unwrap(),
+            want
+        );
+        assert_eq!(DeviceEvent::decode(&event.encode()), Ok(event));
+        let odd = br#"{"v":1,"id":"0000000000000099","kind":"queue_filling","at":null,"bound":"disk","percent":1,"readings":1}"#;
+        assert_eq!(
+            DeviceEvent::decode(odd).map_err(|e| e.reason()),
+            Err("event_bad_field")
+        );
+    }
+
+    #[test]
     fn a_count_that_disagrees_with_its_ranges_is_refused() {
         let text = r#"{"v":1,"id":"0000000000000001","kind":"readings_dropped","at":null,
             "cause":"max_age","count":3,"unnumbered":0,"ranges":[{"epoch":"00000000000000ab","first":1,"last":5}]}"#;
@@ -684,6 +738,18 @@ mod tests {
                     }
                 }),
                 any::<i64>().prop_map(|offset_ms| EventKind::ClockResync { offset_ms }),
+                (
+                    proptest::sample::select(DropCause::ALL.to_vec()),
+                    any::<u64>(),
+                    any::<u64>()
+                )
+                    .prop_map(|(bound, percent, readings)| {
+                        EventKind::QueueFilling {
+                            bound,
+                            percent,
+                            readings,
+                        }
+                    }),
                 "[a-z][a-z0-9_]{0,30}"
                     .prop_filter("a known kind", |k| !matches!(
                         k.as_str(),
@@ -693,6 +759,7 @@ mod tests {
                             | "disk_mode"
                             | "clock_jump"
                             | "clock_resync"
+                            | "queue_filling"
                     ))
                     .prop_map(|kind| EventKind::Unknown { kind }),
             ]

@@ -116,9 +116,21 @@ fn an_unwritable_disk_goes_to_memory_and_back_keeping_numbers_and_drops() {
     assert!(q.housekeeping(true));
     let ev = events(&mut q);
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.name()).collect();
-    assert_eq!(kinds, ["memory_mode", "disk_mode", "readings_dropped"]);
+    // The memory queue (3 readings) was announced full when the third came.
+    assert_eq!(
+        kinds,
+        ["memory_mode", "queue_filling", "disk_mode", "readings_dropped"]
+    );
+    assert_eq!(
+        ev[1].kind,
+        EventKind::QueueFilling {
+            bound: DropCause::MemoryBound,
+            percent: 100,
+            readings: 3
+        }
+    );
     assert!(matches!(
-        &ev[2].kind,
+        &ev[3].kind,
         EventKind::ReadingsDropped { cause: DropCause::MemoryBound, count: 2, ranges, .. }
             if ranges[0].first() == 1 && ranges[0].last() == 2
     ));
