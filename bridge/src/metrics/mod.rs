@@ -92,6 +92,7 @@ struct DeviceSeries {
     missing: IntCounterVec,
     late: IntCounterVec,
     unnumbered: IntCounterVec,
+    queue_filling: IntCounterVec,
     overflow: IntCounter,
     known: Mutex<HashSet<DeviceId>>,
     max: usize,
@@ -245,6 +246,15 @@ impl Metrics {
             &["device"],
         )?;
         registry.register(Box::new(unnumbered.clone()))?;
+        let queue_filling = IntCounterVec::new(
+            Opts::new(
+                "co2_device_queue_filling_total",
+                "Announcements by a publisher that its queue passed 80 % or 95 % of a bound (max_rows, \
+                 max_age, memory_bound), by device and bound; counted once each, by the completeness scan.",
+            ),
+            &["device", "bound"],
+        )?;
+        registry.register(Box::new(queue_filling.clone()))?;
 
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -383,6 +393,7 @@ impl Metrics {
                 missing,
                 late,
                 unnumbered,
+                queue_filling,
                 overflow: counter(
                     "co2_bridge_devices_overflow_total",
                     "Readings of devices beyond metrics.max_devices, which get no series of their own.",
@@ -444,15 +455,34 @@ impl Metrics {
             return;
         }
         let d = &self.devices;
-        let tracked = DeviceId::parse(device).is_ok_and(|id| {
-            let mut known = d.known.lock().unwrap_or_else(|p| p.into_inner());
-            known.contains(&id) || (known.len() < d.max && known.insert(id))
-        });
-        let label = if tracked { device } else { "_overflow" };
+        let label = self.device_label(device);
         match kind {
             "late" => d.late.with_label_values(&[label]).inc_by(n),
             "unnumbered" => d.unnumbered.with_label_values(&[label]).inc_by(n),
             cause => d.missing.with_label_values(&[label, cause]).inc_by(n),
+        }
+    }
+
+    /// Counts one announcement that `device`'s queue neared `bound`.
+    pub fn queue_filling(&self, device: &str, bound: &str) {
+        let label = self.device_label(device);
+        self.devices
+            .queue_filling
+            .with_label_values(&[label, bound])
+            .inc();
+    }
+
+    /// `device` itself while under the cap, else `_overflow`.
+    fn device_label<'a>(&self, device: &'a str) -> &'a str {
+        let d = &self.devices;
+        let tracked = DeviceId::parse(device).is_ok_and(|id| {
+            let mut known = d.known.lock().unwrap_or_else(|p| p.into_inner());
+            known.contains(&id) || (known.len() < d.max && known.insert(id))
+        });
+        if tracked {
+            device
+        } else {
+            "_overflow"
         }
     }
 

@@ -62,6 +62,22 @@ async fn gaps_are_counted_by_cause_and_late_readings_are_not_gaps() {
     let bridge = spawn_binary(&env, "complete-2");
     bridge.wait_ready().await;
     publisher.publish(&topic, reading_at(80), Some(80)).await;
+    // Its queue neared a bound; the announcement arrives twice (a
+    // redelivery) and counts once.
+    let filling = DeviceEvent {
+        id: EventId(0x52),
+        at: None,
+        kind: EventKind::QueueFilling {
+            bound: DropCause::MaxAge,
+            percent: 81,
+            readings: 4_000,
+        },
+    };
+    for _ in 0..2 {
+        publisher
+            .publish(&format!("{prefix}/pi/events"), filling.encode(), None)
+            .await;
+    }
     // Three readings of a third-party publisher: counted, never gaps.
     for n in 200..203 {
         publisher.publish(&topic, reading_at(n), None).await;
@@ -117,6 +133,20 @@ async fn gaps_are_counted_by_cause_and_late_readings_are_not_gaps() {
     assert_eq!(
         (late, unnumbered, lost, said),
         (Some(1.0), Some(3.0), Some(1.0), Some(5.0)),
+        "{scrape}"
+    );
+    let http = bridge.http;
+    let filling = "co2_device_queue_filling_total{bound=\"max_age\",device=\"pi\"}";
+    let counted = wait_until(Duration::from_secs(10), || async move {
+        let scrape = http_get(http, "/metrics").await.unwrap().1;
+        metric_value(&scrape, filling) == Some(1.0)
+    })
+    .await;
+    // Settled: a later scan does not count it again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scrape = http_get(http, "/metrics").await.unwrap().1;
+    assert!(
+        counted && metric_value(&scrape, filling) == Some(1.0),
         "{scrape}"
     );
 

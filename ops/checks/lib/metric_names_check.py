@@ -5,7 +5,7 @@
     metric_names_check.py --scrape FILE   also: FILE (a /metrics scrape, or "-" for
                                           stdin, or an http:// URL) exports exactly the
                                           listed names with the listed types (those
-                                          flagged when-configured may be absent)
+                                          flagged optional may be absent)
 
 Prints ok/FAIL lines and "N passed, M failed"; exits 1 on any failure.
 """
@@ -129,10 +129,10 @@ def main():
             with open(args.scrape, encoding="utf-8") as fh:
                 text = fh.read()
         scraped = parse_scrape(text)
-        configured_only = obslib.configured_only_metric_names(args.names)
+        optional = obslib.optional_metric_names(args.names)
         for name, kind in sorted(listed.items()):
-            if name in configured_only and name not in scraped:
-                c.ok(f"{name} (only when configured) is absent")
+            if name in optional and name not in scraped:
+                c.ok(f"{name} (optional) is absent")
                 continue
             c.check(scraped.get(name) == kind, f"scrape exports {name} as {kind}",
                     f"scrape has: {scraped.get(name, 'nothing')}")

@@ -125,7 +125,7 @@ def prometheus_targets():
 
 
 def metric_name_lines(path=METRIC_NAMES_FILE):
-    """(name, type, flags) per line of metric-names.txt ("name type [when-configured]", # comments)."""
+    """(name, type, flags) per line of metric-names.txt ("name type [optional]", # comments)."""
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -138,9 +138,9 @@ def load_metric_names(path=METRIC_NAMES_FILE):
     return {name: kind for name, kind, _ in metric_name_lines(path)}
 
 
-def configured_only_metric_names(path=METRIC_NAMES_FILE):
-    """Names a scrape has only when a setting asks for them (flag "when-configured")."""
-    return {name for name, _, flags in metric_name_lines(path) if "when-configured" in flags}
+def optional_metric_names(path=METRIC_NAMES_FILE):
+    """Names a scrape may lack: exported only once they have a value (flag "optional")."""
+    return {name for name, _, flags in metric_name_lines(path) if "optional" in flags}
 
 
 VAR_RE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::\w+)?\]\]")

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use co2_wire::{DeviceEvent, EventKind, SeqRange};
+use co2_wire::{DeviceEvent, EventError, EventKind, SeqRange};
 use sqlx::pool::PoolConnection;
 use sqlx::{MySql, MySqlPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -120,7 +120,11 @@ impl Completeness {
             for row in &rows {
                 let (device, event_id, body): (String, String, String) =
                     (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-                for (range, cause) in announced(body.as_bytes()) {
+                let event = DeviceEvent::decode(body.as_bytes()).map(|e| e.kind);
+                if let Ok(EventKind::QueueFilling { bound, .. }) = &event {
+                    self.metrics.queue_filling(&device, bound.as_str());
+                }
+                for (range, cause) in announced(event) {
                     sqlx::query(
                         "INSERT INTO announced_drops (device, epoch, first_seq, last_seq, cause, event_id) \
                          VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE last_seq = last_seq",
@@ -482,8 +486,8 @@ async fn set_progress(
 }
 
 /// The numbers an announcement says were dropped, with why.
-fn announced(body: &[u8]) -> Vec<(SeqRange, &'static str)> {
-    match DeviceEvent::decode(body).map(|e| e.kind) {
+fn announced(event: Result<EventKind, EventError>) -> Vec<(SeqRange, &'static str)> {
+    match event {
         Ok(EventKind::ReadingsDropped { cause, ranges, .. }) => {
             ranges.into_iter().map(|r| (r, cause.as_str())).collect()
         }
@@ -565,7 +569,7 @@ mod tests {
                 ranges: vec![SeqRange::new(Epoch::new(7), 1, 35).unwrap()],
             },
         };
-        let got = announced(&dropped.encode());
+        let got = announced(DeviceEvent::decode(&dropped.encode()).map(|e| e.kind));
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].0.len(), got[0].1), (35, "max_rows"));
         let resync = DeviceEvent {
@@ -573,7 +577,7 @@ mod tests {
             at: None,
             kind: EventKind::ClockResync { offset_ms: 5 },
         };
-        assert!(announced(&resync.encode()).is_empty());
-        assert!(announced(b"junk").is_empty());
+        assert!(announced(Ok(resync.kind)).is_empty());
+        assert!(announced(DeviceEvent::decode(b"junk").map(|e| e.kind)).is_empty());
     }
 }
