@@ -13,15 +13,12 @@
 //! found (as the pipeline does); that letter stays, as `db_rejected` with
 //! what the store said.
 
-use std::time::Duration;
-
 use sqlx::MySqlPool;
 
 use super::letters;
 use super::ReplayError;
 use crate::model::Record;
-use crate::sink::{Batch, Item, Sink, SinkError, Written};
-use co2_wire::backoff::Backoff;
+use crate::sink::{self, Batch, Item, Sink, Written};
 
 /// Tries of one write that fails transiently before the run stops.
 const TRIES: u32 = 8;
@@ -103,27 +100,15 @@ impl Target<'_> {
     /// Writes `batch`, retrying transient failures a few times. The inner
     /// error is a refusal, with what the sink said.
     async fn write(&self, batch: &Batch<'_>) -> Result<Result<Written, String>, ReplayError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), self.sink.retry_max());
-        loop {
-            match self.sink.write(batch).await {
-                Ok(written) => return Ok(Ok(written)),
-                Err(SinkError::Refused(detail)) => return Ok(Err(detail)),
-                Err(SinkError::Transient(e)) if backoff.attempts() + 1 < TRIES => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(sink = self.name, error = %e, delay_ms = delay.as_millis() as u64, "Write failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(SinkError::Transient(e)) => {
-                    return Err(ReplayError::Sink {
-                        sink: self.name.to_owned(),
-                        message: format!(
-                            "writes still fail after {TRIES} tries: {e}; what was replayed \
-                             before is stored, so run the replay again once the sink is back"
-                        ),
-                    })
-                }
-            }
-        }
+        sink::write_with_tries(self.sink, self.name, batch, TRIES)
+            .await
+            .map_err(|e| ReplayError::Sink {
+                sink: self.name.to_owned(),
+                message: format!(
+                    "writes still fail after {TRIES} tries: {e}; what was replayed \
+                     before is stored, so run the replay again once the sink is back"
+                ),
+            })
     }
 }
 

@@ -128,6 +128,33 @@ pub trait Sink: Send + Sync {
     }
 }
 
+/// Writes `batch` to `sink` (called `name` in logs), retrying a transient
+/// failure with back-off up to `tries` attempts in all: for the one-shot
+/// commands (replay, import) that have nobody to hold unacknowledged
+/// messages for them. `Ok(Err(detail))` is a refusal, with what the sink
+/// said; `Err(error)` a failure that outlasted the tries.
+pub async fn write_with_tries(
+    sink: &dyn Sink,
+    name: &str,
+    batch: &Batch<'_>,
+    tries: u32,
+) -> Result<Result<Written, String>, String> {
+    let mut backoff =
+        co2_wire::backoff::Backoff::new(std::time::Duration::from_millis(100), sink.retry_max());
+    loop {
+        match sink.write(batch).await {
+            Ok(written) => return Ok(Ok(written)),
+            Err(SinkError::Refused(detail)) => return Ok(Err(detail)),
+            Err(SinkError::Transient(e)) if backoff.attempts() + 1 < tries => {
+                let delay = backoff.next_delay();
+                tracing::warn!(sink = name, error = %e, delay_ms = delay.as_millis() as u64, "Write failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(SinkError::Transient(e)) => return Err(e),
+        }
+    }
+}
+
 /// A dead letter as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLetter {
