@@ -72,6 +72,7 @@ impl Target<'_> {
                 } else {
                     Vec::new()
                 },
+                checkpoint: None,
             };
             match self.write(&batch).await? {
                 Ok(written) => {

@@ -43,6 +43,23 @@ pub struct Batch<'a> {
     /// its rows never both exist or both vanish. Only the sink that keeps
     /// those letters is given any; live batches leave it empty.
     pub settles: Vec<u64>,
+    /// How far an import from a legacy table got once this batch is stored
+    /// (`co2-bridge import --from-mysql`): a MySQL sink records it in the
+    /// same transaction, so a rerun goes on after exactly what was
+    /// committed; other sinks ignore it (a rerun then reads from the start,
+    /// which their idempotent writes make harmless).
+    pub checkpoint: Option<Checkpoint<'a>>,
+}
+
+/// A position in an import's source, recorded with the rows read before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint<'a> {
+    /// The source's name (server, database, table; no password).
+    pub source: &'a str,
+    /// The last key read, as text.
+    pub key: &'a str,
+    /// Rows read up to and including it.
+    pub rows: u64,
 }
 
 /// What a successful write stored, per route.

@@ -561,6 +561,7 @@ mod tests {
             items: vec![item(&good), item(&evil)],
             letters: Vec::new(),
             settles: Vec::new(),
+            checkpoint: None,
         };
         match sink.write(&both).await {
             Err(SinkError::Refused(why)) => assert!(why.contains("line break"), "{why}"),
@@ -575,6 +576,7 @@ mod tests {
             items: vec![item(&good)],
             letters: Vec::new(),
             settles: Vec::new(),
+            checkpoint: None,
         };
         let written = sink.write(&one).await.unwrap();
         assert_eq!(written.inserted, [(0, 1)]);
@@ -604,6 +606,7 @@ mod tests {
             items: vec![item(&evil)],
             letters: Vec::new(),
             settles: Vec::new(),
+            checkpoint: None,
         };
         assert!(matches!(sink.write(&bad).await, Err(SinkError::Refused(_))));
         assert_eq!(

@@ -192,6 +192,9 @@ impl MysqlSink {
         if !batch.settles.is_empty() {
             settle::delete_letters(&mut tx, &batch.settles).await?;
         }
+        if let Some(checkpoint) = &batch.checkpoint {
+            settle::record_checkpoint(&mut tx, checkpoint).await?;
+        }
         tx.commit().await?;
         Ok(written)
     }

@@ -1,6 +1,7 @@
 //! Deleting dead letters that were replayed: inside the transaction that
 //! stores their rows when this database keeps both, or after the rows are
-//! stored elsewhere.
+//! stored elsewhere; and recording how far an import from a legacy table
+//! got, inside the transaction that stores what it read.
 
 use sqlx::MySqlConnection;
 
@@ -21,6 +22,25 @@ pub async fn delete_letters(conn: &mut MySqlConnection, ids: &[u64]) -> Result<u
         deleted += query.execute(&mut *conn).await?.rows_affected();
     }
     Ok(deleted)
+}
+
+/// Records `checkpoint` in `import_progress` (the key only moves forward:
+/// the reader reads in key order and a batch is committed after the one
+/// before it).
+pub async fn record_checkpoint(
+    conn: &mut MySqlConnection,
+    checkpoint: &crate::sink::Checkpoint<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO import_progress (source, last_key, rows_read) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE last_key = VALUES(last_key), rows_read = VALUES(rows_read)",
+    )
+    .bind(checkpoint.source)
+    .bind(checkpoint.key)
+    .bind(checkpoint.rows)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// `DELETE ... WHERE id IN (?, ?, ...)` for `n` ids.
