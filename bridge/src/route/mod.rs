@@ -189,6 +189,12 @@ impl Route {
         self.max_payload
     }
 
+    /// True for routes that read the devices' `time|value` payload (the
+    /// CO2 route's decoder), the payload an import builds from a row.
+    pub fn takes_pipe_payload(&self) -> bool {
+        matches!(self.decode, Decode::Pipe(..))
+    }
+
     /// True for routes whose payloads are files (images).
     pub fn is_binary(&self) -> bool {
         matches!(self.decode, Decode::Binary(_))
