@@ -29,6 +29,7 @@ pub mod export;
 mod fault;
 mod health;
 mod http;
+pub mod import;
 mod metrics;
 mod model;
 mod pipeline;
