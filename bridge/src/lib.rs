@@ -5,7 +5,7 @@
 //! walks one reading through them; `ops/checks/56-module-layers.sh` fails on
 //! an import cycle):
 //! - `app`: build, run, ordered shutdown; beside it the commands `replay`,
-//!   `retime`, `export`, `doctor` and `acl`;
+//!   `retime`, `export`, `import`, `doctor` and `acl`;
 //! - `http`, `status`: the operator and device listeners, the status page;
 //! - `pipeline`: intake, batches, commit, splitting, dead letters, acks in
 //!   arrival order, the crash quarantine;

@@ -1,5 +1,5 @@
 //! `co2-bridge`: run the bridge, migrate the schema, print the effective
-//! config, check the path, or list and replay dead letters.
+//! config, check the path, list and replay dead letters, export or import.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +63,10 @@ enum Command {
     /// Write a route's raw rows or a rollup tier, for a device set and a
     /// time range, as CSV or NDJSON; resumable after an interruption.
     Export(co2_bridge::export::cli::ExportArgs),
+    /// Store readings from files (CSV, NDJSON, payload lines), standard
+    /// input or a legacy MySQL table through the route and sink live
+    /// readings take; bad lines become dead letters; rerunning is harmless.
+    Import(co2_bridge::import::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -175,9 +179,12 @@ fn is_config_error(e: &anyhow::Error) -> bool {
             .is_some_and(ReplayError::is_config)
         || e.downcast_ref::<co2_bridge::export::ExportError>()
             .is_some_and(co2_bridge::export::ExportError::is_request)
+        || e.downcast_ref::<co2_bridge::import::ImportError>()
+            .is_some_and(co2_bridge::import::ImportError::is_request)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let command = cli.command.unwrap_or(Command::Run);
     let loaded = Settings::load(cli.config.as_deref());
     let settings = match (&command, loaded) {
@@ -225,6 +232,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(args) => {
             co2_bridge::export::cli::run(&settings, &args).await?;
+            Ok(())
+        }
+        Command::Import(args) => {
+            let summary = co2_bridge::import::run(&settings, &args)
+                .await
+                .context("co2-bridge import")?;
+            print!("{}", summary.render(started.elapsed()));
+            anyhow::ensure!(
+                summary.complete(),
+                "co2-bridge import: {} line(s) rejected (dead letters: co2-bridge dead-letters list)",
+                summary.rejected
+            );
             Ok(())
         }
         Command::Run => {

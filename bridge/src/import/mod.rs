@@ -1,7 +1,384 @@
-//! `co2-bridge import`: readings from files into the bridge's tables
-//! through the same route decoding and sink as live readings. First, its
-//! readers: bounded lines, CSV records and headers, NDJSON rows.
+//! `co2-bridge import`: readings from files (CSV, NDJSON, the devices'
+//! payload lines) or standard input, stored through
+//! the same route decoding and the same sink as live readings, so the
+//! bridge's guarantees hold for them: a rerun stores nothing twice (the
+//! unique keys), rollups and completeness take the rows in (the sink's
+//! transaction), and a bad line is a dead letter naming its file and line
+//! while the import goes on.
+//!
+//! A reader ([`input`], on a thread of its own) makes rows into records ([`mapping`]) and hands them on in
+//! chunks of a few thousand through a bounded channel; the writer
+//! ([`writer`]) stores each chunk in one sink write while the next is read.
 
-pub mod csv;
+mod csv;
+pub mod input;
 pub mod lines;
-pub mod ndjson;
+mod mapping;
+mod ndjson;
+mod progress;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use co2_wire::DeviceId;
+use tokio::sync::mpsc;
+
+use crate::clocks::{self, DeviceClocks};
+use crate::config::{ConfigError, Settings, CO2_ROUTE};
+use crate::model::{Record, RouteId};
+use crate::route::Routes;
+use crate::sink::{self, PrepareError, Sinks};
+pub use csv::{Named, Splitter};
+pub use input::InputFormat;
+use mapping::Mapper;
+pub use progress::Summary;
+
+/// Rows per chunk: a sink write each (the MySQL sink splits its statements
+/// below the server's limits).
+pub const CHUNK_ROWS: usize = 5000;
+
+/// Chunks read ahead of the writer.
+const AHEAD: usize = 4;
+
+/// Why an import could not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The command line asks for something that cannot be done.
+    #[error("{0}")]
+    Request(String),
+    /// An input could not be read.
+    #[error("{path}: {error}")]
+    Io {
+        /// The input.
+        path: String,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// A sink cannot be used, or failed for good.
+    #[error("sink {sink}: {message}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What failed, and what to do.
+        message: String,
+    },
+    /// The reader stopped unexpectedly.
+    #[error("the reader stopped: {0}")]
+    Reader(String),
+}
+
+impl ImportError {
+    /// True when the configuration or the command line is at fault (exit 2).
+    pub fn is_request(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Request(_))
+    }
+}
+
+/// `co2-bridge import`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct ImportArgs {
+    /// Files to import, in order; `-` reads standard input.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The files' format (default: from the extension, else the first line).
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// The route the readings go through (default: the CO2 route).
+    #[arg(long, value_name = "NAME")]
+    pub route: Option<String>,
+    /// The device of rows that name none (the seed's date_time,emissions,
+    /// payload lines, a legacy table without a device column).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Every line arrives on this topic, as if a device published it there
+    /// (lines format; the topic names the device).
+    #[arg(long, value_name = "TOPIC", conflicts_with = "device")]
+    pub topic: Option<String>,
+    /// The CSV column or NDJSON key of the time.
+    #[arg(long, value_name = "NAME")]
+    pub time_column: Option<String>,
+    /// The CSV column or NDJSON key of the value.
+    #[arg(long, value_name = "NAME")]
+    pub value_column: Option<String>,
+    /// The CSV column or NDJSON key of the device.
+    #[arg(long, value_name = "NAME")]
+    pub device_column: Option<String>,
+    /// Decode and count, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows per write.
+    #[arg(long, default_value_t = CHUNK_ROWS, hide = true)]
+    pub chunk_rows: usize,
+}
+
+const AFTER_HELP: &str = "\
+Every line goes through the route's decoding and sink like a live reading: \
+a time without an offset is read in the device's zone as the bridge would \
+read it; a rerun stores nothing twice; rollups and completeness include the \
+rows; a bad line becomes a dead letter (topic import/<route>, detail \
+<file>:<line>: <reason>) and the import goes on. Examples:
+
+  co2-bridge import kitchen.csv                      # what co2-bridge export wrote
+  co2-bridge import --device pi-1 seed.csv           # date_time,emissions
+  tail -n +1 queue.log | co2-bridge import --device pi-1 --format lines -
+
+Exit status: 0 when every line was stored (or was already), 1 when some \
+were rejected or the import failed (run it again: it is idempotent), 2 for a configuration or \
+argument error.";
+
+/// Records read from one input, in order, with the line of each.
+pub struct Chunk {
+    /// The input's name.
+    pub source: Arc<str>,
+    /// The records.
+    pub records: Vec<Record>,
+    /// The line (or key) of each record.
+    pub lines: Vec<u64>,
+    /// Lines read for this chunk, blank ones included.
+    pub lines_read: u64,
+    /// Blank lines skipped.
+    pub blank: u64,
+    /// How far into the input (bytes, or rows of a table) it ends.
+    pub position: u64,
+    /// True for an input's last chunk.
+    pub end_of_input: bool,
+    /// How far the source got, for a resumable source: the last key
+    /// read, and the rows read up to it.
+    pub checkpoint: Option<(String, u64)>,
+}
+
+impl Chunk {
+    /// An empty chunk of `source` for `rows` rows.
+    pub fn new(source: Arc<str>, rows: usize) -> Self {
+        Self {
+            source,
+            records: Vec::with_capacity(rows),
+            lines: Vec::with_capacity(rows),
+            lines_read: 0,
+            blank: 0,
+            position: 0,
+            end_of_input: false,
+            checkpoint: None,
+        }
+    }
+
+    /// Adds the record of line `line`.
+    pub fn push(&mut self, record: Record, line: u64) {
+        self.records.push(record);
+        self.lines.push(line);
+    }
+}
+
+/// The routes and sinks an import writes through, as the bridge builds them.
+struct Target {
+    routes: Arc<Routes>,
+    sinks: Sinks,
+    route: RouteId,
+    route_sink: usize,
+}
+
+impl Target {
+    /// Today's routes and sinks; the zones the bridge learned are only read.
+    fn build(settings: &Settings, args: &ImportArgs) -> Result<Self, ImportError> {
+        settings.validate()?;
+        let learned = clocks::state_file(&settings.state_dir());
+        let clocks = DeviceClocks::load(settings.metrics.max_devices, learned);
+        let routes = Routes::from_settings(settings)?.with_clocks(Arc::new(clocks));
+        let built = sink::from_settings(settings, &routes)?;
+        let name = args.route.as_deref().unwrap_or(CO2_ROUTE);
+        let (route, found) = routes.by_name(name).ok_or_else(|| {
+            ImportError::Request(format!(
+                "--route {name:?}: no such route; routes are {}",
+                routes
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let lines = args.format == Some(InputFormat::Lines) || args.topic.is_some();
+        if !found.takes_pipe_payload() && !lines {
+            return Err(ImportError::Request(format!(
+                "route {name:?} does not read time|value payloads: import its payloads \
+                 with --format lines --topic <a topic of the route>"
+            )));
+        }
+        let route_sink = built.sinks.position(found.sink()).ok_or_else(|| {
+            ImportError::Request(format!("route {name:?}: no sink {:?}", found.sink()))
+        })?;
+        Ok(Self {
+            routes: Arc::new(routes),
+            sinks: built.sinks,
+            route,
+            route_sink,
+        })
+    }
+
+    /// Readies the sinks written (schema checked, or migrated where the
+    /// bridge would migrate it).
+    async fn prepare(&self) -> Result<(), ImportError> {
+        let mut positions = vec![self.route_sink, self.sinks.dead_letters()];
+        positions.dedup();
+        for position in positions {
+            let name = self.sinks.name(position).to_owned();
+            let failed = |message: String| ImportError::Sink {
+                sink: name.clone(),
+                message,
+            };
+            let sink = self
+                .sinks
+                .get(position)
+                .ok_or_else(|| failed("no such sink".to_owned()))?;
+            match sink.prepare().await {
+                Ok(()) => {}
+                Err(PrepareError::Fatal(m)) => return Err(failed(m)),
+                Err(PrepareError::Unavailable(m)) => {
+                    return Err(failed(format!("not reachable: {m}")))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `co2-bridge import`.
+pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, ImportError> {
+    let target = Target::build(settings, args)?;
+    let device = match &args.device {
+        Some(d) => Some(
+            DeviceId::parse(d).map_err(|e| ImportError::Request(format!("--device {d:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    if args.chunk_rows == 0 {
+        return Err(ImportError::Request(
+            "--chunk-rows must be at least 1".to_owned(),
+        ));
+    }
+    if !args.dry_run {
+        target.prepare().await?;
+    }
+    let mapper = || {
+        Mapper::new(
+            target.routes.clone(),
+            target.route,
+            device.clone(),
+            args.topic.as_deref(),
+        )
+    };
+    let (tx, rx) = mpsc::channel(AHEAD);
+    let (reader, size, source) = {
+        let size = args
+            .files
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+            })
+            .sum::<Option<u64>>();
+        let task = tokio::task::spawn_blocking({
+            let (files, format, chunk_rows) = (args.files.clone(), args.format, args.chunk_rows);
+            let names = (
+                args.time_column.clone(),
+                args.value_column.clone(),
+                args.device_column.clone(),
+            );
+            let mapper = mapper();
+            move || {
+                let mut reader = input::Reader {
+                    format,
+                    named: Named {
+                        time: names.0.as_deref(),
+                        value: names.1.as_deref(),
+                        device: names.2.as_deref(),
+                    },
+                    chunk_rows,
+                    mapper,
+                    chunks: tx,
+                    clock: None,
+                };
+                for file in &files {
+                    if !reader.read(file)? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        });
+        (task, size, String::new())
+    };
+    let labels = mapper();
+    let writer = writer::Writer {
+        sinks: &target.sinks,
+        route_sink: target.route_sink,
+        mapper: &labels,
+        source: &source,
+    };
+    let written = write_all(&writer, rx, args.dry_run, size).await;
+    let read = reader
+        .await
+        .map_err(|e| ImportError::Reader(e.to_string()))
+        .and_then(|r| r);
+    // A writer's failure explains a reader that stopped; report it first.
+    let summary = written?;
+    read?;
+    Ok(summary)
+}
+
+/// Stores every chunk as it comes; the summary of the whole import.
+async fn write_all(
+    writer: &writer::Writer<'_>,
+    mut chunks: mpsc::Receiver<Chunk>,
+    dry_run: bool,
+    size: Option<u64>,
+) -> Result<Summary, ImportError> {
+    let mut summary = Summary {
+        dry_run,
+        ..Summary::default()
+    };
+    let mut progress = progress::Progress::stderr(size);
+    let mut done_inputs = 0u64;
+    while let Some(mut chunk) = chunks.recv().await {
+        summary.lines += chunk.lines_read;
+        summary.blank += chunk.blank;
+        summary.decoded += chunk
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Decoded { .. }))
+            .count() as u64;
+        if !dry_run {
+            let written = writer.store(&mut chunk).await?;
+            summary.stored += written.inserted.iter().map(|(_, n)| n).sum::<u64>();
+            summary.duplicates += written.duplicates.iter().map(|(_, n)| n).sum::<u64>();
+        }
+        summary.rejected += chunk
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Rejected { .. }))
+            .count() as u64;
+        let position = done_inputs + chunk.position;
+        if chunk.end_of_input {
+            done_inputs = position;
+        }
+        progress.show(&summary, position);
+    }
+    progress.finish();
+    let seconds = progress.started().elapsed().as_secs_f64();
+    tracing::info!(
+        lines = summary.lines,
+        stored = summary.stored,
+        duplicates = summary.duplicates,
+        rejected = summary.rejected,
+        dry_run,
+        seconds,
+        "Import finished"
+    );
+    Ok(summary)
+}

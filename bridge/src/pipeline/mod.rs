@@ -28,7 +28,7 @@ use crate::source::budget::Held;
 use crate::source::{Ack, Acker, Delivery};
 use crate::supervisor::Supervisor;
 use batch::Batcher;
-#[cfg(feature = "tooling")]
+// The offline benchmark and co2-bridge import build sink batches the same way.
 pub(crate) use commit::batch_of;
 use commit::Committer;
 use quarantine::{fingerprint, Quarantine, Verdict};
