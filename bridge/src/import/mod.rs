@@ -1,16 +1,18 @@
 //! `co2-bridge import`: readings from files (CSV, NDJSON, the devices'
-//! payload lines) or standard input, stored through
+//! payload lines), standard input or a legacy MySQL table, stored through
 //! the same route decoding and the same sink as live readings, so the
 //! bridge's guarantees hold for them: a rerun stores nothing twice (the
 //! unique keys), rollups and completeness take the rows in (the sink's
 //! transaction), and a bad line is a dead letter naming its file and line
 //! while the import goes on.
 //!
-//! A reader ([`input`], on a thread of its own) makes rows into records ([`mapping`]) and hands them on in
+//! A reader ([`input`] on a thread of its own for files, [`from_mysql`] as
+//! a task) makes rows into records ([`mapping`]) and hands them on in
 //! chunks of a few thousand through a bounded channel; the writer
 //! ([`writer`]) stores each chunk in one sink write while the next is read.
 
 mod csv;
+mod from_mysql;
 pub mod input;
 pub mod lines;
 mod mapping;
@@ -66,6 +68,12 @@ pub enum ImportError {
         /// What failed, and what to do.
         message: String,
     },
+    /// The legacy database (`--from-mysql`) failed.
+    #[error("--from-mysql: {0} (run the import again: it goes on after the last rows stored)")]
+    Source(sqlx::Error),
+    /// The target database failed outside a sink write.
+    #[error("database: {0}")]
+    Target(sqlx::Error),
     /// The reader stopped unexpectedly.
     #[error("the reader stopped: {0}")]
     Reader(String),
@@ -83,7 +91,7 @@ impl ImportError {
 #[command(after_long_help = AFTER_HELP)]
 pub struct ImportArgs {
     /// Files to import, in order; `-` reads standard input.
-    #[arg(value_name = "FILE", required = true)]
+    #[arg(value_name = "FILE", required_unless_present = "from_mysql")]
     pub files: Vec<PathBuf>,
     /// The files' format (default: from the extension, else the first line).
     #[arg(long, value_enum)]
@@ -111,6 +119,18 @@ pub struct ImportArgs {
     /// Decode and count, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Read a legacy table on this server instead of files
+    /// (mysql://user:password@host:3306/database).
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    pub from_mysql: Option<String>,
+    /// The legacy table (--from-mysql).
+    #[arg(
+        long,
+        value_name = "TABLE",
+        default_value = "co2_emissions",
+        requires = "from_mysql"
+    )]
+    pub table: String,
     /// Rows per write.
     #[arg(long, default_value_t = CHUNK_ROWS, hide = true)]
     pub chunk_rows: usize,
@@ -126,9 +146,11 @@ rows; a bad line becomes a dead letter (topic import/<route>, detail \
   co2-bridge import kitchen.csv                      # what co2-bridge export wrote
   co2-bridge import --device pi-1 seed.csv           # date_time,emissions
   tail -n +1 queue.log | co2-bridge import --device pi-1 --format lines -
+  co2-bridge import --from-mysql mysql://sub@old-host/co2 --device pi-1
 
 Exit status: 0 when every line was stored (or was already), 1 when some \
-were rejected or the import failed (run it again: it is idempotent), 2 for a configuration or \
+were rejected or the import failed (run it again: it is idempotent, and \
+--from-mysql goes on after the last rows stored), 2 for a configuration or \
 argument error.";
 
 /// Records read from one input, in order, with the line of each.
@@ -147,8 +169,7 @@ pub struct Chunk {
     pub position: u64,
     /// True for an input's last chunk.
     pub end_of_input: bool,
-    /// How far the source got, for a resumable source: the last key
-    /// read, and the rows read up to it.
+    /// `--from-mysql`: the last key read, and the rows read up to it.
     pub checkpoint: Option<(String, u64)>,
 }
 
@@ -178,6 +199,7 @@ impl Chunk {
 struct Target {
     routes: Arc<Routes>,
     sinks: Sinks,
+    mysql_pools: Vec<(String, sqlx::MySqlPool)>,
     route: RouteId,
     route_sink: usize,
 }
@@ -214,6 +236,7 @@ impl Target {
         Ok(Self {
             routes: Arc::new(routes),
             sinks: built.sinks,
+            mysql_pools: built.mysql_pools,
             route,
             route_sink,
         })
@@ -244,6 +267,15 @@ impl Target {
         }
         Ok(())
     }
+
+    /// The pool of the route's sink, when it is a MySQL one.
+    fn route_pool(&self) -> Option<&sqlx::MySqlPool> {
+        let name = self.sinks.name(self.route_sink);
+        self.mysql_pools
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+    }
 }
 
 /// Runs `co2-bridge import`.
@@ -272,47 +304,62 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
         )
     };
     let (tx, rx) = mpsc::channel(AHEAD);
-    let (reader, size, source) = {
-        let size = args
-            .files
-            .iter()
-            .map(|p| {
-                std::fs::metadata(p)
-                    .ok()
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-            })
-            .sum::<Option<u64>>();
-        let task = tokio::task::spawn_blocking({
-            let (files, format, chunk_rows) = (args.files.clone(), args.format, args.chunk_rows);
-            let names = (
-                args.time_column.clone(),
-                args.value_column.clone(),
-                args.device_column.clone(),
-            );
-            let mapper = mapper();
-            move || {
-                let mut reader = input::Reader {
-                    format,
-                    named: Named {
-                        time: names.0.as_deref(),
-                        value: names.1.as_deref(),
-                        device: names.2.as_deref(),
-                    },
-                    chunk_rows,
-                    mapper,
-                    chunks: tx,
-                    clock: None,
-                };
-                for file in &files {
-                    if !reader.read(file)? {
-                        break;
-                    }
+    let (reader, size, source) = match &args.from_mysql {
+        Some(url) => {
+            let mut legacy =
+                from_mysql::Legacy::open(url, &args.table, args.device.as_deref()).await?;
+            if !args.dry_run {
+                if let Some(pool) = target.route_pool() {
+                    legacy.resume(pool).await?;
                 }
-                Ok(())
             }
-        });
-        (task, size, String::new())
+            let (size, source) = (legacy.approx_rows, legacy.source.clone());
+            let task = tokio::spawn(from_mysql::read(legacy, mapper(), args.chunk_rows, tx));
+            (task, Some(size), source)
+        }
+        None => {
+            let size = args
+                .files
+                .iter()
+                .map(|p| {
+                    std::fs::metadata(p)
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                })
+                .sum::<Option<u64>>();
+            let task = tokio::task::spawn_blocking({
+                let (files, format, chunk_rows) =
+                    (args.files.clone(), args.format, args.chunk_rows);
+                let names = (
+                    args.time_column.clone(),
+                    args.value_column.clone(),
+                    args.device_column.clone(),
+                );
+                let mapper = mapper();
+                move || {
+                    let mut reader = input::Reader {
+                        format,
+                        named: Named {
+                            time: names.0.as_deref(),
+                            value: names.1.as_deref(),
+                            device: names.2.as_deref(),
+                        },
+                        chunk_rows,
+                        mapper,
+                        chunks: tx,
+                        clock: None,
+                    };
+                    for file in &files {
+                        if !reader.read(file)? {
+                            break;
+                        }
+                    }
+                    Ok(())
+                }
+            });
+            (task, size, String::new())
+        }
     };
     let labels = mapper();
     let writer = writer::Writer {
