@@ -12,6 +12,7 @@ mod delivery;
 mod doctor;
 mod export;
 mod hostile;
+mod import;
 mod influx;
 mod json_payloads;
 mod kafka;
