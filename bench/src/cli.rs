@@ -41,6 +41,9 @@ pub enum Command {
     /// `co2-bridge export` of the synthetic dataset to a file, CSV and NDJSON:
     /// rows/s, bytes, peak memory of the export process.
     Export(crate::export::ExportArgs),
+    /// `co2-bridge import` of a generated CSV file (rollups on) against
+    /// MariaDB's multi-row INSERT ceiling for the same rows: rows/s and the ratio.
+    Import(crate::import::ImportArgs),
 }
 
 /// Where things are.

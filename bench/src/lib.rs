@@ -9,7 +9,8 @@
 //! together back to back; [`influx`] measures the InfluxDB sink against
 //! influxd's own ceiling; [`kafka`] the Kafka source against a null consumer
 //! of the same tansu; [`dashboards`] what the Grafana dashboards cost as
-//! the stored rows grow; [`export`] how fast `co2-bridge export` writes them out.
+//! the stored rows grow; [`export`] how fast `co2-bridge export` writes them out,
+//! [`import`] how fast `co2-bridge import` stores a file against the INSERT ceiling.
 
 pub mod account;
 pub mod bridge;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod dashboards;
 pub mod db;
 pub mod export;
+pub mod import;
 pub mod influx;
 pub mod kafka;
 pub mod load;

@@ -235,6 +235,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             co2_bench::export::run(&a).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import(a) => {
+            co2_bench::import::run(&a).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::All(a) => {
             if a.common.own_broker.is_some() {
                 bail!("`all` starts its own stock and provisioned brokers; drop --own-broker");
