@@ -376,6 +376,14 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
     // A writer's failure explains a reader that stopped; report it first.
     let summary = written?;
     read?;
+    tracing::info!(
+        lines = summary.lines,
+        stored = summary.stored,
+        duplicates = summary.duplicates,
+        rejected = summary.rejected,
+        dry_run = args.dry_run,
+        "Import finished"
+    );
     Ok(summary)
 }
 
@@ -417,15 +425,5 @@ async fn write_all(
         progress.show(&summary, position);
     }
     progress.finish();
-    let seconds = progress.started().elapsed().as_secs_f64();
-    tracing::info!(
-        lines = summary.lines,
-        stored = summary.stored,
-        duplicates = summary.duplicates,
-        rejected = summary.rejected,
-        dry_run,
-        seconds,
-        "Import finished"
-    );
     Ok(summary)
 }

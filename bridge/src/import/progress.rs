@@ -89,11 +89,6 @@ impl Progress {
         }
     }
 
-    /// When the import started.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Redraws the line if a second has passed; `position` is how far into
     /// the input (bytes, or rows of a legacy table) the import is.
     pub fn show(&mut self, summary: &Summary, position: u64) {
@@ -113,7 +108,7 @@ impl Progress {
         if let (Some(left), Some(eta)) = (update.left, update.eta) {
             let total = position + left;
             line.push_str(&format!(
-                ", {:.0}% , about {} s left",
+                ", {:.0}%, about {} s left",
                 position as f64 * 100.0 / total.max(1) as f64,
                 eta.as_secs()
             ));
