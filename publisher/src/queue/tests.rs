@@ -119,7 +119,12 @@ fn an_unwritable_disk_goes_to_memory_and_back_keeping_numbers_and_drops() {
     // The memory queue (3 readings) was announced full when the third came.
     assert_eq!(
         kinds,
-        ["memory_mode", "queue_filling", "disk_mode", "readings_dropped"]
+        [
+            "memory_mode",
+            "queue_filling",
+            "disk_mode",
+            "readings_dropped"
+        ]
     );
     assert_eq!(
         ev[1].kind,
