@@ -17,7 +17,7 @@
 //!   origins).
 //!
 //! `health` and `metrics` are read by every layer and import only the
-//! model; `supervisor`, `fault`, `tokens` and `web_client` are leaves. `tooling` (feature
+//! model; `supervisor`, `fault`, `tokens`, `web_client` and `status_line` are leaves. `tooling` (feature
 //! `tooling`) holds the benchmark's and the fuzzer's entry points.
 
 pub mod acl;
@@ -40,6 +40,7 @@ mod route;
 mod sink;
 mod source;
 mod status;
+mod status_line;
 pub mod storage;
 mod supervisor;
 mod tokens;

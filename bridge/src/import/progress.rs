@@ -2,7 +2,7 @@
 //! runs (lines, rows/s, rejects, the time left from the position in the
 //! input when its size is known), and the summary at the end.
 
-use std::io::{IsTerminal, Write};
+use crate::status_line::StatusLine;
 use std::time::{Duration, Instant};
 
 /// Between two redraws of the progress line.
@@ -67,12 +67,11 @@ impl Summary {
 
 /// The progress line on stderr, when stderr is a terminal.
 pub struct Progress {
-    tty: bool,
+    line: StatusLine,
     started: Instant,
     shown: Instant,
     /// Position in the input against its size, for the time left.
     bytes: co2_wire::Progress,
-    drawn: bool,
 }
 
 impl Progress {
@@ -81,11 +80,10 @@ impl Progress {
     pub fn stderr(size: Option<u64>) -> Self {
         let now = Instant::now();
         Self {
-            tty: std::io::stderr().is_terminal(),
+            line: StatusLine::stderr(),
             started: now,
             shown: now,
             bytes: co2_wire::Progress::new(size, EVERY, now),
-            drawn: false,
         }
     }
 
@@ -93,7 +91,7 @@ impl Progress {
     /// the input (bytes, or rows of a legacy table) the import is.
     pub fn show(&mut self, summary: &Summary, position: u64) {
         let now = Instant::now();
-        if !self.tty || now.saturating_duration_since(self.shown) < EVERY {
+        if !self.line.is_on() || now.saturating_duration_since(self.shown) < EVERY {
             return;
         }
         self.shown = now;
@@ -114,18 +112,12 @@ impl Progress {
             ));
         }
         let _ = self.bytes.tick(position, now);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
-        self.drawn = true;
+        self.line.draw(&line);
     }
 
     /// Ends the progress line, so the summary starts on its own.
     pub fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
-        }
+        self.line.finish();
     }
 }
 

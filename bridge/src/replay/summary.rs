@@ -1,8 +1,8 @@
 //! What a replay did, counted as it goes: the progress line on a terminal
 //! and the summary at the end.
 
+use crate::status_line::StatusLine;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 
 use super::origin::Unreplayable;
 
@@ -100,47 +100,36 @@ impl Summary {
 /// The progress line, redrawn on stderr after each chunk when stderr is a
 /// terminal (a log file or a pipe gets only the summary).
 #[derive(Debug)]
-pub struct Progress {
-    on: bool,
-    drawn: bool,
-}
+pub struct Progress(StatusLine);
 
 impl Progress {
     /// On when stderr is a terminal.
     pub fn stderr() -> Self {
-        Self::new(std::io::stderr().is_terminal())
+        Self(StatusLine::stderr())
     }
 
     /// On or off as told.
     pub fn new(on: bool) -> Self {
-        Self { on, drawn: false }
+        Self(StatusLine::new(on))
     }
 
     /// Redraws the line: `read` letters looked at so far.
     pub fn show(&mut self, read: u64, summary: &Summary) {
-        if !self.on {
+        if !self.0.is_on() {
             return;
         }
-        self.drawn = true;
-        let mut err = std::io::stderr().lock();
-        // Nothing to do when the terminal is gone.
-        let _ = write!(
-            err,
-            "\r{read} read, {} selected, {} replayed, {} refused, {} skipped ",
+        self.0.draw(&format!(
+            "{read} read, {} selected, {} replayed, {} refused, {} skipped",
             summary.selected,
             summary.replayed,
             summary.refused_total(),
             summary.skipped_total()
-        );
-        let _ = err.flush();
+        ));
     }
 
     /// Ends the line, so what follows starts on its own.
     pub fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
-            self.drawn = false;
-        }
+        self.0.finish();
     }
 }
 
