@@ -87,22 +87,7 @@ async fn an_overflow_while_the_broker_is_away_is_announced_exactly() {
     let mut broker = Broker::start("").await.unwrap();
     let listener = Listener::start(broker.port(), &prefix).await;
     broker.stop().await.unwrap();
-    let settings = Settings::from_toml(&format!(
-        "device = \"bound-b\"\ninterval_ms = 5\nmax_readings = 40\n\
-         [mqtt]\nport = {}\ntopic_prefix = \"{prefix}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n\
-         [queue]\npath = {:?}\nmax_rows = 5\n[clock]\nrequire_sync = false\n\
-         [status]\npath = {:?}\n",
-        broker.port(),
-        dir.path().join("q.sqlite3").display().to_string(),
-        dir.path().join("status.json").display().to_string()
-    ))
-    .unwrap();
-    let stats = Arc::new(Stats::default());
-    let task = tokio::spawn(app::run_with_stats(
-        settings,
-        CancellationToken::new(),
-        Arc::clone(&stats),
-    ));
+    let (stats, task) = start_away(&dir, broker.port(), &prefix, "bound-b", 40, 5);
     let all_queued = wait_until(Duration::from_secs(20), || {
         let stats = Arc::clone(&stats);
         async move { Stats::get(&stats.queued) == 40 }
@@ -167,22 +152,7 @@ async fn a_queue_nearing_its_bound_is_announced_before_anything_is_dropped() {
     let listener = Listener::start(broker.port(), &prefix).await;
     broker.stop().await.unwrap();
     // 17 readings into a queue of 20: 85 %, past the first level only.
-    let settings = Settings::from_toml(&format!(
-        "device = \"level\"\ninterval_ms = 5\nmax_readings = 17\n\
-         [mqtt]\nport = {}\ntopic_prefix = \"{prefix}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n\
-         [queue]\npath = {:?}\nmax_rows = 20\n[clock]\nrequire_sync = false\n\
-         [status]\npath = {:?}\n",
-        broker.port(),
-        dir.path().join("q.sqlite3").display().to_string(),
-        dir.path().join("status.json").display().to_string()
-    ))
-    .unwrap();
-    let stats = Arc::new(Stats::default());
-    let task = tokio::spawn(app::run_with_stats(
-        settings,
-        CancellationToken::new(),
-        Arc::clone(&stats),
-    ));
+    let (stats, task) = start_away(&dir, broker.port(), &prefix, "level", 17, 20);
     let announced = wait_until(Duration::from_secs(20), || {
         let stats = Arc::clone(&stats);
         async move { Stats::get(&stats.queued) == 17 && Stats::get(&stats.events_queued) >= 1 }
@@ -215,4 +185,36 @@ async fn a_queue_nearing_its_bound_is_announced_before_anything_is_dropped() {
             readings: 16,
         }]
     );
+}
+
+/// A publisher of `device` sending `readings` readings every 5 ms into a
+/// queue of `max_rows`, to the broker on `port` (stopped by the caller, so
+/// that they queue); its stats, and its task, which ends once all are delivered.
+fn start_away(
+    dir: &tempfile::TempDir,
+    port: u16,
+    prefix: &str,
+    device: &str,
+    readings: u64,
+    max_rows: u64,
+) -> (
+    Arc<Stats>,
+    tokio::task::JoinHandle<Result<app::Summary, app::AppError>>,
+) {
+    let settings = Settings::from_toml(&format!(
+        "device = \"{device}\"\ninterval_ms = 5\nmax_readings = {readings}\n\
+         [mqtt]\nport = {port}\ntopic_prefix = \"{prefix}\"\nreconnect_min_ms = 50\nreconnect_max_ms = 100\n\
+         [queue]\npath = {:?}\nmax_rows = {max_rows}\n[clock]\nrequire_sync = false\n\
+         [status]\npath = {:?}\n",
+        dir.path().join("q.sqlite3").display().to_string(),
+        dir.path().join("status.json").display().to_string()
+    ))
+    .unwrap();
+    let stats = Arc::new(Stats::default());
+    let task = tokio::spawn(app::run_with_stats(
+        settings,
+        CancellationToken::new(),
+        Arc::clone(&stats),
+    ));
+    (stats, task)
 }
