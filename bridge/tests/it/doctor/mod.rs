@@ -91,8 +91,20 @@ async fn every_hop_passes_on_a_working_setup_and_closed_ports_are_named() {
 
     let (code, out) = doctor(&base).await;
     let f = failure(&out, "mysql migrations");
+    // Every migration the bridge ships is pending on an empty database.
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
     assert!(
-        f.contains("8 migration(s) not applied") && f.contains("co2-bridge migrate"),
+        f.contains(&format!("{shipped} migration(s) not applied"))
+            && f.contains("co2-bridge migrate"),
         "{f}"
     );
     // The hops beside it still run; the device clocks need the tables.
