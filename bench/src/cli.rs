@@ -216,6 +216,22 @@ pub struct AllArgs {
     pub only: Vec<String>,
 }
 
+/// Where a benchmark of one command makes its throwaway databases, and the
+/// bridge binary it runs (`export`, `import`).
+#[derive(Debug, Clone, Args)]
+pub struct Scratchpad {
+    /// Database server URL (throwaway databases are created on it).
+    #[arg(
+        long,
+        default_value = "mysql://root@127.0.0.1:3306",
+        env = "CO2_BENCH_DB_URL"
+    )]
+    pub db_url: String,
+    /// The co2-bridge binary (default: $CO2_BRIDGE_BIN, else next to co2-bench).
+    #[arg(long)]
+    pub bridge_bin: Option<PathBuf>,
+}
+
 /// `dashboards`.
 #[derive(Debug, Clone, Args)]
 pub struct DashboardsArgs {

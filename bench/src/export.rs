@@ -18,16 +18,9 @@ use crate::dashboards::synthetic;
 /// `export`.
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Database server URL (a throwaway database is created on it).
-    #[arg(
-        long,
-        default_value = "mysql://root@127.0.0.1:3306",
-        env = "CO2_BENCH_DB_URL"
-    )]
-    pub db_url: String,
-    /// The co2-bridge binary (default: $CO2_BRIDGE_BIN, else next to co2-bench).
-    #[arg(long)]
-    pub bridge_bin: Option<PathBuf>,
+    /// The database server and the bridge binary.
+    #[command(flatten)]
+    pub server: crate::cli::Scratchpad,
     /// CO2 readings to load and export, e.g. 2M.
     #[arg(long, default_value = "2M", value_parser = crate::cli::parse_count)]
     pub readings: u64,
@@ -66,14 +59,18 @@ pub struct ExportRun {
 
 /// Loads the dataset, exports it in each format `repeat` times, prints the best.
 pub async fn run(a: &ExportArgs) -> anyhow::Result<Vec<ExportRun>> {
-    let bin = a.bridge_bin.clone().unwrap_or_else(default_bridge_bin);
+    let bin = a
+        .server
+        .bridge_bin
+        .clone()
+        .unwrap_or_else(default_bridge_bin);
     if !bin.exists() {
         bail!(
             "{} not found: build co2-bridge or pass --bridge-bin",
             bin.display()
         );
     }
-    let db = Scratch::create(&a.db_url).await?;
+    let db = Scratch::create(&a.server.db_url).await?;
     let result = measure(a, &bin, &db).await;
     if a.keep {
         eprintln!("co2-bench export: kept database {}", db.name);

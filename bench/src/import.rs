@@ -22,16 +22,9 @@ use crate::db;
 /// `import`.
 #[derive(Debug, Clone, Args)]
 pub struct ImportArgs {
-    /// Database server URL (throwaway databases are created on it).
-    #[arg(
-        long,
-        default_value = "mysql://root@127.0.0.1:3306",
-        env = "CO2_BENCH_DB_URL"
-    )]
-    pub db_url: String,
-    /// The co2-bridge binary (default: $CO2_BRIDGE_BIN, else next to co2-bench).
-    #[arg(long)]
-    pub bridge_bin: Option<PathBuf>,
+    /// The database server and the bridge binary.
+    #[command(flatten)]
+    pub server: crate::cli::Scratchpad,
     /// Readings in the file, e.g. 1M.
     #[arg(long, default_value = "1M", value_parser = crate::cli::parse_count)]
     pub readings: u64,
@@ -70,7 +63,11 @@ pub struct ImportRun {
 
 /// Writes the file, imports it, measures the ceiling, prints both.
 pub async fn run(a: &ImportArgs) -> anyhow::Result<ImportRun> {
-    let bin = a.bridge_bin.clone().unwrap_or_else(default_bridge_bin);
+    let bin = a
+        .server
+        .bridge_bin
+        .clone()
+        .unwrap_or_else(default_bridge_bin);
     if !bin.exists() {
         bail!(
             "{} not found: build co2-bridge or pass --bridge-bin",
@@ -125,12 +122,12 @@ async fn measure(
     write_csv(file, sent)?;
     let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
 
-    let import_db = Scratch::create(&a.db_url).await?;
+    let import_db = Scratch::create(&a.server.db_url).await?;
     let imported = import(a, bin, &import_db, file, sent.len() as u64).await;
     import_db.drop_now().await?;
     let import_s = imported?;
 
-    let insert_db = Scratch::create(&a.db_url).await?;
+    let insert_db = Scratch::create(&a.server.db_url).await?;
     let ceiling = async {
         scratch::migrate(&insert_db, Some(bin)).await?;
         db::insert_ceiling(&insert_db.url(), sent, a.batch, 1).await
