@@ -17,6 +17,7 @@ use sqlx::query::Query;
 use sqlx::{MySql, MySqlPool, Row};
 
 use super::table::{Kind, Shape};
+use crate::sink::mysql::quoted;
 
 /// One value as read from the table.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,10 +78,6 @@ pub struct ChunkQuery {
     group: String,
     filter: Filter,
     rows: usize,
-}
-
-fn quoted(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 impl ChunkQuery {

@@ -11,6 +11,8 @@ use sqlx::mysql::MySqlArguments;
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{MySql, MySqlConnection, Row};
 
+use crate::sink::mysql::quoted;
+
 use super::plan::Table;
 use super::shift::Shift;
 use super::RetimeError;
@@ -99,11 +101,6 @@ impl Sql {
                 Arg::Int(n) => q.bind(*n),
             })
     }
-}
-
-/// A quoted identifier (backticks doubled, so any name is safe).
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 /// A table as the database has it.
@@ -231,8 +228,8 @@ impl Shape {
     /// announcements a time of the device's own.
     fn selected(&self, sel: &Selection, alias: &str) -> Sql {
         let column = |c: &str| match alias {
-            "" => quote(c),
-            a => format!("{a}.{}", quote(c)),
+            "" => quoted(c),
+            a => format!("{a}.{}", quoted(c)),
         };
         let time = column(&self.table.time);
         let mut sql = Sql::default();
@@ -260,10 +257,13 @@ impl Shape {
     fn lands_on(&self, sel: &Selection, key: &[String]) -> Sql {
         let mut sql = Sql::default();
         for c in key {
-            sql.push(&format!("s.{0} = m.{0} AND ", quote(c)));
+            sql.push(&format!("s.{0} = m.{0} AND ", quoted(c)));
         }
         sql.bind(
-            &format!("s.{0} = m.{0} + INTERVAL ? SECOND", quote(&self.table.time)),
+            &format!(
+                "s.{0} = m.{0} + INTERVAL ? SECOND",
+                quoted(&self.table.time)
+            ),
             Arg::Int(sel.shift.seconds()),
         );
         sql.push(" AND (")
@@ -277,7 +277,7 @@ impl Shape {
         if self.keys.is_empty() {
             return None;
         }
-        let table = quote(&self.table.name);
+        let table = quoted(&self.table.name);
         let mut sql = Sql::default();
         sql.push(&format!("FROM {table} m WHERE "))
             .append(self.selected(sel, "m"))
@@ -304,11 +304,11 @@ impl Shape {
         sel: &Selection,
         lock: bool,
     ) -> Result<(u64, Option<(NaiveDateTime, NaiveDateTime)>), RetimeError> {
-        let time = quote(&self.table.time);
+        let time = quoted(&self.table.time);
         let mut sql = Sql::default();
         sql.push(&format!(
             "SELECT COUNT(*), MIN({time}), MAX({time}) FROM {} WHERE ",
-            quote(&self.table.name)
+            quoted(&self.table.name)
         ))
         .append(self.selected(sel, ""));
         if lock {
@@ -337,18 +337,18 @@ impl Shape {
         let mut list = Sql::default();
         list.push(&format!(
             "SELECT CAST(m.{} AS CHAR), m.{}",
-            quote(&self.table.device),
-            quote(&self.table.time)
+            quoted(&self.table.device),
+            quoted(&self.table.time)
         ));
         for (c, binary) in &self.shown {
             if *binary {
-                list.push(&format!(", HEX(m.{})", quote(c)));
+                list.push(&format!(", HEX(m.{})", quoted(c)));
             } else {
-                list.push(&format!(", CAST(m.{} AS CHAR)", quote(c)));
+                list.push(&format!(", CAST(m.{} AS CHAR)", quoted(c)));
             }
         }
         list.append(colliding).bind(
-            &format!(" ORDER BY m.{} LIMIT ?", quote(&self.table.time)),
+            &format!(" ORDER BY m.{} LIMIT ?", quoted(&self.table.time)),
             Arg::Int(SHOWN_COLLISIONS),
         );
         let rows = list.query().fetch_all(&mut *conn).await?;
@@ -377,7 +377,7 @@ impl Shape {
         sel: &Selection,
         loser: Loser,
     ) -> Result<u64, RetimeError> {
-        let table = quote(&self.table.name);
+        let table = quoted(&self.table.name);
         let mut deleted = 0;
         for key in &self.keys {
             // A self-join DELETE, not DELETE ... WHERE EXISTS: MySQL refuses a
@@ -407,7 +407,7 @@ impl Shape {
         conn: &mut MySqlConnection,
         sel: &Selection,
     ) -> Result<u64, RetimeError> {
-        let time = quote(&self.table.time);
+        let time = quoted(&self.table.time);
         let order = if sel.shift.seconds() > 0 {
             "DESC"
         } else {
@@ -417,7 +417,7 @@ impl Shape {
         sql.bind(
             &format!(
                 "UPDATE {} SET {time} = {time} + INTERVAL ? SECOND WHERE ",
-                quote(&self.table.name)
+                quoted(&self.table.name)
             ),
             Arg::Int(sel.shift.seconds()),
         )

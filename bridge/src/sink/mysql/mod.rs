@@ -555,6 +555,12 @@ fn is_transient_number(number: u16) -> bool {
     !PERMANENT_ROW_ERRORS.contains(&number)
 }
 
+/// `name` as a quoted MySQL identifier: backticks doubled, so any name is
+/// safe inside a statement (the tables and columns one-shot commands name).
+pub(crate) fn quoted(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
