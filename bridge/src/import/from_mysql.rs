@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::mapping::{Location, Mapper, Reading};
 use super::{Chunk, ImportError};
 use crate::model::Reason;
+use crate::sink::mysql::quoted;
 
 /// A legacy table's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +122,8 @@ impl Legacy {
         let key = if has("id") { Key::Id } else { Key::DateTime };
         if key == Key::DateTime {
             let timeless: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM `{table}` WHERE date_time IS NULL"
+                "SELECT COUNT(*) FROM {} WHERE date_time IS NULL",
+                quoted(table)
             ))
             .fetch_one(&pool)
             .await
@@ -213,9 +215,9 @@ impl Legacy {
             (Some(_), Key::DateTime) => "WHERE date_time > ?",
         };
         let sql = format!(
-            "SELECT {key}, {device}, {TIME_TEXT}, CAST(emissions AS CHAR) FROM `{table}` \
+            "SELECT {key}, {device}, {TIME_TEXT}, CAST(emissions AS CHAR) FROM {table} \
              {after} ORDER BY {order} LIMIT {limit}",
-            table = self.table,
+            table = quoted(&self.table),
             limit = n.max(1)
         );
         let mut query = sqlx::query_as::<_, Raw>(&sql);
@@ -271,8 +273,8 @@ impl Legacy {
                 let device = self.device_column();
                 let sql = format!(
                     "SELECT {TIME_TEXT}, {device}, {TIME_TEXT}, CAST(emissions AS CHAR) \
-                     FROM `{table}` WHERE date_time = ?",
-                    table = self.table
+                     FROM {table} WHERE date_time = ?",
+                    table = quoted(&self.table)
                 );
                 sqlx::query_as::<_, Raw>(&sql)
                     .bind(String::from_utf8_lossy(&last).into_owned())
