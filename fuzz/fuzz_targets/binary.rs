@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     static ROUTES: OnceLock<co2_bridge::decode::Routes> = OnceLock::new();
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
     for topic in [&b"camera/cam-1/snapshot"[..], b"camera/snapshot"] {
-        if let Record::Decoded { message, .. } = deliver(routes, topic, data) {
+        for record in deliver(routes, topic, data) {
+            let Record::Decoded { message, .. } = record else {
+                continue;
+            };
             let (Some(Value::Text(kind)), Some(Value::Int(size)), Some(Value::Bytes(bytes))) = (
                 message.field("content_type"),
                 message.field("size"),

@@ -170,6 +170,18 @@ pub struct JsonSettings {
     /// For `columns` mode: field (a dotted path for a nested one) -> column.
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
+    /// Take a top-level array of objects as one reading per element (a lone
+    /// object is still one reading); default false, when an array is
+    /// refused (`not_an_object`).
+    #[serde(default)]
+    pub batch: bool,
+    /// The member of a top-level object holding the batch's array (implies
+    /// `batch`); the object's time and device members are the elements'
+    /// when they have none.
+    pub batch_field: Option<String>,
+    /// Most elements one batch may hold (default 1000); more is one
+    /// rejection (`too_many_elements`).
+    pub max_elements: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -188,6 +200,9 @@ impl Default for JsonSettings {
             max_depth: None,
             max_fields: None,
             fields: BTreeMap::new(),
+            batch: false,
+            batch_field: None,
+            max_elements: None,
         }
     }
 }

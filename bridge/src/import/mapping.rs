@@ -115,8 +115,8 @@ impl Mapper {
         self.payloads.extend_from_slice(b"|");
         self.payloads.extend_from_slice(reading.value.as_bytes());
         let payload = self.payloads.split().freeze();
-        let record = self.routes.record(&origin, payload, seq, now);
-        self.labelled(at, raw, record)
+        let records = self.routes.records(&origin, payload, seq, now);
+        self.labelled(at, raw, records)
     }
 
     /// The record of a line that is a device's payload itself (`lines`).
@@ -127,8 +127,8 @@ impl Mapper {
         };
         self.payloads.extend_from_slice(line);
         let payload = self.payloads.split().freeze();
-        let record = self.routes.record(&origin, payload, None, now);
-        self.labelled(at, line, record)
+        let records = self.routes.records(&origin, payload, None, now);
+        self.labelled(at, line, records)
     }
 
     /// A dead letter for the row at `at`: `raw` as its payload, `why` after where it is.
@@ -173,7 +173,18 @@ impl Mapper {
     }
 
     /// A refusal by the route, labelled with where the row is.
-    fn labelled(&self, at: Location<'_>, raw: &[u8], record: Record) -> Record {
+    /// The record of a row, its dead letter labelled with where the row is.
+    /// A row is one reading: a batch (a JSON array on a batching route) is
+    /// refused whole, as the checkpoint counts rows.
+    fn labelled(&self, at: Location<'_>, raw: &[u8], mut records: Vec<Record>) -> Record {
+        let record = match records.pop() {
+            Some(record) if records.is_empty() => record,
+            _ => {
+                let why = "a batch: an import takes one reading per line; \
+                           write each element on a line of its own";
+                return self.refuse(at, raw, Reason::NotAnObject, why);
+            }
+        };
         match record {
             Record::Rejected { letter, .. } => {
                 let why = match &letter.detail {

@@ -94,11 +94,15 @@ pub enum Reason {
     /// dead letter's detail says which; `dead-letters replay` stores it
     /// once the zone is known).
     TimeZoneUnknown,
+    /// A batch with more elements than the route allows (`json.max_elements`).
+    TooManyElements,
+    /// A batch's member (`json.batch_field`) that is not an array.
+    BadBatch,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 37] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -134,6 +138,8 @@ impl Reason {
         Reason::CrashedBridge,
         Reason::BadEvent,
         Reason::TimeZoneUnknown,
+        Reason::TooManyElements,
+        Reason::BadBatch,
     ];
 
     /// The stable snake_case name: metric label, `rejected_messages.reason`, HTTP answer.
@@ -174,6 +180,8 @@ impl Reason {
             Reason::CrashedBridge => "crashed_bridge",
             Reason::BadEvent => "bad_event",
             Reason::TimeZoneUnknown => "time_zone_unknown",
+            Reason::TooManyElements => "too_many_elements",
+            Reason::BadBatch => "bad_batch",
         }
     }
 }

@@ -18,7 +18,7 @@ use co2_wire::{DeviceId, Reading};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{abandon, Decoded, InFlight};
+use super::{abandon, per_delivery, Decoded, InFlight};
 use crate::fault::Faults;
 use crate::health::{Health, Stage};
 use crate::metrics::Metrics;
@@ -69,17 +69,18 @@ impl Committer {
         // `_held` releases the batch's bytes when this returns: after the acks.
         let Decoded {
             records,
+            parts,
             tokens,
             held: _held,
             ..
         } = batch;
-        let (mut records, tokens) = self.claim(records, tokens);
+        let (mut records, parts, tokens) = self.claim(records, parts, tokens);
         self.faults
             .at_commit(records.iter().filter_map(|r| match r {
                 Record::Decoded { payload, .. } => Some(payload.as_ref()),
                 Record::Rejected { .. } => None,
             }));
-        let count = records.len();
+        let count = tokens.len();
         let written = match self.write(&mut records, give_up).await {
             Ok(written) => written,
             Err(Abandoned) => {
@@ -92,7 +93,7 @@ impl Committer {
             }
         };
         let m = &self.metrics;
-        m.batch_rows.observe(count as f64);
+        m.batch_rows.observe(records.len() as f64);
         let (mut inserted, mut duplicates, mut rejected) = (0, 0, 0);
         for (sink, w) in &written {
             let sink = self.sinks.name(*sink);
@@ -109,15 +110,21 @@ impl Committer {
                 duplicates += n;
             }
         }
-        let reasons: Vec<Option<Reason>> = records
-            .iter()
-            .map(|r| match r {
-                Record::Rejected { route, letter } => {
-                    m.reject(self.routes.label(*route), letter.reason);
-                    rejected += 1;
-                    Some(letter.reason)
+        for record in &records {
+            if let Record::Rejected { route, letter } = record {
+                m.reject(self.routes.label(*route), letter.reason);
+                rejected += 1;
+            }
+        }
+        // A delivery is answered stored when anything of it was (the
+        // elements of a batch that were refused are dead letters of their own).
+        let reasons: Vec<Option<Reason>> = per_delivery(&records, &parts)
+            .map(|mine| {
+                let stored = mine.iter().any(|r| matches!(r, Record::Decoded { .. }));
+                match mine.first() {
+                    Some(Record::Rejected { letter, .. }) if !stored => Some(letter.reason),
+                    _ => None,
                 }
-                Record::Decoded { .. } => None,
             })
             .collect();
         self.observe_readings(&records);
@@ -137,20 +144,30 @@ impl Committer {
 
     /// Claims every message for writing, and drops those whose HTTP request
     /// gave up waiting (they were told "not stored" and must not be written).
-    fn claim(&self, records: Vec<Record>, tokens: Vec<Ack>) -> (Vec<Record>, Vec<Ack>) {
+    fn claim(
+        &self,
+        records: Vec<Record>,
+        parts: Vec<u32>,
+        tokens: Vec<Ack>,
+    ) -> (Vec<Record>, Vec<u32>, Vec<Ack>) {
         if tokens.iter().all(Ack::claim) {
-            return (records, tokens);
+            return (records, parts, tokens);
         }
-        let (mut kept_records, mut kept_tokens) = (Vec::new(), Vec::new());
-        for (record, token) in records.into_iter().zip(tokens) {
+        let (mut kept_records, mut kept_parts, mut kept_tokens) =
+            (Vec::new(), Vec::new(), Vec::new());
+        let mut records = records.into_iter();
+        for (n, token) in parts.into_iter().zip(tokens) {
+            let mine = records.by_ref().take(n as usize);
             if token.claim() {
-                kept_records.push(record);
+                kept_records.extend(mine);
+                kept_parts.push(n);
                 kept_tokens.push(token);
             } else {
+                mine.for_each(drop);
                 self.metrics.pending_messages.dec();
             }
         }
-        (kept_records, kept_tokens)
+        (kept_records, kept_parts, kept_tokens)
     }
 
     /// Writes every record durably, each through its sink; returns what each sink stored.

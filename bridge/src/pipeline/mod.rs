@@ -108,6 +108,9 @@ pub struct PipelineTasks {
 /// and the messages' fingerprints, in arrival order.
 struct Decoded {
     records: Vec<Record>,
+    /// How many of `records` each delivery made, in order (a batched JSON
+    /// message makes one per element).
+    parts: Vec<u32>,
     tokens: Vec<Ack>,
     /// The deliveries' bytes, released once they are acknowledged.
     held: Vec<Held>,
@@ -307,6 +310,7 @@ impl Intake {
                         .await;
                     self.send(
                         vec![record],
+                        vec![1],
                         vec![delivery.ack],
                         vec![delivery.held],
                         Arc::from([fp]),
@@ -334,30 +338,44 @@ impl Intake {
         self.in_flight.set(Stage::Intake, fingerprints.clone());
         let received = Utc::now();
         let mut records = Vec::with_capacity(deliveries.len());
+        let mut parts = Vec::with_capacity(deliveries.len());
         let mut tokens = Vec::with_capacity(deliveries.len());
         let mut held = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            records.push(self.routes.record(&d.origin, d.payload, d.seq, received));
+            let n = self
+                .routes
+                .record_into(&mut records, &d.origin, d.payload, d.seq, received);
+            parts.push(u32::try_from(n).unwrap_or(u32::MAX));
             tokens.push(d.ack);
             held.push(d.held);
         }
-        self.send(records, tokens, held, fingerprints, opened, to_commit)
-            .await;
+        self.send(
+            records,
+            parts,
+            tokens,
+            held,
+            fingerprints,
+            opened,
+            to_commit,
+        )
+        .await;
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         records: Vec<Record>,
+        parts: Vec<u32>,
         tokens: Vec<Ack>,
         held: Vec<Held>,
         fingerprints: Arc<[u64]>,
         opened: Instant,
         to_commit: &mpsc::Sender<Decoded>,
     ) {
-        self.count_received(&records);
+        self.count_received(&records, &parts);
         let batch = Decoded {
             records,
+            parts,
             tokens,
             held,
             fingerprints,
@@ -371,10 +389,10 @@ impl Intake {
         self.in_flight.set(Stage::Intake, Arc::from([]));
     }
 
-    /// Messages per route, counted once per batch.
-    fn count_received(&self, records: &[Record]) {
+    /// Messages per route (a batch is one message), counted once per batch.
+    fn count_received(&self, records: &[Record], parts: &[u32]) {
         let mut counts: Vec<(Option<RouteId>, u64)> = Vec::new();
-        for record in records {
+        for record in per_delivery(records, parts).filter_map(|d| d.first()) {
             let route = match record {
                 Record::Decoded { route, .. } => Some(*route),
                 Record::Rejected { route, .. } => *route,
@@ -405,6 +423,16 @@ fn source_key(origin: &Origin) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// Gives up on a batch without acking it (HTTP callers are told to retry).
+/// The records of each delivery, in order, given how many each made.
+fn per_delivery<'r>(records: &'r [Record], parts: &'r [u32]) -> impl Iterator<Item = &'r [Record]> {
+    let mut rest = records;
+    parts.iter().map(move |n| {
+        let (mine, after) = rest.split_at((*n as usize).min(rest.len()));
+        rest = after;
+        mine
+    })
+}
+
 fn abandon(metrics: &Metrics, tokens: Vec<Ack>) {
     metrics.pending_messages.sub(tokens.len() as i64);
     tokens.into_iter().for_each(Ack::abandon);

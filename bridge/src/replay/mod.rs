@@ -105,8 +105,9 @@ impl ReplayError {
 
 /// What today's routes make of one selected letter.
 enum Outcome {
-    /// Decodes: a [`Record::Decoded`] for the route's sink.
-    Decoded(Record),
+    /// Decodes: [`Record::Decoded`]s for the route's sink (one per element
+    /// of a batch, which replays whole or not at all).
+    Decoded(Vec<Record>),
     /// Refused again, with today's reason.
     Refused(DeadLetter),
     /// Only the payload's first bytes were kept.
@@ -270,12 +271,12 @@ impl DeadLetters {
                     letter.detail.clone(),
                 )),
                 Outcome::Decoded(_) if summary.dry_run => summary.replayed += 1,
-                Outcome::Decoded(record) => {
+                Outcome::Decoded(records) => {
                     let sink = self.sink_of(c.route)?;
                     if let Some(list) = by_sink.get_mut(sink) {
                         list.push(Replayed {
                             id: c.letter.id,
-                            record,
+                            records,
                         });
                     }
                 }
@@ -380,21 +381,28 @@ impl DeadLetters {
             Ok(origin) => {
                 let payload = Bytes::copy_from_slice(&letter.payload);
                 let now = letter.received_at.and_utc();
-                match self.routes.record(&origin, payload, None, now) {
-                    record @ Record::Decoded { .. } => {
-                        if let Record::Decoded {
+                let mut records = self.routes.records(&origin, payload, None, now);
+                let refused = records
+                    .iter()
+                    .position(|r| matches!(r, Record::Rejected { .. }));
+                match refused {
+                    None => {
+                        if let Some(Record::Decoded {
                             route: r, message, ..
-                        } = &record
+                        }) = records.first()
                         {
                             route = Some(*r);
                             device = Some(message.device.clone());
                         }
-                        Outcome::Decoded(record)
+                        Outcome::Decoded(records)
                     }
-                    Record::Rejected { route: r, letter } => {
-                        route = r.or(route);
-                        Outcome::Refused(letter)
-                    }
+                    Some(i) => match records.swap_remove(i) {
+                        Record::Rejected { route: r, letter } => {
+                            route = r.or(route);
+                            Outcome::Refused(letter)
+                        }
+                        Record::Decoded { .. } => Outcome::Truncated,
+                    },
                 }
             }
         };

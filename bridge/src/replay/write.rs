@@ -27,8 +27,8 @@ const TRIES: u32 = 8;
 pub struct Replayed<'a> {
     /// The dead letter's id.
     pub id: u64,
-    /// A [`Record::Decoded`].
-    pub record: &'a Record,
+    /// Its [`Record::Decoded`]s (several for a batch).
+    pub records: &'a [Record],
 }
 
 /// What storing one sink's share of a chunk did.
@@ -65,7 +65,10 @@ impl Target<'_> {
             }
             let ids: Vec<u64> = part.iter().map(|r| r.id).collect();
             let batch = Batch {
-                items: part.iter().filter_map(|r| item(r.record)).collect(),
+                items: part
+                    .iter()
+                    .flat_map(|r| r.records.iter().filter_map(item))
+                    .collect(),
                 letters: Vec::new(),
                 settles: if self.keeps_letters {
                     ids.clone()

@@ -258,6 +258,7 @@ mod tests {
                 "python",
                 "tasmota",
                 "zigbee2mqtt",
+                "buffered",
                 "shelly",
                 "esphome"
             ]

@@ -185,8 +185,14 @@ fn build(
             format!("decoder = {:?} needs [routes.{key}]", s.decoder),
         )
     };
+    let batches = s
+        .json
+        .as_ref()
+        .is_some_and(|j| j.batch || j.batch_field.is_some());
     let max_payload = s.max_payload_bytes.unwrap_or(match s.decoder {
         DecoderKind::Pipe => settings.wire.max_payload_bytes,
+        // A thousand readings of a few fields each.
+        DecoderKind::Json if batches => 1024 * 1024,
         DecoderKind::Delimited | DecoderKind::Json | DecoderKind::Value => 64 * 1024,
         DecoderKind::Binary => 4 * 1024 * 1024,
     });
@@ -355,6 +361,9 @@ fn refuse_tags(route: &str, key: &str, tags: &[&str], table: &str) -> Result<(),
     }
 }
 
+/// Most elements a route may let one batch hold.
+const MAX_ELEMENTS: usize = 100_000;
+
 /// The JSON decoder of a route, its settings checked.
 fn json_decoder(
     name: &str,
@@ -389,9 +398,26 @@ fn json_decoder(
     if j.max_fields == Some(0) {
         return Err(invalid(name, "json.max_fields", "must be at least 1"));
     }
+    if j.max_elements.is_some() && !j.batch && j.batch_field.is_none() {
+        return Err(invalid(
+            name,
+            "json.max_elements",
+            "is for batches only (json.batch = true or json.batch_field)",
+        ));
+    }
+    if j.max_elements
+        .is_some_and(|n| !(1..=MAX_ELEMENTS).contains(&n))
+    {
+        return Err(invalid(
+            name,
+            "json.max_elements",
+            format!("must be 1..={MAX_ELEMENTS} (one batch is written in one transaction)"),
+        ));
+    }
     for (key, value) in [
         ("json.time_field", &j.time_field),
         ("json.device_field", &j.device_field),
+        ("json.batch_field", &j.batch_field),
     ] {
         if value.as_deref().is_some_and(str::is_empty) {
             return Err(invalid(name, key, "must not be empty"));

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use co2_wire::{ClockOffset, DeviceId, Seq, TopicMatch};
 
-use super::{Context, MessageTimes, Route, Routes, MAX_TAG_CHARS};
+use super::{Context, MessageTimes, Parts, Route, Routes, MAX_TAG_CHARS};
 use crate::clocks::{Seen, Verdict, ZoneSetting};
 use crate::config::RETAINED_TABLES;
 use crate::model::{DeadLetter, Origin, Reason, Record, RouteId};
@@ -32,18 +32,24 @@ struct Resolved<'r> {
 }
 
 impl Routes {
-    /// Turns one delivery into a record. Never panics: a decoder that panics
-    /// anyway costs this one message a dead letter (`decoder_panic`).
-    pub fn record(
+    /// Turns one delivery into its records, pushed onto `out`: one, or one
+    /// per element of a batch (see [`super::batch`]); returns how many.
+    /// Never panics: a decoder that panics anyway costs this delivery a
+    /// dead letter (`decoder_panic`).
+    pub fn record_into(
         &self,
+        out: &mut Vec<Record>,
         origin: &Origin,
         payload: Bytes,
         seq: Option<Seq>,
         now: DateTime<Utc>,
-    ) -> Record {
+    ) -> usize {
         let resolved = match self.resolve(origin) {
             Ok(resolved) => resolved,
-            Err(u) => return self.reject(u.route, &u.topic, &payload, u.reason),
+            Err(u) => {
+                out.push(self.reject(u.route, &u.topic, &payload, u.reason));
+                return 1;
+            }
         };
         let Resolved {
             id,
@@ -89,44 +95,79 @@ impl Routes {
                 // This very reading taught it: read it again in its zone.
                 Verdict::Learned(zone) => decoded = attempt(Some(zone)).0,
                 Verdict::Hold(why) => {
-                    if matches!(decoded, Ok(Ok(_)) | Ok(Err(Reason::TimeZoneUnknown))) {
-                        decoded = Ok(Err(Reason::TimeZoneUnknown));
-                        detail = Some(why);
+                    if let Ok(parts) = &mut decoded {
+                        if parts.hold() {
+                            detail = Some(why);
+                        }
                     }
                 }
             }
-            if matches!(decoded, Ok(Err(Reason::TooFarInFuture))) {
-                detail = Some(ahead_of_arrival(&seen, now, &route.name));
+            if let Ok(parts) = &decoded {
+                if parts.any(|r| matches!(r, Err(Reason::TooFarInFuture))) {
+                    detail = Some(ahead_of_arrival(&seen, now, &route.name));
+                }
             }
         }
-        if let (Ok(Ok(message)), Some(max_age)) = (&decoded, self.max_age) {
-            let cutoff = now.naive_utc() - max_age;
-            if message.time < cutoff && RETAINED_TABLES.contains(&route.table()) {
-                detail = Some(format!(
-                    "stamped {}, before the {} days raw rows are kept (retention.raw_days); \
-                     raise it and replay this dead letter to store it",
-                    message.time.format("%Y-%m-%d %H:%M:%S"),
-                    max_age.num_days()
-                ));
-                decoded = Ok(Err(Reason::BeyondRetention));
+        if let (Ok(parts), Some(max_age)) = (&mut decoded, self.max_age) {
+            if RETAINED_TABLES.contains(&route.table()) {
+                let cutoff = now.naive_utc() - max_age;
+                let beyond = |message: &crate::model::Message| {
+                    format!(
+                        "stamped {}, before the {} days raw rows are kept (retention.raw_days); \
+                         raise it and replay this dead letter to store it",
+                        message.time.format("%Y-%m-%d %H:%M:%S"),
+                        max_age.num_days()
+                    )
+                };
+                parts.for_each(|result| {
+                    if let Ok(message) = result {
+                        if message.time < cutoff {
+                            detail = Some(beyond(message));
+                            *result = Err(Reason::BeyondRetention);
+                        }
+                    }
+                });
             }
         }
+        let letter_topic = letter_topic(origin, &topic);
+        let letter = |bytes: &[u8], reason: Reason, at: Option<(usize, usize)>| {
+            let mut letter = self.dead_letter(&letter_topic, bytes, reason);
+            let detail = match (at, &detail) {
+                (Some((i, n)), Some(d)) => Some(format!("element {} of {n}: {d}", i + 1)),
+                (Some((i, n)), None) => Some(format!("element {} of {n}", i + 1)),
+                (None, d) => d.clone(),
+            };
+            if let Some(detail) = detail {
+                letter = letter.with_detail(&detail);
+            }
+            Record::Rejected {
+                route: Some(id),
+                letter,
+            }
+        };
         match decoded {
-            Ok(Ok(message)) => Record::Decoded {
+            Ok(Parts::One(Ok(message))) => out.push(Record::Decoded {
                 route: id,
                 message,
                 topic,
                 payload,
-            },
-            Ok(Err(reason)) => {
-                let mut letter = self.dead_letter(&letter_topic(origin, &topic), &payload, reason);
-                if let Some(detail) = detail {
-                    letter = letter.with_detail(&detail);
+            }),
+            Ok(Parts::One(Err(reason))) => out.push(letter(&payload, reason, None)),
+            Ok(Parts::Many(parts)) => {
+                let n = parts.len();
+                out.reserve(n);
+                for (i, (result, bytes)) in parts.into_iter().enumerate() {
+                    out.push(match result {
+                        Ok(message) => Record::Decoded {
+                            route: id,
+                            message,
+                            topic: topic.clone(),
+                            payload: part_of(&payload, bytes),
+                        },
+                        Err(reason) => letter(bytes, reason, Some((i, n))),
+                    });
                 }
-                Record::Rejected {
-                    route: Some(id),
-                    letter,
-                }
+                return n;
             }
             Err(panic) => {
                 tracing::error!(
@@ -136,14 +177,37 @@ impl Routes {
                     "A decoder panicked on this message; it is dead-lettered as decoder_panic \
                      and the other messages go on (please report this as a bug)"
                 );
-                self.reject(
-                    Some(id),
-                    &letter_topic(origin, &topic),
-                    &payload,
-                    Reason::DecoderPanic,
-                )
+                out.push(self.reject(Some(id), &letter_topic, &payload, Reason::DecoderPanic));
             }
         }
+        1
+    }
+
+    /// The one record of a delivery that is not a batch (tests).
+    #[cfg(test)]
+    pub(crate) fn record(
+        &self,
+        origin: &Origin,
+        payload: Bytes,
+        seq: Option<Seq>,
+        now: DateTime<Utc>,
+    ) -> Record {
+        let mut records = self.records(origin, payload, seq, now);
+        assert_eq!(records.len(), 1, "one delivery, one record");
+        records.remove(0)
+    }
+
+    /// The records of one delivery (see [`Routes::record_into`]).
+    pub fn records(
+        &self,
+        origin: &Origin,
+        payload: Bytes,
+        seq: Option<Seq>,
+        now: DateTime<Utc>,
+    ) -> Vec<Record> {
+        let mut out = Vec::with_capacity(1);
+        self.record_into(&mut out, origin, payload, seq, now);
+        out
     }
 
     /// A dead letter for a delivery, labelled with its route (if any matches)
@@ -268,6 +332,17 @@ fn ahead_of_arrival(seen: &Seen, arrival: DateTime<Utc>, route: &str) -> String 
         .wall
         .map(|w| ClockOffset::between(w.and_utc(), arrival));
     co2_wire::explain_offset(error, wall, &format!("route {route} or of this device"))
+}
+
+/// The bytes of `part`, a slice of `payload`, without a copy where it is one.
+fn part_of(payload: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).checked_sub(payload.as_ptr() as usize);
+    match start {
+        Some(start) if start + part.len() <= payload.len() => {
+            payload.slice(start..start + part.len())
+        }
+        _ => Bytes::copy_from_slice(part),
+    }
 }
 
 /// How a dead letter names where a delivery came from: its topic, or for a

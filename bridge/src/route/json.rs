@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use co2_wire::{DeviceId, UnixUnit};
 use serde_json::{Map, Value as Json};
 
+use super::batch::{self, BatchShape, Elements, Split, DEFAULT_MAX_ELEMENTS};
 use super::flatten::{flatten, Shape, MAX_DEPTH};
 use super::scalar::{plain_number, Leaf};
-use super::Context;
+use super::{Context, Parts};
 use crate::config::routes::{JsonMode, JsonSettings};
 use crate::model::Reason;
 use crate::model::{Column, Layout};
@@ -50,6 +51,8 @@ pub struct JsonDecoder {
     numeric_strings: bool,
     shape: Shape,
     document: Arc<str>,
+    /// How a batch's elements are found, for routes that take batches.
+    batch: Option<BatchShape>,
 }
 
 impl JsonDecoder {
@@ -82,6 +85,12 @@ impl JsonDecoder {
                 check_names: settings.mode == JsonMode::Long,
             },
             document: Arc::from(DOCUMENT_FIELD),
+            batch: (settings.batch || settings.batch_field.is_some()).then(|| BatchShape {
+                field: settings.batch_field.clone(),
+                max_elements: settings.max_elements.unwrap_or(DEFAULT_MAX_ELEMENTS),
+                time_field: settings.time_field.clone().unwrap_or_else(|| "time".into()),
+                device_field: settings.device_field.clone(),
+            }),
         }
     }
 
@@ -114,14 +123,46 @@ impl JsonDecoder {
         }
     }
 
-    /// Decodes one payload.
+    /// Decodes one payload: one message, or on a batching route each
+    /// element of a batch as one (an element without a time or device takes
+    /// its enclosing object's).
+    pub(super) fn decode_parts<'p>(&self, payload: &'p [u8], ctx: &Context<'_>) -> Parts<'p> {
+        let Some(shape) = &self.batch else {
+            return Parts::One(self.decode(payload, ctx));
+        };
+        match batch::split(payload, shape) {
+            Err(reason) => Parts::One(Err(reason)),
+            Ok(Split::One) => Parts::One(self.decode(payload, ctx)),
+            Ok(Split::Many(elements)) => Parts::Many(
+                elements
+                    .items
+                    .iter()
+                    .map(|item| (self.decode_with(item, ctx, &elements), *item))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Decodes one payload as one object.
     pub fn decode(&self, payload: &[u8], ctx: &Context<'_>) -> Result<Message, Reason> {
+        self.decode_with(payload, ctx, &Elements::default())
+    }
+
+    /// Decodes one object, whose time and device, when it has none, are
+    /// those of `enclosing` (a batch's enclosing object).
+    fn decode_with(
+        &self,
+        payload: &[u8],
+        ctx: &Context<'_>,
+        enclosing: &Elements<'_>,
+    ) -> Result<Message, Reason> {
         let mut picks = vec![self.time_field.as_str()];
         picks.extend(self.device_field.as_deref());
         let flat = flatten(payload, &self.shape, &picks)?;
         let mut picked = flat.picked.into_iter();
-        let time_leaf = picked.next().flatten();
-        let device = device_of(picked.next().flatten(), ctx)?;
+        let time_leaf = picked.next().flatten().or_else(|| enclosing.time.clone());
+        let device_leaf = picked.next().flatten().or_else(|| enclosing.device.clone());
+        let device = device_of(device_leaf, ctx)?;
         let time = time_of(time_leaf, self.time_unit, ctx)?.naive_utc();
         let fields = match self.mode {
             JsonMode::Long => {

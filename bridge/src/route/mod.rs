@@ -4,6 +4,7 @@
 //! configuration; more come from `[[routes]]`. Every route shares the same
 //! durable pipeline: batches, dead letters, acks after the sink has the data.
 
+mod batch;
 mod binary;
 mod build;
 mod clock;
@@ -93,6 +94,44 @@ impl Context<'_> {
     pub fn received(&self) -> DateTime<Utc> {
         self.clock
             .stamp((self.route, self.device.as_str()), self.now)
+    }
+}
+
+/// What a route's decoder made of one delivery: one message, or the
+/// elements of a batch, each with the bytes it was sent as.
+enum Parts<'p> {
+    One(Result<Message, Reason>),
+    Many(Vec<(Result<Message, Reason>, &'p [u8])>),
+}
+
+impl Parts<'_> {
+    /// Holds every message read (a device whose zone is not known yet):
+    /// each becomes `time_zone_unknown`; true if any did.
+    fn hold(&mut self) -> bool {
+        let mut held = false;
+        self.for_each(|result| {
+            if matches!(result, Ok(_) | Err(Reason::TimeZoneUnknown)) {
+                *result = Err(Reason::TimeZoneUnknown);
+                held = true;
+            }
+        });
+        held
+    }
+
+    /// True if any part's result passes `test`.
+    fn any(&self, test: impl Fn(&Result<Message, Reason>) -> bool) -> bool {
+        match self {
+            Parts::One(result) => test(result),
+            Parts::Many(parts) => parts.iter().any(|(result, _)| test(result)),
+        }
+    }
+
+    /// Calls `f` on every part's result.
+    fn for_each(&mut self, mut f: impl FnMut(&mut Result<Message, Reason>)) {
+        match self {
+            Parts::One(result) => f(result),
+            Parts::Many(parts) => parts.iter_mut().for_each(|(result, _)| f(result)),
+        }
     }
 }
 
@@ -210,10 +249,17 @@ impl Route {
         self.tokens_file.is_some()
     }
 
-    fn decode(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Message, Reason> {
+    fn decode<'p>(&self, payload: &'p Bytes, ctx: &Context<'_>) -> Parts<'p> {
         if payload.len() > self.max_payload {
-            return Err(Reason::Oversized);
+            return Parts::One(Err(Reason::Oversized));
         }
+        match &self.decode {
+            Decode::Json(d) => d.decode_parts(payload, ctx),
+            _ => Parts::One(self.decode_one(payload, ctx)),
+        }
+    }
+
+    fn decode_one(&self, payload: &Bytes, ctx: &Context<'_>) -> Result<Message, Reason> {
         match &self.decode {
             Decode::Pipe(decoder, field) => {
                 let (time, value) = decoder.split(payload)?;

@@ -20,7 +20,9 @@ pub struct MessageTimes<'a> {
     zone: Option<Zone>,
     /// When the message arrived.
     now: DateTime<Utc>,
-    /// The first time read from the payload, for the clock watch.
+    /// The newest time read from the payload, for the clock watch (a
+    /// batch's oldest elements may be a backlog; its newest is the clock's
+    /// best word on now).
     seen: Cell<Option<Seen>>,
 }
 
@@ -78,7 +80,7 @@ impl<'a> MessageTimes<'a> {
     }
 
     fn note(&self, seen: Seen) {
-        if self.seen.get().is_none() {
+        if self.seen.get().is_none_or(|s| s.time < seen.time) {
             self.seen.set(Some(seen));
         }
     }

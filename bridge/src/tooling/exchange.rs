@@ -134,10 +134,13 @@ async fn answer(mut rx: mpsc::Receiver<Delivery>, routes: std::sync::Arc<Routes>
         if !delivery.ack.claim() {
             continue;
         }
-        let record = routes.record(&delivery.origin, delivery.payload, delivery.seq, Utc::now());
-        let outcome = match record {
-            Record::Decoded { .. } => HttpOutcome::Stored,
-            Record::Rejected { letter, .. } => HttpOutcome::Rejected(letter.reason),
+        let records = routes.records(&delivery.origin, delivery.payload, delivery.seq, Utc::now());
+        let stored = records.iter().any(|r| matches!(r, Record::Decoded { .. }));
+        let outcome = match records.first() {
+            Some(Record::Rejected { letter, .. }) if !stored => {
+                HttpOutcome::Rejected(letter.reason)
+            }
+            _ => HttpOutcome::Stored,
         };
         if let Ack::Http(reply) = delivery.ack {
             reply.send(outcome);

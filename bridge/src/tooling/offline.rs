@@ -90,17 +90,16 @@ impl Offline {
         received: DateTime<Utc>,
         tally: &mut Tally,
     ) -> Result<(), sqlx::Error> {
-        let records: Vec<Record> = batch
-            .iter()
-            .map(|(topic, payload)| {
-                self.routes.record(
-                    &Origin::Mqtt(topic.clone()),
-                    payload.clone(),
-                    None,
-                    received,
-                )
-            })
-            .collect();
+        let mut records: Vec<Record> = Vec::with_capacity(batch.len());
+        for (topic, payload) in batch {
+            self.routes.record_into(
+                &mut records,
+                &Origin::Mqtt(topic.clone()),
+                payload.clone(),
+                None,
+                received,
+            );
+        }
         // The records for the sink, as the commit stage splits a batch by
         // sink (here every route writes to MySQL; dead letters are counted).
         let mut decoded = Vec::with_capacity(records.len());
