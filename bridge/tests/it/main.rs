@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod ack_batching;
+mod batches;
 mod completeness;
 mod crashes_and_outages;
 mod dead_letter_replay;
