@@ -81,7 +81,9 @@ WHERE $__timeFilter(measured_at) AND `full` = 1
 GROUP BY bin_id
 ORDER BY last_full DESC""",
     'Sensor readings (JSON, bare values): numbers': """SELECT $__timeGroupAlias(`time`, $__interval),
-  CONCAT_WS(' ', device, CONVERT(field USING utf8mb4), CONVERT(tags USING utf8mb4)) AS metric,
+  CONCAT_WS(' ', device, CONVERT(field USING utf8mb4),
+    IF(LOCATE('"', field) > 0, NULL, CONCAT('(', JSON_UNQUOTE(JSON_EXTRACT(tags, CONCAT('$."', CONVERT(field USING utf8mb4), '.unit"'))), ')')),
+    IF(tags LIKE '%.unit"%' OR tags LIKE '%.device_class"%', NULL, CONVERT(tags USING utf8mb4))) AS metric,
   AVG(value) AS value
 FROM readings
 WHERE $__timeFilter(`time`) AND kind IN ('number', 'bool')

@@ -140,6 +140,10 @@ def seed(conn, now):
             others.append(("tasmota-1", "tele/tasmota-1/SENSOR", utc(t), "TempUnit", None, unit, "text", None, b""))
             others.append(("shelly-1", "shellies/shelly-1/relay/0/power", utc(t), "on", int(t / 1800) % 2, None,
                            "bool", '{"channel":"0"}', b"k0"))
+            # A sensor announced by Home Assistant discovery: its unit and
+            # device class in the tags, keyed by field.
+            others.append(("zigbee2mqtt_0x00178801", "zigbee2mqtt/office", utc(t), "co2", 420 + int(t / 600) % 40,
+                           None, "number", '{"co2.unit": "ppm", "co2.device_class": "carbon_dioxide"}', b"kd"))
             t += 600
         cur.executemany(
             "INSERT INTO readings (device, topic, `time`, field, value, text_value, kind, tags, tags_key) "
@@ -181,6 +185,26 @@ def check_completeness(c, ro, targets, now):
         c.check((share is None and pct is None) or (share is not None and pct is not None
                                                      and abs(float(share) - pct) < 1e-3),
                 f"Completeness: {device} is {pct if pct is None else round(pct, 3)} % complete", f"got {share}")
+
+
+def check_units(c, ro, targets, now):
+    """A discovered sensor's unit is in its legend; its tags are not."""
+    title = "Sensor readings (JSON, bare values): numbers"
+    found = [(dash, t) for _, dash, p, t in targets if p.get("title") == title]
+    if not c.check(len(found) == 1, f"the CO2 dashboard has '{title}'"):
+        return
+    dash, target = found[0]
+    variables = mysql_variables(dash)
+    models = {n: dict(v, options=[{"text": d, "value": d} for d in DEVICES]) for n, v in variables.items()}
+    for interval_ms in (1000, 60000, 3600000):
+        sql = grafana_sql.interpolate(target["rawSql"], models, {n: ["$__all"] for n in variables},
+                                      now - 86400, now, interval_ms)
+        _, rows = run(ro, sql)
+        metrics = {r[1] for r in rows}
+        c.check("zigbee2mqtt_0x00178801 co2 (ppm)" in metrics
+                and any(m.startswith('shelly-1 on {"channel"') for m in metrics),
+                f"{title}: a discovered sensor's legend names its unit, other tags stay (interval {interval_ms} ms)",
+                f"{sorted(metrics)}")
 
 
 def mysql_targets():
@@ -413,6 +437,7 @@ def main():
                     check_shape(c, label, fmt, cols, rows, None if devices in (None, ["$__all"]) else devices)
 
         check_completeness(c, ro, targets, now)
+        check_units(c, ro, targets, now)
 
         if rebuilt:
             tier_check.check(c, lambda sql: run(ro, sql), targets, lambda d: var_models_of(ro, d),
