@@ -59,6 +59,8 @@ pub struct RouteSettings {
     pub json: Option<JsonSettings>,
     /// Settings of the `binary` decoder.
     pub binary: Option<BinarySettings>,
+    /// Settings of the `lorawan` decoder.
+    pub lorawan: Option<LorawanSettings>,
     /// Accept this route over HTTP too (`POST /ingest/<name>`).
     pub http: Option<HttpIngestSettings>,
 }
@@ -78,6 +80,9 @@ pub enum DecoderKind {
     Value,
     /// A file (JPEG/PNG/...), raw or base64 inside JSON.
     Binary,
+    /// A LoRaWAN network server's JSON (The Things Stack v3, ChirpStack v4):
+    /// uplinks as readings, or joins, acks and status as device events.
+    Lorawan,
 }
 
 /// `[routes.delimited]`
@@ -218,6 +223,41 @@ pub enum JsonMode {
     Columns,
     /// One row, the whole object in a JSON column.
     Document,
+}
+
+/// `[routes.lorawan]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LorawanSettings {
+    /// Which network server's JSON the route reads.
+    pub server: LorawanServer,
+    /// Store the messages as device events (`device_events`: joins, downlink
+    /// acks, status) instead of uplinks as readings.
+    #[serde(default)]
+    pub events: bool,
+    /// Store each uplink's radio metadata too: the best RSSI and SNR, how
+    /// many gateways heard it, its frame counter and port (`lorawan.*` fields).
+    #[serde(default)]
+    pub radio: bool,
+    /// Read a decoded string that is a plain decimal number as that number
+    /// (default true), as the `json` decoder does.
+    #[serde(default = "yes")]
+    pub numeric_strings: bool,
+    /// Deepest nesting of the decoded payload, itself being 1 (default 16, at most 31).
+    pub max_depth: Option<usize>,
+    /// Most fields of the decoded payload (default 64); more is one
+    /// rejection (`too_many_fields`).
+    pub max_fields: Option<usize>,
+}
+
+/// The network servers whose JSON the `lorawan` decoder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LorawanServer {
+    /// The Things Stack v3 (The Things Network): `v3/<app>@<tenant>/devices/<device id>/up`.
+    Ttn,
+    /// ChirpStack v4: `application/<id>/device/<DevEUI>/event/up`.
+    Chirpstack,
 }
 
 /// `[routes.binary]`: for base64-in-JSON payloads.

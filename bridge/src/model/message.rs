@@ -22,6 +22,19 @@ pub struct Message {
     pub fields: Vec<Field>,
     /// The CO2 reading, for the CO2-specific metrics.
     pub reading: Option<Reading>,
+    /// A LoRaWAN uplink's frame counter, for the completeness accounting.
+    pub frame: Option<Frame>,
+}
+
+/// Where a LoRaWAN uplink sits in its device's stream of frames: the
+/// session's address and the uplink frame counter (FCntUp), which the network
+/// server numbers from 0 after every join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// The session's device address (DevAddr); 0 when the message names none.
+    pub dev_addr: u32,
+    /// The uplink frame counter.
+    pub f_cnt: u32,
 }
 
 /// A named value of a message.

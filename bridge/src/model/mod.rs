@@ -10,7 +10,7 @@ mod reason;
 mod record;
 
 pub use layout::{Column, Layout};
-pub use message::{Field, Message, Value};
+pub use message::{Field, Frame, Message, Value};
 pub use origin::{KafkaOrigin, Origin};
 pub use reason::Reason;
 pub use record::{DeadLetter, Record};

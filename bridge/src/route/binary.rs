@@ -93,6 +93,7 @@ impl BinaryDecoder {
                 },
             ],
             reading: None,
+            frame: None,
         })
     }
 }

@@ -11,6 +11,7 @@ use super::binary::BinaryDecoder;
 use super::delimited::Delimited;
 use super::event::{self, EventDecoder};
 use super::json::JsonDecoder;
+use super::lorawan::{self, LorawanDecoder};
 use super::value::ValueDecoder;
 use super::{flatten, seq_fields, Decode, ReceiveClock, Route, Routes};
 use crate::clocks::{DeviceClocks, ZoneRules, ZoneSetting};
@@ -195,6 +196,7 @@ fn build(
         DecoderKind::Json if batches => 1024 * 1024,
         DecoderKind::Delimited | DecoderKind::Json | DecoderKind::Value => 64 * 1024,
         DecoderKind::Binary => 4 * 1024 * 1024,
+        DecoderKind::Lorawan => lorawan::DEFAULT_MAX_PAYLOAD,
     });
     if max_payload == 0 || max_payload > 16 * 1024 * 1024 {
         return Err(invalid(
@@ -246,6 +248,22 @@ fn build(
                 )),
                 BinaryDecoder::layout(),
                 Some("images"),
+            )
+        }
+        DecoderKind::Lorawan => {
+            let l = s.lorawan.as_ref().ok_or_else(|| missing("lorawan"))?;
+            check_lorawan(name, l)?;
+            if l.events {
+                refuse_tags(name, "topics", &tags, "device_events")?;
+            }
+            (
+                Decode::Lorawan(LorawanDecoder::new(l)),
+                LorawanDecoder::layout(l),
+                Some(if l.events {
+                    "device_events"
+                } else {
+                    "readings"
+                }),
             )
         }
     };
@@ -424,6 +442,26 @@ fn json_decoder(
         }
     }
     Ok(Decode::Json(JsonDecoder::new(j)))
+}
+
+/// The `lorawan` decoder's bounds, as the `json` decoder's are checked.
+fn check_lorawan(
+    name: &str,
+    l: &crate::config::routes::LorawanSettings,
+) -> Result<(), ConfigError> {
+    if l.max_depth
+        .is_some_and(|d| !(1..=flatten::MAX_DEPTH).contains(&d))
+    {
+        return Err(invalid(
+            name,
+            "lorawan.max_depth",
+            format!("must be 1..={}", flatten::MAX_DEPTH),
+        ));
+    }
+    if l.max_fields == Some(0) {
+        return Err(invalid(name, "lorawan.max_fields", "must be at least 1"));
+    }
+    Ok(())
 }
 
 /// True for a plain SQL identifier, safe to quote with backticks.

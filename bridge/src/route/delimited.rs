@@ -154,6 +154,7 @@ impl Delimited {
             tags: ctx.tags.to_vec(),
             fields,
             reading: None,
+            frame: None,
         })
     }
 }

@@ -13,7 +13,7 @@ use crate::model::{Column, Layout};
 use crate::model::{Field, Message, Value};
 
 /// The fields of an event message, which are also its columns.
-const FIELDS: [&str; 3] = ["event_id", "kind", "body"];
+pub(super) const FIELDS: [&str; 3] = ["event_id", "kind", "body"];
 
 /// Longest announcement accepted (the publisher never sends more).
 pub const MAX_PAYLOAD: usize = MAX_EVENT_BYTES;
@@ -67,6 +67,7 @@ impl EventDecoder {
                 },
             ],
             reading: None,
+            frame: None,
         })
     }
 }

@@ -219,6 +219,7 @@ impl JsonDecoder {
             tags: ctx.tags.to_vec(),
             fields,
             reading: None,
+            frame: None,
         })
     }
 }

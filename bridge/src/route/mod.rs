@@ -13,6 +13,7 @@ mod delimited;
 mod event;
 mod flatten;
 mod json;
+mod lorawan;
 mod scalar;
 mod times;
 mod value;
@@ -36,6 +37,7 @@ pub use clock::ReceiveClock;
 use delimited::Delimited;
 use event::EventDecoder;
 use json::JsonDecoder;
+use lorawan::LorawanDecoder;
 pub use times::MessageTimes;
 use value::ValueDecoder;
 
@@ -152,6 +154,7 @@ enum Decode {
     Json(JsonDecoder),
     Value(ValueDecoder),
     Binary(BinaryDecoder),
+    Lorawan(LorawanDecoder),
 }
 
 /// One configured route.
@@ -290,6 +293,7 @@ impl Route {
                     tags: ctx.tags.to_vec(),
                     fields,
                     reading: Some(reading),
+                    frame: None,
                 })
             }
             Decode::Event(d) => d.decode(payload, ctx),
@@ -297,6 +301,7 @@ impl Route {
             Decode::Json(d) => d.decode(payload, ctx),
             Decode::Value(d) => d.decode(payload, ctx),
             Decode::Binary(d) => d.decode(payload, ctx),
+            Decode::Lorawan(d) => d.decode(payload, ctx),
         }
     }
 }

@@ -60,6 +60,7 @@ impl ValueDecoder {
                 value,
             }],
             reading: None,
+            frame: None,
         })
     }
 }

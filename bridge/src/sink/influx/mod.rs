@@ -383,6 +383,7 @@ mod tests {
             tags,
             fields,
             reading: None,
+            frame: None,
         }
     }
 

@@ -574,6 +574,7 @@ mod tests {
             tags: Vec::new(),
             fields,
             reading: None,
+            frame: None,
         }
     }
 

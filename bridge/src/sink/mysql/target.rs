@@ -244,6 +244,7 @@ mod tests {
                 })
                 .collect(),
             reading: None,
+            frame: None,
         }
     }
 
