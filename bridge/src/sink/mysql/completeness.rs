@@ -1,5 +1,5 @@
 //! The completeness scan: which numbered readings are missing from
-//! `co2_emissions`, and why.
+//! `co2_emissions`, which LoRaWAN uplinks from `lorawan_frames`, and why.
 //!
 //! It works from the table, not from what one bridge saw: several bridges in
 //! a shared subscription each see part of a stream, and only the table holds
@@ -18,6 +18,14 @@
 //!    the publisher and the table); what arrived is counted as late.
 //!
 //! Readings without a number are counted as unnumbered and are never gaps.
+//!
+//! LoRaWAN uplinks are numbered by their frame counter within a session
+//! (`lorawan_frames`, written with the readings; see `frames.rs`), and go
+//! through the same steps: a gap in the counter is uplinks lost between the
+//! device and the table, counted as `lost` (nobody announces them). A session
+//! starts wherever its first stored frame is: the counters before it are not
+//! a gap, so a bridge that starts listening mid-session, or a reset, claims
+//! no loss it cannot see.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +51,39 @@ pub struct Completeness {
 
 /// An inclusive range of numbers.
 pub type Span = (u64, u64);
+
+/// A table of numbered rows the scan reads.
+struct Numbered {
+    /// Its name in `completeness_progress`.
+    progress: &'static str,
+    table: &'static str,
+    epoch: &'static str,
+    seq: &'static str,
+    time: &'static str,
+    /// Numbers start at 1 in every epoch, so what precedes its first row is
+    /// missing too (the publisher's numbering); false where the start cannot be seen.
+    from_one: bool,
+}
+
+/// The CO2 readings' numbers (`seq_epoch`, `seq`; NULL for unnumbered ones).
+const READINGS: Numbered = Numbered {
+    progress: "readings",
+    table: "co2_emissions",
+    epoch: "seq_epoch",
+    seq: "seq",
+    time: "date_time",
+    from_one: true,
+};
+
+/// LoRaWAN uplinks' frame counters within their sessions.
+const FRAMES: Numbered = Numbered {
+    progress: "lorawan_frames",
+    table: "lorawan_frames",
+    epoch: "epoch",
+    seq: "f_cnt",
+    time: "`time`",
+    from_one: false,
+};
 
 impl Completeness {
     /// A scan every `interval`, calling a gap final after `late_after`.
@@ -97,6 +138,7 @@ impl Completeness {
         let result = async {
             self.take_events(&mut conn).await?;
             self.take_readings(&mut conn).await?;
+            self.take_numbered(&mut conn, &FRAMES).await?;
             self.finalize(&mut conn).await
         }
         .await;
@@ -152,33 +194,52 @@ impl Completeness {
     }
 
     async fn take_readings(&self, conn: &mut PoolConnection<MySql>) -> Result<(), sqlx::Error> {
-        let last = progress(conn, "readings").await?;
-        let Some(high): Option<u64> = sqlx::query_scalar("SELECT MAX(id) FROM co2_emissions")
+        let last = progress(conn, READINGS.progress).await?;
+        let high: Option<u64> = sqlx::query_scalar("SELECT MAX(id) FROM co2_emissions")
             .fetch_one(&mut **conn)
-            .await?
+            .await?;
+        if let Some(high) = high.filter(|high| *high > last) {
+            let unnumbered = sqlx::query(
+                "SELECT CAST(device AS CHAR), COUNT(*) FROM co2_emissions \
+                 WHERE id > ? AND id <= ? AND seq IS NULL GROUP BY device",
+            )
+            .bind(last)
+            .bind(high)
+            .fetch_all(&mut **conn)
+            .await?;
+            for row in &unnumbered {
+                let (device, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+                self.metrics
+                    .completeness(&device, "unnumbered", u64::try_from(n).unwrap_or(0));
+            }
+        }
+        self.take_numbered(conn, &READINGS).await
+    }
+
+    /// Finds the gaps the rows of `source` added since the last scan touch.
+    async fn take_numbered(
+        &self,
+        conn: &mut PoolConnection<MySql>,
+        source: &Numbered,
+    ) -> Result<(), sqlx::Error> {
+        let last = progress(conn, source.progress).await?;
+        let Some(high): Option<u64> =
+            sqlx::query_scalar(&format!("SELECT MAX(id) FROM {}", source.table))
+                .fetch_one(&mut **conn)
+                .await?
         else {
             return Ok(());
         };
         if high <= last {
             return Ok(());
         }
-        let unnumbered = sqlx::query(
-            "SELECT CAST(device AS CHAR), COUNT(*) FROM co2_emissions \
-             WHERE id > ? AND id <= ? AND seq IS NULL GROUP BY device",
-        )
-        .bind(last)
-        .bind(high)
-        .fetch_all(&mut **conn)
-        .await?;
-        for row in &unnumbered {
-            let (device, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-            self.metrics
-                .completeness(&device, "unnumbered", u64::try_from(n).unwrap_or(0));
-        }
-        let touched = sqlx::query(
-            "SELECT CAST(device AS CHAR), CAST(seq_epoch AS CHAR), MAX(seq) FROM co2_emissions \
-             WHERE id > ? AND id <= ? AND seq IS NOT NULL GROUP BY device, seq_epoch",
-        )
+        let touched = sqlx::query(&format!(
+            "SELECT CAST(device AS CHAR), CAST({epoch} AS CHAR), MAX({seq}) FROM {table} \
+             WHERE id > ? AND id <= ? AND {seq} IS NOT NULL GROUP BY device, {epoch}",
+            epoch = source.epoch,
+            seq = source.seq,
+            table = source.table,
+        ))
         .bind(last)
         .bind(high)
         .fetch_all(&mut **conn)
@@ -186,9 +247,10 @@ impl Completeness {
         for row in &touched {
             let (device, epoch, newest): (String, String, u64) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            self.find_gaps(conn, &device, &epoch, newest).await?;
+            self.find_gaps(conn, source, &device, &epoch, newest)
+                .await?;
         }
-        set_progress(conn, "readings", high).await
+        set_progress(conn, source.progress, high).await
     }
 
     /// Records the gaps of `(device, epoch)` between its highest number
@@ -196,6 +258,7 @@ impl Completeness {
     async fn find_gaps(
         &self,
         conn: &mut PoolConnection<MySql>,
+        source: &Numbered,
         device: &str,
         epoch: &str,
         newest: u64,
@@ -212,11 +275,15 @@ impl Completeness {
             return Ok(());
         }
         // Numbers start at 1: in a new epoch, what comes before the first row is missing too.
-        if through == 0 {
-            let first: Option<(u64, NaiveDateTime)> = sqlx::query_as(
-                "SELECT seq, date_time FROM co2_emissions WHERE device = ? AND seq_epoch = ? \
-                 ORDER BY seq LIMIT 1",
-            )
+        if through == 0 && source.from_one {
+            let first: Option<(u64, NaiveDateTime)> = sqlx::query_as(&format!(
+                "SELECT {seq}, {time} FROM {table} WHERE device = ? AND {epoch} = ? \
+                 ORDER BY {seq} LIMIT 1",
+                seq = source.seq,
+                time = source.time,
+                table = source.table,
+                epoch = source.epoch,
+            ))
             .bind(device)
             .bind(epoch)
             .fetch_optional(&mut **conn)
@@ -225,16 +292,21 @@ impl Completeness {
                 record_gap(conn, device, epoch, (1, first - 1), None, Some(at)).await?;
             }
         }
-        let gaps = sqlx::query(
-            "SELECT prev_seq, seq, prev_time, date_time FROM ( \
-               SELECT seq, date_time, LAG(seq) OVER w AS prev_seq, LAG(date_time) OVER w AS prev_time \
-               FROM co2_emissions WHERE device = ? AND seq_epoch = ? AND seq >= ? AND seq <= ? \
-               WINDOW w AS (ORDER BY seq)) t \
+        let gaps = sqlx::query(&format!(
+            "SELECT prev_seq, seq, prev_time, this_time FROM ( \
+               SELECT {seq} AS seq, {time} AS this_time, LAG({seq}) OVER w AS prev_seq, \
+                 LAG({time}) OVER w AS prev_time \
+               FROM {table} WHERE device = ? AND {epoch} = ? AND {seq} >= ? AND {seq} <= ? \
+               WINDOW w AS (ORDER BY {seq})) t \
              WHERE prev_seq IS NOT NULL AND seq > prev_seq + 1",
-        )
+            seq = source.seq,
+            time = source.time,
+            table = source.table,
+            epoch = source.epoch,
+        ))
         .bind(device)
         .bind(epoch)
-        .bind(through.max(1))
+        .bind(through.max(u64::from(source.from_one)))
         .bind(newest)
         .fetch_all(&mut **conn)
         .await?;
@@ -283,10 +355,18 @@ impl Completeness {
             let span: Span = (row.try_get(3)?, row.try_get(4)?);
             let times: (Option<NaiveDateTime>, Option<NaiveDateTime>) =
                 (row.try_get(5)?, row.try_get(6)?);
+            // A gap's epoch is either table's: CO2 epochs are 16 random hex
+            // digits, LoRaWAN ones a DevAddr and a time, never the same text.
             let present: Vec<u64> = sqlx::query_scalar(
                 "SELECT seq FROM co2_emissions WHERE device = ? AND seq_epoch = ? \
-                 AND seq BETWEEN ? AND ? ORDER BY seq",
+                 AND seq BETWEEN ? AND ? \
+                 UNION ALL SELECT f_cnt FROM lorawan_frames WHERE device = ? AND epoch = ? \
+                 AND f_cnt BETWEEN ? AND ? ORDER BY 1",
             )
+            .bind(&device)
+            .bind(&epoch)
+            .bind(span.0)
+            .bind(span.1)
             .bind(&device)
             .bind(&epoch)
             .bind(span.0)
@@ -405,9 +485,14 @@ pub async fn summary(
         "SELECT s.device, s.stored, s.unnumbered, \
            CAST(COALESCE(g.announced, 0) AS UNSIGNED), CAST(COALESCE(g.lost, 0) AS UNSIGNED), \
            CAST(COALESCE(g.pending, 0) AS UNSIGNED) \
-         FROM (SELECT CAST(device AS CHAR) AS device, CAST(COUNT(seq) AS UNSIGNED) AS stored, \
-                 CAST(SUM(seq IS NULL) AS UNSIGNED) AS unnumbered \
+         FROM (SELECT device, CAST(SUM(stored) AS UNSIGNED) AS stored, \
+                 CAST(SUM(unnumbered) AS UNSIGNED) AS unnumbered FROM ( \
+               SELECT CAST(device AS CHAR) AS device, COUNT(seq) AS stored, \
+                 SUM(seq IS NULL) AS unnumbered \
                FROM co2_emissions WHERE date_time >= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
+               GROUP BY device \
+               UNION ALL SELECT CAST(device AS CHAR), COUNT(*), 0 FROM lorawan_frames \
+               WHERE `time` >= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND GROUP BY device) u \
                GROUP BY device) s \
          LEFT JOIN (SELECT CAST(device AS CHAR) AS device, \
                  SUM(IF(state = 'final', announced, 0)) AS announced, \
@@ -418,6 +503,7 @@ pub async fn summary(
            ON g.device = s.device \
          ORDER BY s.device",
     )
+    .bind(window_us)
     .bind(window_us)
     .bind(window_us)
     .fetch_all(pool)

@@ -5,6 +5,7 @@
 
 mod adopt;
 pub(crate) mod completeness;
+mod frames;
 pub(crate) mod nodes;
 pub mod retention;
 pub mod rollup;
@@ -179,6 +180,11 @@ impl MysqlSink {
                 if let (Some(series), Some(first_id)) = (series, done.first_id) {
                     touches.inserted(series, first_id);
                 }
+            }
+            // The frame counters go with their readings, so the accounting
+            // of lost uplinks is exactly as durable as the uplinks.
+            for (device, time, frame) in frames::of(&items) {
+                frames::record(&mut tx, device, time, frame).await?;
             }
             written.inserted.push((route, inserted));
             written.duplicates.push((route, duplicates));
