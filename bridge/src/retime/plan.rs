@@ -90,6 +90,17 @@ impl Plan {
                 notes.push(why.to_owned());
                 continue;
             }
+            if route.is_lorawan() {
+                let why = format!(
+                    "route {name}: LoRaWAN times are the network server's receive times, in \
+                     UTC, never a device's clock; not moved"
+                );
+                if named(route) {
+                    return Err(RetimeError::Unsupported(why));
+                }
+                notes.push(why);
+                continue;
+            }
             let Some((device, time)) = columns_of(route, settings) else {
                 let why = format!(
                     "route {name}: table {} keeps no device or no time of its own; not moved",

@@ -237,6 +237,12 @@ impl Route {
         matches!(self.decode, Decode::Pipe(..))
     }
 
+    /// True for routes that read a LoRaWAN network server's JSON, whose
+    /// times are the server's receive times (UTC), never a device's clock.
+    pub fn is_lorawan(&self) -> bool {
+        matches!(self.decode, Decode::Lorawan(_))
+    }
+
     /// True for routes whose payloads are files (images).
     pub fn is_binary(&self) -> bool {
         matches!(self.decode, Decode::Binary(_))

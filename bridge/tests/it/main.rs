@@ -19,6 +19,7 @@ mod json_payloads;
 mod kafka;
 mod kafka_auth;
 mod limits;
+mod lorawan;
 mod observability;
 mod retention;
 mod retime;
