@@ -38,6 +38,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+mod spans;
+mod summary;
+
+pub use spans::{covered, missing_spans, Span};
+pub use summary::{summary, DeviceCompleteness};
+
 /// Rows read per query, so one scan never holds much in memory.
 const CHUNK: i64 = 1000;
 
@@ -48,9 +54,6 @@ pub struct Completeness {
     interval: Duration,
     late_after: Duration,
 }
-
-/// An inclusive range of numbers.
-pub type Span = (u64, u64);
 
 /// A table of numbered rows the scan reads.
 struct Numbered {
@@ -444,84 +447,6 @@ impl Completeness {
     }
 }
 
-/// One device's completeness over a time range (the dashboard's Completeness panel, from the same tables).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DeviceCompleteness {
-    /// The device.
-    pub device: String,
-    /// Numbered readings stored.
-    pub stored: u64,
-    /// Missing, and the publisher said it dropped them.
-    pub announced: u64,
-    /// Missing, not announced: lost between the publisher and the table.
-    pub lost: u64,
-    /// Missing but still inside the grace period (may arrive late).
-    pub pending: u64,
-    /// Readings stored without a number (never counted as gaps).
-    pub unnumbered: u64,
-}
-
-impl DeviceCompleteness {
-    /// Numbered readings there should be: stored plus every kind of missing.
-    pub fn expected(&self) -> u64 {
-        self.stored + self.announced + self.lost + self.pending
-    }
-
-    /// Stored out of expected, in percent (`None` with nothing numbered).
-    pub fn percent(&self) -> Option<f64> {
-        let expected = self.expected();
-        (expected > 0).then(|| 100.0 * self.stored as f64 / expected as f64)
-    }
-}
-
-/// Completeness per device over the last `window`, readings counted by their
-/// own time and gaps by the readings around them (as the dashboard panel does).
-pub async fn summary(
-    pool: &MySqlPool,
-    window: Duration,
-) -> Result<Vec<DeviceCompleteness>, sqlx::Error> {
-    let window_us = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
-        "SELECT s.device, s.stored, s.unnumbered, \
-           CAST(COALESCE(g.announced, 0) AS UNSIGNED), CAST(COALESCE(g.lost, 0) AS UNSIGNED), \
-           CAST(COALESCE(g.pending, 0) AS UNSIGNED) \
-         FROM (SELECT device, CAST(SUM(stored) AS UNSIGNED) AS stored, \
-                 CAST(SUM(unnumbered) AS UNSIGNED) AS unnumbered FROM ( \
-               SELECT CAST(device AS CHAR) AS device, COUNT(seq) AS stored, \
-                 SUM(seq IS NULL) AS unnumbered \
-               FROM co2_emissions WHERE date_time >= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND \
-               GROUP BY device \
-               UNION ALL SELECT CAST(device AS CHAR), COUNT(*), 0 FROM lorawan_frames \
-               WHERE `time` >= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND GROUP BY device) u \
-               GROUP BY device) s \
-         LEFT JOIN (SELECT CAST(device AS CHAR) AS device, \
-                 SUM(IF(state = 'final', announced, 0)) AS announced, \
-                 SUM(IF(state = 'final', last_seq - first_seq + 1 - announced, 0)) AS lost, \
-                 SUM(IF(state = 'open', last_seq - first_seq + 1, 0)) AS pending \
-               FROM reading_gaps WHERE state <> 'filled' \
-                 AND to_time >= UTC_TIMESTAMP(3) - INTERVAL ? MICROSECOND GROUP BY device) g \
-           ON g.device = s.device \
-         ORDER BY s.device",
-    )
-    .bind(window_us)
-    .bind(window_us)
-    .bind(window_us)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DeviceCompleteness {
-                device: row.try_get(0)?,
-                stored: row.try_get(1)?,
-                unnumbered: row.try_get(2)?,
-                announced: row.try_get(3)?,
-                lost: row.try_get(4)?,
-                pending: row.try_get(5)?,
-            })
-        })
-        .collect()
-}
-
 async fn record_gap(
     conn: &mut PoolConnection<MySql>,
     device: &str,
@@ -585,62 +510,9 @@ fn announced(event: Result<EventKind, EventError>) -> Vec<(SeqRange, &'static st
     }
 }
 
-/// The spans of `span` whose numbers are not in `present` (sorted).
-pub fn missing_spans(span: Span, present: &[u64]) -> Vec<Span> {
-    let mut out = Vec::new();
-    let mut next = span.0;
-    for &n in present.iter().filter(|n| (span.0..=span.1).contains(n)) {
-        if n > next {
-            out.push((next, n - 1));
-        }
-        next = next.max(n.saturating_add(1));
-    }
-    if next <= span.1 {
-        out.push((next, span.1));
-    }
-    out
-}
-
-/// How many numbers of `span` some range of `announced` covers (ranges may overlap).
-pub fn covered(span: Span, announced: &[Span]) -> u64 {
-    let mut clipped: Vec<Span> = announced
-        .iter()
-        .filter(|(a, b)| *b >= span.0 && *a <= span.1)
-        .map(|(a, b)| ((*a).max(span.0), (*b).min(span.1)))
-        .collect();
-    clipped.sort_unstable();
-    let mut total = 0;
-    let mut reach = 0u64; // first number not yet counted
-    for (a, b) in clipped {
-        let start = a.max(reach);
-        if b >= start {
-            total += b - start + 1;
-            reach = b + 1;
-        }
-    }
-    total
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn missing_numbers_are_what_the_present_ones_leave() {
-        assert_eq!(missing_spans((5, 10), &[]), [(5, 10)]);
-        assert_eq!(missing_spans((5, 10), &[5, 6, 7, 8, 9, 10]), []);
-        assert_eq!(missing_spans((5, 10), &[7]), [(5, 6), (8, 10)]);
-        assert_eq!(missing_spans((5, 10), &[5, 10]), [(6, 9)]);
-        assert_eq!(missing_spans((5, 10), &[1, 6, 6, 99]), [(5, 5), (7, 10)]);
-    }
-
-    #[test]
-    fn announced_numbers_are_counted_once_even_when_announcements_overlap() {
-        assert_eq!(covered((1, 35), &[(1, 35)]), 35);
-        assert_eq!(covered((10, 20), &[(1, 12), (11, 15), (30, 40)]), 6);
-        assert_eq!(covered((10, 20), &[(21, 30)]), 0);
-        assert_eq!(covered((10, 20), &[(5, 25)]), 11);
-    }
 
     #[test]
     fn only_drop_announcements_name_numbers() {
