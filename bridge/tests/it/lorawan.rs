@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use co2_testkit::{http_get, metric_value, unique, wait_until, Database, Publisher};
 
 use crate::support::*;
@@ -28,8 +30,8 @@ const CS_APP: &str =
     "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/0101010101010101/event";
 
 /// The TTN example as device `device` of session `dev_addr` would send its
-/// uplink number `f_cnt`, received `second` seconds after 2026-03-01 00:00.
-fn ttn_uplink(device: &str, dev_addr: &str, f_cnt: u32, second: u32) -> Vec<u8> {
+/// uplink number `f_cnt`, received at `at`.
+fn ttn_uplink(device: &str, dev_addr: &str, f_cnt: u32, at: DateTime<Utc>) -> Vec<u8> {
     let text = String::from_utf8(TTN_UPLINK.to_vec()).unwrap();
     let edited = text
         .replace(
@@ -44,9 +46,8 @@ fn ttn_uplink(device: &str, dev_addr: &str, f_cnt: u32, second: u32) -> Vec<u8> 
         .replace(
             "\"received_at\" : \"2020-02-12T15:15:45.789585559Z\"",
             &format!(
-                "\"received_at\" : \"2026-03-01T00:{:02}:{:02}.5Z\"",
-                second / 60,
-                second % 60
+                "\"received_at\" : \"{}\"",
+                at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
             ),
         );
     assert_ne!(edited, text);
@@ -87,10 +88,11 @@ async fn network_servers_uplinks_and_events_are_stored_and_lost_uplinks_counted(
     // co2-1's uplinks: 1..=10 without 4..=6 (lost), then a reset to 0..=2,
     // 2 again (the same uplink redelivered), then a join (a new DevAddr) and 0..=1.
     let mut stream: Vec<Vec<u8>> = Vec::new();
-    let mut second = 0;
+    // Received in the last half hour, so the status page's hour shows them.
+    let mut at = Utc::now() - chrono::Duration::minutes(30);
     let mut next = |dev_addr: &str, f_cnt: u32| {
-        second += 7;
-        ttn_uplink("co2-1", dev_addr, f_cnt, second)
+        at += chrono::Duration::seconds(7);
+        ttn_uplink("co2-1", dev_addr, f_cnt, at)
     };
     for f_cnt in (1..=10).filter(|n| !(4..=6).contains(n)) {
         stream.push(next("26011F00", f_cnt));
@@ -290,6 +292,23 @@ async fn network_servers_uplinks_and_events_are_stored_and_lost_uplinks_counted(
     .await;
     let scrape = http_get(http, "/metrics").await.unwrap().1;
     assert!(counted, "{scrape}");
+    // The status page's completeness counts the uplinks and the lost ones.
+    let (_, body) = http_get(http, "/status.json").await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = json["completeness"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|c| c["device"] == "co2-1"))
+        .cloned();
+    let row = row.unwrap_or_else(|| panic!("no completeness row for co2-1: {body}"));
+    assert_eq!(
+        (
+            row["stored"].clone(),
+            row["lost"].clone(),
+            row["pending"].clone()
+        ),
+        (12.into(), 3.into(), 0.into()),
+        "{row}"
+    );
     // No session, reset or join is taken for loss elsewhere.
     for device in ["dev1", "0101010101010101"] {
         let series =
