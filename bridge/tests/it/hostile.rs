@@ -111,7 +111,38 @@ fn cases(prefix: &str) -> Vec<Case> {
     let co2 = format!("{prefix}/pi-1/emissions");
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3];
+    let ttn_up = "v3/app1@ttn/devices/pi-1/up";
     let mut cases = vec![
+        mqtt(
+            "a TTN uplink whose decoded payload is 10,000 levels deep",
+            ttn_up,
+            format!(
+                r#"{{"uplink_message": {{"decoded_payload": {}}}}}"#,
+                nested(10_000)
+            ),
+            "too_deep",
+        ),
+        mqtt(
+            "a TTN uplink with 3,000 decoded fields",
+            ttn_up,
+            format!(
+                r#"{{"uplink_message": {{"decoded_payload": {}}}}}"#,
+                many_keys(3_000)
+            ),
+            "too_many_fields",
+        ),
+        mqtt(
+            "a ChirpStack frame counter beyond 32 bits",
+            "application/1/device/pi-1/event/up",
+            r#"{"fCnt": 4294967296, "object": {"co2": 400}}"#,
+            "bad_json",
+        ),
+        mqtt(
+            "a ChirpStack join that is an array",
+            "application/1/device/pi-1/event/join",
+            "[1, 2, 3]",
+            "not_an_object",
+        ),
         mqtt(
             "non-ASCII in a four-digit offset (the panic of issue 11)",
             &co2,
