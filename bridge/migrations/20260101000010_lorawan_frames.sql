@@ -14,5 +14,7 @@ CREATE TABLE IF NOT EXISTS lorawan_frames (
     received_at DATETIME(3) NULL DEFAULT CURRENT_TIMESTAMP(3),
     redeliveries INT UNSIGNED NOT NULL DEFAULT 0,
     UNIQUE KEY uq_device_time (device, `time`),
-    KEY idx_device_epoch_fcnt (device, epoch, f_cnt)
+    KEY idx_device_epoch_fcnt (device, epoch, f_cnt),
+    -- The dashboard's frame loss table counts the frames of a time range.
+    KEY idx_time (`time`)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
