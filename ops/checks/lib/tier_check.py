@@ -32,6 +32,8 @@ INTERVALS = [(10_000, MINUTE), (60_000, MINUTE), (300_000, 5 * MINUTE), (1_800_0
 # Panels whose tier buckets may reach outside the range (they are drawn when
 # they overlap it), and the alignment they need beyond their interval's.
 OVERLAPPING = {"CO2 per device": 1, "Bin fill level": 1, "Sensor readings (JSON, bare values): numbers": 1,
+               "LoRaWAN readings (decoded fields)": 1,
+               "LoRaWAN signal: best RSSI (dBm), SNR (dB), gateways per uplink": 1,
                "Daily totals (UTC days, last 7 days)": DAY}
 
 
@@ -56,7 +58,7 @@ def same_value(a, b):
         if a is None or b is None:
             return a is b
         a, b = float(a), float(b)
-        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or (b == round(b, 6) and abs(a - b) <= 5e-7 * (1 + 1e-9))
+        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or (b == round(b, 6) and abs(a - b) <= 5e-7 + 1e-9 * abs(b))
     if isinstance(a, (int, decimal.Decimal)) and isinstance(b, (int, decimal.Decimal)):
         return decimal.Decimal(a) == decimal.Decimal(b)
     if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
