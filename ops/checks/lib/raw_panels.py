@@ -100,6 +100,22 @@ JOIN (
 WHERE r.kind = 'text'
 ORDER BY r.`time` DESC, r.device, r.field
 LIMIT 200""",
+    'LoRaWAN readings (decoded fields)': """SELECT $__timeGroupAlias(`time`, $__interval),
+  CONCAT_WS(' ', device, CONVERT(field USING utf8mb4)) AS metric,
+  AVG(value) AS value
+FROM readings
+WHERE $__timeFilter(`time`) AND kind IN ('number', 'bool')
+  AND field NOT LIKE 'lorawan.%' AND device IN (SELECT device FROM lorawan_frames)
+GROUP BY 1, 2
+ORDER BY 1, 2""",
+    'LoRaWAN signal: best RSSI (dBm), SNR (dB), gateways per uplink': """SELECT $__timeGroupAlias(`time`, $__interval),
+  CONCAT_WS(' ', device, CONVERT(field USING utf8mb4)) AS metric,
+  AVG(value) AS value
+FROM readings
+WHERE $__timeFilter(`time`) AND kind IN ('number', 'bool')
+  AND field IN ('lorawan.rssi', 'lorawan.snr', 'lorawan.gateways')
+GROUP BY 1, 2
+ORDER BY 1, 2""",
 }
 
 # The $device variable's raw query.

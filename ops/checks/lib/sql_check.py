@@ -148,6 +148,29 @@ def seed(conn, now):
         cur.executemany(
             "INSERT INTO readings (device, topic, `time`, field, value, text_value, kind, tags, tags_key) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)", others)
+        # A LoRaWAN sensor through ChirpStack: its decoded co2, the radio
+        # fields, and its frames (counter 1, 2, ... with 3 lost now and then:
+        # one final gap, and one still open at the end).
+        lora, frames, t, f_cnt = [], [], start + 7, 0
+        dev = "0004a30b001c0530"
+        while t <= now:
+            f_cnt += 4 if f_cnt == 40 else 1
+            for field, value in (("co2", 500 + f_cnt % 60), ("lorawan.rssi", -90 - f_cnt % 25),
+                                 ("lorawan.snr", 7.5 - f_cnt % 15), ("lorawan.gateways", 1 + f_cnt % 2),
+                                 ("lorawan.f_cnt", f_cnt)):
+                lora.append((dev, f"application/1/device/{dev}/event/up", utc(t), field, value))
+            frames.append((dev, utc(t), 0x0101_0101, "01010101-seed000", f_cnt))
+            t += 600
+        cur.executemany(
+            "INSERT INTO readings (device, topic, `time`, field, value) VALUES (%s, %s, %s, %s, %s)", lora)
+        cur.executemany(
+            "INSERT INTO lorawan_frames (device, `time`, dev_addr, epoch, f_cnt) VALUES (%s, %s, %s, %s, %s)",
+            frames)
+        cur.executemany(
+            "INSERT INTO reading_gaps (device, epoch, first_seq, last_seq, state, first_seen, from_time, to_time) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(dev, "01010101-seed000", 41, 43, "final", utc(now), frames[39][1], frames[40][1]),
+             (dev, "01010101-seed000", f_cnt + 1, f_cnt + 2, "open", utc(now), frames[-1][1], utc(now))])
     conn.commit()
     return len(rows), len(dead)
 
@@ -205,6 +228,25 @@ def check_units(c, ro, targets, now):
                 and any(m.startswith('shelly-1 on {"channel"') for m in metrics),
                 f"{title}: a discovered sensor's legend names its unit, other tags stay (interval {interval_ms} ms)",
                 f"{sorted(metrics)}")
+
+
+def check_frame_loss(c, ro, targets, now):
+    """The LoRaWAN frame loss table's figures on the seed."""
+    found = [(dash, t) for _, dash, p, t in targets if p.get("title") == "LoRaWAN frame loss"]
+    if not c.check(len(found) == 1, "the CO2 dashboard has a LoRaWAN frame loss panel"):
+        return
+    dash, target = found[0]
+    sql = grafana_sql.interpolate(target["rawSql"], {}, {}, now - SEED_DAYS * 86400 - 60, now, 60000)
+    cols, rows = run(ro, sql)
+    with ro.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM lorawan_frames")
+        (frames,) = cur.fetchone()
+    got = [dict(zip(cols, r)) for r in rows]
+    want = {"Device": "0004a30b001c0530", "Uplinks": frames, "Sessions": 1, "Lost uplinks": 3,
+            "Not yet arrived": 2}
+    c.check(len(got) == 1 and all(got[0][k] == v for k, v in want.items())
+            and abs(float(got[0]["Loss %"]) - 300 / (frames + 3)) < 1e-3,
+            f"LoRaWAN frame loss: {frames} uplinks, 3 lost, 2 not yet arrived", f"{got}")
 
 
 def mysql_targets():
@@ -438,6 +480,7 @@ def main():
 
         check_completeness(c, ro, targets, now)
         check_units(c, ro, targets, now)
+        check_frame_loss(c, ro, targets, now)
 
         if rebuilt:
             tier_check.check(c, lambda sql: run(ro, sql), targets, lambda d: var_models_of(ro, d),
