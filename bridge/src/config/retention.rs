@@ -14,7 +14,8 @@ pub const RETAINED_TABLES: [&str; 3] = ["co2_emissions", "readings", "bin_levels
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
-    /// Days raw rows of co2_emissions, readings and bin_levels are kept
+    /// Days raw rows of co2_emissions, readings and bin_levels (and the
+    /// LoRaWAN frames of lorawan_frames) are kept
     /// (0: forever). Readings older than that are dead-lettered
     /// (`beyond_retention`), so a rollup is never recomputed without them.
     pub raw_days: u32,

@@ -68,7 +68,8 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The raw tables with rollups, and each tier's table, per `settings`.
+    /// The raw tables with rollups, each tier's table and the LoRaWAN
+    /// frames, per `settings`.
     pub fn new(settings: &RetentionSettings, rollups: Option<&Rollups>) -> Self {
         let mut tables = Vec::new();
         for s in series::ALL {
@@ -91,6 +92,14 @@ impl Retention {
                 });
             }
         }
+        // A LoRaWAN frame is kept as long as the readings of its uplink:
+        // the completeness scan needs no older frame than the newest stored.
+        tables.push(Kept {
+            table: "lorawan_frames".to_owned(),
+            column: "time",
+            width: Width::Day,
+            days: settings.raw_days,
+        });
         Self {
             tables,
             ahead_days: settings.ahead_days,
