@@ -202,6 +202,7 @@ impl Mapper {
         let raw = match record {
             Record::Decoded { payload, .. } => payload.as_ref(),
             Record::Rejected { letter, .. } => letter.payload.as_slice(),
+            Record::Absorbed { .. } => &[],
         };
         self.refuse(at, raw, Reason::DbRejected, detail)
     }

@@ -21,6 +21,13 @@ pub enum Record {
         /// The raw payload.
         payload: Bytes,
     },
+    /// A message that changes what the bridge knows and stores nothing
+    /// itself (a Home Assistant discovery announcement); acknowledged with
+    /// its batch like any other.
+    Absorbed {
+        /// The route that took it.
+        route: RouteId,
+    },
     /// A message that cannot be stored as it is.
     Rejected {
         /// The route it matched; `None` when none did.

@@ -78,7 +78,7 @@ impl Committer {
         self.faults
             .at_commit(records.iter().filter_map(|r| match r {
                 Record::Decoded { payload, .. } => Some(payload.as_ref()),
-                Record::Rejected { .. } => None,
+                Record::Absorbed { .. } | Record::Rejected { .. } => None,
             }));
         let count = tokens.len();
         let written = match self.write(&mut records, give_up).await {
@@ -120,7 +120,9 @@ impl Committer {
         // elements of a batch that were refused are dead letters of their own).
         let reasons: Vec<Option<Reason>> = per_delivery(&records, &parts)
             .map(|mine| {
-                let stored = mine.iter().any(|r| matches!(r, Record::Decoded { .. }));
+                let stored = mine
+                    .iter()
+                    .any(|r| matches!(r, Record::Decoded { .. } | Record::Absorbed { .. }));
                 match mine.first() {
                     Some(Record::Rejected { letter, .. }) if !stored => Some(letter.reason),
                     _ => None,
@@ -182,6 +184,8 @@ impl Committer {
             let sink = match record {
                 Record::Decoded { route, .. } => self.sink_of(*route),
                 Record::Rejected { .. } => dead_letters,
+                // Nothing to write; acked with the batch.
+                Record::Absorbed { .. } => continue,
             };
             if let Some(list) = by_sink.get_mut(sink) {
                 list.push(i);
@@ -416,6 +420,7 @@ pub(crate) fn batch_of<'a>(records: &'a [Record], part: &[usize]) -> Batch<'a> {
                 topic,
             }),
             Record::Rejected { letter, .. } => batch.letters.push(letter),
+            Record::Absorbed { .. } => {}
         }
     }
     batch

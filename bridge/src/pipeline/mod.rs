@@ -394,7 +394,7 @@ impl Intake {
         let mut counts: Vec<(Option<RouteId>, u64)> = Vec::new();
         for record in per_delivery(records, parts).filter_map(|d| d.first()) {
             let route = match record {
-                Record::Decoded { route, .. } => Some(*route),
+                Record::Decoded { route, .. } | Record::Absorbed { route } => Some(*route),
                 Record::Rejected { route, .. } => *route,
             };
             match counts.iter_mut().find(|(r, _)| *r == route) {

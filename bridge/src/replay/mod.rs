@@ -384,7 +384,7 @@ impl DeadLetters {
                 let mut records = self.routes.records(&origin, payload, None, now);
                 let refused = records
                     .iter()
-                    .position(|r| matches!(r, Record::Rejected { .. }));
+                    .position(|r| !matches!(r, Record::Decoded { .. }));
                 match refused {
                     None => {
                         if let Some(Record::Decoded {
@@ -400,6 +400,18 @@ impl DeadLetters {
                         Record::Rejected { route: r, letter } => {
                             route = r.or(route);
                             Outcome::Refused(letter)
+                        }
+                        // A discovery announcement: the running bridge reads it
+                        // from the broker's retained copy, not from a replay.
+                        Record::Absorbed { route: r } => {
+                            route = Some(r);
+                            Outcome::Refused(
+                                self.routes
+                                    .dead_letter(&letter.topic, &letter.payload, Reason::NoRoute)
+                                    .with_detail(
+                                        "a discovery announcement; publish it again (retained) to the broker",
+                                    ),
+                            )
                         }
                         Record::Decoded { .. } => Outcome::Truncated,
                     },

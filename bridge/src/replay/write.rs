@@ -129,6 +129,6 @@ fn item(record: &Record) -> Option<Item<'_>> {
             message,
             topic,
         }),
-        Record::Rejected { .. } => None,
+        Record::Rejected { .. } | Record::Absorbed { .. } => None,
     }
 }

@@ -135,7 +135,9 @@ async fn answer(mut rx: mpsc::Receiver<Delivery>, routes: std::sync::Arc<Routes>
             continue;
         }
         let records = routes.records(&delivery.origin, delivery.payload, delivery.seq, Utc::now());
-        let stored = records.iter().any(|r| matches!(r, Record::Decoded { .. }));
+        let stored = records
+            .iter()
+            .any(|r| matches!(r, Record::Decoded { .. } | Record::Absorbed { .. }));
         let outcome = match records.first() {
             Some(Record::Rejected { letter, .. }) if !stored => {
                 HttpOutcome::Rejected(letter.reason)

@@ -107,6 +107,7 @@ impl Offline {
             match record {
                 Record::Decoded { .. } => decoded.push(i),
                 Record::Rejected { .. } => tally.rejected += 1,
+                Record::Absorbed { .. } => {}
             }
         }
         let batch = batch_of(&records, &decoded);

@@ -222,7 +222,7 @@ fn elements_inherit_the_gateways_device_and_time_and_may_name_their_own() {
                 message.device.as_str().to_owned(),
                 message.time.and_utc().timestamp(),
             ),
-            Record::Rejected { letter, .. } => panic!("{letter:?}"),
+            other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(
