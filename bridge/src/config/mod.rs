@@ -7,6 +7,7 @@ mod completeness;
 mod database;
 mod dead_letters;
 mod devices;
+mod discovery;
 mod error;
 mod http;
 mod influx;
@@ -32,6 +33,7 @@ pub use completeness::CompletenessSettings;
 pub use database::DatabaseSettings;
 pub use dead_letters::DeadLetterSettings;
 pub use devices::DeviceSettings;
+pub use discovery::{DiscoverySettings, DISCOVERY_ROUTE};
 pub use error::ConfigError;
 pub use http::HttpSettings;
 pub use influx::{InfluxSettings, Precision};
@@ -95,6 +97,8 @@ pub struct Settings {
     pub sources: Vec<SourceSettings>,
     /// Settings of single devices or patterns of them (`[[devices]]`).
     pub devices: Vec<DeviceSettings>,
+    /// Home Assistant MQTT discovery (`[discovery]`, off by default).
+    pub discovery: DiscoverySettings,
 }
 
 /// `[[sources]]`: where else deliveries come from, by kind.
@@ -136,6 +140,7 @@ impl Settings {
         self.wire.validate()?;
         self.completeness.validate()?;
         self.status.validate()?;
+        self.discovery.validate(self.mqtt.connections)?;
         let known: Vec<String> = self
             .sink_settings()
             .iter()

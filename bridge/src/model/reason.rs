@@ -98,11 +98,23 @@ pub enum Reason {
     TooManyElements,
     /// A batch's member (`json.batch_field`) that is not an array.
     BadBatch,
+    /// A Home Assistant discovery announcement whose `value_template` is not
+    /// one of the forms the bridge evaluates (`{{ value }}`, `{{ value_json.x }}`,
+    /// `{{ value_json['x'] }}` with `| float`, `| int`, `| round(n)`); the
+    /// announcement and its sensor's state messages are dead-lettered, the
+    /// template is never run.
+    UnsupportedTemplate,
+    /// A discovery announcement beyond `discovery.max_sensors` (or beyond
+    /// `discovery.max_sensors_per_topic` on one state topic).
+    TooManySensors,
+    /// A discovery announcement that cannot be used: not JSON, too large, no
+    /// device, or a state topic that is empty or holds a wildcard.
+    BadAnnouncement,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric label values.
-    pub const ALL: [Reason; 37] = [
+    pub const ALL: [Reason; 40] = [
         Reason::Oversized,
         Reason::NotUtf8,
         Reason::MissingSeparator,
@@ -140,6 +152,9 @@ impl Reason {
         Reason::TimeZoneUnknown,
         Reason::TooManyElements,
         Reason::BadBatch,
+        Reason::UnsupportedTemplate,
+        Reason::TooManySensors,
+        Reason::BadAnnouncement,
     ];
 
     /// The stable snake_case name: metric label, `rejected_messages.reason`, HTTP answer.
@@ -182,6 +197,9 @@ impl Reason {
             Reason::TimeZoneUnknown => "time_zone_unknown",
             Reason::TooManyElements => "too_many_elements",
             Reason::BadBatch => "bad_batch",
+            Reason::UnsupportedTemplate => "unsupported_template",
+            Reason::TooManySensors => "too_many_sensors",
+            Reason::BadAnnouncement => "bad_announcement",
         }
     }
 }
