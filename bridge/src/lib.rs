@@ -11,6 +11,8 @@
 //!   arrival order, the crash quarantine;
 //! - `source` (MQTT, HTTP, Kafka in) and `sink` (MySQL, InfluxDB out);
 //! - `route`: routes and decoders, payload bytes to the model;
+//! - `discovery`: Home Assistant discovery, the announced sensors the MQTT
+//!   source subscribes to and the discovery route decodes;
 //! - `config`: every section's settings, validated without I/O;
 //! - `clocks`: device zones and clock offsets;
 //! - `model`: the shared vocabulary (reasons, records, messages, layouts,
@@ -24,6 +26,7 @@ pub mod acl;
 mod app;
 mod clocks;
 pub mod config;
+pub mod discovery;
 pub mod doctor;
 pub mod export;
 mod fault;
