@@ -117,6 +117,7 @@ impl Routes {
             routes.push(build(route, &times, &default_device, settings)?);
         }
         check_names_and_overlaps(&routes, &settings.routes)?;
+        let discovery = super::discovered::route(settings, &mut routes, &default_device, &times)?;
         let zones = ZoneRules::new(
             settings.zone_setting()?,
             routes
@@ -133,6 +134,7 @@ impl Routes {
             clock: ReceiveClock::default(),
             zones,
             clocks: Arc::new(DeviceClocks::new(settings.metrics.max_devices, None)),
+            discovery,
         })
     }
 
@@ -149,7 +151,7 @@ impl Routes {
     }
 }
 
-fn invalid(route: &str, key: &str, message: impl std::fmt::Display) -> ConfigError {
+pub(super) fn invalid(route: &str, key: &str, message: impl std::fmt::Display) -> ConfigError {
     ConfigError::Route {
         route: route.to_owned(),
         key: key.to_owned(),

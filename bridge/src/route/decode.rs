@@ -51,6 +51,10 @@ impl Routes {
                 return 1;
             }
         };
+        if let Some(record) = self.announcement(&resolved, &payload) {
+            out.push(record);
+            return 1;
+        }
         let Resolved {
             id,
             route,
@@ -298,7 +302,10 @@ impl Routes {
             reason,
         };
         let Some((id, route, matched)) = found else {
-            return Err(unresolved(None, Reason::NoRoute));
+            return match &self.discovery {
+                Some((id, d)) if d.has_state_topic(topic) => self.discovered(*id, topic),
+                _ => Err(unresolved(None, Reason::NoRoute)),
+            };
         };
         let named = matched.device().map(|t| t.as_bytes()).or(key);
         let (device, device_from_source) = match named {
@@ -319,6 +326,45 @@ impl Routes {
             device_from_source,
             topic: topic.to_owned(),
             tags,
+        })
+    }
+}
+
+impl Routes {
+    /// A discovered sensor's state topic, on the discovery route: the device
+    /// is the announcement's, set by its decoder.
+    fn discovered(&self, id: RouteId, topic: &str) -> Result<Resolved<'_>, Unresolved> {
+        let route = self.routes.get(id).ok_or_else(|| Unresolved {
+            route: None,
+            topic: topic.to_owned(),
+            reason: Reason::NoRoute,
+        })?;
+        Ok(Resolved {
+            id,
+            route,
+            device: route.default_device.clone(),
+            device_from_source: false,
+            topic: topic.to_owned(),
+            tags: Vec::new(),
+        })
+    }
+
+    /// An announcement on the discovery route, taken: nothing to store
+    /// (absorbed), or a dead letter saying why it is refused. `None` for
+    /// every other message.
+    fn announcement(&self, resolved: &Resolved<'_>, payload: &[u8]) -> Option<Record> {
+        let (id, discovery) = self.discovery.as_ref()?;
+        if resolved.id != *id || !discovery.is_announcement(&resolved.topic) {
+            return None;
+        }
+        Some(match discovery.announce(&resolved.topic, payload) {
+            Ok(_) => Record::Absorbed { route: *id },
+            Err((reason, detail)) => Record::Rejected {
+                route: Some(*id),
+                letter: self
+                    .dead_letter(&resolved.topic, payload, reason)
+                    .with_detail(&detail),
+            },
         })
     }
 }

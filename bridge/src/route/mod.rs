@@ -10,6 +10,7 @@ mod build;
 mod clock;
 mod decode;
 mod delimited;
+mod discovered;
 mod event;
 mod flatten;
 mod json;
@@ -27,6 +28,7 @@ use co2_wire::{Decoder, DeviceId, Seq, TopicFilter};
 
 use crate::clocks::{DeviceClocks, ZoneRules, ZoneSetting};
 pub use crate::config::{CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
+use crate::discovery::Discovery;
 use crate::fault::Faults;
 use crate::model::{Field, Layout, Message, Reason, RouteId, Value};
 use crate::tokens::Tokens;
@@ -155,6 +157,8 @@ enum Decode {
     Value(ValueDecoder),
     Binary(BinaryDecoder),
     Lorawan(LorawanDecoder),
+    /// The sensors Home Assistant discovery announced (`[discovery]`).
+    Discovery(Arc<Discovery>),
 }
 
 /// One configured route.
@@ -308,6 +312,7 @@ impl Route {
             Decode::Value(d) => d.decode(payload, ctx),
             Decode::Binary(d) => d.decode(payload, ctx),
             Decode::Lorawan(d) => d.decode(payload, ctx),
+            Decode::Discovery(d) => d.decode(ctx.topic, payload, ctx.received().naive_utc()),
         }
     }
 }
@@ -325,6 +330,8 @@ pub struct Routes {
     zones: ZoneRules,
     /// What the devices' clocks look like, and the offsets learned.
     clocks: Arc<DeviceClocks>,
+    /// Home Assistant discovery, when it is on, and its route's id.
+    discovery: Option<(RouteId, Arc<Discovery>)>,
 }
 
 fn seq_fields() -> SeqFields {
@@ -344,6 +351,11 @@ impl Routes {
     /// The device clocks these routes observe.
     pub fn clocks(&self) -> &Arc<DeviceClocks> {
         &self.clocks
+    }
+
+    /// Home Assistant discovery, when `[discovery] homeassistant` is on.
+    pub fn discovery(&self) -> Option<&Arc<Discovery>> {
+        self.discovery.as_ref().map(|(_, d)| d)
     }
 
     /// The zone rules (for the status page: where a device's zone comes from).
@@ -389,10 +401,17 @@ impl Routes {
             .find(|(_, r)| &*r.name == name)
     }
 
-    /// Every filter to subscribe to.
+    /// Every filter to subscribe to. Discovery's are not among them: the
+    /// MQTT source subscribes to those itself, on every connection.
     pub fn subscriptions(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for filter in self.routes.iter().flat_map(|r| &r.filters) {
+        let discovery = self.discovery.as_ref().map(|(id, _)| *id);
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| Some(*id) != discovery);
+        for filter in routes.flat_map(|(_, r)| &r.filters) {
             if !out.iter().any(|s| s == filter.subscription()) {
                 out.push(filter.subscription().to_owned());
             }
