@@ -190,6 +190,9 @@ impl Bridge {
             &route_labels,
             &sink_labels,
         )?);
+        if let Some(discovery) = routes.discovery() {
+            discovery.attach_gauge(metrics.discovery_sensors.clone());
+        }
         let health = Arc::new(Health::new(
             metrics.clone(),
             mqtt_links(&settings),
@@ -237,6 +240,7 @@ impl Bridge {
                 .unwrap_or(u64::MAX),
             clocks: (routes.clocks().clone(), routes.zones().clone()),
             alertmanager,
+            discovery: routes.discovery().cloned(),
         });
         let listener = bind("http.listen", settings.http_listen()?).await?;
         let device_listener = match settings.device_listen()? {

@@ -109,6 +109,11 @@ pub(super) async fn run_pipeline(
             link,
             budget.clone(),
         );
+        // Discovery follows one connection: `[discovery]` refuses more.
+        let ingress = match routes.discovery().filter(|_| link == 0) {
+            Some(discovery) => ingress.with_discovery(mqtt::Following::new(discovery.feed())),
+            None => ingress,
+        };
         let stop = CancellationToken::new();
         ingress_tasks
             .push(supervisor.spawn(format!("mqtt ingress {link}"), ingress.run(stop.clone())));

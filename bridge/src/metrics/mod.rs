@@ -77,6 +77,10 @@ pub struct Metrics {
     pub dead_letters_pruned: IntCounter,
     /// Dead letters kept (the store's estimate, after the last retention pass).
     pub dead_letters_stored: IntGauge,
+    /// Sensors Home Assistant discovery announced and the bridge holds.
+    pub discovery_sensors: IntGauge,
+    /// Discovered state topics the broker confirmed subscriptions to.
+    pub discovery_state_topics: IntGauge,
     /// What the tables with retention hold.
     pub storage: Storage,
     /// When the TLS certificates the bridge uses end.
@@ -349,6 +353,14 @@ impl Metrics {
             dead_letters_stored: gauge(
                 "co2_bridge_dead_letters_stored",
                 "Dead letters kept in the dead-letter sink (its estimate, after the last retention pass).",
+            )?,
+            discovery_sensors: gauge(
+                "co2_bridge_discovery_sensors",
+                "Sensors announced by Home Assistant discovery and held (at most discovery.max_sensors).",
+            )?,
+            discovery_state_topics: gauge(
+                "co2_bridge_discovery_state_topics",
+                "State topics of discovered sensors the bridge is subscribed to (the broker granted them).",
             )?,
             mqtt_connections: counter(
                 "co2_bridge_mqtt_connections_total",

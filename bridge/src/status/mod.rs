@@ -18,6 +18,7 @@ use serde::Serialize;
 use sqlx::MySqlPool;
 
 use crate::clocks::{DeviceClocks, ZoneRules};
+use crate::discovery::{Discovery, SensorRow};
 use crate::health::{Health, Track};
 use crate::metrics::Metrics;
 use crate::sink::mysql::completeness::{self, DeviceCompleteness};
@@ -59,6 +60,8 @@ pub struct Status {
     pub clocks: (Arc<DeviceClocks>, ZoneRules),
     /// Where firing alerts are read (`status.alertmanager_url`).
     pub alertmanager: Option<Alertmanager>,
+    /// Home Assistant discovery, when it is on.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 /// What the page shows, as `/status.json` serves it.
@@ -98,6 +101,8 @@ pub struct Snapshot {
     pub alerts: Section<Vec<FiringAlert>>,
     /// How many fire in all (more than listed when the list was cut).
     pub alerts_firing: usize,
+    /// The sensors Home Assistant discovery announced (`None`: discovery is off).
+    pub discovered: Option<Vec<SensorRow>>,
     /// The effective configuration as TOML, secrets masked.
     pub config: String,
 }
@@ -317,6 +322,7 @@ impl Status {
             dead_letters,
             alerts,
             alerts_firing,
+            discovered: self.discovery.as_ref().map(|d| d.sensors()),
             config: self.config.clone(),
         }
     }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use super::html::escape as html;
 use super::{ClockRow, Component, FiringAlert, Snapshot};
+use crate::discovery::SensorRow;
 
 /// The page for `snapshot`.
 pub fn render(s: &Snapshot) -> String {
@@ -82,6 +83,9 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
         )?;
     }
     o.push_str("</table></div>\n");
+    if let Some(sensors) = &s.discovered {
+        discovered(o, sensors)?;
+    }
 
     writeln!(
         o,
@@ -183,6 +187,34 @@ pre{{background:#f6f6f6;padding:.5em;overflow-x:auto}} svg{{vertical-align:middl
 }
 
 /// "Device clocks": only devices whose readings carried a time of their own.
+/// The sensors Home Assistant discovery announced.
+fn discovered(o: &mut String, sensors: &[SensorRow]) -> std::fmt::Result {
+    writeln!(
+        o,
+        "<h2>Discovered sensors</h2><p class=\"muted\">{} announced (Home Assistant discovery); stored in readings under their device and field.</p>",
+        sensors.len()
+    )?;
+    o.push_str("<div class=\"scroll\"><table id=\"discovered\"><tr><th>Device</th><th>Field</th><th>Unit</th><th>Device class</th><th>State topic</th><th>Note</th></tr>\n");
+    for d in sensors {
+        let note = match (&d.refused_template, d.taken_by_route) {
+            (Some(t), _) => format!("template refused: {}", html(t)),
+            (None, true) => "a configured route takes this topic".to_owned(),
+            (None, false) => String::new(),
+        };
+        writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{note}</td></tr>",
+            html(&d.device),
+            html(&d.field),
+            html(d.unit.as_deref().unwrap_or("")),
+            html(d.device_class.as_deref().unwrap_or("")),
+            html(&d.state_topic),
+        )?;
+    }
+    o.push_str("</table></div>\n");
+    Ok(())
+}
+
 fn clocks(o: &mut String, rows: &[ClockRow]) -> std::fmt::Result {
     if rows.is_empty() {
         return Ok(());

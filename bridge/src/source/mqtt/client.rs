@@ -504,6 +504,25 @@ impl Client {
         }
     }
 
+    /// Unsubscribes from `topic` without waiting (falls back to a task when
+    /// the request channel is full).
+    pub fn unsubscribe(&self, topic: &str) {
+        match self {
+            Client::V5(c) => {
+                if c.try_unsubscribe(topic).is_err() {
+                    let (c, t) = (c.clone(), topic.to_owned());
+                    tokio::spawn(async move { c.unsubscribe(t).await });
+                }
+            }
+            Client::V311(c) => {
+                if c.try_unsubscribe(topic).is_err() {
+                    let (c, t) = (c.clone(), topic.to_owned());
+                    tokio::spawn(async move { c.unsubscribe(t).await });
+                }
+            }
+        }
+    }
+
     /// Queues a PUBACK; false when the event loop is gone.
     pub async fn ack(&self, handle: &AckHandle) -> bool {
         if !handle.needs_ack {

@@ -17,11 +17,13 @@
 //! never raced in a `select!`; shutdown reaches this task through the events
 //! it causes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) mod acks;
 pub(crate) mod client;
+mod following;
 mod tls;
 
 use bytes::Bytes;
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use acks::{AckToken, Acker, ConnectionEpoch};
 pub use client::{connect, connect_as, Client, EventLoop, MqttError, MqttEvent};
+pub use following::Following;
 
 use super::budget::ByteBudget;
 use super::handoff::Handoff;
@@ -57,6 +60,19 @@ pub struct Ingress {
     link: usize,
     max_pause: Duration,
     budget: Arc<ByteBudget>,
+    /// Home Assistant discovery's subscriptions, on the connection that follows them.
+    discovery: Option<Following>,
+    /// The SUBSCRIBE requests awaiting their SUBACK, in order.
+    asked: VecDeque<Asked>,
+    connected: bool,
+}
+
+/// What a SUBSCRIBE asked for, to read its SUBACK by.
+enum Asked {
+    /// The routes' filters.
+    Routes,
+    /// Discovery's filters and state topics.
+    Discovery(Vec<String>),
 }
 
 impl Ingress {
@@ -90,7 +106,17 @@ impl Ingress {
             link,
             max_pause,
             budget,
+            discovery: None,
+            asked: VecDeque::new(),
+            connected: false,
         }
+    }
+
+    /// Also subscribes to what Home Assistant discovery announces, following
+    /// it as it changes.
+    pub fn with_discovery(mut self, following: Following) -> Self {
+        self.discovery = Some(following);
+        self
     }
 
     /// Polls until the client sends DISCONNECT, or until `stop` fires while the
@@ -137,6 +163,9 @@ impl Ingress {
                     }
                 }
             }
+            if self.connected {
+                self.follow_discovery();
+            }
             self.handoff.forward();
         }
         self.health.set_connected(self.link, false);
@@ -144,6 +173,7 @@ impl Ingress {
 
     fn on_connected(&mut self, session_present: bool, outage: Option<Instant>, attempts: u32) {
         self.health.set_connected(self.link, true);
+        self.connected = true;
         self.metrics.mqtt_connections.inc();
         let broker = self.eventloop.broker().clone();
         let previous = self.last_broker.replace(broker.clone());
@@ -189,15 +219,71 @@ impl Ingress {
             // be connected and receive nothing.
             self.subscribe();
         }
+        if let Some(following) = self.discovery.as_mut() {
+            let all = following.on_connected();
+            tracing::info!(
+                state_topics = following.subscribed(),
+                "Subscribing to discovery announcements and the state topics known"
+            );
+            self.client.subscribe(&all);
+            self.asked.push_back(Asked::Discovery(all));
+        }
     }
 
-    fn subscribe(&self) {
+    fn subscribe(&mut self) {
         self.health.set_subscribed(self.link, false);
         self.client.subscribe(&self.subscriptions);
+        self.asked.push_back(Asked::Routes);
         tracing::info!(topics = ?self.subscriptions, "Subscribing");
     }
 
-    fn on_suback(&self, granted: &[bool]) {
+    /// Subscribes to state topics newly announced and unsubscribes from
+    /// those no sensor uses any more.
+    fn follow_discovery(&mut self) {
+        let Some(following) = self.discovery.as_mut() else {
+            return;
+        };
+        let Some((new, gone)) = following.changes() else {
+            return;
+        };
+        if !new.is_empty() {
+            tracing::debug!(topics = ?new, "Subscribing to discovered state topics");
+            self.client.subscribe(&new);
+            self.asked.push_back(Asked::Discovery(new));
+        }
+        for topic in &gone {
+            tracing::debug!(topic, "Unsubscribing from a state topic no sensor uses now");
+            self.client.unsubscribe(topic);
+        }
+        if !gone.is_empty() {
+            self.metrics
+                .discovery_state_topics
+                .set(i64::try_from(following.subscribed()).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn on_suback(&mut self, granted: &[bool]) {
+        if let Some(Asked::Discovery(topics)) = self.asked.front() {
+            let refused: Vec<&String> = topics
+                .iter()
+                .zip(granted)
+                .filter(|(_, ok)| !**ok)
+                .map(|(topic, _)| topic)
+                .collect();
+            if !refused.is_empty() {
+                tracing::error!(
+                    refused = ?refused,
+                    "The broker refused discovery subscriptions; check the bridge user's ACL (it needs read access to the discovery prefix and the state topics)"
+                );
+            }
+            let subscribed = self.discovery.as_ref().map_or(0, Following::subscribed);
+            self.metrics
+                .discovery_state_topics
+                .set(i64::try_from(subscribed).unwrap_or(i64::MAX));
+            self.asked.pop_front();
+            return;
+        }
+        self.asked.pop_front();
         let refused: Vec<&String> = self
             .subscriptions
             .iter()
@@ -248,6 +334,8 @@ impl Ingress {
 
     fn on_connection_error(&mut self, error: &MqttError, first: bool, attempts: u32) {
         self.health.set_connected(self.link, false);
+        self.connected = false;
+        self.asked.clear();
         self.health.set_subscribed(self.link, false);
         self.health
             .mqtt_error(self.link, format!("{error} ({})", error.hint));
