@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use co2_wire::{DeviceId, TopicFilter};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, DISCOVERY_ROUTE};
 use crate::route::CO2_ROUTE;
 
 /// What the broker grants, derived from the routes.
@@ -25,6 +25,8 @@ pub struct Acl {
     patterns: Vec<String>,
     denies: Vec<String>,
     shared: Vec<String>,
+    /// Home Assistant discovery is on: say what else the bridge must read.
+    discovery: bool,
 }
 
 impl Acl {
@@ -50,16 +52,35 @@ impl Acl {
             patterns: Vec::new(),
             denies: Vec::new(),
             shared: Vec::new(),
+            discovery: false,
         };
         // Every route the bridge runs, the built-in ones (CO2, its
         // announcements) included, exactly as it runs them.
         let routes = crate::route::Routes::from_settings(settings)?;
         for route in routes.iter() {
+            if route.name() == DISCOVERY_ROUTE {
+                acl.add_discovery(route.filters());
+                continue;
+            }
             for filter in route.filters() {
                 acl.add(route.name(), filter.subscription(), filter)?;
             }
         }
         Ok(acl)
+    }
+
+    /// Home Assistant discovery: the bridge trusts whoever may publish an
+    /// announcement, so the announcement topics are granted to no device
+    /// here (a `%u` pattern on their first level would be nonsense); the
+    /// accounts that announce (Zigbee2MQTT, each Tasmota) get them by name,
+    /// like any shared topic. The state topics the announcements name are
+    /// known only at run time: the operator grants the bridge read on them.
+    fn add_discovery(&mut self, filters: &[TopicFilter]) {
+        for filter in filters {
+            push_new(&mut self.reads, filter.subscription().to_owned());
+            push_new(&mut self.shared, filter.subscription().to_owned());
+        }
+        self.discovery = true;
     }
 
     fn add(&mut self, route: &str, topic: &str, filter: &TopicFilter) -> Result<(), ConfigError> {
@@ -107,6 +128,13 @@ impl Acl {
         let _ = writeln!(out, "user {}", self.bridge_user);
         for read in &self.reads {
             let _ = writeln!(out, "topic read {read}");
+        }
+        if self.discovery {
+            out.push_str(
+                "# Home Assistant discovery is on: the bridge also needs read access to the\n\
+                 # state topics the announcements name (e.g. `topic read zigbee2mqtt/#`,\n\
+                 # `topic read tele/#`); grant them in a file of your own (docs/discovery.md).\n",
+            );
         }
         if !self.denies.is_empty() {
             out.push_str("# The device patterns below would let it publish under its own name.\n");
@@ -303,6 +331,29 @@ mod tests {
         );
         assert!(acl.shared_topics().is_empty());
         assert!(!acl.render().contains("#shared-topic"));
+    }
+
+    #[test]
+    fn discovery_announcements_are_read_by_the_bridge_and_granted_by_name_only() {
+        let s = settings(
+            &[
+                ("CO2_BRIDGE__MQTT__USERNAME", "co2-bridge"),
+                ("CO2_BRIDGE__DISCOVERY__HOMEASSISTANT", "true"),
+            ],
+            None,
+        );
+        let text = Acl::from_settings(&s).unwrap().render();
+        for line in [
+            "topic read homeassistant/+/+/config",
+            "topic read homeassistant/+/+/+/config",
+            "#shared-topic homeassistant/+/+/config",
+            "#shared-topic homeassistant/+/+/+/config",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        // No device may announce by its own name: no pattern on the prefix.
+        assert!(!text.contains("pattern write homeassistant"), "{text}");
+        assert!(text.contains("state topics the announcements name"));
     }
 
     #[test]
