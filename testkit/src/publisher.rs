@@ -57,6 +57,19 @@ impl Publisher {
         Ok(())
     }
 
+    /// Queues one QoS 1 publish the broker retains (an empty payload clears
+    /// the retained message): how Home Assistant discovery announces.
+    pub async fn publish_retained(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await?;
+        Ok(())
+    }
+
     /// PUBACKs received so far.
     pub fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)

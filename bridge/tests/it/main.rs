@@ -10,6 +10,7 @@ mod crashes_and_outages;
 mod dead_letter_replay;
 mod dead_letter_replay_auto_zone;
 mod delivery;
+mod discovery;
 mod doctor;
 mod export;
 mod hostile;
