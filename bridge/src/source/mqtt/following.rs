@@ -61,3 +61,50 @@ impl Following {
         self.subscribed.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DiscoverySettings;
+    use crate::discovery::Discovery;
+
+    fn announce(d: &Discovery, object: &str, state_topic: &str) {
+        let topic = format!("homeassistant/sensor/dev/{object}/config");
+        let payload = format!(r#"{{"stat_t":"{state_topic}","dev":{{"ids":["dev"]}}}}"#);
+        d.announce(&topic, payload.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_connection_asks_for_what_changed_since_it_last_asked() {
+        let d = Discovery::new(&DiscoverySettings::default(), Vec::new());
+        let mut following = Following::new(d.feed());
+        announce(&d, "a", "s/1");
+        // A new connection asks for the filters and every topic wanted now.
+        assert_eq!(
+            following.on_connected(),
+            [
+                "homeassistant/+/+/config",
+                "homeassistant/+/+/+/config",
+                "s/1"
+            ]
+        );
+        assert_eq!(following.changes(), None);
+        announce(&d, "b", "s/2");
+        announce(&d, "c", "s/0");
+        assert_eq!(
+            following.changes(),
+            Some((vec!["s/0".to_owned(), "s/2".to_owned()], vec![]))
+        );
+        d.announce("homeassistant/sensor/dev/a/config", b"")
+            .unwrap();
+        announce(&d, "c", "s/3");
+        assert_eq!(
+            following.changes(),
+            Some((
+                vec!["s/3".to_owned()],
+                vec!["s/0".to_owned(), "s/1".to_owned()]
+            ))
+        );
+        assert_eq!(following.subscribed(), 2);
+    }
+}
