@@ -142,14 +142,22 @@ impl Discovery {
             return Ok(Outcome::NotKnown);
         };
         let mut registry = self.lock();
+        // Whether the registry changed: only then are the wanted topics
+        // worked out again (that costs a pass over every sensor, too much
+        // to pay for each announcement of a flood that is refused).
+        let changed;
         let result = if payload.is_empty() {
-            Ok(registry.remove(topic))
+            let outcome = registry.remove(topic);
+            changed = outcome == Outcome::Removed;
+            Ok(outcome)
         } else {
             match announcement::parse(&config, component, payload, self.max_announcement_bytes) {
                 Ok(a) => {
                     let refused = a.template.as_ref().err().map(|e| e.to_string());
                     let summary = (a.device.clone(), a.field.clone(), a.state_topic.clone());
-                    match registry.put(topic, a) {
+                    let put = registry.put(topic, a);
+                    changed = matches!(put, Ok(Outcome::Added | Outcome::Changed));
+                    match put {
                         // Kept, so its states are dead-lettered saying why.
                         Ok(_) if refused.is_some() => {
                             Err((Reason::UnsupportedTemplate, refused.unwrap_or_default()))
@@ -173,12 +181,14 @@ impl Discovery {
                     }
                 }
                 Err(refusal) => {
-                    registry.remove(topic);
+                    changed = registry.remove(topic) == Outcome::Removed;
                     Err((refusal_reason(&refusal), refusal.to_string()))
                 }
             }
         };
-        self.publish(&registry);
+        if changed {
+            self.publish(&registry);
+        }
         drop(registry);
         match &result {
             Ok(Outcome::Removed) => tracing::info!(topic, "A sensor was withdrawn"),

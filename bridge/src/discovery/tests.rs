@@ -226,3 +226,22 @@ fn binary_sensors_store_booleans_and_other_components_are_ignored() {
     );
     assert!(!d.has_state_topic("x"));
 }
+
+#[test]
+fn a_flood_of_announced_sensors_holds_max_sensors() {
+    // 250,000 keeps the unit tests quick in a debug build; each refusal
+    // costs the same whatever the count (no pass over the held sensors).
+    let d = discovery(1000);
+    let mut refused = 0;
+    for i in 0..250_000u32 {
+        let topic = format!("homeassistant/sensor/n{i}/v/config");
+        let payload = format!(r#"{{"stat_t":"flood/{i}","dev":{{"ids":["n{i}"]}}}}"#);
+        if let Err((reason, _)) = d.announce(&topic, payload.as_bytes()) {
+            assert_eq!(reason, Reason::TooManySensors);
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 249_000);
+    assert_eq!(d.sensors().len(), 1000);
+    assert_eq!(d.feed().topics.borrow().len(), 1000);
+}
