@@ -55,27 +55,44 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         let device = DEVICES[usize::from(*device) % DEVICES.len()];
         let topic = [b"co2/", device, b"/emissions"].concat();
-        let record = routes.record(
+        let records = routes.records(
             &Origin::Mqtt(Bytes::from(topic)),
             Bytes::copy_from_slice(payload),
             None,
             arrival,
         );
-        match record {
-            Record::Rejected { letter, .. } => {
-                assert!(Reason::ALL.contains(&letter.reason));
-                assert!(letter.detail.as_ref().is_none_or(|d| d.chars().count() <= 255));
+        // The CO2 route reads one reading a message: never a batch.
+        assert_eq!(records.len(), 1, "one CO2 message, one record");
+        for record in records {
+            match record {
+                Record::Rejected { letter, .. } => {
+                    assert!(Reason::ALL.contains(&letter.reason));
+                    assert!(letter
+                        .detail
+                        .as_ref()
+                        .is_none_or(|d| d.chars().count() <= 255));
+                }
+                Record::Decoded { message, .. } => {
+                    let at = message.time.and_utc();
+                    assert!(
+                        at <= arrival + chrono::Duration::seconds(300),
+                        "{at} after {arrival}"
+                    );
+                }
+                Record::Absorbed { .. } => {}
             }
-            Record::Decoded { message, .. } => {
-                let at = message.time.and_utc();
-                assert!(at <= arrival + chrono::Duration::seconds(300), "{at} after {arrival}");
-            }
-            Record::Absorbed { .. } => {}
         }
         // What a payload's time text reads as in every kind of zone.
-        if let Some(text) = std::str::from_utf8(payload).ok().and_then(|t| t.split('|').next()) {
+        if let Some(text) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|t| t.split('|').next())
+        {
             if let Ok(wall) = WallTime::parse(text.trim()) {
-                for zone in [Zone::UTC, Zone::Named(chrono_tz::Europe::Berlin), Zone::Named(chrono_tz::Asia::Kolkata)] {
+                for zone in [
+                    Zone::UTC,
+                    Zone::Named(chrono_tz::Europe::Berlin),
+                    Zone::Named(chrono_tz::Asia::Kolkata),
+                ] {
                     let _ = wall.place(zone, arrival);
                 }
             }

@@ -38,11 +38,18 @@ fuzz_target!(|data: &[u8]| {
     let routes = ROUTES.get_or_init(|| routes(CONFIG));
     for topic in [&b"buffered/pi"[..], b"gateway"] {
         let records = deliver(routes, topic, data);
-        assert!(records.len() <= MAX_ELEMENTS, "{} records from one delivery", records.len());
+        assert!(
+            records.len() <= MAX_ELEMENTS,
+            "{} records from one delivery",
+            records.len()
+        );
         if records.len() > 1 {
             for record in &records {
                 if let Record::Decoded { payload, .. } = record {
-                    assert!(payload.len() < data.len(), "an element is the whole payload");
+                    assert!(
+                        payload.len() < data.len(),
+                        "an element is the whole payload"
+                    );
                 }
             }
         }
