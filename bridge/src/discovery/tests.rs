@@ -66,6 +66,33 @@ fn zigbee2mqtt_sensors_of_one_device_become_one_message() {
 }
 
 #[test]
+fn recorded_zigbee2mqtt_1_x_sensors_read_a_recorded_state() {
+    let d = discovery(1000);
+    assert_eq!(announce(&d, Z2M_1_2_1_TEMPERATURE), Ok(Outcome::Added));
+    assert_eq!(announce(&d, Z2M_1_1_1_HUMIDITY), Ok(Outcome::Added));
+    let state = Z2M_WEATHER_RECORDED_STATE.as_bytes();
+    let t = d
+        .decode("zigbee2mqtt/temperatures2xiaomi", state, time())
+        .unwrap();
+    assert_eq!(t.device.as_str(), "zigbee2mqtt_0x00158d0002725756");
+    // Only the announced property: linkquality, pressure and the rest are
+    // not announced here.
+    assert_eq!(
+        fields(&t),
+        [("temperature".to_owned(), Value::Float(24.59))]
+    );
+    assert_eq!(t.tag("temperature.unit"), Some("°C"));
+    assert_eq!(t.tag("temperature.device_class"), Some("temperature"));
+    let h = d
+        .decode("zigbee2mqtt/0x00158d0002c77517", state, time())
+        .unwrap();
+    assert_eq!(h.device.as_str(), "zigbee2mqtt_0x00158d0002c77517");
+    assert_eq!(fields(&h), [("humidity".to_owned(), Value::Float(36.56))]);
+    assert_eq!(h.tag("humidity.unit"), Some("%"));
+    assert_eq!(h.tag("humidity.device_class"), Some("humidity"));
+}
+
+#[test]
 fn tasmota_sensors_are_read_through_their_base_topic() {
     let d = discovery(1000);
     announce(&d, TASMOTA_MHZ19B_CO2).unwrap();

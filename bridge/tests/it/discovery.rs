@@ -1,6 +1,7 @@
 //! Home Assistant discovery through a test-owned Mosquitto into MariaDB:
-//! the announcements Zigbee2MQTT and Tasmota publish (retained, byte for
-//! byte; sources in tests/fixtures/discovery.rs), then their state messages,
+//! the announcements Zigbee2MQTT and Tasmota publish (retained; which are
+//! recorded byte for byte and which are built is said, with sources, in
+//! tests/fixtures/discovery.rs), then their state messages,
 //! stored with no route written; announcements changed and withdrawn at run
 //! time; and hostile announcements refused with a reason while the CO2
 //! route keeps landing and `/readyz` stays truthful.
@@ -253,6 +254,55 @@ async fn zigbee2mqtt_and_tasmota_sensors_are_stored_and_follow_their_announcemen
     assert_eq!(status, 200);
     assert!(page.contains("Discovered sensors"), "{page}");
     assert!(page.contains("carbon_dioxide") && page.contains("zigbee2mqtt/0x0c4314fffe84e0a4"));
+    bridge.stop().await;
+    device.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_zigbee2mqtt_1_x_announcements_are_stored() {
+    let db = Database::create("discovery_recorded").await.unwrap();
+    let broker = Broker::start("").await.unwrap();
+    let device = Publisher::connect(broker.port(), &unique("announcer"));
+    for (topic, payload) in [Z2M_1_2_1_TEMPERATURE, Z2M_1_1_1_HUMIDITY] {
+        device.publish_retained(topic, payload).await.unwrap();
+    }
+    assert!(device.wait_acked(2, WAIT).await);
+    let bridge = InProcess::start(discovery_env(&db, &broker, "discrecorded")).await;
+    wait_discovered(&bridge, 2.0, 2.0).await;
+
+    let (temperature_t, humidity_t) = (
+        "zigbee2mqtt/temperatures2xiaomi",
+        "zigbee2mqtt/0x00158d0002c77517",
+    );
+    for topic in [temperature_t, humidity_t] {
+        device
+            .publish(topic, Z2M_WEATHER_RECORDED_STATE)
+            .await
+            .unwrap();
+    }
+    wait_rows(&db, "readings", 2).await;
+    assert_eq!(
+        readings(&db).await,
+        [
+            row(
+                "zigbee2mqtt_0x00158d0002725756",
+                temperature_t,
+                "temperature",
+                24.59,
+                Some("°C"),
+                Some("temperature")
+            ),
+            row(
+                "zigbee2mqtt_0x00158d0002c77517",
+                humidity_t,
+                "humidity",
+                36.56,
+                Some("%"),
+                Some("humidity")
+            ),
+        ]
+    );
+    assert_eq!(db.count("rejected_messages").await.unwrap(), 0);
     bridge.stop().await;
     device.disconnect().await;
 }

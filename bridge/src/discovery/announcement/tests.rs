@@ -36,6 +36,62 @@ fn zigbee2mqtt_announcements_are_read_as_published() {
 }
 
 #[test]
+fn recorded_zigbee2mqtt_1_x_announcements_are_read() {
+    // Older Zigbee2MQTT: `identifiers` one string, `availability_topic`,
+    // unsorted keys, a dotted template.
+    let t = parse_at(Z2M_1_2_1_TEMPERATURE).unwrap();
+    assert_eq!(t.device, "zigbee2mqtt_0x00158d0002725756");
+    assert_eq!(t.field, "temperature");
+    assert_eq!(t.state_topic, "zigbee2mqtt/temperatures2xiaomi");
+    assert_eq!(
+        (t.unit.as_deref(), t.device_class.as_deref()),
+        (Some("°C"), Some("temperature"))
+    );
+    assert_eq!(
+        t.unique_id.as_deref(),
+        Some("0x00158d0002725756_temperature_zigbee2mqtt")
+    );
+    assert_eq!(
+        t.template_text.as_deref(),
+        Some("{{ value_json.temperature }}")
+    );
+    assert!(t.template.is_ok());
+    let h = parse_at(Z2M_1_1_1_HUMIDITY).unwrap();
+    assert_eq!(h.device, "zigbee2mqtt_0x00158d0002c77517");
+    assert_eq!(h.field, "humidity");
+    assert_eq!(h.state_topic, "zigbee2mqtt/0x00158d0002c77517");
+    assert_eq!(
+        (h.unit.as_deref(), h.device_class.as_deref()),
+        (Some("%"), Some("humidity"))
+    );
+    assert!(h.template.is_ok());
+}
+
+#[test]
+fn recorded_tasmota_6_announcement_without_a_device_is_refused() {
+    // Tasmota 6.3 sent no `device` block and the topic has no node id, so
+    // nothing names the device: refused, not guessed from the object id.
+    assert_eq!(
+        parse_at(TASMOTA_6_3_AM2301_TEMPERATURE),
+        Err(Refusal::NoDevice)
+    );
+    // With a node id level, the same payload is read.
+    let (_, payload) = TASMOTA_6_3_AM2301_TEMPERATURE;
+    let a = parse_at((
+        "homeassistant/sensor/3D698E/AM2301_Temperature/config",
+        payload,
+    ))
+    .unwrap();
+    assert_eq!(
+        (a.device.as_str(), a.field.as_str()),
+        ("3D698E", "AM2301_Temperature")
+    );
+    assert_eq!(a.state_topic, "testsonoff/tele/SENSOR");
+    assert_eq!((a.unit, a.device_class), (None, None));
+    assert!(a.template.is_ok());
+}
+
+#[test]
 fn tasmota_abbreviations_and_base_topic_are_expanded() {
     let a = parse_at(TASMOTA_PM25).unwrap();
     assert_eq!(a.state_topic, "dom_PM2_2F8183/tele/SENSOR");
