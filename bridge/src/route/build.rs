@@ -2,6 +2,8 @@
 //! route must pass before it runs: names, topics, tables, columns, decoder
 //! settings, zones, overlaps. Errors name the route and the key.
 
+mod decoders;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,13 +15,14 @@ use super::event::{self, EventDecoder};
 use super::json::JsonDecoder;
 use super::lorawan::{self, LorawanDecoder};
 use super::value::ValueDecoder;
-use super::{flatten, seq_fields, Decode, ReceiveClock, Route, Routes};
+use super::{seq_fields, Decode, ReceiveClock, Route, Routes};
 use crate::clocks::{DeviceClocks, ZoneRules, ZoneSetting};
 use crate::config::routes::{DecoderKind, FieldKind, JsonMode, RouteSettings};
 use crate::config::{ConfigError, Settings, CO2_ROUTE, DEFAULT_SINK, EVENTS_ROUTE};
 use crate::fault::Faults;
 use crate::model::{Column, Layout};
 use crate::tokens::Tokens;
+use decoders::{check_lorawan, json_decoder};
 
 /// A `pipe` route's layout: `co2_emissions (device, date_time, emissions)`.
 fn pipe_layout() -> Layout {
@@ -379,91 +382,6 @@ fn refuse_tags(route: &str, key: &str, tags: &[&str], table: &str) -> Result<(),
             ),
         )),
     }
-}
-
-/// Most elements a route may let one batch hold.
-const MAX_ELEMENTS: usize = 100_000;
-
-/// The JSON decoder of a route, its settings checked.
-fn json_decoder(
-    name: &str,
-    j: &crate::config::routes::JsonSettings,
-) -> Result<Decode, ConfigError> {
-    if j.mode == JsonMode::Columns && j.fields.is_empty() {
-        return Err(invalid(
-            name,
-            "json.fields",
-            "mode = \"columns\" needs fields",
-        ));
-    }
-    if j.mode != JsonMode::Columns && !j.fields.is_empty() {
-        return Err(invalid(
-            name,
-            "json.fields",
-            "is for mode = \"columns\" only",
-        ));
-    }
-    if j.max_depth
-        .is_some_and(|d| !(1..=flatten::MAX_DEPTH).contains(&d))
-    {
-        return Err(invalid(
-            name,
-            "json.max_depth",
-            format!(
-                "must be 1..={} (a MariaDB JSON column holds 31 levels)",
-                flatten::MAX_DEPTH
-            ),
-        ));
-    }
-    if j.max_fields == Some(0) {
-        return Err(invalid(name, "json.max_fields", "must be at least 1"));
-    }
-    if j.max_elements.is_some() && !j.batch && j.batch_field.is_none() {
-        return Err(invalid(
-            name,
-            "json.max_elements",
-            "is for batches only (json.batch = true or json.batch_field)",
-        ));
-    }
-    if j.max_elements
-        .is_some_and(|n| !(1..=MAX_ELEMENTS).contains(&n))
-    {
-        return Err(invalid(
-            name,
-            "json.max_elements",
-            format!("must be 1..={MAX_ELEMENTS} (one batch is written in one transaction)"),
-        ));
-    }
-    for (key, value) in [
-        ("json.time_field", &j.time_field),
-        ("json.device_field", &j.device_field),
-        ("json.batch_field", &j.batch_field),
-    ] {
-        if value.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid(name, key, "must not be empty"));
-        }
-    }
-    Ok(Decode::Json(JsonDecoder::new(j)))
-}
-
-/// The `lorawan` decoder's bounds, as the `json` decoder's are checked.
-fn check_lorawan(
-    name: &str,
-    l: &crate::config::routes::LorawanSettings,
-) -> Result<(), ConfigError> {
-    if l.max_depth
-        .is_some_and(|d| !(1..=flatten::MAX_DEPTH).contains(&d))
-    {
-        return Err(invalid(
-            name,
-            "lorawan.max_depth",
-            format!("must be 1..={}", flatten::MAX_DEPTH),
-        ));
-    }
-    if l.max_fields == Some(0) {
-        return Err(invalid(name, "lorawan.max_fields", "must be at least 1"));
-    }
-    Ok(())
 }
 
 /// True for a plain SQL identifier, safe to quote with backticks.
