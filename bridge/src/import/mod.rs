@@ -26,7 +26,7 @@ use std::sync::Arc;
 use co2_wire::DeviceId;
 use tokio::sync::mpsc;
 
-use crate::clocks::{self, DeviceClocks};
+use crate::clocks::{self, DeviceClocks, ZoneRules, ZoneSetting};
 use crate::config::{ConfigError, Settings, CO2_ROUTE};
 use crate::model::{Record, RouteId};
 use crate::route::Routes;
@@ -116,6 +116,12 @@ pub struct ImportArgs {
     /// The CSV column or NDJSON key of the device.
     #[arg(long, value_name = "NAME")]
     pub device_column: Option<String>,
+    /// The zone the input's offset-less times were written in (an IANA name
+    /// such as Europe/Berlin, UTC, or an offset such as +02:00), for every
+    /// device, instead of the zones configured for live readings; times
+    /// with an offset are read as they say.
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    pub time_zone: Option<co2_wire::Zone>,
     /// Decode and count, write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -134,6 +140,13 @@ pub struct ImportArgs {
     /// Rows per write.
     #[arg(long, default_value_t = CHUNK_ROWS, hide = true)]
     pub chunk_rows: usize,
+}
+
+/// A `--time-zone`: a zone, not `auto` (a file's times teach no offset).
+fn parse_zone(text: &str) -> Result<co2_wire::Zone, String> {
+    text.parse::<co2_wire::Zone>().map_err(|e| {
+        format!("{e}; give the zone the file's times were written in, e.g. Europe/Berlin or +02:00")
+    })
 }
 
 const AFTER_HELP: &str = "\
@@ -210,7 +223,10 @@ impl Target {
         settings.validate()?;
         let learned = clocks::state_file(&settings.state_dir());
         let clocks = DeviceClocks::load(settings.metrics.max_devices, learned);
-        let routes = Routes::from_settings(settings)?.with_clocks(Arc::new(clocks));
+        let mut routes = Routes::from_settings(settings)?.with_clocks(Arc::new(clocks));
+        if let Some(zone) = args.time_zone {
+            routes = routes.with_zones(ZoneRules::uniform(ZoneSetting::Zone(zone)));
+        }
         let built = sink::from_settings(settings, &routes)?;
         let name = args.route.as_deref().unwrap_or(CO2_ROUTE);
         let (route, found) = routes.by_name(name).ok_or_else(|| {

@@ -348,6 +348,12 @@ impl Routes {
         Self { clocks, ..self }
     }
 
+    /// The same routes reading every offset-less time by `zones` (an import
+    /// whose file says in which zone it was written).
+    pub fn with_zones(self, zones: ZoneRules) -> Self {
+        Self { zones, ..self }
+    }
+
     /// The device clocks these routes observe.
     pub fn clocks(&self) -> &Arc<DeviceClocks> {
         &self.clocks

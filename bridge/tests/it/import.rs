@@ -436,3 +436,52 @@ async fn a_seed_table_on_another_database_is_copied_once_and_resumably() {
     assert_eq!(db2.count("co2_emissions").await.unwrap(), 51);
     assert_eq!(db2.count("rejected_messages").await.unwrap(), 1);
 }
+
+/// `--time-zone`: a file written in local time (what the reference
+/// publisher's log holds) is stored at the right UTC instants; a time with
+/// an offset keeps it; `auto` is refused, as a file teaches no offset.
+#[tokio::test]
+async fn a_file_in_local_time_is_read_in_the_zone_it_names() {
+    let (db, env) = migrated("imp_zone").await;
+    let b = base();
+    let two_hours = 2 * 3600;
+    let input = format!(
+        "{}|400\n{}|401\n{}Z|402\n",
+        at(b, two_hours),
+        at(b, two_hours + 60),
+        at(b, 120).replace(' ', "T")
+    );
+    let out = bridge(
+        &env,
+        &[
+            "import",
+            "--device",
+            "pi-z",
+            "--format",
+            "lines",
+            "--time-zone",
+            "+02:00",
+            "-",
+        ],
+        Some(input.as_bytes()),
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stamp = |s: i64| format!("{}.000000", at(b, s));
+    assert_eq!(
+        rows(&db).await,
+        [
+            ("pi-z".to_owned(), stamp(0), 400.0),
+            ("pi-z".to_owned(), stamp(60), 401.0),
+            ("pi-z".to_owned(), stamp(120), 402.0),
+        ]
+    );
+    let out = bridge(
+        &env,
+        &["import", "--device", "pi-z", "--time-zone", "auto", "-"],
+        Some(input.as_bytes()),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--time-zone"), "{}", text(&out));
+}
