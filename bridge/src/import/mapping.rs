@@ -131,6 +131,11 @@ impl Mapper {
         self.labelled(at, line, records)
     }
 
+    /// The topic of the import's dead letters (`import/<route>`).
+    pub fn letter_topic(&self) -> &str {
+        &self.letter_topic
+    }
+
     /// A dead letter for the row at `at`: `raw` as its payload, `why` after where it is.
     pub fn refuse(&self, at: Location<'_>, raw: &[u8], reason: Reason, why: &str) -> Record {
         let letter = self

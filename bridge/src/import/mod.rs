@@ -18,6 +18,7 @@ pub mod lines;
 mod mapping;
 mod ndjson;
 mod progress;
+mod seen;
 mod writer;
 
 use std::path::PathBuf;
@@ -284,6 +285,15 @@ impl Target {
         Ok(())
     }
 
+    /// The pool of the sink that keeps dead letters, when it is a MySQL one.
+    fn letters_pool(&self) -> Option<&sqlx::MySqlPool> {
+        let name = self.sinks.name(self.sinks.dead_letters());
+        self.mysql_pools
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+    }
+
     /// The pool of the route's sink, when it is a MySQL one.
     fn route_pool(&self) -> Option<&sqlx::MySqlPool> {
         let name = self.sinks.name(self.route_sink);
@@ -378,11 +388,16 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<Summary, Impo
         }
     };
     let labels = mapper();
+    let seen = target
+        .letters_pool()
+        .filter(|_| !args.dry_run)
+        .map(|pool| seen::Seen::new(pool.clone(), labels.letter_topic().to_owned()));
     let writer = writer::Writer {
         sinks: &target.sinks,
         route_sink: target.route_sink,
         mapper: &labels,
         source: &source,
+        seen: seen.map(tokio::sync::Mutex::new),
     };
     let written = write_all(&writer, rx, args.dry_run, size).await;
     let read = reader

@@ -13,6 +13,7 @@ use crate::pipeline::batch_of;
 use crate::sink::{self, Checkpoint, Sinks, Written};
 
 use super::mapping::{Location, Mapper};
+use super::seen::Seen;
 use super::{Chunk, ImportError};
 
 /// Tries of one write that fails transiently before the import stops.
@@ -28,6 +29,8 @@ pub struct Writer<'a> {
     pub mapper: &'a Mapper,
     /// The name a checkpoint is recorded under (`--from-mysql`).
     pub source: &'a str,
+    /// The dead letters an earlier run stored, when a MySQL sink keeps them.
+    pub seen: Option<tokio::sync::Mutex<Seen>>,
 }
 
 impl Writer<'_> {
@@ -35,7 +38,9 @@ impl Writer<'_> {
     /// Rows the sink refused are dead letters in `chunk.records` afterwards.
     pub async fn store(&self, chunk: &mut Chunk) -> Result<Written, ImportError> {
         let letters_sink = self.sinks.dead_letters();
+        let stored_before = self.stored_before(chunk).await?;
         let (mut rows, mut letters): (Vec<usize>, Vec<usize>) = (0..chunk.records.len())
+            .filter(|i| !stored_before.contains(i))
             .partition(|i| matches!(chunk.records.get(*i), Some(Record::Decoded { .. })));
         let key = chunk.checkpoint.take();
         let checkpoint = key.as_ref().map(|(key, rows)| Checkpoint {
@@ -58,6 +63,29 @@ impl Writer<'_> {
             written.merge(w);
         }
         Ok(written)
+    }
+
+    /// The dead letters of `chunk` an earlier run already stored: refused
+    /// again (and counted), not stored twice.
+    async fn stored_before(&self, chunk: &Chunk) -> Result<Vec<usize>, ImportError> {
+        let Some(seen) = &self.seen else {
+            return Ok(Vec::new());
+        };
+        let mut seen = seen.lock().await;
+        let mut found = Vec::new();
+        for (i, record) in chunk.records.iter().enumerate() {
+            let (Record::Rejected { letter, .. }, Some(line)) = (record, chunk.lines.get(i)) else {
+                continue;
+            };
+            if seen
+                .contains(&chunk.source, *line, &letter.payload)
+                .await
+                .map_err(ImportError::Target)?
+            {
+                found.push(i);
+            }
+        }
+        Ok(found)
     }
 
     /// Writes `chunk.records[i]` for every `i` of `part` to `sink`, splitting

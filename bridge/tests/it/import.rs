@@ -304,6 +304,17 @@ async fn a_hostile_file_stores_its_good_lines_and_dead_letters_the_rest() {
     assert_eq!(reason(11), "bad_device");
     let long = &letters[lines.iter().position(|l| *l == 10).unwrap()];
     assert!(long.2.contains("10485760 bytes"), "{long:?}");
+    // Run again: the same lines are refused and said so, and neither the
+    // rows nor their dead letters are stored twice.
+    let again = bridge(&env, &["import", path_str(&path)], None).await;
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        text(&again).contains(&said("rejected", 9)),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(db.count("co2_emissions").await.unwrap(), 3);
+    assert_eq!(db.count("rejected_messages").await.unwrap(), 9);
 }
 
 #[tokio::test]
