@@ -197,26 +197,23 @@ impl Completeness {
     }
 
     async fn take_readings(&self, conn: &mut PoolConnection<MySql>) -> Result<(), sqlx::Error> {
-        let last = progress(conn, READINGS.progress).await?;
-        let high: Option<u64> = sqlx::query_scalar("SELECT MAX(id) FROM co2_emissions")
-            .fetch_one(&mut **conn)
-            .await?;
-        if let Some(high) = high.filter(|high| *high > last) {
-            let unnumbered = sqlx::query(
-                "SELECT CAST(device AS CHAR), COUNT(*) FROM co2_emissions \
-                 WHERE id > ? AND id <= ? AND seq IS NULL GROUP BY device",
-            )
-            .bind(last)
-            .bind(high)
-            .fetch_all(&mut **conn)
-            .await?;
-            for row in &unnumbered {
-                let (device, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-                self.metrics
-                    .completeness(&device, "unnumbered", u64::try_from(n).unwrap_or(0));
-            }
+        let Some((last, high)) = self.new_rows(conn, &READINGS).await? else {
+            return Ok(());
+        };
+        let unnumbered = sqlx::query(
+            "SELECT CAST(device AS CHAR), COUNT(*) FROM co2_emissions \
+             WHERE id > ? AND id <= ? AND seq IS NULL GROUP BY device",
+        )
+        .bind(last)
+        .bind(high)
+        .fetch_all(&mut **conn)
+        .await?;
+        for row in &unnumbered {
+            let (device, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+            self.metrics
+                .completeness(&device, "unnumbered", u64::try_from(n).unwrap_or(0));
         }
-        self.take_numbered(conn, &READINGS).await
+        self.find_numbered(conn, &READINGS, last, high).await
     }
 
     /// Finds the gaps the rows of `source` added since the last scan touch.
@@ -225,17 +222,35 @@ impl Completeness {
         conn: &mut PoolConnection<MySql>,
         source: &Numbered,
     ) -> Result<(), sqlx::Error> {
+        match self.new_rows(conn, source).await? {
+            Some((last, high)) => self.find_numbered(conn, source, last, high).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The ids of `source`'s rows not scanned yet, `(after, through)`, if any.
+    async fn new_rows(
+        &self,
+        conn: &mut PoolConnection<MySql>,
+        source: &Numbered,
+    ) -> Result<Option<(u64, u64)>, sqlx::Error> {
         let last = progress(conn, source.progress).await?;
-        let Some(high): Option<u64> =
+        let high: Option<u64> =
             sqlx::query_scalar(&format!("SELECT MAX(id) FROM {}", source.table))
                 .fetch_one(&mut **conn)
-                .await?
-        else {
-            return Ok(());
-        };
-        if high <= last {
-            return Ok(());
-        }
+                .await?;
+        Ok(high.filter(|high| *high > last).map(|high| (last, high)))
+    }
+
+    /// Finds the gaps of the numbered rows with ids in `(last, high]`, and
+    /// records them scanned.
+    async fn find_numbered(
+        &self,
+        conn: &mut PoolConnection<MySql>,
+        source: &Numbered,
+        last: u64,
+        high: u64,
+    ) -> Result<(), sqlx::Error> {
         let touched = sqlx::query(&format!(
             "SELECT CAST(device AS CHAR), CAST({epoch} AS CHAR), MAX({seq}) FROM {table} \
              WHERE id > ? AND id <= ? AND {seq} IS NOT NULL GROUP BY device, {epoch}",
