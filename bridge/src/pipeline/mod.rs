@@ -308,16 +308,15 @@ impl Intake {
                     let before_fps = std::mem::take(&mut run_fps);
                     self.decode_and_send(before, before_fps.into(), opened, to_commit)
                         .await;
-                    self.send(
-                        vec![record],
-                        vec![1],
-                        vec![delivery.ack],
-                        vec![delivery.held],
-                        Arc::from([fp]),
+                    let batch = Decoded {
+                        records: vec![record],
+                        parts: vec![1],
+                        tokens: vec![delivery.ack],
+                        held: vec![delivery.held],
+                        fingerprints: Arc::from([fp]),
                         opened,
-                        to_commit,
-                    )
-                    .await;
+                    };
+                    self.send(batch, to_commit).await;
                 }
             }
         }
@@ -349,30 +348,6 @@ impl Intake {
             tokens.push(d.ack);
             held.push(d.held);
         }
-        self.send(
-            records,
-            parts,
-            tokens,
-            held,
-            fingerprints,
-            opened,
-            to_commit,
-        )
-        .await;
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &self,
-        records: Vec<Record>,
-        parts: Vec<u32>,
-        tokens: Vec<Ack>,
-        held: Vec<Held>,
-        fingerprints: Arc<[u64]>,
-        opened: Instant,
-        to_commit: &mpsc::Sender<Decoded>,
-    ) {
-        self.count_received(&records, &parts);
         let batch = Decoded {
             records,
             parts,
@@ -381,6 +356,11 @@ impl Intake {
             fingerprints,
             opened,
         };
+        self.send(batch, to_commit).await;
+    }
+
+    async fn send(&self, batch: Decoded, to_commit: &mpsc::Sender<Decoded>) {
+        self.count_received(&batch.records, &batch.parts);
         if let Err(mpsc::error::SendError(lost)) = to_commit.send(batch).await {
             // The commit task is gone (it panicked): nothing is acked, the
             // broker redelivers.
