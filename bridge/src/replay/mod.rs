@@ -413,6 +413,7 @@ impl DeadLetters {
                                     ),
                             )
                         }
+                        // Not reached: `i` is the position of a record that is not one.
                         Record::Decoded { .. } => Outcome::Truncated,
                     },
                 }
